@@ -1,0 +1,165 @@
+//! Build records: one per submitted build, kept in the `artifacts_builds` key-value bucket, answered by
+//! `<prefix>.build.get` / `GET /api/v1/builds/{buildId}` and listed by `<prefix>.build.list` /
+//! `GET /api/v1/builds`.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::names::{ComponentName, InvalidName};
+use crate::schema::string_schema;
+
+/// A build's id: a UUIDv7, so ids sort by creation time.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct BuildId(String);
+
+impl BuildId {
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::now_v7().hyphenated().to_string())
+    }
+
+    pub fn parse(value: &str) -> Result<Self, InvalidName> {
+        uuid::Uuid::try_parse(value)
+            .map(|id| Self(id.hyphenated().to_string()))
+            .map_err(|_| InvalidName(format!("buildId {value:?} is not a build id: expected a UUID such as 0193a5b2-7c1e-7f00-8a3b-2f5e9d4c1a20")))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for BuildId {
+    type Error = InvalidName;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<BuildId> for String {
+    fn from(value: BuildId) -> Self {
+        value.0
+    }
+}
+
+impl std::fmt::Display for BuildId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+string_schema!(
+    BuildId,
+    "Build id (a UUID).",
+    example = "0193a5b2-7c1e-7f00-8a3b-2f5e9d4c1a20"
+);
+
+/// An instant, written as RFC 3339 (`2026-11-24T09:30:00Z`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Timestamp(#[serde(with = "time::serde::rfc3339")] pub time::OffsetDateTime);
+
+impl Timestamp {
+    pub fn now() -> Self {
+        Self(time::OffsetDateTime::now_utc())
+    }
+}
+
+string_schema!(
+    Timestamp,
+    "An instant in RFC 3339 form.",
+    example = "2026-11-24T09:30:00Z"
+);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BuildKind {
+    Image,
+    Component,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BuildStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+/// Who asked for a build: the identity headers and the API key that carried the request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestedBy {
+    pub linux_username: Option<String>,
+    pub github_username: Option<String>,
+    pub api_key_id: Option<String>,
+}
+
+/// `GET /builds/{buildId}`, `<prefix>.build.get`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildQuery {
+    pub build_id: BuildId,
+}
+
+/// A build, from submission to its end.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildRecord {
+    pub build_id: BuildId,
+    pub kind: BuildKind,
+    /// The build's state.
+    pub status: BuildStatus,
+    /// The submission, as accepted.
+    pub request: serde_json::Value,
+    pub requested_by: RequestedBy,
+    pub created_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    /// What the build produced (image name and digest, or component digest and size).
+    pub result: Option<serde_json::Value>,
+    /// Why the build failed, with the last lines of its log.
+    pub error_message: Option<String>,
+    /// How many times a worker has started this build.
+    pub attempts: u32,
+}
+
+pub const DEFAULT_BUILD_LIST_LIMIT: u32 = 50;
+pub const MAX_BUILD_LIST_LIMIT: u32 = 500;
+
+/// `GET /builds`, `<prefix>.build.list`: filters, all optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildListQuery {
+    pub component: Option<ComponentName>,
+    pub kind: Option<BuildKind>,
+    pub status: Option<BuildStatus>,
+    /// At most this many records (default 50, at most 500).
+    pub limit: Option<u32>,
+}
+
+impl BuildListQuery {
+    pub fn limit(&self) -> usize {
+        self.limit
+            .unwrap_or(DEFAULT_BUILD_LIST_LIMIT)
+            .clamp(1, MAX_BUILD_LIST_LIMIT) as usize
+    }
+}
+
+/// Always `ok` for a list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ListStatus {
+    Ok,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildList {
+    pub status: ListStatus,
+    pub error_message: Option<String>,
+    /// Newest first.
+    pub builds: Vec<BuildRecord>,
+}

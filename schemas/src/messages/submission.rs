@@ -1,0 +1,29 @@
+//! The answer to an accepted build submission (`POST /images`, `POST /components`, and their NATS
+//! subjects): 202 with where to follow the build.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::build::BuildId;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AcceptedStatus {
+    Queued,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildAccepted {
+    pub status: AcceptedStatus,
+    pub error_message: Option<String>,
+    pub build_id: BuildId,
+    /// For image builds: the name the image will have, `registry/repository:architecture`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_name: Option<String>,
+    /// `/api/v1/builds/{buildId}`.
+    pub status_url: String,
+    /// `/api/v1/builds/{buildId}/logs`.
+    pub logs_url: String,
+}

@@ -1,0 +1,457 @@
+//! Names that arrive from outside: component names, git branches and tags, architectures.
+//!
+//! Each type can only hold a valid value. They are parsed once, where a request enters the system
+//! (the gateway, a NATS endpoint), and everything behind that edge passes the typed value along, so no
+//! function has to wonder whether a branch might start with `-` or a component contain `/`.
+//! Deserialising one of these types runs the same parse, so a JSON message with a bad name is refused
+//! with the rule that it broke.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::schema::string_schema;
+
+/// Why a name was refused. The message names the field and states the rule, so a client can fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidName(pub String);
+
+/// A component name: `^[a-z0-9][a-z0-9._-]{0,63}$`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ComponentName(String);
+
+pub const COMPONENT_RULE: &str = "^[a-z0-9][a-z0-9._-]{0,63}$";
+
+impl ComponentName {
+    pub fn parse(value: &str) -> Result<Self, InvalidName> {
+        let mut bytes = value.bytes();
+        let first_ok = matches!(bytes.next(), Some(b'a'..=b'z' | b'0'..=b'9'));
+        let rest_ok = bytes.all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'));
+        if first_ok && rest_ok && value.len() <= 64 {
+            Ok(Self(value.to_owned()))
+        } else {
+            Err(InvalidName(format!(
+                "component {value:?} is not a valid name: it must match {COMPONENT_RULE} (lower-case letters, digits, '.', '_' and '-', starting with a letter or digit, at most 64 characters)"
+            )))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A git branch name, checked with the rules of `git check-ref-format --branch`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct BranchName(String);
+
+impl BranchName {
+    pub fn parse(value: &str) -> Result<Self, InvalidName> {
+        if value == "HEAD" {
+            return Err(InvalidName(
+                "branch \"HEAD\" is not a valid branch name: HEAD names the current commit, not a branch".into(),
+            ));
+        }
+        check_ref_format(value)
+            .map(|()| Self(value.to_owned()))
+            .map_err(|rule| {
+                InvalidName(format!(
+                    "branch {value:?} is not a valid git branch name: {rule}"
+                ))
+            })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A git tag name, checked with the rules of `git check-ref-format` for `refs/tags/<tag>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TagName(String);
+
+impl TagName {
+    pub fn parse(value: &str) -> Result<Self, InvalidName> {
+        check_ref_format(value)
+            .map(|()| Self(value.to_owned()))
+            .map_err(|rule| {
+                InvalidName(format!("tag {value:?} is not a valid git tag name: {rule}"))
+            })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A form of the tag usable in NATS subjects, key-value keys and object names.
+    pub fn key_slug(&self) -> String {
+        slug_with_hash(&self.0)
+    }
+}
+
+/// The longest ref name accepted; git itself allows more, but no forge does.
+const MAX_REF_LEN: usize = 255;
+
+/// The rules of `git check-ref-format` (see its manual), plus the refusal of a leading `-`, which git
+/// leaves to its callers and which would otherwise turn a ref into a command-line option.
+fn check_ref_format(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("it is empty");
+    }
+    if name.len() > MAX_REF_LEN {
+        return Err("it is longer than 255 bytes");
+    }
+    if name.starts_with('-') {
+        return Err("it must not start with '-'");
+    }
+    if name == "@" {
+        return Err("it must not be the single character '@'");
+    }
+    if name.starts_with('/') || name.ends_with('/') || name.contains("//") {
+        return Err("it must not start or end with '/' or contain '//'");
+    }
+    if name.ends_with('.') {
+        return Err("it must not end with '.'");
+    }
+    if name.contains("..") {
+        return Err("it must not contain '..'");
+    }
+    if name.contains("@{") {
+        return Err("it must not contain '@{'");
+    }
+    if name.chars().any(|c| {
+        c.is_ascii_control() || matches!(c, ' ' | '~' | '^' | ':' | '?' | '*' | '[' | '\\')
+    }) {
+        return Err("it must not contain spaces, control characters or any of ~ ^ : ? * [ \\");
+    }
+    if name
+        .split('/')
+        .any(|part| part.starts_with('.') || part.ends_with(".lock"))
+    {
+        return Err("no '/'-separated part may start with '.' or end with '.lock'");
+    }
+    Ok(())
+}
+
+/// A CPU architecture the service builds for, as a Docker platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Architecture {
+    Amd64,
+    Arm64,
+    ArmV7,
+    I386,
+}
+
+/// What clients may write, with or without a `linux/` prefix.
+pub const ACCEPTED_ARCHITECTURES: &[&str] = &[
+    "amd64", "x86_64", "arm64", "aarch64", "arm/v7", "armv7l", "386", "i686",
+];
+
+impl Architecture {
+    pub const ALL: [Architecture; 4] = [Self::Amd64, Self::Arm64, Self::ArmV7, Self::I386];
+
+    pub fn parse(value: &str) -> Result<Self, InvalidName> {
+        let bare = value.strip_prefix("linux/").unwrap_or(value);
+        match bare {
+            "amd64" | "x86_64" => Ok(Self::Amd64),
+            "arm64" | "aarch64" | "arm64/v8" => Ok(Self::Arm64),
+            "arm/v7" | "armv7l" | "arm-v7" => Ok(Self::ArmV7),
+            "386" | "i686" | "i386" => Ok(Self::I386),
+            _ => Err(InvalidName(format!(
+                "architecture {value:?} is not supported: use one of {} (optionally prefixed with 'linux/')",
+                ACCEPTED_ARCHITECTURES.join(", ")
+            ))),
+        }
+    }
+
+    /// The Docker platform, e.g. `linux/arm/v7`.
+    pub fn platform(self) -> &'static str {
+        match self {
+            Self::Amd64 => "linux/amd64",
+            Self::Arm64 => "linux/arm64",
+            Self::ArmV7 => "linux/arm/v7",
+            Self::I386 => "linux/386",
+        }
+    }
+
+    /// The form used in image tags, URLs, subjects and keys, e.g. `arm-v7`.
+    pub fn short(self) -> &'static str {
+        match self {
+            Self::Amd64 => "amd64",
+            Self::Arm64 => "arm64",
+            Self::ArmV7 => "arm-v7",
+            Self::I386 => "386",
+        }
+    }
+}
+
+impl fmt::Display for Architecture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.platform())
+    }
+}
+
+impl From<Architecture> for String {
+    fn from(value: Architecture) -> Self {
+        value.platform().to_owned()
+    }
+}
+
+impl TryFrom<String> for Architecture {
+    type Error = InvalidName;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+macro_rules! string_newtype_conversions {
+    ($($name:ident),*) => {$(
+        impl TryFrom<String> for $name {
+            type Error = InvalidName;
+            fn try_from(value: String) -> Result<Self, Self::Error> {
+                Self::parse(&value)
+            }
+        }
+        impl From<$name> for String {
+            fn from(value: $name) -> Self {
+                value.0
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    )*};
+}
+string_newtype_conversions!(ComponentName, BranchName, TagName);
+
+string_schema!(
+    ComponentName,
+    "Component name.",
+    pattern = COMPONENT_RULE,
+    example = "libfoo"
+);
+string_schema!(
+    BranchName,
+    "Git branch name (rules of `git check-ref-format --branch`; must not start with '-').",
+    example = "main"
+);
+string_schema!(
+    TagName,
+    "Git tag or branch to build (rules of `git check-ref-format`; must not start with '-').",
+    example = "v1.2.0"
+);
+string_schema!(
+    Architecture,
+    "Target architecture: amd64, x86_64, arm64, aarch64, arm/v7, armv7l, 386 or i686, optionally prefixed with 'linux/'. Answers use the Docker platform form (linux/amd64, linux/arm64, linux/arm/v7, linux/386).",
+    example = "linux/amd64"
+);
+
+/// The registry repository of a component's images on one branch:
+/// `<component>-<branch-slug>-image`.
+///
+/// Docker repository names are stricter than both component names and git branches, so each part is
+/// slugged; whenever slugging changed a part, a hash of the original is appended, which keeps
+/// `feature/x` and `feature-x` in different repositories.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ImageRepository(String);
+
+impl ImageRepository {
+    pub fn new(component: &ComponentName, branch: &BranchName) -> Self {
+        Self(format!(
+            "{}-{}-image",
+            slug_with_hash(component.as_str()),
+            slug_with_hash(branch.as_str())
+        ))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ImageRepository {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Slugs longer than this are cut (and so get the hash suffix), keeping repository names well under
+/// Docker's 255-character limit.
+const MAX_SLUG_LEN: usize = 100;
+
+/// Lower-cases `value`, replaces every run of characters outside `[a-z0-9._-]` (and every run of
+/// separators Docker would refuse, such as `._` or `-.`) by `-`, trims separators from both ends, and
+/// appends `-<8 hex digits of SHA-256(value)>` when the result differs from `value`.
+pub fn slug_with_hash(value: &str) -> String {
+    let mut slug = String::with_capacity(value.len());
+    let mut pending_separators = String::new();
+    for c in value.chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            if !slug.is_empty() && !pending_separators.is_empty() {
+                slug.push_str(docker_separator(&pending_separators));
+            }
+            pending_separators.clear();
+            slug.push(c);
+        } else if matches!(c, '.' | '_' | '-') {
+            pending_separators.push(c);
+        } else {
+            pending_separators.push('#');
+        }
+    }
+    slug.truncate(MAX_SLUG_LEN);
+    while slug.ends_with(['.', '_', '-']) {
+        slug.pop();
+    }
+    if slug == value {
+        return slug;
+    }
+    let hash = hex::encode(&Sha256::digest(value.as_bytes())[..4]);
+    if slug.is_empty() {
+        hash
+    } else {
+        format!("{slug}-{hash}")
+    }
+}
+
+/// Docker accepts `.`, `_`, `__` or any run of `-` between alphanumerics; anything else becomes `-`.
+fn docker_separator(run: &str) -> &str {
+    match run {
+        "." | "_" | "__" => run,
+        _ if run.bytes().all(|b| b == b'-') => run,
+        _ => "-",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn component_rule() {
+        for ok in ["a", "libfoo", "0lib", "a.b_c-d", &"a".repeat(64)] {
+            assert!(ComponentName::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-a", ".a", "A", "a/b", "a b", &"a".repeat(65), "é"] {
+            let err = ComponentName::parse(bad).unwrap_err();
+            assert!(err.0.contains(COMPONENT_RULE), "{err}");
+        }
+    }
+
+    #[test]
+    fn branch_rules_follow_git() {
+        for ok in ["main", "feature/x", "release-1.0", "a@b", "ümlaut", "v1._x"] {
+            assert!(BranchName::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "-rf",
+            "HEAD",
+            "@",
+            "a..b",
+            "a b",
+            "a~1",
+            "a^",
+            "a:b",
+            "a?",
+            "a*",
+            "a[",
+            "a\\b",
+            "/a",
+            "a/",
+            "a//b",
+            ".a",
+            "a/.b",
+            "a.lock",
+            "a/b.lock/c",
+            "a.",
+            "a@{1}",
+            "a\u{7f}",
+            "a\tb",
+        ] {
+            assert!(BranchName::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+        assert!(TagName::parse("v1.2.0").is_ok());
+        assert!(TagName::parse("--upload-pack=x").is_err());
+    }
+
+    #[test]
+    fn architectures_normalise_to_docker_platforms() {
+        for (input, platform) in [
+            ("amd64", "linux/amd64"),
+            ("x86_64", "linux/amd64"),
+            ("linux/amd64", "linux/amd64"),
+            ("arm64", "linux/arm64"),
+            ("aarch64", "linux/arm64"),
+            ("linux/arm64", "linux/arm64"),
+            ("arm/v7", "linux/arm/v7"),
+            ("armv7l", "linux/arm/v7"),
+            ("linux/arm/v7", "linux/arm/v7"),
+            ("386", "linux/386"),
+            ("i686", "linux/386"),
+        ] {
+            assert_eq!(
+                Architecture::parse(input).unwrap().platform(),
+                platform,
+                "{input}"
+            );
+        }
+        let err = Architecture::parse("sparc").unwrap_err();
+        assert!(err.0.contains("amd64, x86_64, arm64"), "{err}");
+    }
+
+    #[test]
+    fn image_repository_names() {
+        let c = ComponentName::parse("libfoo").unwrap();
+        let main = BranchName::parse("main").unwrap();
+        assert_eq!(
+            ImageRepository::new(&c, &main).as_str(),
+            "libfoo-main-image"
+        );
+        let slash = ImageRepository::new(&c, &BranchName::parse("feature/x").unwrap());
+        let dash = ImageRepository::new(&c, &BranchName::parse("feature-x").unwrap());
+        assert_eq!(dash.as_str(), "libfoo-feature-x-image");
+        assert!(slash.as_str().starts_with("libfoo-feature-x-"), "{slash}");
+        assert_ne!(slash, dash);
+        let upper = ImageRepository::new(&c, &BranchName::parse("Feature-X").unwrap());
+        assert_ne!(upper, dash);
+    }
+
+    #[test]
+    fn slugs_are_valid_docker_path_components() {
+        let docker_component = |s: &str| {
+            // [a-z0-9]+(?:(?:[._]|__|[-]*)[a-z0-9]+)*
+            let parts: Vec<&str> = s.split(|c: char| !c.is_ascii_alphanumeric()).collect();
+            !s.is_empty()
+                && parts.first().is_some_and(|p| !p.is_empty())
+                && parts.last().is_some_and(|p| !p.is_empty())
+                && !s.contains("._")
+                && !s.contains("_.")
+                && !s.contains("-.")
+                && !s.contains(".-")
+                && !s.contains("..")
+                && !s.contains("___")
+        };
+        for input in [
+            "a._b",
+            "x.-y",
+            "@@",
+            "ünï/cödé",
+            "v1..2",
+            "a___b",
+            "-a-",
+            &"x/".repeat(200),
+        ] {
+            let slug = slug_with_hash(input);
+            assert!(docker_component(&slug), "{input:?} -> {slug:?}");
+            assert!(slug.len() <= MAX_SLUG_LEN + 9);
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! NATS subjects of the contract, all under a configurable prefix (default `artifacts`).
+//!
+//! Request/reply subjects are served by NATS micro services (`$SRV.PING`, `$SRV.INFO`, `$SRV.STATS`), so
+//! `nats micro ls` lists who answers them. Work itself travels on JetStream subjects (`<prefix>.jobs.>`,
+//! `<prefix>.git.push`), where it survives a crashed worker or a restarted server.
+
+/// The request/reply endpoints of the contract. Each is answered by exactly one function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    ImageBuild,
+    ImageGet,
+    ComponentBuild,
+    ComponentGet,
+    BuildGet,
+    /// `<prefix>.build.list`: the history behind `GET /builds` (not in the contract's table, but public).
+    BuildList,
+}
+
+impl Endpoint {
+    /// The subject below the prefix, e.g. `image.get`.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Self::ImageBuild => "image.build",
+            Self::ImageGet => "image.get",
+            Self::ComponentBuild => "component.build",
+            Self::ComponentGet => "component.get",
+            Self::BuildGet => "build.get",
+            Self::BuildList => "build.list",
+        }
+    }
+
+    /// The endpoint's name in the micro service's `$SRV.INFO` and `$SRV.STATS`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ImageBuild => "image-build",
+            Self::ImageGet => "image-get",
+            Self::ComponentBuild => "component-build",
+            Self::ComponentGet => "component-get",
+            Self::BuildGet => "build-get",
+            Self::BuildList => "build-list",
+        }
+    }
+}
+
+/// Subject names under one prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subjects {
+    prefix: String,
+}
+
+impl Subjects {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn endpoint(&self, endpoint: Endpoint) -> String {
+        format!("{}.{}", self.prefix, endpoint.suffix())
+    }
+
+    /// Push events, from the webhooks or straight from any CI (JetStream).
+    pub fn git_push(&self) -> String {
+        format!("{}.git.push", self.prefix)
+    }
+
+    /// Everything the durable build work queue holds.
+    pub fn jobs_wildcard(&self) -> String {
+        format!("{}.jobs.>", self.prefix)
+    }
+}
+
+impl Default for Subjects {
+    fn default() -> Self {
+        Self::new("artifacts")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_follow_the_contract() {
+        let s = Subjects::default();
+        assert_eq!(s.endpoint(Endpoint::ImageBuild), "artifacts.image.build");
+        assert_eq!(s.endpoint(Endpoint::ImageGet), "artifacts.image.get");
+        assert_eq!(
+            s.endpoint(Endpoint::ComponentBuild),
+            "artifacts.component.build"
+        );
+        assert_eq!(
+            s.endpoint(Endpoint::ComponentGet),
+            "artifacts.component.get"
+        );
+        assert_eq!(s.endpoint(Endpoint::BuildGet), "artifacts.build.get");
+        assert_eq!(s.git_push(), "artifacts.git.push");
+        assert_eq!(
+            Subjects::new("acme").endpoint(Endpoint::ImageGet),
+            "acme.image.get"
+        );
+    }
+}
