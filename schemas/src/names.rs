@@ -87,11 +87,6 @@ impl TagName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-
-    /// A form of the tag usable in NATS subjects, key-value keys and object names.
-    pub fn key_slug(&self) -> String {
-        slug_with_hash(&self.0)
-    }
 }
 
 /// The longest ref name accepted; git itself allows more, but no forge does.

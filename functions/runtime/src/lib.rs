@@ -1,1 +1,73 @@
+//! The runtime every artifacts process stands on.
+//!
+//! A function binary is a small `main` that calls [`run`] with its own work: the runtime reads the
+//! layered [`configuration`], starts [`telemetry`], connects to [`nats`] (ensuring the JetStream streams
+//! and buckets), and cancels a token on SIGINT/SIGTERM ([`shutdown`]). Request/reply endpoints are NATS
+//! micro services built with [`service::serve`]; the gateway calls them with [`service::call`].
+//!
+//! ```text
+//!  HTTP ──> gateway ──request/reply──> lookup, build submissions (NATS micro services)
+//!                    └─JetStream────> durable jobs, push events ──> build workers, git trigger
+//!                                       KV buckets, object store <── records and tarballs
+//! ```
 
+pub mod configuration;
+pub mod nats;
+pub mod service;
+pub mod shutdown;
+pub mod telemetry;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+pub use configuration::Settings;
+pub use nats::Nats;
+
+/// The command line every function binary shares.
+#[derive(Debug, Parser)]
+struct FunctionArgs {
+    /// A TOML configuration file (default: `ARTIFACTS_CONFIG`, else none).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+/// The whole `main` of a function binary: settings, tracing, NATS, shutdown on signal, then `work`
+/// until it returns. Errors are printed in full and turn into a failing exit code.
+pub async fn run<W, F>(process_name: &'static str, work: W) -> ExitCode
+where
+    W: FnOnce(Settings, Nats, CancellationToken) -> F,
+    F: Future<Output = anyhow::Result<()>>,
+{
+    let args = FunctionArgs::parse();
+    let settings = match Settings::load(args.config.as_deref()) {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("{process_name}: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(&settings.log);
+    let shutdown = shutdown::on_signal();
+    let result = async {
+        let nats = tokio::select! {
+            nats = nats::connect(&settings, process_name) => nats?,
+            _ = shutdown.cancelled() => return Ok(()),
+        };
+        work(settings, nats, shutdown).await
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            tracing::info!("{process_name} stopped");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            tracing::error!("{process_name} failed: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

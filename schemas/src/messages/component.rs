@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::build::{BuildId, Timestamp};
-use crate::names::{Architecture, ComponentName, TagName};
+use crate::names::{slug_with_hash, Architecture, ComponentName, TagName};
 
 /// A repository to build: `POST /components`, `<prefix>.component.build`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
@@ -36,8 +36,8 @@ impl ComponentQuery {
     pub fn record_key(&self) -> String {
         format!(
             "{}/{}/{}",
-            self.component,
-            self.tag.key_slug(),
+            slug_with_hash(self.component.as_str()),
+            slug_with_hash(self.tag.as_str()),
             self.architecture.short()
         )
     }

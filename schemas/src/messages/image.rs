@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::build::{BuildId, Timestamp};
-use crate::names::{Architecture, BranchName, ComponentName, ImageRepository};
+use crate::names::{slug_with_hash, Architecture, BranchName, ComponentName};
 
 /// Which image: `GET /images`, `<prefix>.image.get`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
@@ -20,12 +20,13 @@ pub struct ImageQuery {
 }
 
 impl ImageQuery {
-    /// The key of the image record in the `artifacts_images` bucket.
+    /// The key of the image record in the `artifacts_images` bucket; slugs keep every key a valid
+    /// NATS subject whatever the names hold.
     pub fn record_key(&self) -> String {
         format!(
             "{}/{}/{}",
-            self.component,
-            ImageRepository::new(&self.component, &self.branch),
+            slug_with_hash(self.component.as_str()),
+            slug_with_hash(self.branch.as_str()),
             self.architecture.short()
         )
     }

@@ -1,0 +1,356 @@
+//! Settings of every artifacts process, layered with the `config` crate:
+//! built-in defaults < a TOML file (`--config FILE` or `ARTIFACTS_CONFIG`) < `NATS_URL` and
+//! `ARTIFACTS_ADMIN_KEY` < environment variables `ARTIFACTS__SECTION__KEY` (lists comma-separated).
+//!
+//! No file is needed: the defaults run the whole stack on one machine.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use artifacts_schemas::Subjects;
+
+/// A value that must never reach a log: its `Debug` prints `[redacted]`.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub gateway: GatewaySettings,
+    pub nats: NatsSettings,
+    pub registry: RegistrySettings,
+    pub docker: DockerSettings,
+    pub git: GitSettings,
+    pub hooks: HookSettings,
+    pub log: LogSettings,
+    /// The bootstrap admin API key (env `ARTIFACTS_ADMIN_KEY`).
+    pub admin_key: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewaySettings {
+    pub listen: SocketAddr,
+    /// The largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsSettings {
+    pub url: String,
+    pub prefix: String,
+    /// How long a process keeps trying to reach NATS at start.
+    pub connect_timeout_secs: u64,
+    /// How long a request/reply may take.
+    pub request_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrySettings {
+    /// `host:port` of the container registry.
+    pub address: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DockerSettings {
+    /// The Docker engine; unset means `DOCKER_HOST`, else `unix:///var/run/docker.sock`.
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GitSettings {
+    /// URL schemes a component may be cloned from.
+    pub allowed_schemes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HookSettings {
+    pub github: HmacHook,
+    pub gitea: HmacHook,
+    pub gitlab: TokenHook,
+}
+
+/// A forge that signs its webhooks with HMAC-SHA256; unset, its hook answers 404.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HmacHook {
+    pub secret: Option<Secret>,
+}
+
+/// GitLab sends a shared token in `X-Gitlab-Token`; unset, its hook answers 404.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenHook {
+    pub token: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Text on a terminal, JSON otherwise.
+    #[default]
+    Auto,
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `artifacts_gateway=debug,info`; `RUST_LOG` wins when set.
+    pub filter: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            gateway: GatewaySettings::default(),
+            nats: NatsSettings::default(),
+            registry: RegistrySettings::default(),
+            docker: DockerSettings::default(),
+            git: GitSettings::default(),
+            hooks: HookSettings::default(),
+            log: LogSettings::default(),
+            admin_key: None,
+        }
+    }
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for NatsSettings {
+    fn default() -> Self {
+        Self {
+            url: "nats://127.0.0.1:4222".into(),
+            prefix: "artifacts".into(),
+            connect_timeout_secs: 30,
+            request_timeout_secs: 10,
+        }
+    }
+}
+
+impl Default for RegistrySettings {
+    fn default() -> Self {
+        Self {
+            address: "127.0.0.1:5000".into(),
+        }
+    }
+}
+
+impl Default for DockerSettings {
+    fn default() -> Self {
+        Self { host: None }
+    }
+}
+
+impl Default for GitSettings {
+    fn default() -> Self {
+        Self {
+            allowed_schemes: vec!["https".into()],
+        }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Auto,
+            filter: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+impl Settings {
+    /// Loads the layers. `file` is `--config FILE`; without it, `ARTIFACTS_CONFIG` names the file, and
+    /// without that there is none.
+    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
+        let file = file
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("ARTIFACTS_CONFIG").map(PathBuf::from));
+        let mut builder = config::Config::builder();
+        if let Some(file) = &file {
+            builder = builder
+                .add_source(config::File::from(file.as_path()).format(config::FileFormat::Toml));
+        }
+        let plain_env = config::Config::builder()
+            .set_override_option("nats.url", std::env::var("NATS_URL").ok())?
+            .set_override_option("admin_key", std::env::var("ARTIFACTS_ADMIN_KEY").ok())?
+            .build()?;
+        let settings: Settings = builder
+            .add_source(plain_env)
+            .add_source(
+                config::Environment::with_prefix("ARTIFACTS")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .list_separator(",")
+                    .with_list_parse_key("git.allowed_schemes")
+                    .try_parsing(true),
+            )
+            .build()?
+            .try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        let prefix_ok = self.nats.prefix.split('.').all(|token| {
+            !token.is_empty()
+                && token
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        });
+        if !prefix_ok {
+            return Err(SettingsError::Invalid(format!(
+                "nats.prefix {:?} must be dot-separated tokens of letters, digits, '_' and '-'",
+                self.nats.prefix
+            )));
+        }
+        if self.git.allowed_schemes.is_empty() {
+            return Err(SettingsError::Invalid(
+                "git.allowed_schemes must name at least one scheme".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn subjects(&self) -> Subjects {
+        Subjects::new(self.nats.prefix.clone())
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.nats.request_timeout_secs.max(1))
+    }
+}
+
+/// The URL with any user and password replaced, for logs and error messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}://[redacted]@{}", &url[..scheme_end], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let s = Settings::default();
+        assert_eq!(s.gateway.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.nats.url, "nats://127.0.0.1:4222");
+        assert_eq!(s.nats.prefix, "artifacts");
+        assert_eq!(s.registry.address, "127.0.0.1:5000");
+        assert_eq!(s.git.allowed_schemes, vec!["https"]);
+        assert!(s.hooks.github.secret.is_none());
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let mut s = Settings::default();
+        s.admin_key = Some(Secret::new("hunter2"));
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert_eq!(
+            redact_url("nats://user:pw@host:4222"),
+            "nats://[redacted]@host:4222"
+        );
+        assert_eq!(redact_url("nats://host:4222"), "nats://host:4222");
+    }
+}
+
+#[cfg(test)]
+mod layering_tests {
+    use super::*;
+
+    /// The only test in this crate that touches the process environment.
+    #[test]
+    fn file_then_plain_env_then_prefixed_env() {
+        let dir =
+            std::env::temp_dir().join(format!("artifacts-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("artifacts.toml");
+        std::fs::write(
+            &file,
+            "[gateway]\nlisten = \"127.0.0.1:9999\"\n[nats]\nprefix = \"fromfile\"\nurl = \"nats://file:1\"\n",
+        )
+        .unwrap();
+        std::env::set_var("NATS_URL", "nats://plain:2");
+        std::env::set_var("ARTIFACTS__NATS__PREFIX", "fromenv");
+        std::env::set_var("ARTIFACTS__GIT__ALLOWED_SCHEMES", "https,file");
+        std::env::set_var("ARTIFACTS__HOOKS__GITHUB__SECRET", "s3cret");
+        let s = Settings::load(Some(&file)).unwrap();
+        assert_eq!(s.gateway.listen.port(), 9999);
+        assert_eq!(s.nats.url, "nats://plain:2");
+        assert_eq!(s.nats.prefix, "fromenv");
+        assert_eq!(s.git.allowed_schemes, vec!["https", "file"]);
+        assert_eq!(
+            s.hooks.github.secret.as_ref().map(Secret::expose),
+            Some("s3cret")
+        );
+
+        std::env::set_var("ARTIFACTS__NATS__URL", "nats://prefixed:3");
+        assert_eq!(
+            Settings::load(Some(&file)).unwrap().nats.url,
+            "nats://prefixed:3"
+        );
+        std::env::set_var("ARTIFACTS__NATS__PREFIX", "bad prefix");
+        assert!(Settings::load(None)
+            .unwrap_err()
+            .to_string()
+            .contains("nats.prefix"));
+        for var in [
+            "NATS_URL",
+            "ARTIFACTS__NATS__URL",
+            "ARTIFACTS__NATS__PREFIX",
+            "ARTIFACTS__GIT__ALLOWED_SCHEMES",
+            "ARTIFACTS__HOOKS__GITHUB__SECRET",
+        ] {
+            std::env::remove_var(var);
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
