@@ -28,5 +28,8 @@ pub use messages::image::{
 pub use messages::push::GitPushEvent;
 pub use messages::reply::{parse_json, ErrorReply, Failure, RequestError};
 pub use messages::submission::{AcceptedStatus, BuildAccepted};
-pub use names::{Architecture, BranchName, ComponentName, ImageRepository, InvalidName, TagName};
+pub use names::{
+    Architecture, BranchName, ComponentName, GitUrl, ImageRepository, InvalidName, TagName,
+    Username,
+};
 pub use subjects::{Endpoint, Subjects};

@@ -249,6 +249,119 @@ string_schema!(
     example = "linux/amd64"
 );
 
+/// A user name from the identity headers (`linux_username`, `github_username`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Username(String);
+
+impl Username {
+    pub fn parse(header: &str, value: &str) -> Result<Self, InvalidName> {
+        let ok = !value.is_empty()
+            && value.len() <= 64
+            && value.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@' | b'$')
+            });
+        if ok {
+            Ok(Self(value.to_owned()))
+        } else {
+            Err(InvalidName(format!(
+                "{header} must be 1 to 64 characters of letters, digits, '.', '_', '-', '@' or '$'"
+            )))
+        }
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+/// A git URL a component may be cloned from.
+///
+/// Refused: anything starting with `-` (it would reach git as an option), transport helpers such as
+/// `ext::sh -c ...` (they run commands), hosts starting with `-` (`ssh://-oProxyCommand=...`), white
+/// space and control characters, and every scheme not in `git.allowed_schemes`. `user@host:path` counts
+/// as `ssh`, a bare path as `file`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitUrl {
+    url: String,
+    scheme: String,
+}
+
+impl GitUrl {
+    pub fn parse(value: &str, allowed_schemes: &[String]) -> Result<Self, InvalidName> {
+        let refuse = |why: &str| {
+            Err(InvalidName(format!(
+                "url is not an acceptable git URL: {why}"
+            )))
+        };
+        if value.is_empty() {
+            return refuse("it is empty");
+        }
+        if value.len() > 2048 {
+            return refuse("it is longer than 2048 characters");
+        }
+        if value.starts_with('-') {
+            return refuse("it must not start with '-'");
+        }
+        if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return refuse("it must not contain white space or control characters");
+        }
+        let transport_helper = value
+            .find("::")
+            .is_some_and(|at| value.find("://").is_none_or(|s| at < s));
+        if transport_helper {
+            return refuse("transport helper URLs such as ext::... are not allowed");
+        }
+        let (scheme, host) = if let Some((scheme, rest)) = value.split_once("://") {
+            let authority = rest.split('/').next().unwrap_or("");
+            (
+                scheme.to_ascii_lowercase(),
+                authority.rsplit('@').next().unwrap_or("").to_owned(),
+            )
+        } else if let Some((before, _)) = value
+            .split_once(':')
+            .filter(|(before, _)| !before.contains('/'))
+        {
+            (
+                "ssh".to_owned(),
+                before.rsplit('@').next().unwrap_or("").to_owned(),
+            )
+        } else {
+            ("file".to_owned(), String::new())
+        };
+        if scheme.is_empty()
+            || !scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'.' | b'-'))
+        {
+            return refuse("its scheme is malformed");
+        }
+        if host.starts_with('-') {
+            return refuse("its host must not start with '-'");
+        }
+        if !allowed_schemes
+            .iter()
+            .any(|allowed| allowed.eq_ignore_ascii_case(&scheme))
+        {
+            return Err(InvalidName(format!(
+                "url scheme {scheme:?} is not allowed: use one of {} (setting git.allowed_schemes)",
+                allowed_schemes.join(", ")
+            )));
+        }
+        Ok(Self {
+            url: value.to_owned(),
+            scheme,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.url
+    }
+
+    pub fn scheme(&self) -> &str {
+        &self.scheme
+    }
+}
+
 /// The registry repository of a component's images on one branch:
 /// `<component>-<branch-slug>-image`.
 ///
@@ -448,5 +561,54 @@ mod tests {
             assert!(docker_component(&slug), "{input:?} -> {slug:?}");
             assert!(slug.len() <= MAX_SLUG_LEN + 9);
         }
+    }
+
+    #[test]
+    fn git_urls_are_checked_before_git_sees_them() {
+        let https = vec!["https".to_owned()];
+        let all: Vec<String> = ["https", "file", "ssh"].map(String::from).to_vec();
+        assert_eq!(
+            GitUrl::parse("https://example.com/o/r.git", &https)
+                .unwrap()
+                .scheme(),
+            "https"
+        );
+        assert_eq!(
+            GitUrl::parse("file:///tmp/repo", &all).unwrap().scheme(),
+            "file"
+        );
+        assert_eq!(
+            GitUrl::parse("git@example.com:o/r.git", &all)
+                .unwrap()
+                .scheme(),
+            "ssh"
+        );
+        for bad in [
+            "-uhttps://x",
+            "--upload-pack=touch /tmp/x",
+            "ext::sh -c touch% /tmp/pwned",
+            "ext::sh",
+            "ssh://-oProxyCommand=touch /tmp/x/r",
+            "ssh://-oProxyCommand=x/r",
+            "-oProxyCommand=x:r",
+            "https://exa mple.com/r",
+            "",
+        ] {
+            assert!(
+                GitUrl::parse(bad, &all).is_err(),
+                "{bad:?} should be refused"
+            );
+        }
+        let err = GitUrl::parse("file:///tmp/repo", &https).unwrap_err();
+        assert!(err.0.contains("git.allowed_schemes"), "{err}");
+        assert!(GitUrl::parse("/tmp/repo", &https).is_err());
+    }
+
+    #[test]
+    fn usernames() {
+        assert!(Username::parse("linux_username", "alice").is_ok());
+        assert!(Username::parse("github_username", "octo-cat").is_ok());
+        assert!(Username::parse("linux_username", "a b").is_err());
+        assert!(Username::parse("linux_username", &"a".repeat(65)).is_err());
     }
 }

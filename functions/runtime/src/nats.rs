@@ -171,22 +171,31 @@ pub async fn ensure_resources(
     })
 }
 
+/// Creates the bucket's stream directly with the configuration `create_key_value` would use:
+/// `create_key_value` first queries the account, and async-nats 0.51 cannot parse nats-server 2.9's
+/// account info.
 async fn key_value(
     js: &jetstream::Context,
     bucket: String,
     description: &str,
     history: i64,
 ) -> anyhow::Result<kv::Store> {
-    if let Ok(store) = js.get_key_value(&bucket).await {
-        return Ok(store);
-    }
-    js.create_key_value(kv::Config {
-        bucket: bucket.clone(),
-        description: description.into(),
-        history,
+    js.get_or_create_stream(stream::Config {
+        name: format!("KV_{bucket}"),
+        description: Some(description.into()),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: history,
         storage: stream::StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        num_replicas: 1,
         ..Default::default()
     })
     .await
-    .with_context(|| format!("key-value bucket {bucket}"))
+    .with_context(|| format!("key-value bucket {bucket}"))?;
+    js.get_key_value(&bucket)
+        .await
+        .with_context(|| format!("key-value bucket {bucket}"))
 }

@@ -1,0 +1,47 @@
+//! The OpenAPI 3 document, generated from the handlers and message types, served at
+//! `/api/v1/openapi.json` with Swagger UI at `/docs` (its assets are compiled in: no CDN).
+
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::routes;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "artifact storage", description = "Builds Docker images and components, and stores them."),
+    paths(
+        routes::images::post_image,
+        routes::images::get_image,
+        routes::components::post_component,
+        routes::components::get_component,
+        routes::components::get_archive,
+        routes::builds::get_build,
+        routes::builds::list_builds,
+        routes::builds::build_logs,
+        routes::hooks::receive,
+        routes::keys::create,
+        routes::keys::list,
+        routes::keys::revoke,
+        routes::health::healthz,
+        routes::health::readyz,
+        routes::health::metrics,
+    ),
+    modifiers(&Security)
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "apiKey",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+        );
+    }
+}

@@ -1,0 +1,203 @@
+//! `POST /api/v1/components` submits a repository to build; `GET /api/v1/components` finds a stored
+//! component; `GET /api/v1/components/{component}/{tag}/{architecture}/archive` streams its tarball.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use tokio_util::io::ReaderStream;
+
+use artifacts_schemas::{
+    parse_json, Architecture, BuildAccepted, ComponentBuildRequest, ComponentLookupReply,
+    ComponentLookupStatus, ComponentName, ComponentQuery, Endpoint, ErrorReply, GitUrl,
+    RequestError, TagName,
+};
+
+use super::{not_available, request};
+use crate::auth::{Caller, Identity, Scope};
+use crate::error::ApiError;
+use crate::input::{body_bytes, QueryOrJson};
+use crate::relay::relay;
+use crate::state::AppState;
+
+/// Find a stored component (or start building it when its source is known).
+#[utoipa::path(
+    get, path = "/api/v1/components", tag = "components",
+    params(
+        ("component" = String, Query, description = "Component name"),
+        ("tag" = String, Query, description = "Git tag or branch"),
+        ("architecture" = String, Query, description = "amd64, arm64, arm/v7, 386 (or an alias)"),
+        ("url" = Option<String>, Query, description = "Where to build it from if it was never built"),
+    ),
+    responses(
+        (status = 200, description = "Found: `component` is the download URL", body = ComponentLookupReply),
+        (status = 202, description = "Building", body = ComponentLookupReply),
+        (status = 404, description = "Never built and its source is unknown", body = ComponentLookupReply),
+        (status = 400, description = "Bad input", body = ErrorReply),
+        (status = 401, description = "No or bad API key", body = ErrorReply),
+        (status = 503, description = "Unavailable", body = ErrorReply),
+    ),
+    security(("bearer" = []), ("apiKey" = []))
+)]
+pub async fn get_component(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    QueryOrJson(query): QueryOrJson<ComponentQuery>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Read)?;
+    if let Some(url) = &query.url {
+        GitUrl::parse(url, &state.settings.git.allowed_schemes)?;
+    }
+    let reply = request(&state, Endpoint::ComponentGet, &query).await;
+    if reply.is_failure() {
+        return Ok(relay(reply));
+    }
+    let mut answer: ComponentLookupReply = parse_json(&reply.body)?;
+    if answer.status == ComponentLookupStatus::Found {
+        answer.component = answer
+            .component
+            .map(|path| format!("{}/api/v1{path}", base_url(&state, &headers)));
+    }
+    // Bucket and object are for NATS clients, which read the object store themselves.
+    answer.bucket = None;
+    answer.object = None;
+    let status = if answer.status == ComponentLookupStatus::Building {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(answer)).into_response())
+}
+
+/// The URL clients reached this gateway by.
+fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| state.settings.gateway.listen.to_string());
+    format!("http://{host}")
+}
+
+/// Clone a repository at a tag, build it in a container and store the result.
+#[utoipa::path(
+    post, path = "/api/v1/components", tag = "components",
+    request_body = ComponentBuildRequest,
+    responses(
+        (status = 202, description = "Queued", body = BuildAccepted),
+        (status = 400, description = "Bad input", body = ErrorReply),
+        (status = 401, description = "No or bad API key", body = ErrorReply),
+        (status = 403, description = "The key lacks the build scope", body = ErrorReply),
+        (status = 503, description = "Unavailable", body = ErrorReply),
+    ),
+    security(("bearer" = []), ("apiKey" = []))
+)]
+pub async fn post_component(
+    State(state): State<AppState>,
+    caller: Caller,
+    _identity: Identity,
+    request: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Build)?;
+    let submission: ComponentBuildRequest = parse_json(&body_bytes(request, &state).await?)?;
+    GitUrl::parse(&submission.url, &state.settings.git.allowed_schemes)?;
+    Err(not_available("component builds"))
+}
+
+/// Download a component's `.tar.gz`.
+#[utoipa::path(
+    get, path = "/api/v1/components/{component}/{tag}/{architecture}/archive", tag = "components",
+    params(
+        ("component" = String, Path, description = "Component name"),
+        ("tag" = String, Path, description = "Git tag (URL-encoded)"),
+        ("architecture" = String, Path, description = "amd64, arm64, arm-v7 or 386"),
+    ),
+    responses(
+        (status = 200, description = "The tarball", content_type = "application/gzip", body = Vec<u8>),
+        (status = 304, description = "Unchanged (If-None-Match)"),
+        (status = 400, description = "Bad input", body = ErrorReply),
+        (status = 401, description = "No or bad API key", body = ErrorReply),
+        (status = 404, description = "Not stored", body = ComponentLookupReply),
+        (status = 503, description = "Unavailable", body = ErrorReply),
+    ),
+    security(("bearer" = []), ("apiKey" = []))
+)]
+pub async fn get_archive(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path((component, tag, architecture)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Read)?;
+    let query = ComponentQuery {
+        component: ComponentName::parse(&component)?,
+        tag: TagName::parse(&tag)?,
+        architecture: Architecture::parse(&architecture)?,
+        url: None,
+    };
+    let reply = request(&state, Endpoint::ComponentGet, &query).await;
+    if reply.is_failure() {
+        return Ok(relay(reply));
+    }
+    let found: ComponentLookupReply = parse_json(&reply.body)?;
+    let (Some(object), Some(digest), Some(size)) = (found.object, found.digest, found.size) else {
+        return Err(RequestError::not_found(format!(
+            "component {component} at tag {tag} is not stored yet"
+        ))
+        .into());
+    };
+    let etag = format!("\"{digest}\"");
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        == Some(etag.as_str())
+    {
+        return Ok(StatusCode::NOT_MODIFIED.into_response());
+    }
+    let reader = state
+        .nats
+        .stores
+        .archives
+        .get(&object)
+        .await
+        .map_err(|err| {
+            RequestError::unavailable(format!("the object store cannot serve {object}: {err}"))
+        })?;
+    let mut response =
+        Body::from_stream(ReaderStream::with_capacity(reader, 128 * 1024)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/gzip"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    headers.insert(header::ETAG, header_value(&etag)?);
+    if let Some(hex_digest) = digest.strip_prefix("sha256:") {
+        let raw = hex::decode(hex_digest)
+            .map_err(|_| RequestError::internal("stored digest is not hex"))?;
+        let rfc3230 = format!(
+            "sha-256={}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        );
+        headers.insert("digest", header_value(&rfc3230)?);
+    }
+    let filename = format!(
+        "attachment; filename=\"{}-{}-{}.tar.gz\"",
+        query.component,
+        tag.replace(['"', '/', '\\'], "_"),
+        query.architecture.short()
+    );
+    headers.insert(header::CONTENT_DISPOSITION, header_value(&filename)?);
+    Ok(response)
+}
+
+fn header_value(value: &str) -> Result<HeaderValue, ApiError> {
+    HeaderValue::from_str(value)
+        .map_err(|_| RequestError::internal("header value is not ASCII").into())
+}
