@@ -1,0 +1,72 @@
+# Shared by scripts/up and scripts/test: install or start what a fresh Debian machine lacks, and do
+# nothing that is already done, so a second run is fast.
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    log "need root for: $*"; return 1
+  fi
+}
+
+# Debian packages the stack and its tests use, by a program each provides.
+ensure_packages() {
+  local missing=() pair program package
+  for pair in nats-server:nats-server dockerd:docker.io docker-registry:docker-registry \
+              busybox:busybox-static git:git curl:curl; do
+    program=${pair%%:*} package=${pair#*:}
+    PATH="$PATH:/usr/sbin:/sbin" command -v "$program" >/dev/null 2>&1 || missing+=("$package")
+  done
+  # busybox-static specifically: a dynamically linked busybox cannot run in an empty image.
+  if command -v busybox >/dev/null 2>&1 && ! file_is_static "$(command -v busybox)"; then missing+=(busybox-static); fi
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  export PATH="$PATH:/usr/sbin:/sbin"
+}
+
+file_is_static() { ! ldd "$1" >/dev/null 2>&1; }
+
+ensure_rust() {
+  command -v cargo >/dev/null 2>&1 && return 0
+  [ -x "$HOME/.cargo/bin/cargo" ] && { export PATH="$HOME/.cargo/bin:$PATH"; return 0; }
+  log "cargo is missing: install a Rust toolchain (1.85 or newer), e.g. with rustup"
+  return 1
+}
+
+# A Docker engine: the one DOCKER_HOST or /var/run/docker.sock names, else one started here as Debian's
+# docker.io runs on these machines (no iptables, no bridge, vfs storage).
+ensure_dockerd() {
+  if docker info >/dev/null 2>&1; then return 0; fi
+  log "starting dockerd"
+  local logfile=${ARTIFACTS_DOCKERD_LOG:-/tmp/artifacts-dockerd.log}
+  as_root sh -c "nohup dockerd --iptables=false --ip6tables=false --bridge=none --storage-driver=vfs >'$logfile' 2>&1 &"
+  for _ in $(seq 1 60); do
+    docker info >/dev/null 2>&1 && return 0
+    sleep 0.5
+  done
+  log "dockerd did not start; see $logfile"
+  return 1
+}
+
+# Images cannot be pulled here: make `busybox:latest` from the busybox-static binary.
+ensure_base_image() {
+  docker image inspect busybox:latest >/dev/null 2>&1 && return 0
+  log "making the busybox:latest base image"
+  local root
+  root=$(mktemp -d)
+  mkdir -p "$root/bin" "$root/tmp" "$root/etc"
+  cp "$(command -v busybox)" "$root/bin/busybox"
+  "$root/bin/busybox" --install -s "$root/bin"
+  echo 'root:x:0:0:root:/root:/bin/sh' >"$root/etc/passwd"
+  tar -C "$root" -c . | docker import -c 'CMD ["/bin/sh"]' - busybox:latest >/dev/null
+  rm -rf "$root"
+}
+
+ensure_python_nats() {
+  python3 -c 'import nats' >/dev/null 2>&1 && return 0
+  log "installing nats-py (the Python client used by the examples)"
+  python3 -m pip install --quiet --disable-pip-version-check nats-py
+}
