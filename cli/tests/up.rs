@@ -1,0 +1,97 @@
+//! `artifacts up` brings up the whole stack as real processes, answers through it, and stops it all on
+//! Ctrl-C. Needs `nats-server` and `docker-registry` (scripts/test installs them) and the workspace's
+//! binaries built (`cargo build --workspace --bins`, which scripts/test runs).
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn up_starts_everything_and_ctrl_c_stops_everything() {
+    let bin = Path::new(env!("CARGO_BIN_EXE_artifacts"));
+    for sibling in ["artifacts-gateway", "artifacts-lookup"] {
+        assert!(
+            bin.with_file_name(sibling).exists(),
+            "{sibling} is not built beside {}: run `cargo build --workspace --bins` (scripts/test does)",
+            bin.display()
+        );
+    }
+    let data = tempfile::tempdir().unwrap();
+    let (gateway, nats, registry) = (free_port(), free_port(), free_port());
+    let mut up = tokio::process::Command::new(bin)
+        .args(["up", "--data-dir"])
+        .arg(data.path())
+        .env("ARTIFACTS__GATEWAY__LISTEN", format!("127.0.0.1:{gateway}"))
+        .env("NATS_URL", format!("nats://127.0.0.1:{nats}"))
+        .env("ARTIFACTS__REGISTRY__ADDRESS", format!("127.0.0.1:{registry}"))
+        .env_remove("ARTIFACTS_ADMIN_KEY")
+        .env_remove("ARTIFACTS_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    let mut lines = BufReader::new(up.stdout.take().unwrap()).lines();
+    let mut admin_key = None;
+    let mut output = Vec::new();
+    let started = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(rest) = line.trim().strip_prefix("admin key: ") {
+                admin_key = rest.split_whitespace().next().map(str::to_owned);
+            }
+            let done = line.starts_with("Press Ctrl-C");
+            output.push(line);
+            if done {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(started.is_ok(), "up did not come up in 60s:\n{}", output.join("\n"));
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let text = output.join("\n");
+    assert!(text.contains(&format!("gateway:   http://127.0.0.1:{gateway}/api/v1")), "{text}");
+    assert!(text.contains(&format!("docs:      http://127.0.0.1:{gateway}/docs")), "{text}");
+    let admin_key = admin_key.expect("the generated admin key is printed");
+    let saved = std::fs::read_to_string(data.path().join("admin-key")).unwrap();
+    assert_eq!(saved.trim(), admin_key);
+
+    let http = reqwest::Client::new();
+    let lookup = http
+        .get(format!("http://127.0.0.1:{gateway}/api/v1/images?component=libfoo&branch=main&architecture=amd64"))
+        .bearer_auth(&admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lookup.status(), 404);
+    let body: Value = lookup.json().await.unwrap();
+    assert_eq!(body["status"], "not_found");
+    let registry_answer = http.get(format!("http://127.0.0.1:{registry}/v2/")).send().await.unwrap();
+    assert_eq!(registry_answer.status(), 200);
+
+    let client = async_nats::connect(format!("127.0.0.1:{nats}")).await.unwrap();
+    let inbox = client.new_inbox();
+    let mut pongs = client.subscribe(inbox.clone()).await.unwrap();
+    client.publish_with_reply("$SRV.PING", inbox, "".into()).await.unwrap();
+    let pong = tokio::time::timeout(Duration::from_secs(5), pongs.next()).await.unwrap().unwrap();
+    let pong: Value = serde_json::from_slice(&pong.payload).unwrap();
+    assert_eq!(pong["name"], "artifacts-lookup");
+    drop(client);
+
+    // SAFETY: signalling the child this test spawned.
+    unsafe { libc::kill(up.id().unwrap() as i32, libc::SIGINT) };
+    let status = tokio::time::timeout(Duration::from_secs(30), up.wait()).await.expect("up stops within 30s").unwrap();
+    assert!(status.success(), "{status}");
+    for port in [gateway, nats, registry] {
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "port {port} still answers after up stopped");
+    }
+}
