@@ -10,11 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "artifacts",
-    version,
-    about = "Self-hosted build and artifact service"
-)]
+#[command(name = "artifacts", version, about = "Self-hosted build and artifact service")]
 struct Cli {
     /// A TOML configuration file (default: `ARTIFACTS_CONFIG`, else none).
     #[arg(long, global = true, value_name = "FILE")]

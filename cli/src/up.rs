@@ -40,13 +40,9 @@ const GRACE: Duration = Duration::from_secs(10);
 
 pub async fn run(config: Option<PathBuf>, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(config.as_deref())?;
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize()?;
-    let config = config
-        .map(|file| file.canonicalize())
-        .transpose()
-        .context("--config")?;
+    let config = config.map(|file| file.canonicalize()).transpose().context("--config")?;
     let (admin_key, key_is_new) = admin_key(&data_dir)?;
 
     let mut stack = Stack::new();
@@ -61,12 +57,7 @@ pub async fn run(config: Option<PathBuf>, data_dir: PathBuf) -> anyhow::Result<E
         std::fs::write(&conf, NATS_CONFIG)?;
         let (host, port) = nats_addr.rsplit_once(':').unwrap_or((&nats_addr, "4222"));
         let mut command = Command::new(bin);
-        command
-            .arg("-c")
-            .arg(&conf)
-            .args(["-a", host, "-p", port])
-            .arg("-sd")
-            .arg(data_dir.join("nats"));
+        command.arg("-c").arg(&conf).args(["-a", host, "-p", port]).arg("-sd").arg(data_dir.join("nats"));
         stack.spawn("nats", command)?;
         wait_until_answers(&nats_addr, Duration::from_secs(15)).await
     } else {
@@ -85,10 +76,7 @@ pub async fn run(config: Option<PathBuf>, data_dir: PathBuf) -> anyhow::Result<E
             .arg("serve")
             .arg(&conf)
             .env("REGISTRY_HTTP_ADDR", registry)
-            .env(
-                "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY",
-                data_dir.join("registry"),
-            );
+            .env("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", data_dir.join("registry"));
         stack.spawn("registry", command)?;
     } else {
         missing.push(format!(
@@ -101,14 +89,14 @@ pub async fn run(config: Option<PathBuf>, data_dir: PathBuf) -> anyhow::Result<E
     }
 
     if nats_up {
-        let bin_dir = std::env::current_exe()?
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
+        let bin_dir = std::env::current_exe()?.parent().map(Path::to_path_buf).unwrap_or_default();
         for &name in FUNCTIONS.iter().chain(&["artifacts-gateway"]) {
             let bin = bin_dir.join(name);
             if !bin.exists() {
-                missing.push(format!("{name} is not beside this program in {}: build the workspace (cargo build --release)", bin_dir.display()));
+                missing.push(format!(
+                    "{name} is not beside this program in {}: build the workspace (cargo build --release)",
+                    bin_dir.display()
+                ));
                 continue;
             }
             let mut command = Command::new(bin);
@@ -137,15 +125,9 @@ pub async fn run(config: Option<PathBuf>, data_dir: PathBuf) -> anyhow::Result<E
         println!("  gateway:   http://{listen}/api/v1");
         println!("  docs:      http://{listen}/docs");
         if key_is_new {
-            println!(
-                "  admin key: {admin_key}   (shown once; saved in {})",
-                data_dir.join("admin-key").display()
-            );
+            println!("  admin key: {admin_key}   (shown once; saved in {})", data_dir.join("admin-key").display());
         } else {
-            println!(
-                "  admin key: saved in {}",
-                data_dir.join("admin-key").display()
-            );
+            println!("  admin key: saved in {}", data_dir.join("admin-key").display());
         }
         println!("Press Ctrl-C to stop.");
     }
@@ -164,11 +146,7 @@ fn admin_key(data_dir: &Path) -> anyhow::Result<(String, bool)> {
     }
     let key = format!("ak_{}", hex::encode(rand::random::<[u8; 32]>()));
     use std::os::unix::fs::OpenOptionsExt;
-    let mut out = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&file)?;
+    let mut out = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&file)?;
     std::io::Write::write_all(&mut out, key.as_bytes())?;
     Ok((key, true))
 }
@@ -177,28 +155,17 @@ fn admin_key(data_dir: &Path) -> anyhow::Result<(String, bool)> {
 fn nats_address(url: &str) -> anyhow::Result<String> {
     let first = url.split(',').next().unwrap_or("").trim();
     let without_scheme = first.split_once("://").map_or(first, |(_, rest)| rest);
-    let host_port = without_scheme
-        .rsplit('@')
-        .next()
-        .unwrap_or("")
-        .trim_end_matches('/');
+    let host_port = without_scheme.rsplit('@').next().unwrap_or("").trim_end_matches('/');
     anyhow::ensure!(
         !host_port.is_empty(),
         "nats.url {:?} names no server",
         artifacts_runtime::configuration::redact_url(url)
     );
-    Ok(if host_port.contains(':') {
-        host_port.to_owned()
-    } else {
-        format!("{host_port}:4222")
-    })
+    Ok(if host_port.contains(':') { host_port.to_owned() } else { format!("{host_port}:4222") })
 }
 
 async fn answers(address: &str) -> bool {
-    matches!(
-        tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(address)).await,
-        Ok(Ok(_))
-    )
+    matches!(tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(address)).await, Ok(Ok(_)))
 }
 
 async fn wait_until_answers(address: &str, limit: Duration) -> bool {
@@ -209,10 +176,7 @@ async fn wait_until_answers(address: &str, limit: Duration) -> bool {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    eprintln!(
-        "artifacts up: nothing answers at {address} after {}s",
-        limit.as_secs()
-    );
+    eprintln!("artifacts up: nothing answers at {address} after {}s", limit.as_secs());
     false
 }
 
@@ -255,24 +219,13 @@ struct Stack {
 impl Stack {
     fn new() -> Self {
         let (exits, exit_events) = mpsc::unbounded_channel();
-        Self {
-            children: Vec::new(),
-            exits,
-            exit_events,
-        }
+        Self { children: Vec::new(), exits, exit_events }
     }
 
     fn spawn(&mut self, name: &'static str, mut command: Command) -> anyhow::Result<()> {
         // Their own process group: Ctrl-C reaches `up` alone, which stops them in order.
-        command
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("cannot start {name}"))?;
+        command.process_group(0).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+        let mut child = command.spawn().with_context(|| format!("cannot start {name}"))?;
         let pid = child.id().context("child has no pid")? as i32;
         tokio::spawn(prefix_lines(name, child.stdout.take().expect("piped")));
         tokio::spawn(prefix_lines(name, child.stderr.take().expect("piped")));
@@ -294,8 +247,7 @@ impl Stack {
             eprintln!("artifacts up: nothing could be started");
             return ExitCode::FAILURE;
         }
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         let code = tokio::select! {
             _ = tokio::signal::ctrl_c() => ExitCode::SUCCESS,
             _ = async { match terminate.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => ExitCode::SUCCESS,
@@ -318,15 +270,9 @@ async fn stop(child: &mut Running) {
     }
     // SAFETY: kill(2) with a pid this process spawned and has not yet reaped.
     unsafe { libc::kill(child.pid, libc::SIGTERM) };
-    let in_time = tokio::time::timeout(GRACE, child.exited.wait_for(Option::is_some))
-        .await
-        .is_ok();
+    let in_time = tokio::time::timeout(GRACE, child.exited.wait_for(Option::is_some)).await.is_ok();
     if !in_time {
-        eprintln!(
-            "artifacts up: {} did not stop within {}s; killing it",
-            child.name,
-            GRACE.as_secs()
-        );
+        eprintln!("artifacts up: {} did not stop within {}s; killing it", child.name, GRACE.as_secs());
         // SAFETY: as above.
         unsafe { libc::kill(child.pid, libc::SIGKILL) };
         let _ = child.exited.wait_for(Option::is_some).await;
@@ -346,14 +292,8 @@ mod tests {
 
     #[test]
     fn nats_addresses() {
-        assert_eq!(
-            nats_address("nats://127.0.0.1:4222").unwrap(),
-            "127.0.0.1:4222"
-        );
-        assert_eq!(
-            nats_address("nats://u:p@host:1,nats://other:2").unwrap(),
-            "host:1"
-        );
+        assert_eq!(nats_address("nats://127.0.0.1:4222").unwrap(), "127.0.0.1:4222");
+        assert_eq!(nats_address("nats://u:p@host:1,nats://other:2").unwrap(), "host:1");
         assert_eq!(nats_address("localhost").unwrap(), "localhost:4222");
         assert!(nats_address("nats://").is_err());
     }

@@ -92,6 +92,9 @@ async fn up_starts_everything_and_ctrl_c_stops_everything() {
     let status = tokio::time::timeout(Duration::from_secs(30), up.wait()).await.expect("up stops within 30s").unwrap();
     assert!(status.success(), "{status}");
     for port in [gateway, nats, registry] {
-        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "port {port} still answers after up stopped");
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "port {port} still answers after up stopped"
+        );
     }
 }

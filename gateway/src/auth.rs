@@ -31,18 +31,14 @@ pub const BOOTSTRAP_ADMIN_KEY_ID: &str = "bootstrap-admin";
 
 impl Keys {
     pub fn new(bootstrap_admin: Option<&str>) -> Self {
-        Self {
-            bootstrap_admin: bootstrap_admin.map(hash),
-        }
+        Self { bootstrap_admin: bootstrap_admin.map(hash) }
     }
 
     fn authenticate(&self, presented: &str) -> Option<Caller> {
         let presented = hash(presented);
         let admin = self.bootstrap_admin.as_ref()?;
-        bool::from(admin.ct_eq(&presented)).then(|| Caller {
-            key_id: BOOTSTRAP_ADMIN_KEY_ID.into(),
-            scope: Scope::Admin,
-        })
+        bool::from(admin.ct_eq(&presented))
+            .then(|| Caller { key_id: BOOTSTRAP_ADMIN_KEY_ID.into(), scope: Scope::Admin })
     }
 }
 
@@ -63,10 +59,7 @@ impl Caller {
         if self.scope >= scope {
             Ok(())
         } else {
-            Err(ApiError::new(
-                Failure::Forbidden,
-                format!("this API key lacks the {scope:?} scope").to_lowercase(),
-            ))
+            Err(ApiError::new(Failure::Forbidden, format!("this API key lacks the {scope:?} scope").to_lowercase()))
         }
     }
 }
@@ -74,10 +67,7 @@ impl Caller {
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let presented = presented_key(&parts.headers).ok_or_else(|| {
             ApiError::new(
                 Failure::Unauthorized,
@@ -85,10 +75,7 @@ impl FromRequestParts<AppState> for Caller {
             )
         })?;
         state.keys.authenticate(presented).ok_or_else(|| {
-            ApiError::new(
-                Failure::Unauthorized,
-                "the API key is not valid (unknown, revoked or expired)",
-            )
+            ApiError::new(Failure::Unauthorized, "the API key is not valid (unknown, revoked or expired)")
         })
     }
 }
@@ -97,10 +84,7 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        });
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
     bearer
         .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
         .map(str::trim)
@@ -132,9 +116,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Identity {
             let Some(value) = names.iter().find_map(|name| parts.headers.get(*name)) else {
                 return Ok(None);
             };
-            let value = value
-                .to_str()
-                .map_err(|_| RequestError::invalid(format!("{} must be plain ASCII", names[0])))?;
+            let value =
+                value.to_str().map_err(|_| RequestError::invalid(format!("{} must be plain ASCII", names[0])))?;
             Ok(Some(Username::parse(names[0], value)?.into_string()))
         };
         Ok(Self {

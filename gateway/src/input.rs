@@ -29,8 +29,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for QueryOrJson<T> {
 }
 
 pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
-    serde_urlencoded::from_str(query)
-        .map_err(|err| RequestError::invalid(format!("invalid query: {err}")).into())
+    serde_urlencoded::from_str(query).map_err(|err| RequestError::invalid(format!("invalid query: {err}")).into())
 }
 
 /// The whole body, within the configured limit (413 past it).
@@ -42,10 +41,7 @@ pub async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes
                 "the request body is larger than this gateway accepts (gateway.max_body_bytes)",
             )
         } else {
-            ApiError::new(
-                Failure::Invalid,
-                format!("cannot read the request body: {rejection}"),
-            )
+            ApiError::new(Failure::Invalid, format!("cannot read the request body: {rejection}"))
         }
     })
 }

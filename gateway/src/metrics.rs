@@ -18,34 +18,25 @@ pub struct Metrics {
 
 impl Metrics {
     fn record(&self, method: &str, route: &str, status: u16, seconds: f64) {
-        let mut requests = self
-            .requests
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let entry = requests
-            .entry((method.to_owned(), route.to_owned(), status))
-            .or_default();
+        let mut requests = self.requests.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let entry = requests.entry((method.to_owned(), route.to_owned(), status)).or_default();
         entry.0 += 1;
         entry.1 += seconds;
     }
 
     /// The Prometheus text exposition format.
     pub fn render(&self) -> String {
-        let requests = self
-            .requests
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let requests = self.requests.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut out = String::new();
-        out.push_str(
-            "# HELP artifacts_http_requests_total HTTP requests answered by the gateway.\n",
-        );
+        out.push_str("# HELP artifacts_http_requests_total HTTP requests answered by the gateway.\n");
         out.push_str("# TYPE artifacts_http_requests_total counter\n");
         for ((method, route, status), (count, _)) in requests.iter() {
-            let _ = writeln!(out, "artifacts_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {count}");
+            let _ = writeln!(
+                out,
+                "artifacts_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {count}"
+            );
         }
-        out.push_str(
-            "# HELP artifacts_http_request_duration_seconds_sum Time spent answering, by route.\n",
-        );
+        out.push_str("# HELP artifacts_http_request_duration_seconds_sum Time spent answering, by route.\n");
         out.push_str("# TYPE artifacts_http_request_duration_seconds_sum counter\n");
         for ((method, route, status), (_, seconds)) in requests.iter() {
             let _ = writeln!(
@@ -68,11 +59,6 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         .map(|path| path.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".into());
     let response = next.run(request).await;
-    state.metrics.record(
-        &method,
-        &route,
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
+    state.metrics.record(&method, &route, response.status().as_u16(), started.elapsed().as_secs_f64());
     response
 }

@@ -7,10 +7,5 @@ use artifacts_runtime::service::Reply;
 
 pub fn relay(reply: Reply) -> Response {
     let status = StatusCode::from_u16(reply.code).unwrap_or(StatusCode::BAD_GATEWAY);
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        reply.body,
-    )
-        .into_response()
+    (status, [(header::CONTENT_TYPE, "application/json")], reply.body).into_response()
 }

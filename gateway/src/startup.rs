@@ -30,39 +30,27 @@ impl Application {
     pub async fn build(settings: Settings, nats: Nats) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(settings.gateway.listen)
             .await
-            .map_err(|err| {
-                anyhow::anyhow!("cannot listen on {}: {err}", settings.gateway.listen)
-            })?;
+            .map_err(|err| anyhow::anyhow!("cannot listen on {}: {err}", settings.gateway.listen))?;
         if settings.admin_key.is_none() {
             tracing::warn!("no admin key is set (ARTIFACTS_ADMIN_KEY): every authenticated route will answer 401");
         }
         let state = AppState {
-            keys: Arc::new(Keys::new(
-                settings.admin_key.as_ref().map(|key| key.expose()),
-            )),
+            keys: Arc::new(Keys::new(settings.admin_key.as_ref().map(|key| key.expose()))),
             nats,
             metrics: Arc::new(Metrics::default()),
             settings: Arc::new(settings),
         };
-        Ok(Self {
-            listener,
-            router: router(state),
-        })
+        Ok(Self { listener, router: router(state) })
     }
 
     pub fn port(&self) -> u16 {
-        self.listener
-            .local_addr()
-            .map(|addr| addr.port())
-            .unwrap_or(0)
+        self.listener.local_addr().map(|addr| addr.port()).unwrap_or(0)
     }
 
     /// Serves until `shutdown`, then lets requests in flight finish.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         tracing::info!(address = %self.listener.local_addr()?, "gateway listening");
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
+        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown.cancelled_owned()).await
     }
 }
 
@@ -70,14 +58,8 @@ pub fn router(state: AppState) -> Router {
     let max_body = state.settings.gateway.max_body_bytes;
     let api = Router::new()
         .route("/images", post(images::post_image).get(images::get_image))
-        .route(
-            "/components",
-            post(components::post_component).get(components::get_component),
-        )
-        .route(
-            "/components/{component}/{tag}/{architecture}/archive",
-            get(components::get_archive),
-        )
+        .route("/components", post(components::post_component).get(components::get_component))
+        .route("/components/{component}/{tag}/{architecture}/archive", get(components::get_archive))
         .route("/builds", get(builds::list_builds))
         .route("/builds/{build_id}", get(builds::get_build))
         .route("/builds/{build_id}/logs", get(builds::build_logs))
@@ -92,15 +74,9 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(health::metrics))
         .fallback(|| async { ApiError::from(RequestError::not_found("no such route: see /docs")) })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                Failure::Invalid,
-                "this route does not accept that method: see /docs",
-            )
+            ApiError::new(Failure::Invalid, "this route does not accept that method: see /docs")
         })
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            metrics::track,
-        ))
+        .layer(middleware::from_fn_with_state(state.clone(), metrics::track))
         .with_state(state)
 }

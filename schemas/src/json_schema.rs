@@ -10,39 +10,18 @@ use crate::messages::{build, component, image, push, reply, submission};
 pub fn all() -> Vec<(&'static str, Schema)> {
     vec![
         ("image-query.json", schema_for!(image::ImageQuery)),
-        (
-            "image-build-request.json",
-            schema_for!(image::ImageBuildRequest),
-        ),
-        (
-            "image-lookup-reply.json",
-            schema_for!(image::ImageLookupReply),
-        ),
+        ("image-build-request.json", schema_for!(image::ImageBuildRequest)),
+        ("image-lookup-reply.json", schema_for!(image::ImageLookupReply)),
         ("image-record.json", schema_for!(image::ImageRecord)),
-        (
-            "component-query.json",
-            schema_for!(component::ComponentQuery),
-        ),
-        (
-            "component-build-request.json",
-            schema_for!(component::ComponentBuildRequest),
-        ),
-        (
-            "component-lookup-reply.json",
-            schema_for!(component::ComponentLookupReply),
-        ),
-        (
-            "component-record.json",
-            schema_for!(component::ComponentRecord),
-        ),
+        ("component-query.json", schema_for!(component::ComponentQuery)),
+        ("component-build-request.json", schema_for!(component::ComponentBuildRequest)),
+        ("component-lookup-reply.json", schema_for!(component::ComponentLookupReply)),
+        ("component-record.json", schema_for!(component::ComponentRecord)),
         ("build-query.json", schema_for!(build::BuildQuery)),
         ("build-list-query.json", schema_for!(build::BuildListQuery)),
         ("build-list.json", schema_for!(build::BuildList)),
         ("build-record.json", schema_for!(build::BuildRecord)),
-        (
-            "build-accepted.json",
-            schema_for!(submission::BuildAccepted),
-        ),
+        ("build-accepted.json", schema_for!(submission::BuildAccepted)),
         ("git-push-event.json", schema_for!(push::GitPushEvent)),
         ("error-reply.json", schema_for!(reply::ErrorReply)),
     ]

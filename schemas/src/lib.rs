@@ -15,21 +15,14 @@ pub mod schema;
 pub mod subjects;
 
 pub use messages::build::{
-    BuildId, BuildKind, BuildList, BuildListQuery, BuildQuery, BuildRecord, BuildStatus,
-    RequestedBy, Timestamp,
+    BuildId, BuildKind, BuildList, BuildListQuery, BuildQuery, BuildRecord, BuildStatus, RequestedBy, Timestamp,
 };
 pub use messages::component::{
-    ComponentBuildRequest, ComponentLookupReply, ComponentLookupStatus, ComponentQuery,
-    ComponentRecord,
+    ComponentBuildRequest, ComponentLookupReply, ComponentLookupStatus, ComponentQuery, ComponentRecord,
 };
-pub use messages::image::{
-    ImageBuildRequest, ImageLookupReply, ImageQuery, ImageRecord, LookupStatus,
-};
+pub use messages::image::{ImageBuildRequest, ImageLookupReply, ImageQuery, ImageRecord, LookupStatus};
 pub use messages::push::GitPushEvent;
 pub use messages::reply::{parse_json, ErrorReply, Failure, RequestError};
 pub use messages::submission::{AcceptedStatus, BuildAccepted};
-pub use names::{
-    Architecture, BranchName, ComponentName, GitUrl, ImageRepository, InvalidName, TagName,
-    Username,
-};
+pub use names::{Architecture, BranchName, ComponentName, GitUrl, ImageRepository, InvalidName, TagName, Username};
 pub use subjects::{Endpoint, Subjects};

@@ -58,11 +58,7 @@ impl BranchName {
         }
         check_ref_format(value)
             .map(|()| Self(value.to_owned()))
-            .map_err(|rule| {
-                InvalidName(format!(
-                    "branch {value:?} is not a valid git branch name: {rule}"
-                ))
-            })
+            .map_err(|rule| InvalidName(format!("branch {value:?} is not a valid git branch name: {rule}")))
     }
 
     pub fn as_str(&self) -> &str {
@@ -79,9 +75,7 @@ impl TagName {
     pub fn parse(value: &str) -> Result<Self, InvalidName> {
         check_ref_format(value)
             .map(|()| Self(value.to_owned()))
-            .map_err(|rule| {
-                InvalidName(format!("tag {value:?} is not a valid git tag name: {rule}"))
-            })
+            .map_err(|rule| InvalidName(format!("tag {value:?} is not a valid git tag name: {rule}")))
     }
 
     pub fn as_str(&self) -> &str {
@@ -119,15 +113,10 @@ fn check_ref_format(name: &str) -> Result<(), &'static str> {
     if name.contains("@{") {
         return Err("it must not contain '@{'");
     }
-    if name.chars().any(|c| {
-        c.is_ascii_control() || matches!(c, ' ' | '~' | '^' | ':' | '?' | '*' | '[' | '\\')
-    }) {
+    if name.chars().any(|c| c.is_ascii_control() || matches!(c, ' ' | '~' | '^' | ':' | '?' | '*' | '[' | '\\')) {
         return Err("it must not contain spaces, control characters or any of ~ ^ : ? * [ \\");
     }
-    if name
-        .split('/')
-        .any(|part| part.starts_with('.') || part.ends_with(".lock"))
-    {
+    if name.split('/').any(|part| part.starts_with('.') || part.ends_with(".lock")) {
         return Err("no '/'-separated part may start with '.' or end with '.lock'");
     }
     Ok(())
@@ -144,9 +133,7 @@ pub enum Architecture {
 }
 
 /// What clients may write, with or without a `linux/` prefix.
-pub const ACCEPTED_ARCHITECTURES: &[&str] = &[
-    "amd64", "x86_64", "arm64", "aarch64", "arm/v7", "armv7l", "386", "i686",
-];
+pub const ACCEPTED_ARCHITECTURES: &[&str] = &["amd64", "x86_64", "arm64", "aarch64", "arm/v7", "armv7l", "386", "i686"];
 
 impl Architecture {
     pub const ALL: [Architecture; 4] = [Self::Amd64, Self::Arm64, Self::ArmV7, Self::I386];
@@ -227,12 +214,7 @@ macro_rules! string_newtype_conversions {
 }
 string_newtype_conversions!(ComponentName, BranchName, TagName);
 
-string_schema!(
-    ComponentName,
-    "Component name.",
-    pattern = COMPONENT_RULE,
-    example = "libfoo"
-);
+string_schema!(ComponentName, "Component name.", pattern = COMPONENT_RULE, example = "libfoo");
 string_schema!(
     BranchName,
     "Git branch name (rules of `git check-ref-format --branch`; must not start with '-').",
@@ -257,9 +239,7 @@ impl Username {
     pub fn parse(header: &str, value: &str) -> Result<Self, InvalidName> {
         let ok = !value.is_empty()
             && value.len() <= 64
-            && value.bytes().all(|b| {
-                b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@' | b'$')
-            });
+            && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@' | b'$'));
         if ok {
             Ok(Self(value.to_owned()))
         } else {
@@ -288,11 +268,7 @@ pub struct GitUrl {
 
 impl GitUrl {
     pub fn parse(value: &str, allowed_schemes: &[String]) -> Result<Self, InvalidName> {
-        let refuse = |why: &str| {
-            Err(InvalidName(format!(
-                "url is not an acceptable git URL: {why}"
-            )))
-        };
+        let refuse = |why: &str| Err(InvalidName(format!("url is not an acceptable git URL: {why}")));
         if value.is_empty() {
             return refuse("it is empty");
         }
@@ -305,52 +281,31 @@ impl GitUrl {
         if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return refuse("it must not contain white space or control characters");
         }
-        let transport_helper = value
-            .find("::")
-            .is_some_and(|at| value.find("://").is_none_or(|s| at < s));
+        let transport_helper = value.find("::").is_some_and(|at| value.find("://").is_none_or(|s| at < s));
         if transport_helper {
             return refuse("transport helper URLs such as ext::... are not allowed");
         }
         let (scheme, host) = if let Some((scheme, rest)) = value.split_once("://") {
             let authority = rest.split('/').next().unwrap_or("");
-            (
-                scheme.to_ascii_lowercase(),
-                authority.rsplit('@').next().unwrap_or("").to_owned(),
-            )
-        } else if let Some((before, _)) = value
-            .split_once(':')
-            .filter(|(before, _)| !before.contains('/'))
-        {
-            (
-                "ssh".to_owned(),
-                before.rsplit('@').next().unwrap_or("").to_owned(),
-            )
+            (scheme.to_ascii_lowercase(), authority.rsplit('@').next().unwrap_or("").to_owned())
+        } else if let Some((before, _)) = value.split_once(':').filter(|(before, _)| !before.contains('/')) {
+            ("ssh".to_owned(), before.rsplit('@').next().unwrap_or("").to_owned())
         } else {
             ("file".to_owned(), String::new())
         };
-        if scheme.is_empty()
-            || !scheme
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'.' | b'-'))
-        {
+        if scheme.is_empty() || !scheme.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'.' | b'-')) {
             return refuse("its scheme is malformed");
         }
         if host.starts_with('-') {
             return refuse("its host must not start with '-'");
         }
-        if !allowed_schemes
-            .iter()
-            .any(|allowed| allowed.eq_ignore_ascii_case(&scheme))
-        {
+        if !allowed_schemes.iter().any(|allowed| allowed.eq_ignore_ascii_case(&scheme)) {
             return Err(InvalidName(format!(
                 "url scheme {scheme:?} is not allowed: use one of {} (setting git.allowed_schemes)",
                 allowed_schemes.join(", ")
             )));
         }
-        Ok(Self {
-            url: value.to_owned(),
-            scheme,
-        })
+        Ok(Self { url: value.to_owned(), scheme })
     }
 
     pub fn as_str(&self) -> &str {
@@ -373,11 +328,7 @@ pub struct ImageRepository(String);
 
 impl ImageRepository {
     pub fn new(component: &ComponentName, branch: &BranchName) -> Self {
-        Self(format!(
-            "{}-{}-image",
-            slug_with_hash(component.as_str()),
-            slug_with_hash(branch.as_str())
-        ))
+        Self(format!("{}-{}-image", slug_with_hash(component.as_str()), slug_with_hash(branch.as_str())))
     }
 
     pub fn as_str(&self) -> &str {
@@ -505,11 +456,7 @@ mod tests {
             ("386", "linux/386"),
             ("i686", "linux/386"),
         ] {
-            assert_eq!(
-                Architecture::parse(input).unwrap().platform(),
-                platform,
-                "{input}"
-            );
+            assert_eq!(Architecture::parse(input).unwrap().platform(), platform, "{input}");
         }
         let err = Architecture::parse("sparc").unwrap_err();
         assert!(err.0.contains("amd64, x86_64, arm64"), "{err}");
@@ -519,10 +466,7 @@ mod tests {
     fn image_repository_names() {
         let c = ComponentName::parse("libfoo").unwrap();
         let main = BranchName::parse("main").unwrap();
-        assert_eq!(
-            ImageRepository::new(&c, &main).as_str(),
-            "libfoo-main-image"
-        );
+        assert_eq!(ImageRepository::new(&c, &main).as_str(), "libfoo-main-image");
         let slash = ImageRepository::new(&c, &BranchName::parse("feature/x").unwrap());
         let dash = ImageRepository::new(&c, &BranchName::parse("feature-x").unwrap());
         assert_eq!(dash.as_str(), "libfoo-feature-x-image");
@@ -547,16 +491,7 @@ mod tests {
                 && !s.contains("..")
                 && !s.contains("___")
         };
-        for input in [
-            "a._b",
-            "x.-y",
-            "@@",
-            "ünï/cödé",
-            "v1..2",
-            "a___b",
-            "-a-",
-            &"x/".repeat(200),
-        ] {
+        for input in ["a._b", "x.-y", "@@", "ünï/cödé", "v1..2", "a___b", "-a-", &"x/".repeat(200)] {
             let slug = slug_with_hash(input);
             assert!(docker_component(&slug), "{input:?} -> {slug:?}");
             assert!(slug.len() <= MAX_SLUG_LEN + 9);
@@ -567,22 +502,9 @@ mod tests {
     fn git_urls_are_checked_before_git_sees_them() {
         let https = vec!["https".to_owned()];
         let all: Vec<String> = ["https", "file", "ssh"].map(String::from).to_vec();
-        assert_eq!(
-            GitUrl::parse("https://example.com/o/r.git", &https)
-                .unwrap()
-                .scheme(),
-            "https"
-        );
-        assert_eq!(
-            GitUrl::parse("file:///tmp/repo", &all).unwrap().scheme(),
-            "file"
-        );
-        assert_eq!(
-            GitUrl::parse("git@example.com:o/r.git", &all)
-                .unwrap()
-                .scheme(),
-            "ssh"
-        );
+        assert_eq!(GitUrl::parse("https://example.com/o/r.git", &https).unwrap().scheme(), "https");
+        assert_eq!(GitUrl::parse("file:///tmp/repo", &all).unwrap().scheme(), "file");
+        assert_eq!(GitUrl::parse("git@example.com:o/r.git", &all).unwrap().scheme(), "ssh");
         for bad in [
             "-uhttps://x",
             "--upload-pack=touch /tmp/x",
@@ -594,10 +516,7 @@ mod tests {
             "https://exa mple.com/r",
             "",
         ] {
-            assert!(
-                GitUrl::parse(bad, &all).is_err(),
-                "{bad:?} should be refused"
-            );
+            assert!(GitUrl::parse(bad, &all).is_err(), "{bad:?} should be refused");
         }
         let err = GitUrl::parse("file:///tmp/repo", &https).unwrap_err();
         assert!(err.0.contains("git.allowed_schemes"), "{err}");

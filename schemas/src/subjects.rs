@@ -50,9 +50,7 @@ pub struct Subjects {
 
 impl Subjects {
     pub fn new(prefix: impl Into<String>) -> Self {
-        Self {
-            prefix: prefix.into(),
-        }
+        Self { prefix: prefix.into() }
     }
 
     pub fn prefix(&self) -> &str {
@@ -89,19 +87,10 @@ mod tests {
         let s = Subjects::default();
         assert_eq!(s.endpoint(Endpoint::ImageBuild), "artifacts.image.build");
         assert_eq!(s.endpoint(Endpoint::ImageGet), "artifacts.image.get");
-        assert_eq!(
-            s.endpoint(Endpoint::ComponentBuild),
-            "artifacts.component.build"
-        );
-        assert_eq!(
-            s.endpoint(Endpoint::ComponentGet),
-            "artifacts.component.get"
-        );
+        assert_eq!(s.endpoint(Endpoint::ComponentBuild), "artifacts.component.build");
+        assert_eq!(s.endpoint(Endpoint::ComponentGet), "artifacts.component.get");
         assert_eq!(s.endpoint(Endpoint::BuildGet), "artifacts.build.get");
         assert_eq!(s.git_push(), "artifacts.git.push");
-        assert_eq!(
-            Subjects::new("acme").endpoint(Endpoint::ImageGet),
-            "acme.image.get"
-        );
+        assert_eq!(Subjects::new("acme").endpoint(Endpoint::ImageGet), "acme.image.get");
     }
 }

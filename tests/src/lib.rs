@@ -18,10 +18,7 @@ pub const ADMIN_KEY: &str = "test-admin-key";
 
 /// The repository's root, for its files (`nats/nats-server.conf`, `examples/`).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ is inside the repository")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the repository").to_path_buf()
 }
 
 /// Finds a program the tests need, or fails naming it and how to get it.
@@ -31,7 +28,9 @@ pub fn require_program(name: &str, package: &str) -> PathBuf {
         .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
         .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file())
-        .unwrap_or_else(|| panic!("{name} is required by this test and is not installed: run scripts/test (Debian package {package})"))
+        .unwrap_or_else(|| {
+            panic!("{name} is required by this test and is not installed: run scripts/test (Debian package {package})")
+        })
 }
 
 /// A real nats-server with JetStream on a random port and a temporary store, stopped on drop.
@@ -59,12 +58,7 @@ impl NatsServer {
         let port = tokio::time::timeout(Duration::from_secs(10), async {
             while let Some(line) = lines.next_line().await.expect("nats-server output") {
                 if let Some(address) = line.split("Listening for client connections on ").nth(1) {
-                    return address
-                        .trim()
-                        .rsplit(':')
-                        .next()
-                        .and_then(|p| p.parse().ok())
-                        .expect("a port");
+                    return address.trim().rsplit(':').next().and_then(|p| p.parse().ok()).expect("a port");
                 }
             }
             panic!("nats-server exited before listening");
@@ -73,11 +67,7 @@ impl NatsServer {
         .expect("nats-server listens within 10s");
         // Keep draining its output so the server never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self {
-            child,
-            port,
-            _store: store,
-        }
+        Self { child, port, _store: store }
     }
 
     pub fn url(&self) -> String {
@@ -119,22 +109,14 @@ impl TestApp {
         let nats_server = NatsServer::start().await;
         let mut settings = test_settings(&nats_server.url());
         configure(&mut settings);
-        let nats = artifacts_runtime::nats::connect(&settings, "test")
-            .await
-            .expect("NATS connects");
+        let nats = artifacts_runtime::nats::connect(&settings, "test").await.expect("NATS connects");
         let shutdown = CancellationToken::new();
 
-        let lookup_nats = artifacts_runtime::nats::connect(&settings, "test-lookup")
-            .await
-            .expect("NATS connects");
+        let lookup_nats = artifacts_runtime::nats::connect(&settings, "test-lookup").await.expect("NATS connects");
         tokio::spawn(artifacts_lookup::run(lookup_nats, shutdown.clone()));
 
-        let gateway_nats = artifacts_runtime::nats::connect(&settings, "test-gateway")
-            .await
-            .expect("NATS connects");
-        let app = Application::build(settings.clone(), gateway_nats)
-            .await
-            .expect("gateway builds");
+        let gateway_nats = artifacts_runtime::nats::connect(&settings, "test-gateway").await.expect("NATS connects");
+        let app = Application::build(settings.clone(), gateway_nats).await.expect("gateway builds");
         let address = format!("http://127.0.0.1:{}", app.port());
         tokio::spawn(app.run_until_stopped(shutdown.clone()));
 
@@ -142,10 +124,7 @@ impl TestApp {
             address,
             nats,
             settings,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .expect("HTTP client"),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("HTTP client"),
             shutdown,
             nats_server,
         };
@@ -156,13 +135,7 @@ impl TestApp {
     /// Waits until a micro service answers `$SRV.PING.<name>`.
     pub async fn wait_for_service(&self, name: &str) {
         for _ in 0..100 {
-            if self
-                .nats
-                .client
-                .request(format!("$SRV.PING.{name}"), "".into())
-                .await
-                .is_ok()
-            {
+            if self.nats.client.request(format!("$SRV.PING.{name}"), "".into()).await.is_ok() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -176,21 +149,12 @@ impl TestApp {
 
     /// A GET with the admin key.
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.http
-            .get(self.url(path))
-            .bearer_auth(ADMIN_KEY)
-            .send()
-            .await
-            .expect("gateway answers")
+        self.http.get(self.url(path)).bearer_auth(ADMIN_KEY).send().await.expect("gateway answers")
     }
 
     /// A NATS request with a raw JSON payload, as any client would send it.
     pub async fn nats_request(&self, subject: &str, payload: &str) -> async_nats::Message {
-        self.nats
-            .client
-            .request(subject.to_owned(), payload.to_owned().into())
-            .await
-            .expect("NATS answers")
+        self.nats.client.request(subject.to_owned(), payload.to_owned().into()).await.expect("NATS answers")
     }
 }
 

@@ -21,40 +21,16 @@ async fn api_keys_are_required_and_checked() {
     assert_eq!(status, 401);
     assert_eq!(body["status"], "unauthorized");
 
-    let wrong = app
-        .http
-        .get(app.url(IMAGE_QUERY))
-        .bearer_auth("nope")
-        .send()
-        .await
-        .unwrap();
+    let wrong = app.http.get(app.url(IMAGE_QUERY)).bearer_auth("nope").send().await.unwrap();
     assert_eq!(wrong.status(), 401);
     assert_eq!(wrong.headers()["www-authenticate"], "Bearer");
 
-    let by_header = app
-        .http
-        .get(app.url(IMAGE_QUERY))
-        .header("X-API-Key", ADMIN_KEY)
-        .send()
-        .await
-        .unwrap();
+    let by_header = app.http.get(app.url(IMAGE_QUERY)).header("X-API-Key", ADMIN_KEY).send().await.unwrap();
     assert_eq!(by_header.status(), 404);
-    let by_bearer = app
-        .http
-        .get(app.url(IMAGE_QUERY))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .unwrap();
+    let by_bearer = app.http.get(app.url(IMAGE_QUERY)).bearer_auth(ADMIN_KEY).send().await.unwrap();
     assert_eq!(by_bearer.status(), 404);
 
-    for open in [
-        "/healthz",
-        "/readyz",
-        "/metrics",
-        "/api/v1/openapi.json",
-        "/docs/",
-    ] {
+    for open in ["/healthz", "/readyz", "/metrics", "/api/v1/openapi.json", "/docs/"] {
         let response = app.http.get(app.url(open)).send().await.unwrap();
         assert_eq!(response.status(), 200, "{open}");
     }
@@ -64,40 +40,18 @@ async fn api_keys_are_required_and_checked() {
 async fn bad_names_answer_400_with_the_rule() {
     let app = TestApp::spawn().await;
     for (query, rule) in [
-        (
-            "component=Lib_Foo&branch=main&architecture=amd64",
-            "^[a-z0-9][a-z0-9._-]{0,63}$",
-        ),
-        (
-            "component=libfoo&branch=-rf&architecture=amd64",
-            "must not start with '-'",
-        ),
-        (
-            "component=libfoo&branch=a..b&architecture=amd64",
-            "must not contain '..'",
-        ),
-        (
-            "component=libfoo&branch=main&architecture=sparc",
-            "amd64, x86_64, arm64, aarch64, arm/v7, armv7l, 386, i686",
-        ),
-        (
-            "component=libfoo&branch=main",
-            "missing field `architecture`",
-        ),
+        ("component=Lib_Foo&branch=main&architecture=amd64", "^[a-z0-9][a-z0-9._-]{0,63}$"),
+        ("component=libfoo&branch=-rf&architecture=amd64", "must not start with '-'"),
+        ("component=libfoo&branch=a..b&architecture=amd64", "must not contain '..'"),
+        ("component=libfoo&branch=main&architecture=sparc", "amd64, x86_64, arm64, aarch64, arm/v7, armv7l, 386, i686"),
+        ("component=libfoo&branch=main", "missing field `architecture`"),
     ] {
         let (status, body) = error_of(app.get(&format!("/api/v1/images?{query}")).await).await;
         assert_eq!(status, 400, "{query}");
         assert_eq!(body["status"], "invalid");
-        assert!(
-            body["errorMessage"].as_str().unwrap().contains(rule),
-            "{query}: {body}"
-        );
+        assert!(body["errorMessage"].as_str().unwrap().contains(rule), "{query}: {body}");
     }
-    let (status, _) = error_of(
-        app.get("/api/v1/components?component=libfoo&tag=v1&architecture=mips")
-            .await,
-    )
-    .await;
+    let (status, _) = error_of(app.get("/api/v1/components?component=libfoo&tag=v1&architecture=mips").await).await;
     assert_eq!(status, 400);
 }
 
@@ -105,81 +59,42 @@ async fn bad_names_answer_400_with_the_rule() {
 async fn submissions_are_validated_before_anything_else() {
     let app = TestApp::spawn().await;
     let post_json = |path: &str, body: Value| {
-        app.http
-            .post(app.url(path))
-            .bearer_auth(ADMIN_KEY)
-            .header("linux_username", "alice")
-            .json(&body)
-            .send()
+        app.http.post(app.url(path)).bearer_auth(ADMIN_KEY).header("linux_username", "alice").json(&body).send()
     };
 
     let (status, body) = error_of(
-        post_json("/api/v1/images", json!({"dockerfile": "FROM busybox", "component": "x", "branch": "main", "architecture": "vax"}))
-            .await
-            .unwrap(),
+        post_json(
+            "/api/v1/images",
+            json!({"dockerfile": "FROM busybox", "component": "x", "branch": "main", "architecture": "vax"}),
+        )
+        .await
+        .unwrap(),
     )
     .await;
     assert_eq!(status, 400);
-    assert!(
-        body["errorMessage"]
-            .as_str()
-            .unwrap()
-            .contains("architecture"),
-        "{body}"
-    );
+    assert!(body["errorMessage"].as_str().unwrap().contains("architecture"), "{body}");
 
     let form = reqwest::multipart::Form::new()
-        .part(
-            "dockerfile",
-            reqwest::multipart::Part::bytes(b"FROM busybox\n".to_vec()).file_name("Dockerfile"),
-        )
+        .part("dockerfile", reqwest::multipart::Part::bytes(b"FROM busybox\n".to_vec()).file_name("Dockerfile"))
         .text("component", "libfoo")
         .text("branch", "main");
-    let (status, body) = error_of(
-        app.http
-            .post(app.url("/api/v1/images"))
-            .bearer_auth(ADMIN_KEY)
-            .multipart(form)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) =
+        error_of(app.http.post(app.url("/api/v1/images")).bearer_auth(ADMIN_KEY).multipart(form).send().await.unwrap())
+            .await;
     assert_eq!(status, 400);
-    assert!(
-        body["errorMessage"]
-            .as_str()
-            .unwrap()
-            .contains("architecture"),
-        "{body}"
-    );
+    assert!(body["errorMessage"].as_str().unwrap().contains("architecture"), "{body}");
 
     let big = reqwest::multipart::Form::new()
-        .part(
-            "dockerfile",
-            reqwest::multipart::Part::bytes(vec![b'#'; 1024 * 1024 + 1]).file_name("Dockerfile"),
-        )
+        .part("dockerfile", reqwest::multipart::Part::bytes(vec![b'#'; 1024 * 1024 + 1]).file_name("Dockerfile"))
         .text("component", "libfoo")
         .text("branch", "main")
         .text("architecture", "amd64");
-    let (status, _) = error_of(
-        app.http
-            .post(app.url("/api/v1/images"))
-            .bearer_auth(ADMIN_KEY)
-            .multipart(big)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, _) =
+        error_of(app.http.post(app.url("/api/v1/images")).bearer_auth(ADMIN_KEY).multipart(big).send().await.unwrap())
+            .await;
     assert_eq!(status, 413);
 
-    for url in [
-        "-uhttps://x/y",
-        "ext::sh -c touch% /tmp/pwned",
-        "ssh://-oProxyCommand=touch/r",
-        "file:///etc",
-    ] {
+    for url in ["-uhttps://x/y", "ext::sh -c touch% /tmp/pwned", "ssh://-oProxyCommand=touch/r", "file:///etc"] {
         let (status, body) = error_of(
             post_json(
                 "/api/v1/components",
@@ -204,22 +119,10 @@ async fn submissions_are_validated_before_anything_else() {
     )
     .await;
     assert_eq!(status, 400);
-    assert!(
-        body["errorMessage"]
-            .as_str()
-            .unwrap()
-            .contains("linux_username"),
-        "{body}"
-    );
+    assert!(body["errorMessage"].as_str().unwrap().contains("linux_username"), "{body}");
 
     let (status, _) = error_of(
-        app.http
-            .post(app.url("/api/v1/images"))
-            .bearer_auth(ADMIN_KEY)
-            .body("FROM busybox")
-            .send()
-            .await
-            .unwrap(),
+        app.http.post(app.url("/api/v1/images")).bearer_auth(ADMIN_KEY).body("FROM busybox").send().await.unwrap(),
     )
     .await;
     assert_eq!(status, 400, "no content type");
@@ -229,15 +132,8 @@ async fn submissions_are_validated_before_anything_else() {
 async fn hooks_without_a_secret_do_not_exist() {
     let app = TestApp::spawn().await;
     for forge in ["github", "gitlab", "gitea", "bitbucket"] {
-        let (status, _) = error_of(
-            app.http
-                .post(app.url(&format!("/api/v1/hooks/{forge}")))
-                .body("{}")
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, _) =
+            error_of(app.http.post(app.url(&format!("/api/v1/hooks/{forge}"))).body("{}").send().await.unwrap()).await;
         assert_eq!(status, 404, "{forge}");
     }
 }
@@ -245,15 +141,7 @@ async fn hooks_without_a_secret_do_not_exist() {
 #[tokio::test]
 async fn openapi_documents_every_route_and_swagger_ui_needs_no_network() {
     let app = TestApp::spawn().await;
-    let doc: Value = app
-        .http
-        .get(app.url("/api/v1/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = app.http.get(app.url("/api/v1/openapi.json")).send().await.unwrap().json().await.unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     let paths = doc["paths"].as_object().unwrap();
     for (path, method) in [
@@ -261,10 +149,7 @@ async fn openapi_documents_every_route_and_swagger_ui_needs_no_network() {
         ("/api/v1/images", "get"),
         ("/api/v1/components", "post"),
         ("/api/v1/components", "get"),
-        (
-            "/api/v1/components/{component}/{tag}/{architecture}/archive",
-            "get",
-        ),
+        ("/api/v1/components/{component}/{tag}/{architecture}/archive", "get"),
         ("/api/v1/builds/{build_id}", "get"),
         ("/api/v1/builds", "get"),
         ("/api/v1/builds/{build_id}/logs", "get"),
@@ -276,85 +161,31 @@ async fn openapi_documents_every_route_and_swagger_ui_needs_no_network() {
         ("/readyz", "get"),
         ("/metrics", "get"),
     ] {
-        assert!(
-            paths.get(path).and_then(|p| p.get(method)).is_some(),
-            "{method} {path} is not documented"
-        );
+        assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} is not documented");
     }
 
-    let html = app
-        .http
-        .get(app.url("/docs/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = app.http.get(app.url("/docs/")).send().await.unwrap().text().await.unwrap();
     assert!(html.contains("swagger-ui"), "{html}");
-    assert!(
-        !html.contains("https://") && !html.contains("http://"),
-        "Swagger UI must not load from a CDN"
-    );
-    let config = app
-        .http
-        .get(app.url("/docs/swagger-initializer.js"))
-        .send()
-        .await
-        .unwrap();
+    assert!(!html.contains("https://") && !html.contains("http://"), "Swagger UI must not load from a CDN");
+    let config = app.http.get(app.url("/docs/swagger-initializer.js")).send().await.unwrap();
     assert_eq!(config.status(), 200);
-    assert!(config
-        .text()
-        .await
-        .unwrap()
-        .contains("/api/v1/openapi.json"));
-    let bundle = app
-        .http
-        .get(app.url("/docs/swagger-ui-bundle.js"))
-        .send()
-        .await
-        .unwrap();
+    assert!(config.text().await.unwrap().contains("/api/v1/openapi.json"));
+    let bundle = app.http.get(app.url("/docs/swagger-ui-bundle.js")).send().await.unwrap();
     assert_eq!(bundle.status(), 200);
 }
 
 #[tokio::test]
 async fn health_readiness_and_metrics() {
     let app = TestApp::spawn().await;
-    let health: Value = app
-        .http
-        .get(app.url("/healthz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = app.http.get(app.url("/healthz")).send().await.unwrap().json().await.unwrap();
     assert_eq!(health["status"], "ok");
-    let ready: Value = app
-        .http
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = app.http.get(app.url("/readyz")).send().await.unwrap().json().await.unwrap();
     assert_eq!(ready["status"], "ready");
 
     app.get(IMAGE_QUERY).await;
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(
-        metrics.contains(
-            r#"artifacts_http_requests_total{method="GET",route="/api/v1/images",status="404"} 1"#
-        ),
+        metrics.contains(r#"artifacts_http_requests_total{method="GET",route="/api/v1/images",status="404"} 1"#),
         "{metrics}"
     );
 }

@@ -5,8 +5,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use artifacts_schemas::{
-    Architecture, BranchName, BuildId, BuildKind, BuildRecord, BuildStatus, ComponentName,
-    ComponentQuery, ComponentRecord, ImageQuery, ImageRecord, RequestedBy, TagName, Timestamp,
+    Architecture, BranchName, BuildId, BuildKind, BuildRecord, BuildStatus, ComponentName, ComponentQuery,
+    ComponentRecord, ImageQuery, ImageRecord, RequestedBy, TagName, Timestamp,
 };
 use artifacts_tests::{repo_root, TestApp, ADMIN_KEY};
 
@@ -20,10 +20,7 @@ async fn unknown_image_is_not_found_after_a_trip_through_nats() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["status"], "not_found");
     assert_eq!(body["imageName"], Value::Null);
-    assert!(
-        body["errorMessage"].as_str().unwrap().contains("libfoo"),
-        "{body}"
-    );
+    assert!(body["errorMessage"].as_str().unwrap().contains("libfoo"), "{body}");
 }
 
 #[tokio::test]
@@ -43,25 +40,13 @@ async fn stored_image_is_found_by_http_and_json_body_and_every_architecture_alia
         build_id: BuildId::generate(),
         built_at: Timestamp::now(),
     };
-    app.nats
-        .stores
-        .images
-        .put(
-            query.record_key(),
-            serde_json::to_vec(&record).unwrap().into(),
-        )
-        .await
-        .unwrap();
+    app.nats.stores.images.put(query.record_key(), serde_json::to_vec(&record).unwrap().into()).await.unwrap();
 
     for architecture in ["amd64", "x86_64", "linux/amd64"] {
         let response = app
             .http
             .get(app.url("/api/v1/images"))
-            .query(&[
-                ("component", "libfoo"),
-                ("branch", "feature/x"),
-                ("architecture", architecture),
-            ])
+            .query(&[("component", "libfoo"), ("branch", "feature/x"), ("architecture", architecture)])
             .header("X-API-Key", ADMIN_KEY)
             .send()
             .await
@@ -71,10 +56,7 @@ async fn stored_image_is_found_by_http_and_json_body_and_every_architecture_alia
         assert_eq!(body["status"], "found");
         assert_eq!(body["errorMessage"], Value::Null);
         assert_eq!(body["imageName"], record.image_name.as_str());
-        assert_eq!(
-            body["pullCommand"],
-            format!("docker pull {}", record.image_name)
-        );
+        assert_eq!(body["pullCommand"], format!("docker pull {}", record.image_name));
         assert_eq!(body["digest"], record.digest.as_str());
         assert_eq!(body["buildId"], record.build_id.as_str());
     }
@@ -90,9 +72,7 @@ async fn stored_image_is_found_by_http_and_json_body_and_every_architecture_alia
         .unwrap();
     assert_eq!(response.status(), 200);
     // Another branch is another repository.
-    let other = app
-        .get("/api/v1/images?component=libfoo&branch=feature-x&architecture=amd64")
-        .await;
+    let other = app.get("/api/v1/images?component=libfoo&branch=feature-x&architecture=amd64").await;
     assert_eq!(other.status(), 404);
 }
 
@@ -102,63 +82,23 @@ async fn nats_clients_get_the_same_json_as_http() {
     let http: Value = app.get(IMAGE_QUERY).await.json().await.unwrap();
 
     let reply = app
-        .nats_request(
-            "artifacts.image.get",
-            r#"{"component":"libfoo","branch":"main","architecture":"amd64"}"#,
-        )
+        .nats_request("artifacts.image.get", r#"{"component":"libfoo","branch":"main","architecture":"amd64"}"#)
         .await;
-    let headers = reply
-        .headers
-        .as_ref()
-        .expect("a failed lookup carries service error headers");
-    assert_eq!(
-        headers.get("Nats-Service-Error-Code").unwrap().as_str(),
-        "404"
-    );
-    assert!(headers
-        .get("Nats-Service-Error")
-        .unwrap()
-        .as_str()
-        .contains("libfoo"));
+    let headers = reply.headers.as_ref().expect("a failed lookup carries service error headers");
+    assert_eq!(headers.get("Nats-Service-Error-Code").unwrap().as_str(), "404");
+    assert!(headers.get("Nats-Service-Error").unwrap().as_str().contains("libfoo"));
     let over_nats: Value = serde_json::from_slice(&reply.payload).unwrap();
     assert_eq!(over_nats, http);
 
-    let bad = app
-        .nats_request(
-            "artifacts.image.get",
-            r#"{"component":"Bad!","branch":"main","architecture":"amd64"}"#,
-        )
-        .await;
-    assert_eq!(
-        bad.headers
-            .as_ref()
-            .unwrap()
-            .get("Nats-Service-Error-Code")
-            .unwrap()
-            .as_str(),
-        "400"
-    );
+    let bad =
+        app.nats_request("artifacts.image.get", r#"{"component":"Bad!","branch":"main","architecture":"amd64"}"#).await;
+    assert_eq!(bad.headers.as_ref().unwrap().get("Nats-Service-Error-Code").unwrap().as_str(), "400");
     let body: Value = serde_json::from_slice(&bad.payload).unwrap();
     assert_eq!(body["status"], "invalid");
-    assert!(
-        body["errorMessage"]
-            .as_str()
-            .unwrap()
-            .contains("^[a-z0-9][a-z0-9._-]{0,63}$"),
-        "{body}"
-    );
+    assert!(body["errorMessage"].as_str().unwrap().contains("^[a-z0-9][a-z0-9._-]{0,63}$"), "{body}");
 
     let garbage = app.nats_request("artifacts.build.get", "not json").await;
-    assert_eq!(
-        garbage
-            .headers
-            .as_ref()
-            .unwrap()
-            .get("Nats-Service-Error-Code")
-            .unwrap()
-            .as_str(),
-        "400"
-    );
+    assert_eq!(garbage.headers.as_ref().unwrap().get("Nats-Service-Error-Code").unwrap().as_str(), "400");
 }
 
 #[tokio::test]
@@ -173,10 +113,7 @@ async fn a_python_client_gets_the_same_json() {
         .await
         .expect("python3 runs");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "the example failed (is nats-py installed? scripts/test installs it): {stderr}"
-    );
+    assert!(output.status.success(), "the example failed (is nats-py installed? scripts/test installs it): {stderr}");
     assert!(stderr.contains("Nats-Service-Error-Code: 404"), "{stderr}");
     let from_python: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(from_python, http);
@@ -191,30 +128,16 @@ async fn lookups_are_a_discoverable_micro_service() {
 
     let info = app.nats_request("$SRV.INFO.artifacts-lookup", "").await;
     let info: Value = serde_json::from_slice(&info.payload).unwrap();
-    let subjects: Vec<&str> = info["endpoints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["subject"].as_str().unwrap())
-        .collect();
-    for subject in [
-        "artifacts.image.get",
-        "artifacts.component.get",
-        "artifacts.build.get",
-        "artifacts.build.list",
-    ] {
+    let subjects: Vec<&str> =
+        info["endpoints"].as_array().unwrap().iter().map(|e| e["subject"].as_str().unwrap()).collect();
+    for subject in ["artifacts.image.get", "artifacts.component.get", "artifacts.build.get", "artifacts.build.list"] {
         assert!(subjects.contains(&subject), "{subjects:?}");
     }
 
     app.get(IMAGE_QUERY).await;
     let stats = app.nats_request("$SRV.STATS.artifacts-lookup", "").await;
     let stats: Value = serde_json::from_slice(&stats.payload).unwrap();
-    let image_get = stats["endpoints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == "image-get")
-        .unwrap();
+    let image_get = stats["endpoints"].as_array().unwrap().iter().find(|e| e["name"] == "image-get").unwrap();
     assert_eq!(image_get["num_requests"], 1);
 }
 
@@ -251,70 +174,33 @@ async fn build_records_and_history() {
         app.nats
             .stores
             .builds
-            .put(
-                record.build_id.as_str(),
-                serde_json::to_vec(&record).unwrap().into(),
-            )
+            .put(record.build_id.as_str(), serde_json::to_vec(&record).unwrap().into())
             .await
             .unwrap();
         ids.push(record.build_id);
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 
-    let one: Value = app
-        .get(&format!("/api/v1/builds/{}", ids[0]))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let one: Value = app.get(&format!("/api/v1/builds/{}", ids[0])).await.json().await.unwrap();
     assert_eq!(one["buildId"], ids[0].as_str());
     assert_eq!(one["kind"], "image");
     assert_eq!(one["status"], "succeeded");
     assert_eq!(one["requestedBy"]["linuxUsername"], "alice");
-    for field in [
-        "createdAt",
-        "startedAt",
-        "finishedAt",
-        "result",
-        "errorMessage",
-        "attempts",
-        "request",
-    ] {
+    for field in ["createdAt", "startedAt", "finishedAt", "result", "errorMessage", "attempts", "request"] {
         assert!(one.get(field).is_some(), "missing {field}");
     }
 
     let all: Value = app.get("/api/v1/builds").await.json().await.unwrap();
     assert_eq!(all["status"], "ok");
-    let listed: Vec<&str> = all["builds"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["buildId"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        listed,
-        vec![ids[2].as_str(), ids[1].as_str(), ids[0].as_str()],
-        "newest first"
-    );
+    let listed: Vec<&str> = all["builds"].as_array().unwrap().iter().map(|b| b["buildId"].as_str().unwrap()).collect();
+    assert_eq!(listed, vec![ids[2].as_str(), ids[1].as_str(), ids[0].as_str()], "newest first");
 
-    let filtered: Value = app
-        .get("/api/v1/builds?component=two&kind=image")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let filtered: Value = app.get("/api/v1/builds?component=two&kind=image").await.json().await.unwrap();
     assert_eq!(filtered["builds"].as_array().unwrap().len(), 1);
-    let limited: Value = app
-        .get("/api/v1/builds?limit=1&status=failed")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let limited: Value = app.get("/api/v1/builds?limit=1&status=failed").await.json().await.unwrap();
     assert_eq!(limited["builds"][0]["buildId"], ids[1].as_str());
 
-    let missing = app
-        .get(&format!("/api/v1/builds/{}", BuildId::generate()))
-        .await;
+    let missing = app.get(&format!("/api/v1/builds/{}", BuildId::generate())).await;
     assert_eq!(missing.status(), 404);
     let bad = app.get("/api/v1/builds/not-an-id").await;
     assert_eq!(bad.status(), 400);
@@ -335,12 +221,7 @@ async fn stored_component_is_found_and_streamed_with_its_digest() {
         url: None,
     };
     let object = format!("{}.tar.gz", query.record_key());
-    app.nats
-        .stores
-        .archives
-        .put(object.as_str(), &mut tarball.as_slice())
-        .await
-        .unwrap();
+    app.nats.stores.archives.put(object.as_str(), &mut tarball.as_slice()).await.unwrap();
     let record = ComponentRecord {
         component: query.component.clone(),
         tag: query.tag.clone(),
@@ -353,82 +234,39 @@ async fn stored_component_is_found_and_streamed_with_its_digest() {
         build_id: BuildId::generate(),
         built_at: Timestamp::now(),
     };
-    app.nats
-        .stores
-        .components
-        .put(
-            query.record_key(),
-            serde_json::to_vec(&record).unwrap().into(),
-        )
-        .await
-        .unwrap();
+    app.nats.stores.components.put(query.record_key(), serde_json::to_vec(&record).unwrap().into()).await.unwrap();
 
-    let found: Value = app
-        .get("/api/v1/components?component=libfoo&tag=v1.2.0&architecture=armv7l")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let found: Value =
+        app.get("/api/v1/components?component=libfoo&tag=v1.2.0&architecture=armv7l").await.json().await.unwrap();
     assert_eq!(found["status"], "found");
     assert_eq!(found["digest"], digest.as_str());
     assert_eq!(found["size"], tarball.len());
     let url = found["component"].as_str().unwrap();
-    assert!(
-        url.ends_with("/api/v1/components/libfoo/v1.2.0/arm-v7/archive"),
-        "{url}"
-    );
-    assert!(
-        found.get("bucket").is_none(),
-        "bucket and object are for NATS clients"
-    );
+    assert!(url.ends_with("/api/v1/components/libfoo/v1.2.0/arm-v7/archive"), "{url}");
+    assert!(found.get("bucket").is_none(), "bucket and object are for NATS clients");
 
     let over_nats = app
-        .nats_request(
-            "artifacts.component.get",
-            r#"{"component":"libfoo","tag":"v1.2.0","architecture":"arm/v7"}"#,
-        )
+        .nats_request("artifacts.component.get", r#"{"component":"libfoo","tag":"v1.2.0","architecture":"arm/v7"}"#)
         .await;
     let over_nats: Value = serde_json::from_slice(&over_nats.payload).unwrap();
     assert_eq!(over_nats["bucket"], "artifacts_archives");
     assert_eq!(over_nats["object"], object.as_str());
 
-    let download = app
-        .http
-        .get(url)
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .unwrap();
+    let download = app.http.get(url).bearer_auth(ADMIN_KEY).send().await.unwrap();
     assert_eq!(download.status(), 200);
     assert_eq!(download.headers()["content-type"], "application/gzip");
-    assert_eq!(
-        download.headers()["content-length"],
-        tarball.len().to_string().as_str()
-    );
+    assert_eq!(download.headers()["content-length"], tarball.len().to_string().as_str());
     assert_eq!(download.headers()["etag"], format!("\"{digest}\"").as_str());
     let body = download.bytes().await.unwrap();
-    assert_eq!(
-        format!("sha256:{}", hex::encode(sha2::Sha256::digest(&body))),
-        digest
-    );
+    assert_eq!(format!("sha256:{}", hex::encode(sha2::Sha256::digest(&body))), digest);
 
-    let unchanged = app
-        .http
-        .get(url)
-        .bearer_auth(ADMIN_KEY)
-        .header("If-None-Match", format!("\"{digest}\""))
-        .send()
-        .await
-        .unwrap();
+    let unchanged =
+        app.http.get(url).bearer_auth(ADMIN_KEY).header("If-None-Match", format!("\"{digest}\"")).send().await.unwrap();
     assert_eq!(unchanged.status(), 304);
 
     let absent = app.get("/api/v1/components/libfoo/v9/amd64/archive").await;
     assert_eq!(absent.status(), 404);
-    let absent: Value = app
-        .get("/api/v1/components?component=libfoo&tag=v9&architecture=amd64")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let absent: Value =
+        app.get("/api/v1/components?component=libfoo&tag=v9&architecture=amd64").await.json().await.unwrap();
     assert_eq!(absent["status"], "not_found");
 }

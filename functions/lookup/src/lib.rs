@@ -11,20 +11,14 @@ use tokio_util::sync::CancellationToken;
 use artifacts_runtime::service::{self, Reply, ServiceSpec};
 use artifacts_runtime::Nats;
 use artifacts_schemas::{
-    parse_json, BuildList, BuildListQuery, BuildQuery, BuildRecord, ComponentLookupReply,
-    ComponentQuery, ComponentRecord, Endpoint, ImageLookupReply, ImageQuery, ImageRecord,
-    RequestError,
+    parse_json, BuildList, BuildListQuery, BuildQuery, BuildRecord, ComponentLookupReply, ComponentQuery,
+    ComponentRecord, Endpoint, ImageLookupReply, ImageQuery, ImageRecord, RequestError,
 };
 
 pub const SERVICE: ServiceSpec = ServiceSpec {
     name: "artifacts-lookup",
     description: "Looks up images, components and builds",
-    endpoints: &[
-        Endpoint::ImageGet,
-        Endpoint::ComponentGet,
-        Endpoint::BuildGet,
-        Endpoint::BuildList,
-    ],
+    endpoints: &[Endpoint::ImageGet, Endpoint::ComponentGet, Endpoint::BuildGet, Endpoint::BuildList],
 };
 
 pub async fn run(nats: Nats, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -41,69 +35,46 @@ pub async fn run(nats: Nats, shutdown: CancellationToken) -> anyhow::Result<()> 
     .await
 }
 
-async fn answer(
-    stores: &artifacts_runtime::nats::Stores,
-    endpoint: Endpoint,
-    message: &Message,
-) -> Reply {
+async fn answer(stores: &artifacts_runtime::nats::Stores, endpoint: Endpoint, message: &Message) -> Reply {
     let result = match endpoint {
         Endpoint::ImageGet => image(&stores.images, message).await,
         Endpoint::ComponentGet => component(&stores.components, message).await,
         Endpoint::BuildGet => build(&stores.builds, message).await,
         Endpoint::BuildList => builds(&stores.builds, message).await,
-        other => Err(RequestError::internal(format!(
-            "lookup does not serve {}",
-            other.suffix()
-        ))),
+        other => Err(RequestError::internal(format!("lookup does not serve {}", other.suffix()))),
     };
     result.unwrap_or_else(Reply::from)
 }
 
 async fn image(images: &kv::Store, message: &Message) -> Result<Reply, RequestError> {
     let query: ImageQuery = parse_json(&message.payload)?;
-    Ok(
-        match read::<ImageRecord>(images, &query.record_key()).await? {
-            Some(record) => Reply::ok(&ImageLookupReply::found(record)),
-            None => Reply::with_code(404, &ImageLookupReply::not_found(&query)),
-        },
-    )
+    Ok(match read::<ImageRecord>(images, &query.record_key()).await? {
+        Some(record) => Reply::ok(&ImageLookupReply::found(record)),
+        None => Reply::with_code(404, &ImageLookupReply::not_found(&query)),
+    })
 }
 
 async fn component(components: &kv::Store, message: &Message) -> Result<Reply, RequestError> {
     let query: ComponentQuery = parse_json(&message.payload)?;
-    Ok(
-        match read::<ComponentRecord>(components, &query.record_key()).await? {
-            Some(record) => Reply::ok(&ComponentLookupReply::found(&query, record)),
-            None => Reply::with_code(404, &ComponentLookupReply::not_found(&query)),
-        },
-    )
+    Ok(match read::<ComponentRecord>(components, &query.record_key()).await? {
+        Some(record) => Reply::ok(&ComponentLookupReply::found(&query, record)),
+        None => Reply::with_code(404, &ComponentLookupReply::not_found(&query)),
+    })
 }
 
 async fn build(builds: &kv::Store, message: &Message) -> Result<Reply, RequestError> {
     let query: BuildQuery = parse_json(&message.payload)?;
     match read::<BuildRecord>(builds, query.build_id.as_str()).await? {
         Some(record) => Ok(Reply::ok(&record)),
-        None => Err(RequestError::not_found(format!(
-            "no build has id {}",
-            query.build_id
-        ))),
+        None => Err(RequestError::not_found(format!("no build has id {}", query.build_id))),
     }
 }
 
 /// Build ids are UUIDv7, so walking the keys in reverse order visits the newest builds first.
 async fn builds(builds: &kv::Store, message: &Message) -> Result<Reply, RequestError> {
-    let query: BuildListQuery = if message.payload.is_empty() {
-        BuildListQuery::default()
-    } else {
-        parse_json(&message.payload)?
-    };
-    let mut keys: Vec<String> = builds
-        .keys()
-        .await
-        .map_err(unavailable)?
-        .try_collect()
-        .await
-        .map_err(unavailable)?;
+    let query: BuildListQuery =
+        if message.payload.is_empty() { BuildListQuery::default() } else { parse_json(&message.payload)? };
+    let mut keys: Vec<String> = builds.keys().await.map_err(unavailable)?.try_collect().await.map_err(unavailable)?;
     keys.sort_unstable_by(|a, b| b.cmp(a));
     let mut found = Vec::new();
     for key in keys {
@@ -129,10 +100,7 @@ async fn builds(builds: &kv::Store, message: &Message) -> Result<Reply, RequestE
     }))
 }
 
-async fn read<T: DeserializeOwned>(
-    store: &kv::Store,
-    key: &str,
-) -> Result<Option<T>, RequestError> {
+async fn read<T: DeserializeOwned>(store: &kv::Store, key: &str) -> Result<Option<T>, RequestError> {
     let Some(bytes) = store.get(key).await.map_err(unavailable)? else {
         return Ok(None);
     };

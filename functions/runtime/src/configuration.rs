@@ -145,10 +145,7 @@ impl Default for Settings {
 
 impl Default for GatewaySettings {
     fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            max_body_bytes: 64 * 1024 * 1024,
-        }
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8080)), max_body_bytes: 64 * 1024 * 1024 }
     }
 }
 
@@ -165,9 +162,7 @@ impl Default for NatsSettings {
 
 impl Default for RegistrySettings {
     fn default() -> Self {
-        Self {
-            address: "127.0.0.1:5000".into(),
-        }
+        Self { address: "127.0.0.1:5000".into() }
     }
 }
 
@@ -179,18 +174,13 @@ impl Default for DockerSettings {
 
 impl Default for GitSettings {
     fn default() -> Self {
-        Self {
-            allowed_schemes: vec!["https".into()],
-        }
+        Self { allowed_schemes: vec!["https".into()] }
     }
 }
 
 impl Default for LogSettings {
     fn default() -> Self {
-        Self {
-            format: LogFormat::Auto,
-            filter: "info".into(),
-        }
+        Self { format: LogFormat::Auto, filter: "info".into() }
     }
 }
 
@@ -206,13 +196,10 @@ impl Settings {
     /// Loads the layers. `file` is `--config FILE`; without it, `ARTIFACTS_CONFIG` names the file, and
     /// without that there is none.
     pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
-        let file = file
-            .map(Path::to_path_buf)
-            .or_else(|| std::env::var_os("ARTIFACTS_CONFIG").map(PathBuf::from));
+        let file = file.map(Path::to_path_buf).or_else(|| std::env::var_os("ARTIFACTS_CONFIG").map(PathBuf::from));
         let mut builder = config::Config::builder();
         if let Some(file) = &file {
-            builder = builder
-                .add_source(config::File::from(file.as_path()).format(config::FileFormat::Toml));
+            builder = builder.add_source(config::File::from(file.as_path()).format(config::FileFormat::Toml));
         }
         let plain_env = config::Config::builder()
             .set_override_option("nats.url", std::env::var("NATS_URL").ok())?
@@ -236,10 +223,7 @@ impl Settings {
 
     fn validate(&self) -> Result<(), SettingsError> {
         let prefix_ok = self.nats.prefix.split('.').all(|token| {
-            !token.is_empty()
-                && token
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            !token.is_empty() && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         });
         if !prefix_ok {
             return Err(SettingsError::Invalid(format!(
@@ -248,9 +232,7 @@ impl Settings {
             )));
         }
         if self.git.allowed_schemes.is_empty() {
-            return Err(SettingsError::Invalid(
-                "git.allowed_schemes must name at least one scheme".into(),
-            ));
+            return Err(SettingsError::Invalid("git.allowed_schemes must name at least one scheme".into()));
         }
         Ok(())
     }
@@ -294,10 +276,7 @@ mod tests {
         let mut s = Settings::default();
         s.admin_key = Some(Secret::new("hunter2"));
         assert!(!format!("{s:?}").contains("hunter2"));
-        assert_eq!(
-            redact_url("nats://user:pw@host:4222"),
-            "nats://[redacted]@host:4222"
-        );
+        assert_eq!(redact_url("nats://user:pw@host:4222"), "nats://[redacted]@host:4222");
         assert_eq!(redact_url("nats://host:4222"), "nats://host:4222");
     }
 }
@@ -309,8 +288,7 @@ mod layering_tests {
     /// The only test in this crate that touches the process environment.
     #[test]
     fn file_then_plain_env_then_prefixed_env() {
-        let dir =
-            std::env::temp_dir().join(format!("artifacts-config-test-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("artifacts-config-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("artifacts.toml");
         std::fs::write(
@@ -327,21 +305,12 @@ mod layering_tests {
         assert_eq!(s.nats.url, "nats://plain:2");
         assert_eq!(s.nats.prefix, "fromenv");
         assert_eq!(s.git.allowed_schemes, vec!["https", "file"]);
-        assert_eq!(
-            s.hooks.github.secret.as_ref().map(Secret::expose),
-            Some("s3cret")
-        );
+        assert_eq!(s.hooks.github.secret.as_ref().map(Secret::expose), Some("s3cret"));
 
         std::env::set_var("ARTIFACTS__NATS__URL", "nats://prefixed:3");
-        assert_eq!(
-            Settings::load(Some(&file)).unwrap().nats.url,
-            "nats://prefixed:3"
-        );
+        assert_eq!(Settings::load(Some(&file)).unwrap().nats.url, "nats://prefixed:3");
         std::env::set_var("ARTIFACTS__NATS__PREFIX", "bad prefix");
-        assert!(Settings::load(None)
-            .unwrap_err()
-            .to_string()
-            .contains("nats.prefix"));
+        assert!(Settings::load(None).unwrap_err().to_string().contains("nats.prefix"));
         for var in [
             "NATS_URL",
             "ARTIFACTS__NATS__URL",

@@ -43,9 +43,7 @@ pub struct ResourceNames {
 
 impl ResourceNames {
     pub fn new(subjects: &Subjects) -> Self {
-        Self {
-            base: subjects.prefix().replace('.', "_"),
-        }
+        Self { base: subjects.prefix().replace('.', "_") }
     }
 
     pub fn builds_bucket(&self) -> String {
@@ -98,19 +96,11 @@ pub async fn connect(settings: &Settings, process_name: &str) -> anyhow::Result<
     let stores = ensure_resources(&jetstream, &subjects).await.with_context(|| {
         format!("cannot set up JetStream on {}: is the server running with JetStream enabled (-js)?", redact_url(url))
     })?;
-    Ok(Nats {
-        client,
-        jetstream,
-        subjects,
-        stores,
-    })
+    Ok(Nats { client, jetstream, subjects, stores })
 }
 
 /// Creates every stream and bucket that is missing.
-pub async fn ensure_resources(
-    js: &jetstream::Context,
-    subjects: &Subjects,
-) -> anyhow::Result<Stores> {
+pub async fn ensure_resources(js: &jetstream::Context, subjects: &Subjects) -> anyhow::Result<Stores> {
     let names = ResourceNames::new(subjects);
     js.get_or_create_stream(stream::Config {
         name: names.jobs_stream(),
@@ -137,20 +127,9 @@ pub async fn ensure_resources(
     .await
     .context("push stream")?;
     let builds = key_value(js, names.builds_bucket(), "Build records by build id", 1).await?;
-    let images = key_value(
-        js,
-        names.images_bucket(),
-        "Latest image per component/branch/architecture",
-        10,
-    )
-    .await?;
-    let components = key_value(
-        js,
-        names.components_bucket(),
-        "Latest component per component/tag/architecture",
-        10,
-    )
-    .await?;
+    let images = key_value(js, names.images_bucket(), "Latest image per component/branch/architecture", 10).await?;
+    let components =
+        key_value(js, names.components_bucket(), "Latest component per component/tag/architecture", 10).await?;
     let archives = match js.get_object_store(names.archives_bucket()).await {
         Ok(store) => store,
         Err(_) => js
@@ -163,12 +142,7 @@ pub async fn ensure_resources(
             .await
             .context("archives object store")?,
     };
-    Ok(Stores {
-        builds,
-        images,
-        components,
-        archives,
-    })
+    Ok(Stores { builds, images, components, archives })
 }
 
 /// Creates the bucket's stream directly with the configuration `create_key_value` would use:
@@ -195,7 +169,5 @@ async fn key_value(
     })
     .await
     .with_context(|| format!("key-value bucket {bucket}"))?;
-    js.get_key_value(&bucket)
-        .await
-        .with_context(|| format!("key-value bucket {bucket}"))
+    js.get_key_value(&bucket).await.with_context(|| format!("key-value bucket {bucket}"))
 }

@@ -36,10 +36,7 @@ impl Reply {
     /// such as a lookup's `not_found` answer.
     pub fn with_code(code: u16, body: &impl Serialize) -> Self {
         let body = serde_json::to_vec(body).expect("message types always serialise");
-        Self {
-            code,
-            body: body.into(),
-        }
+        Self { code, body: body.into() }
     }
 
     pub fn is_failure(&self) -> bool {
@@ -50,11 +47,7 @@ impl Reply {
     fn error_message(&self) -> String {
         serde_json::from_slice::<serde_json::Value>(&self.body)
             .ok()
-            .and_then(|body| {
-                body.get("errorMessage")
-                    .and_then(|m| m.as_str())
-                    .map(str::to_owned)
-            })
+            .and_then(|body| body.get("errorMessage").and_then(|m| m.as_str()).map(str::to_owned))
             .unwrap_or_else(|| "request failed".into())
     }
 
@@ -62,10 +55,7 @@ impl Reply {
         let mut headers = HeaderMap::new();
         if self.is_failure() {
             // Header values cannot hold line breaks.
-            headers.insert(
-                NATS_SERVICE_ERROR,
-                self.error_message().replace(['\r', '\n'], " ").as_str(),
-            );
+            headers.insert(NATS_SERVICE_ERROR, self.error_message().replace(['\r', '\n'], " ").as_str());
             headers.insert(NATS_SERVICE_ERROR_CODE, self.code.to_string().as_str());
         }
         headers
@@ -78,10 +68,7 @@ impl Reply {
             .and_then(|h| h.get(NATS_SERVICE_ERROR_CODE))
             .and_then(|v| v.as_str().parse().ok())
             .unwrap_or(200);
-        Self {
-            code,
-            body: message.payload.clone(),
-        }
+        Self { code, body: message.payload.clone() }
     }
 }
 
@@ -104,11 +91,7 @@ impl<T: Serialize> From<Result<T, RequestError>> for Reply {
 /// serves the subject, no answer in time) come back as 503 replies naming the cause.
 pub async fn call(nats: &Nats, endpoint: Endpoint, headers: HeaderMap, payload: Bytes) -> Reply {
     let subject = nats.subjects.endpoint(endpoint);
-    match nats
-        .client
-        .request_with_headers(subject.clone(), headers, payload)
-        .await
-    {
+    match nats.client.request_with_headers(subject.clone(), headers, payload).await {
         Ok(message) => Reply::from_message(&message),
         Err(err) => {
             use async_nats::RequestErrorKind::*;
@@ -118,11 +101,7 @@ pub async fn call(nats: &Nats, endpoint: Endpoint, headers: HeaderMap, payload: 
                 }
                 TimedOut => format!("{subject} did not answer in time"),
                 MaxPayloadExceeded => {
-                    return RequestError::new(
-                        Failure::TooLarge,
-                        "the request is larger than NATS accepts",
-                    )
-                    .into()
+                    return RequestError::new(Failure::TooLarge, "the request is larger than NATS accepts").into()
                 }
                 _ => format!("NATS is unavailable: {err}"),
             };
@@ -140,12 +119,7 @@ pub struct ServiceSpec {
 
 /// Serves the endpoints until `shutdown`, handling each request in its own task. At shutdown the service
 /// unregisters first (so no new request reaches it) and the requests in hand finish.
-pub async fn serve<H, F>(
-    nats: &Nats,
-    spec: ServiceSpec,
-    handler: H,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()>
+pub async fn serve<H, F>(nats: &Nats, spec: ServiceSpec, handler: H, shutdown: CancellationToken) -> anyhow::Result<()>
 where
     H: Fn(Endpoint, Message) -> F + Send + Sync + 'static,
     F: Future<Output = Reply> + Send + 'static,
@@ -168,11 +142,7 @@ where
             .map_err(|err| anyhow::anyhow!("cannot add endpoint {}: {err}", endpoint.suffix()))?;
         streams.push(stream.map(move |request| (endpoint, request)));
     }
-    tracing::info!(
-        service = spec.name,
-        endpoints = spec.endpoints.len(),
-        "serving"
-    );
+    tracing::info!(service = spec.name, endpoints = spec.endpoints.len(), "serving");
     let mut requests = futures::stream::select_all(streams);
     let handler = Arc::new(handler);
     let in_hand = tokio_util::task::TaskTracker::new();

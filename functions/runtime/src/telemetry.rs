@@ -16,14 +16,7 @@ pub fn init(settings: &LogSettings) {
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let builder = fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
     // A second init (tests run many apps in one process) keeps the first subscriber.
-    let _ = if json {
-        builder.json().flatten_event(true).try_init()
-    } else {
-        builder.compact().try_init()
-    };
+    let _ = if json { builder.json().flatten_event(true).try_init() } else { builder.compact().try_init() };
 }

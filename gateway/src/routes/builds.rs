@@ -3,9 +3,7 @@
 use axum::extract::{Path, State};
 use axum::response::Response;
 
-use artifacts_schemas::{
-    BuildId, BuildList, BuildListQuery, BuildQuery, BuildRecord, Endpoint, ErrorReply,
-};
+use artifacts_schemas::{BuildId, BuildList, BuildListQuery, BuildQuery, BuildRecord, Endpoint, ErrorReply};
 
 use super::{forward, not_available, request};
 use crate::auth::{Caller, Scope};
@@ -33,9 +31,7 @@ pub async fn get_build(
     Path(build_id): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Read)?;
-    let query = BuildQuery {
-        build_id: BuildId::parse(&build_id)?,
-    };
+    let query = BuildQuery { build_id: BuildId::parse(&build_id)? };
     Ok(forward(&state, Endpoint::BuildGet, &query).await)
 }
 
@@ -84,9 +80,7 @@ pub async fn build_logs(
     Path(build_id): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Read)?;
-    let query = BuildQuery {
-        build_id: BuildId::parse(&build_id)?,
-    };
+    let query = BuildQuery { build_id: BuildId::parse(&build_id)? };
     let reply = request(&state, Endpoint::BuildGet, &query).await;
     if reply.is_failure() {
         return Ok(relay(reply));

@@ -9,9 +9,8 @@ use base64::Engine as _;
 use tokio_util::io::ReaderStream;
 
 use artifacts_schemas::{
-    parse_json, Architecture, BuildAccepted, ComponentBuildRequest, ComponentLookupReply,
-    ComponentLookupStatus, ComponentName, ComponentQuery, Endpoint, ErrorReply, GitUrl,
-    RequestError, TagName,
+    parse_json, Architecture, BuildAccepted, ComponentBuildRequest, ComponentLookupReply, ComponentLookupStatus,
+    ComponentName, ComponentQuery, Endpoint, ErrorReply, GitUrl, RequestError, TagName,
 };
 
 use super::{not_available, request};
@@ -56,18 +55,12 @@ pub async fn get_component(
     }
     let mut answer: ComponentLookupReply = parse_json(&reply.body)?;
     if answer.status == ComponentLookupStatus::Found {
-        answer.component = answer
-            .component
-            .map(|path| format!("{}/api/v1{path}", base_url(&state, &headers)));
+        answer.component = answer.component.map(|path| format!("{}/api/v1{path}", base_url(&state, &headers)));
     }
     // Bucket and object are for NATS clients, which read the object store themselves.
     answer.bucket = None;
     answer.object = None;
-    let status = if answer.status == ComponentLookupStatus::Building {
-        StatusCode::ACCEPTED
-    } else {
-        StatusCode::OK
-    };
+    let status = if answer.status == ComponentLookupStatus::Building { StatusCode::ACCEPTED } else { StatusCode::OK };
     Ok((status, axum::Json(answer)).into_response())
 }
 
@@ -76,10 +69,7 @@ fn base_url(state: &AppState, headers: &HeaderMap) -> String {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .filter(|h| {
-            h.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
-        })
+        .filter(|h| h.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')))
         .map(str::to_owned)
         .unwrap_or_else(|| state.settings.gateway.listen.to_string());
     format!("http://{host}")
@@ -147,17 +137,10 @@ pub async fn get_archive(
     }
     let found: ComponentLookupReply = parse_json(&reply.body)?;
     let (Some(object), Some(digest), Some(size)) = (found.object, found.digest, found.size) else {
-        return Err(RequestError::not_found(format!(
-            "component {component} at tag {tag} is not stored yet"
-        ))
-        .into());
+        return Err(RequestError::not_found(format!("component {component} at tag {tag} is not stored yet")).into());
     };
     let etag = format!("\"{digest}\"");
-    if headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        == Some(etag.as_str())
-    {
+    if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }
     let reader = state
@@ -166,25 +149,15 @@ pub async fn get_archive(
         .archives
         .get(&object)
         .await
-        .map_err(|err| {
-            RequestError::unavailable(format!("the object store cannot serve {object}: {err}"))
-        })?;
-    let mut response =
-        Body::from_stream(ReaderStream::with_capacity(reader, 128 * 1024)).into_response();
+        .map_err(|err| RequestError::unavailable(format!("the object store cannot serve {object}: {err}")))?;
+    let mut response = Body::from_stream(ReaderStream::with_capacity(reader, 128 * 1024)).into_response();
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/gzip"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/gzip"));
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
     headers.insert(header::ETAG, header_value(&etag)?);
     if let Some(hex_digest) = digest.strip_prefix("sha256:") {
-        let raw = hex::decode(hex_digest)
-            .map_err(|_| RequestError::internal("stored digest is not hex"))?;
-        let rfc3230 = format!(
-            "sha-256={}",
-            base64::engine::general_purpose::STANDARD.encode(raw)
-        );
+        let raw = hex::decode(hex_digest).map_err(|_| RequestError::internal("stored digest is not hex"))?;
+        let rfc3230 = format!("sha-256={}", base64::engine::general_purpose::STANDARD.encode(raw));
         headers.insert("digest", header_value(&rfc3230)?);
     }
     let filename = format!(
@@ -198,6 +171,5 @@ pub async fn get_archive(
 }
 
 fn header_value(value: &str) -> Result<HeaderValue, ApiError> {
-    HeaderValue::from_str(value)
-        .map_err(|_| RequestError::internal("header value is not ASCII").into())
+    HeaderValue::from_str(value).map_err(|_| RequestError::internal("header value is not ASCII").into())
 }

@@ -20,27 +20,19 @@ pub struct Health {
 /// Liveness.
 #[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
 pub async fn healthz() -> Json<Health> {
-    Json(Health {
-        status: "ok",
-        error_message: None,
-    })
+    Json(Health { status: "ok", error_message: None })
 }
 
 /// Readiness: whether NATS is reachable.
 #[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     match state.nats.client.connection_state() {
-        async_nats::connection::State::Connected => Json(Health {
-            status: "ready",
-            error_message: None,
-        })
-        .into_response(),
+        async_nats::connection::State::Connected => {
+            Json(Health { status: "ready", error_message: None }).into_response()
+        }
         other => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(Health {
-                status: "unavailable",
-                error_message: Some(format!("NATS connection is {other}")),
-            }),
+            Json(Health { status: "unavailable", error_message: Some(format!("NATS connection is {other}")) }),
         )
             .into_response(),
     }
@@ -49,8 +41,5 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, content_type = "text/plain", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
 }

@@ -23,27 +23,18 @@ use crate::state::AppState;
         (status = 503, description = "Unavailable", body = ErrorReply),
     )
 )]
-pub async fn receive(
-    State(state): State<AppState>,
-    Path(forge): Path<String>,
-) -> Result<Response, ApiError> {
+pub async fn receive(State(state): State<AppState>, Path(forge): Path<String>) -> Result<Response, ApiError> {
     let hooks = &state.settings.hooks;
     let (configured, setting) = match forge.as_str() {
         "github" => (hooks.github.secret.is_some(), "hooks.github.secret"),
         "gitea" => (hooks.gitea.secret.is_some(), "hooks.gitea.secret"),
         "gitlab" => (hooks.gitlab.token.is_some(), "hooks.gitlab.token"),
         _ => {
-            return Err(RequestError::not_found(format!(
-                "no webhook for {forge:?}: use github, gitlab or gitea"
-            ))
-            .into())
+            return Err(RequestError::not_found(format!("no webhook for {forge:?}: use github, gitlab or gitea")).into())
         }
     };
     if !configured {
-        return Err(RequestError::not_found(format!(
-            "the {forge} webhook is not configured: set {setting}"
-        ))
-        .into());
+        return Err(RequestError::not_found(format!("the {forge} webhook is not configured: set {setting}")).into());
     }
     Err(not_available("push webhooks"))
 }

@@ -7,8 +7,8 @@ use axum::http::header;
 use axum::response::Response;
 
 use artifacts_schemas::{
-    parse_json, Architecture, BranchName, BuildAccepted, ComponentName, Endpoint, ErrorReply,
-    Failure, ImageBuildRequest, ImageLookupReply, ImageQuery, RequestError,
+    parse_json, Architecture, BranchName, BuildAccepted, ComponentName, Endpoint, ErrorReply, Failure,
+    ImageBuildRequest, ImageLookupReply, ImageQuery, RequestError,
 };
 
 use super::{forward, not_available};
@@ -71,16 +71,9 @@ pub async fn post_image(
     Err(not_available("image builds"))
 }
 
-async fn parse_submission(
-    request: Request,
-    state: &AppState,
-) -> Result<ImageBuildRequest, ApiError> {
-    let content_type = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+async fn parse_submission(request: Request, state: &AppState) -> Result<ImageBuildRequest, ApiError> {
+    let content_type =
+        request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
     let submission: ImageBuildRequest = if content_type.starts_with("multipart/form-data") {
         let multipart = Multipart::from_request(request, state)
             .await
@@ -95,10 +88,7 @@ async fn parse_submission(
         .into());
     };
     if submission.dockerfile.len() > MAX_DOCKERFILE_BYTES {
-        return Err(ApiError::new(
-            Failure::TooLarge,
-            "the Dockerfile is larger than 1 MiB",
-        ));
+        return Err(ApiError::new(Failure::TooLarge, "the Dockerfile is larger than 1 MiB"));
     }
     if submission.dockerfile.trim().is_empty() {
         return Err(RequestError::invalid("the Dockerfile is empty").into());
@@ -109,10 +99,7 @@ async fn parse_submission(
 async fn from_multipart(mut multipart: Multipart) -> Result<ImageBuildRequest, ApiError> {
     let malformed = |err: axum::extract::multipart::MultipartError| {
         if err.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                Failure::TooLarge,
-                "the request body is larger than this gateway accepts",
-            )
+            ApiError::new(Failure::TooLarge, "the request body is larger than this gateway accepts")
         } else {
             RequestError::invalid(format!("malformed multipart body: {err}")).into()
         }
@@ -137,10 +124,7 @@ async fn from_multipart(mut multipart: Multipart) -> Result<ImageBuildRequest, A
         }
         let bytes = field.bytes().await.map_err(malformed)?;
         if name == "dockerfile" && bytes.len() > MAX_DOCKERFILE_BYTES {
-            return Err(ApiError::new(
-                Failure::TooLarge,
-                "the Dockerfile is larger than 1 MiB",
-            ));
+            return Err(ApiError::new(Failure::TooLarge, "the Dockerfile is larger than 1 MiB"));
         }
         let text = String::from_utf8(bytes.to_vec())
             .map_err(|_| RequestError::invalid(format!("part {name:?} must be UTF-8 text")))?;
@@ -151,9 +135,7 @@ async fn from_multipart(mut multipart: Multipart) -> Result<ImageBuildRequest, A
             "architecture" => architecture = Some(Architecture::parse(text.trim())?),
             _ => {
                 build_args = serde_json::from_str(&text).map_err(|_| {
-                    RequestError::invalid(
-                        "buildArgs must be a JSON object of strings, e.g. {\"VERSION\": \"1.2\"}",
-                    )
+                    RequestError::invalid("buildArgs must be a JSON object of strings, e.g. {\"VERSION\": \"1.2\"}")
                 })?
             }
         }

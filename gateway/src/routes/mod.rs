@@ -25,20 +25,11 @@ pub async fn forward(state: &AppState, endpoint: Endpoint, message: &impl Serial
 
 pub async fn request(state: &AppState, endpoint: Endpoint, message: &impl Serialize) -> Reply {
     let payload = serde_json::to_vec(message).expect("message types always serialise");
-    call(
-        &state.nats,
-        endpoint,
-        async_nats::HeaderMap::new(),
-        payload.into(),
-    )
-    .await
+    call(&state.nats, endpoint, async_nats::HeaderMap::new(), payload.into()).await
 }
 
 /// A capability that a later version of the service brings: the input was valid, but nothing can do the
 /// work yet.
 pub fn not_available(what: &str) -> ApiError {
-    RequestError::unavailable(format!(
-        "{what} are not available in this version of the service"
-    ))
-    .into()
+    RequestError::unavailable(format!("{what} are not available in this version of the service")).into()
 }

@@ -20,9 +20,11 @@ impl BuildId {
     }
 
     pub fn parse(value: &str) -> Result<Self, InvalidName> {
-        uuid::Uuid::try_parse(value)
-            .map(|id| Self(id.hyphenated().to_string()))
-            .map_err(|_| InvalidName(format!("buildId {value:?} is not a build id: expected a UUID such as 0193a5b2-7c1e-7f00-8a3b-2f5e9d4c1a20")))
+        uuid::Uuid::try_parse(value).map(|id| Self(id.hyphenated().to_string())).map_err(|_| {
+            InvalidName(format!(
+                "buildId {value:?} is not a build id: expected a UUID such as 0193a5b2-7c1e-7f00-8a3b-2f5e9d4c1a20"
+            ))
+        })
     }
 
     pub fn as_str(&self) -> &str {
@@ -49,11 +51,7 @@ impl std::fmt::Display for BuildId {
     }
 }
 
-string_schema!(
-    BuildId,
-    "Build id (a UUID).",
-    example = "0193a5b2-7c1e-7f00-8a3b-2f5e9d4c1a20"
-);
+string_schema!(BuildId, "Build id (a UUID).", example = "0193a5b2-7c1e-7f00-8a3b-2f5e9d4c1a20");
 
 /// An instant, written as RFC 3339 (`2026-11-24T09:30:00Z`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -65,11 +63,7 @@ impl Timestamp {
     }
 }
 
-string_schema!(
-    Timestamp,
-    "An instant in RFC 3339 form.",
-    example = "2026-11-24T09:30:00Z"
-);
+string_schema!(Timestamp, "An instant in RFC 3339 form.", example = "2026-11-24T09:30:00Z");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -142,9 +136,7 @@ pub struct BuildListQuery {
 
 impl BuildListQuery {
     pub fn limit(&self) -> usize {
-        self.limit
-            .unwrap_or(DEFAULT_BUILD_LIST_LIMIT)
-            .clamp(1, MAX_BUILD_LIST_LIMIT) as usize
+        self.limit.unwrap_or(DEFAULT_BUILD_LIST_LIMIT).clamp(1, MAX_BUILD_LIST_LIMIT) as usize
     }
 }
 

@@ -72,10 +72,7 @@ pub struct RequestError {
 
 impl RequestError {
     pub fn new(failure: Failure, message: impl Into<String>) -> Self {
-        Self {
-            failure,
-            message: message.into(),
-        }
+        Self { failure, message: message.into() }
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -95,10 +92,7 @@ impl RequestError {
     }
 
     pub fn reply(&self) -> ErrorReply {
-        ErrorReply {
-            status: self.failure,
-            error_message: self.message.clone(),
-        }
+        ErrorReply { status: self.failure, error_message: self.message.clone() }
     }
 }
 
