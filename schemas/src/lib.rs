@@ -20,7 +20,10 @@ pub use messages::build::{
 pub use messages::component::{
     ComponentBuildRequest, ComponentLookupReply, ComponentLookupStatus, ComponentQuery, ComponentRecord,
 };
-pub use messages::image::{ImageBuildRequest, ImageLookupReply, ImageQuery, ImageRecord, LookupStatus};
+pub use messages::image::{
+    ImageBuildRequest, ImageBuildResult, ImageBuildSummary, ImageJob, ImageLookupReply, ImageQuery, ImageRecord,
+    LookupStatus,
+};
 pub use messages::push::GitPushEvent;
 pub use messages::reply::{parse_json, ErrorReply, Failure, RequestError};
 pub use messages::submission::{AcceptedStatus, BuildAccepted};

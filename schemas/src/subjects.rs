@@ -4,6 +4,9 @@
 //! `nats micro ls` lists who answers them. Work itself travels on JetStream subjects (`<prefix>.jobs.>`,
 //! `<prefix>.git.push`), where it survives a crashed worker or a restarted server.
 
+use crate::messages::build::BuildId;
+use crate::names::Architecture;
+
 /// The request/reply endpoints of the contract. Each is answered by exactly one function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
@@ -64,6 +67,25 @@ impl Subjects {
     /// Push events, from the webhooks or straight from any CI (JetStream).
     pub fn git_push(&self) -> String {
         format!("{}.git.push", self.prefix)
+    }
+
+    /// Image build jobs for one architecture (JetStream work queue).
+    pub fn image_jobs(&self, architecture: Architecture) -> String {
+        format!("{}.jobs.image.{}", self.prefix, architecture.short())
+    }
+
+    /// A build's log lines (JetStream, retained per build).
+    pub fn build_log(&self, build_id: &BuildId) -> String {
+        format!("{}.logs.{}", self.prefix, build_id)
+    }
+
+    pub fn logs_wildcard(&self) -> String {
+        format!("{}.logs.>", self.prefix)
+    }
+
+    /// The build record, published at each change of state (plain NATS, for watchers).
+    pub fn build_events(&self, build_id: &BuildId) -> String {
+        format!("{}.events.build.{}", self.prefix, build_id)
     }
 
     /// Everything the durable build work queue holds.

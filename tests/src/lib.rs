@@ -37,18 +37,31 @@ pub fn require_program(name: &str, package: &str) -> PathBuf {
 pub struct NatsServer {
     child: Child,
     port: u16,
-    _store: tempfile::TempDir,
+    store: tempfile::TempDir,
 }
 
 impl NatsServer {
     pub async fn start() -> Self {
-        let bin = require_program("nats-server", "nats-server");
         let store = tempfile::tempdir().expect("temporary directory");
+        let (child, port) = Self::spawn(store.path(), "-1").await;
+        Self { child, port, store }
+    }
+
+    /// Stops the server and starts it again on the same port with the same store, as an operator's
+    /// restart would.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let (child, _) = Self::spawn(self.store.path(), &self.port.to_string()).await;
+        self.child = child;
+    }
+
+    async fn spawn(store: &Path, port: &str) -> (Child, u16) {
+        let bin = require_program("nats-server", "nats-server");
         let mut child = Command::new(bin)
             .arg("-c")
             .arg(repo_root().join("nats/nats-server.conf"))
-            .args(["-a", "127.0.0.1", "-p", "-1", "-sd"])
-            .arg(store.path())
+            .args(["-a", "127.0.0.1", "-p", port, "-sd"])
+            .arg(store)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -67,7 +80,7 @@ impl NatsServer {
         .expect("nats-server listens within 10s");
         // Keep draining its output so the server never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self { child, port, _store: store }
+        (child, port)
     }
 
     pub fn url(&self) -> String {
@@ -77,6 +90,70 @@ impl NatsServer {
     pub async fn stop(&mut self) {
         let _ = self.child.kill().await;
     }
+}
+
+/// A real registry (Debian's `docker-registry`) on a free port with temporary storage, stopped on drop.
+pub struct Registry {
+    _child: Child,
+    pub address: String,
+    _storage: tempfile::TempDir,
+}
+
+impl Registry {
+    pub async fn start() -> Self {
+        let bin = require_program("docker-registry", "docker-registry");
+        let storage = tempfile::tempdir().expect("temporary directory");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let address = format!("127.0.0.1:{port}");
+        let config = storage.path().join("config.yml");
+        std::fs::write(&config, "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /unused\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:5000\n").unwrap();
+        let child = Command::new(bin)
+            .arg("serve")
+            .arg(&config)
+            .env("REGISTRY_HTTP_ADDR", &address)
+            .env("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", storage.path().join("data"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("docker-registry starts");
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(&address).await.is_ok() {
+                return Self { _child: child, address, _storage: storage };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("docker-registry did not listen on {address}");
+    }
+}
+
+/// Fails, naming the fix, unless a Docker engine answers.
+pub async fn require_docker() {
+    let output = Command::new("docker").args(["info", "--format", "{{.ServerVersion}}"]).output().await;
+    match output {
+        Ok(output) if output.status.success() => {}
+        _ => panic!("this test needs a Docker engine and none answers: run scripts/test, which starts dockerd"),
+    }
+}
+
+/// Runs the docker CLI, failing the test with its output when it fails.
+pub async fn docker(args: &[&str]) -> String {
+    let output = Command::new("docker").args(args).output().await.expect("the docker CLI runs");
+    assert!(output.status.success(), "docker {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A workspace binary (built by `cargo build --workspace --bins`, which scripts/test runs).
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+    let binary = dir.join(name);
+    assert!(
+        binary.exists(),
+        "{} is not built: run `cargo build --workspace --bins` (scripts/test does)",
+        binary.display()
+    );
+    binary
 }
 
 /// Settings for a test: everything on loopback, the gateway on port 0.
@@ -90,7 +167,7 @@ pub fn test_settings(nats_url: &str) -> Settings {
     settings
 }
 
-/// A whole stack for one test: nats-server, the lookup function and the gateway.
+/// A whole stack for one test: nats-server, the lookup and build-image functions and the gateway.
 pub struct TestApp {
     pub address: String,
     pub nats: Nats,
@@ -106,6 +183,16 @@ impl TestApp {
     }
 
     pub async fn spawn_with(configure: impl FnOnce(&mut Settings)) -> Self {
+        Self::spawn_functions(true, configure).await
+    }
+
+    /// Like `spawn_with`, but without an in-process build-image function (tests run their own, as a
+    /// process they can kill).
+    pub async fn spawn_without_builder(configure: impl FnOnce(&mut Settings)) -> Self {
+        Self::spawn_functions(false, configure).await
+    }
+
+    async fn spawn_functions(with_builder: bool, configure: impl FnOnce(&mut Settings)) -> Self {
         let nats_server = NatsServer::start().await;
         let mut settings = test_settings(&nats_server.url());
         configure(&mut settings);
@@ -114,6 +201,11 @@ impl TestApp {
 
         let lookup_nats = artifacts_runtime::nats::connect(&settings, "test-lookup").await.expect("NATS connects");
         tokio::spawn(artifacts_lookup::run(lookup_nats, shutdown.clone()));
+        if with_builder {
+            let builder_nats =
+                artifacts_runtime::nats::connect(&settings, "test-build-image").await.expect("NATS connects");
+            tokio::spawn(artifacts_build_image::run(settings.clone(), builder_nats, shutdown.clone()));
+        }
 
         let gateway_nats = artifacts_runtime::nats::connect(&settings, "test-gateway").await.expect("NATS connects");
         let app = Application::build(settings.clone(), gateway_nats).await.expect("gateway builds");
@@ -129,6 +221,9 @@ impl TestApp {
             nats_server,
         };
         test_app.wait_for_service("artifacts-lookup").await;
+        if with_builder {
+            test_app.wait_for_service("artifacts-build-image").await;
+        }
         test_app
     }
 
@@ -150,6 +245,49 @@ impl TestApp {
     /// A GET with the admin key.
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.http.get(self.url(path)).bearer_auth(ADMIN_KEY).send().await.expect("gateway answers")
+    }
+
+    /// Polls the build record until the build ends (at most two minutes).
+    pub async fn wait_for_build(&self, build_id: &str) -> serde_json::Value {
+        for _ in 0..1200 {
+            let record: serde_json::Value =
+                self.get(&format!("/api/v1/builds/{build_id}")).await.json().await.expect("JSON");
+            if matches!(record["status"].as_str(), Some("succeeded" | "failed" | "cancelled")) {
+                return record;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("build {build_id} did not end within two minutes");
+    }
+
+    /// Reads a build's server-sent log events to the end: the lines, and the `end` event's status.
+    pub async fn follow_logs(&self, build_id: &str) -> (Vec<String>, String) {
+        use futures::StreamExt;
+        let response = self.get(&format!("/api/v1/builds/{build_id}/logs")).await;
+        assert_eq!(response.status(), 200);
+        assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+        let mut body = response.bytes_stream();
+        let (mut buffer, mut lines) = (String::new(), Vec::new());
+        let reading = async {
+            while let Some(chunk) = body.next().await {
+                buffer.push_str(&String::from_utf8_lossy(&chunk.expect("stream")));
+                while let Some(at) = buffer.find("\n\n") {
+                    let event: String = buffer.drain(..at + 2).collect();
+                    let kind = event.lines().find_map(|l| l.strip_prefix("event: ")).unwrap_or("message").to_owned();
+                    let data: Vec<&str> =
+                        event.lines().filter_map(|l| l.strip_prefix("data: ").or(l.strip_prefix("data:"))).collect();
+                    match kind.as_str() {
+                        "end" => return data.join("\n"),
+                        "message" if !data.is_empty() => lines.push(data.join("\n")),
+                        _ => {}
+                    }
+                }
+            }
+            panic!("the log stream closed without an end event");
+        };
+        let status =
+            tokio::time::timeout(Duration::from_secs(120), reading).await.expect("the log ends within two minutes");
+        (lines, status)
     }
 
     /// A NATS request with a raw JSON payload, as any client would send it.

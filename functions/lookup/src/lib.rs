@@ -5,9 +5,9 @@
 use async_nats::jetstream::kv;
 use async_nats::Message;
 use futures::TryStreamExt;
-use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
+use artifacts_runtime::nats::{read_json, unavailable};
 use artifacts_runtime::service::{self, Reply, ServiceSpec};
 use artifacts_runtime::Nats;
 use artifacts_schemas::{
@@ -15,17 +15,16 @@ use artifacts_schemas::{
     ComponentRecord, Endpoint, ImageLookupReply, ImageQuery, ImageRecord, RequestError,
 };
 
-pub const SERVICE: ServiceSpec = ServiceSpec {
-    name: "artifacts-lookup",
-    description: "Looks up images, components and builds",
-    endpoints: &[Endpoint::ImageGet, Endpoint::ComponentGet, Endpoint::BuildGet, Endpoint::BuildList],
-};
-
 pub async fn run(nats: Nats, shutdown: CancellationToken) -> anyhow::Result<()> {
     let stores = nats.stores.clone();
     service::serve(
         &nats,
-        SERVICE,
+        ServiceSpec {
+            name: "artifacts-lookup",
+            description: "Looks up images, components and builds",
+            endpoints: &[Endpoint::ImageGet, Endpoint::ComponentGet, Endpoint::BuildGet, Endpoint::BuildList],
+            metadata: Default::default(),
+        },
         move |endpoint, message| {
             let stores = stores.clone();
             async move { answer(&stores, endpoint, &message).await }
@@ -48,7 +47,7 @@ async fn answer(stores: &artifacts_runtime::nats::Stores, endpoint: Endpoint, me
 
 async fn image(images: &kv::Store, message: &Message) -> Result<Reply, RequestError> {
     let query: ImageQuery = parse_json(&message.payload)?;
-    Ok(match read::<ImageRecord>(images, &query.record_key()).await? {
+    Ok(match read_json::<ImageRecord>(images, &query.record_key()).await? {
         Some(record) => Reply::ok(&ImageLookupReply::found(record)),
         None => Reply::with_code(404, &ImageLookupReply::not_found(&query)),
     })
@@ -56,7 +55,7 @@ async fn image(images: &kv::Store, message: &Message) -> Result<Reply, RequestEr
 
 async fn component(components: &kv::Store, message: &Message) -> Result<Reply, RequestError> {
     let query: ComponentQuery = parse_json(&message.payload)?;
-    Ok(match read::<ComponentRecord>(components, &query.record_key()).await? {
+    Ok(match read_json::<ComponentRecord>(components, &query.record_key()).await? {
         Some(record) => Reply::ok(&ComponentLookupReply::found(&query, record)),
         None => Reply::with_code(404, &ComponentLookupReply::not_found(&query)),
     })
@@ -64,7 +63,7 @@ async fn component(components: &kv::Store, message: &Message) -> Result<Reply, R
 
 async fn build(builds: &kv::Store, message: &Message) -> Result<Reply, RequestError> {
     let query: BuildQuery = parse_json(&message.payload)?;
-    match read::<BuildRecord>(builds, query.build_id.as_str()).await? {
+    match read_json::<BuildRecord>(builds, query.build_id.as_str()).await? {
         Some(record) => Ok(Reply::ok(&record)),
         None => Err(RequestError::not_found(format!("no build has id {}", query.build_id))),
     }
@@ -81,7 +80,7 @@ async fn builds(builds: &kv::Store, message: &Message) -> Result<Reply, RequestE
         if found.len() == query.limit() {
             break;
         }
-        let Some(record) = read::<BuildRecord>(builds, &key).await? else {
+        let Some(record) = read_json::<BuildRecord>(builds, &key).await? else {
             continue;
         };
         let matches = query.kind.is_none_or(|kind| kind == record.kind)
@@ -98,17 +97,4 @@ async fn builds(builds: &kv::Store, message: &Message) -> Result<Reply, RequestE
         error_message: None,
         builds: found,
     }))
-}
-
-async fn read<T: DeserializeOwned>(store: &kv::Store, key: &str) -> Result<Option<T>, RequestError> {
-    let Some(bytes) = store.get(key).await.map_err(unavailable)? else {
-        return Ok(None);
-    };
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|err| RequestError::internal(format!("stored record {key} is unreadable: {err}")))
-}
-
-fn unavailable(err: impl std::fmt::Display) -> RequestError {
-    RequestError::unavailable(format!("JetStream is unavailable: {err}"))
 }

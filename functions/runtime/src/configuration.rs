@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use artifacts_schemas::Subjects;
+use artifacts_schemas::{Architecture, Subjects};
 
 /// A value that must never reach a log: its `Debug` prints `[redacted]`.
 #[derive(Clone, Default, Deserialize, PartialEq, Eq)]
@@ -44,6 +44,7 @@ pub struct Settings {
     pub git: GitSettings,
     pub hooks: HookSettings,
     pub log: LogSettings,
+    pub build: BuildSettings,
     /// The bootstrap admin API key (env `ARTIFACTS_ADMIN_KEY`).
     pub admin_key: Option<Secret>,
 }
@@ -79,6 +80,32 @@ pub struct RegistrySettings {
 pub struct DockerSettings {
     /// The Docker engine; unset means `DOCKER_HOST`, else `unix:///var/run/docker.sock`.
     pub host: Option<String>,
+}
+
+/// How build workers run builds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BuildSettings {
+    /// Architectures this worker's engine builds (default: the host's own). Add others only where
+    /// qemu/binfmt makes the engine able to run their binaries.
+    pub architectures: Vec<String>,
+    /// Builds one worker runs at once.
+    pub slots: usize,
+    /// A build running longer fails.
+    pub timeout_secs: u64,
+    /// Memory limit of a build container, in bytes (at most 2 GiB - 1 with Docker's classic builder API).
+    pub memory_bytes: u64,
+    /// CPUs a build container may use.
+    pub cpus: f64,
+    /// Network of build containers: `none` (default) or `default`/`bridge`/`host`.
+    pub network: String,
+    /// Starts of one build before it is failed for good.
+    pub max_attempts: u32,
+    /// How long a job may go without a sign of life before JetStream hands it to another worker; workers
+    /// report progress at a third of it.
+    pub ack_wait_secs: u64,
+    /// The largest build context accepted, in bytes (uncompressed).
+    pub max_context_bytes: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -138,6 +165,7 @@ impl Default for Settings {
             git: GitSettings::default(),
             hooks: HookSettings::default(),
             log: LogSettings::default(),
+            build: BuildSettings::default(),
             admin_key: None,
         }
     }
@@ -169,6 +197,28 @@ impl Default for RegistrySettings {
 impl Default for DockerSettings {
     fn default() -> Self {
         Self { host: None }
+    }
+}
+
+impl Default for BuildSettings {
+    fn default() -> Self {
+        let native = match std::env::consts::ARCH {
+            "aarch64" => "arm64",
+            "arm" => "arm/v7",
+            "x86" => "386",
+            _ => "amd64",
+        };
+        Self {
+            architectures: vec![native.into()],
+            slots: 2,
+            timeout_secs: 30 * 60,
+            memory_bytes: 2 * 1024 * 1024 * 1024 - 1,
+            cpus: 2.0,
+            network: "none".into(),
+            max_attempts: 3,
+            ack_wait_secs: 60,
+            max_context_bytes: 1024 * 1024 * 1024,
+        }
     }
 }
 
@@ -213,6 +263,7 @@ impl Settings {
                     .separator("__")
                     .list_separator(",")
                     .with_list_parse_key("git.allowed_schemes")
+                    .with_list_parse_key("build.architectures")
                     .try_parsing(true),
             )
             .build()?
@@ -234,7 +285,21 @@ impl Settings {
         if self.git.allowed_schemes.is_empty() {
             return Err(SettingsError::Invalid("git.allowed_schemes must name at least one scheme".into()));
         }
+        for architecture in &self.build.architectures {
+            Architecture::parse(architecture)
+                .map_err(|err| SettingsError::Invalid(format!("build.architectures: {err}")))?;
+        }
+        if self.build.slots == 0 || self.build.max_attempts == 0 || self.build.ack_wait_secs < 3 {
+            return Err(SettingsError::Invalid(
+                "build.slots and build.max_attempts must be at least 1, build.ack_wait_secs at least 3".into(),
+            ));
+        }
         Ok(())
+    }
+
+    /// The architectures of `build.architectures`, parsed (validated at load).
+    pub fn build_architectures(&self) -> Vec<Architecture> {
+        self.build.architectures.iter().filter_map(|a| Architecture::parse(a).ok()).collect()
     }
 
     pub fn subjects(&self) -> Subjects {

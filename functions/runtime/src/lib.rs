@@ -11,7 +11,12 @@
 //!                                       KV buckets, object store <── records and tarballs
 //! ```
 
+pub mod archive;
+pub mod builds;
 pub mod configuration;
+pub mod docker;
+pub mod jobs;
+pub mod logs;
 pub mod nats;
 pub mod service;
 pub mod shutdown;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use async_nats::jetstream::{self, kv, object_store, stream};
 
-use artifacts_schemas::Subjects;
+use artifacts_schemas::{RequestError, Subjects};
 
 use crate::configuration::{redact_url, Settings};
 
@@ -33,6 +33,10 @@ pub struct Stores {
     pub components: kv::Store,
     /// Component tarballs.
     pub archives: object_store::ObjectStore,
+    /// Build sources by content: `dockerfiles/<sha256 hex>`, `contexts/<sha256 hex>`.
+    pub uploads: object_store::ObjectStore,
+    /// Which build is queued or running for a submission's content hash (identical builds run once).
+    pub active: kv::Store,
 }
 
 /// Names of the JetStream resources under a subject prefix: `artifacts` gives `artifacts_builds`,
@@ -57,6 +61,15 @@ impl ResourceNames {
     }
     pub fn archives_bucket(&self) -> String {
         format!("{}_archives", self.base)
+    }
+    pub fn uploads_bucket(&self) -> String {
+        format!("{}_uploads", self.base)
+    }
+    pub fn active_bucket(&self) -> String {
+        format!("{}_active", self.base)
+    }
+    pub fn logs_stream(&self) -> String {
+        format!("{}_LOGS", self.base.to_uppercase())
     }
     pub fn jobs_stream(&self) -> String {
         format!("{}_JOBS", self.base.to_uppercase())
@@ -126,23 +139,48 @@ pub async fn ensure_resources(js: &jetstream::Context, subjects: &Subjects) -> a
     })
     .await
     .context("push stream")?;
+    js.get_or_create_stream(stream::Config {
+        name: names.logs_stream(),
+        description: Some("Build log lines, one subject per build".into()),
+        subjects: vec![subjects.logs_wildcard()],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        max_messages_per_subject: MAX_LOG_LINES_PER_BUILD,
+        max_age: Duration::from_secs(30 * 24 * 3600),
+        discard: stream::DiscardPolicy::Old,
+        ..Default::default()
+    })
+    .await
+    .context("logs stream")?;
     let builds = key_value(js, names.builds_bucket(), "Build records by build id", 1).await?;
+    let active = key_value(js, names.active_bucket(), "Queued or running build per submission hash", 1).await?;
     let images = key_value(js, names.images_bucket(), "Latest image per component/branch/architecture", 10).await?;
     let components =
         key_value(js, names.components_bucket(), "Latest component per component/tag/architecture", 10).await?;
-    let archives = match js.get_object_store(names.archives_bucket()).await {
-        Ok(store) => store,
-        Err(_) => js
-            .create_object_store(object_store::Config {
-                bucket: names.archives_bucket(),
-                description: Some("Component tarballs (.tar.gz)".into()),
-                storage: stream::StorageType::File,
-                ..Default::default()
-            })
-            .await
-            .context("archives object store")?,
-    };
-    Ok(Stores { builds, images, components, archives })
+    let archives = object_store(js, names.archives_bucket(), "Component tarballs (.tar.gz)").await?;
+    let uploads = object_store(js, names.uploads_bucket(), "Build sources: Dockerfiles and contexts").await?;
+    Ok(Stores { builds, images, components, archives, uploads, active })
+}
+
+/// Each build keeps at most this many log lines (the oldest go first).
+pub const MAX_LOG_LINES_PER_BUILD: i64 = 20_000;
+
+async fn object_store(
+    js: &jetstream::Context,
+    bucket: String,
+    description: &str,
+) -> anyhow::Result<object_store::ObjectStore> {
+    if let Ok(store) = js.get_object_store(&bucket).await {
+        return Ok(store);
+    }
+    js.create_object_store(object_store::Config {
+        bucket: bucket.clone(),
+        description: Some(description.into()),
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .with_context(|| format!("object store {bucket}"))
 }
 
 /// Creates the bucket's stream directly with the configuration `create_key_value` would use:
@@ -170,4 +208,20 @@ async fn key_value(
     .await
     .with_context(|| format!("key-value bucket {bucket}"))?;
     js.get_key_value(&bucket).await.with_context(|| format!("key-value bucket {bucket}"))
+}
+
+/// Reads a JSON record from a key-value bucket.
+pub async fn read_json<T: serde::de::DeserializeOwned>(
+    store: &kv::Store,
+    key: &str,
+) -> Result<Option<T>, RequestError> {
+    let Some(bytes) = store.get(key).await.map_err(unavailable)? else { return Ok(None) };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|err| RequestError::internal(format!("stored record {key} is unreadable: {err}")))
+}
+
+/// A JetStream failure as the 503 a client gets.
+pub fn unavailable(err: impl std::fmt::Display) -> RequestError {
+    RequestError::unavailable(format!("JetStream is unavailable: {err}"))
 }

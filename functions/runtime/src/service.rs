@@ -16,7 +16,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use artifacts_schemas::{Endpoint, Failure, RequestError};
+use artifacts_schemas::{Endpoint, Failure, RequestError, RequestedBy, Username};
 
 use crate::nats::Nats;
 
@@ -87,6 +87,41 @@ impl<T: Serialize> From<Result<T, RequestError>> for Reply {
     }
 }
 
+/// The header that carries the id of the API key a request came with (set by the gateway).
+pub const API_KEY_ID_HEADER: &str = "Artifacts-Api-Key-Id";
+
+/// Identity headers of a request: `linux_username`, `github_username`, and the API key id.
+pub fn requested_by(headers: Option<&HeaderMap>) -> Result<RequestedBy, RequestError> {
+    let Some(headers) = headers else { return Ok(RequestedBy::default()) };
+    let user = |name: &str| -> Result<Option<String>, RequestError> {
+        headers
+            .get(name)
+            .map(|v| Username::parse(name, v.as_str()).map(Username::into_string))
+            .transpose()
+            .map_err(Into::into)
+    };
+    Ok(RequestedBy {
+        linux_username: user("linux_username")?,
+        github_username: user("github_username")?,
+        api_key_id: headers.get(API_KEY_ID_HEADER).map(|v| v.as_str().to_owned()),
+    })
+}
+
+/// The NATS headers that carry `requested_by`.
+pub fn identity_headers(requested_by: &RequestedBy) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, value) in [
+        ("linux_username", &requested_by.linux_username),
+        ("github_username", &requested_by.github_username),
+        (API_KEY_ID_HEADER, &requested_by.api_key_id),
+    ] {
+        if let Some(value) = value {
+            headers.insert(name, value.as_str());
+        }
+    }
+    headers
+}
+
 /// Calls an endpoint, with the connection's request timeout. The transport's own failures (nobody
 /// serves the subject, no answer in time) come back as 503 replies naming the cause.
 pub async fn call(nats: &Nats, endpoint: Endpoint, headers: HeaderMap, payload: Bytes) -> Reply {
@@ -115,6 +150,8 @@ pub struct ServiceSpec {
     pub name: &'static str,
     pub description: &'static str,
     pub endpoints: &'static [Endpoint],
+    /// Shown in `$SRV.INFO`, e.g. the architectures a build worker builds.
+    pub metadata: std::collections::HashMap<String, String>,
 }
 
 /// Serves the endpoints until `shutdown`, handling each request in its own task. At shutdown the service
@@ -128,6 +165,7 @@ where
         .client
         .service_builder()
         .description(spec.description)
+        .metadata(spec.metadata)
         .start(spec.name, env!("CARGO_PKG_VERSION"))
         .await
         .map_err(|err| anyhow::anyhow!("cannot register NATS service {}: {err}", spec.name))?;

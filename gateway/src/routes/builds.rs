@@ -1,11 +1,23 @@
 //! `GET /api/v1/builds/{buildId}`, `GET /api/v1/builds`, `GET /api/v1/builds/{buildId}/logs`.
 
+use std::convert::Infallible;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, pull::Ordered, DeliverPolicy};
 use axum::extract::{Path, State};
-use axum::response::Response;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::{Stream, StreamExt};
 
-use artifacts_schemas::{BuildId, BuildList, BuildListQuery, BuildQuery, BuildRecord, Endpoint, ErrorReply};
+use artifacts_runtime::builds::read;
+use artifacts_runtime::logs::END_HEADER;
+use artifacts_runtime::nats::ResourceNames;
+use artifacts_runtime::Nats;
+use artifacts_schemas::{
+    BuildId, BuildList, BuildListQuery, BuildQuery, BuildRecord, Endpoint, ErrorReply, RequestError,
+};
 
-use super::{forward, not_available, request};
+use super::{forward, request};
 use crate::auth::{Caller, Scope};
 use crate::error::ApiError;
 use crate::input::QueryOrJson;
@@ -85,5 +97,64 @@ pub async fn build_logs(
     if reply.is_failure() {
         return Ok(relay(reply));
     }
-    Err(not_available("build logs"))
+    let lines = log_lines(&state.nats, &query.build_id).await?;
+    Ok(Sse::new(log_events(state.nats.clone(), query.build_id, lines)).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// Every line of the build's log from the first, then live lines: an ordered consumer on its subject.
+async fn log_lines(nats: &Nats, build_id: &BuildId) -> Result<Ordered, ApiError> {
+    let unavailable = |err: &dyn std::fmt::Display| {
+        ApiError::from(RequestError::unavailable(format!("build logs are unavailable: {err}")))
+    };
+    let stream = nats
+        .jetstream
+        .get_stream(ResourceNames::new(&nats.subjects).logs_stream())
+        .await
+        .map_err(|err| unavailable(&err))?;
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: nats.subjects.build_log(build_id),
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .map_err(|err| unavailable(&err))?;
+    consumer.messages().await.map_err(|err| unavailable(&err))
+}
+
+/// How long the log may stay silent before the build record is checked for its end (a build that ended
+/// without writing the end of its log, such as one refused before it started).
+const SILENCE_CHECK: Duration = Duration::from_secs(5);
+
+/// Server-sent events: `data` events for lines, then one `end` event whose data is the final status.
+fn log_events(nats: Nats, build_id: BuildId, lines: Ordered) -> impl Stream<Item = Result<Event, Infallible>> {
+    futures::stream::unfold(Some((nats, build_id, lines)), |state| async move {
+        let (nats, build_id, mut lines) = state?;
+        loop {
+            let next = tokio::time::timeout(SILENCE_CHECK, lines.next()).await;
+            match next {
+                Ok(Some(Ok(message))) => {
+                    let text = String::from_utf8_lossy(&message.payload).into_owned();
+                    let end = message.headers.as_ref().and_then(|h| h.get(END_HEADER)).map(|v| v.as_str().to_owned());
+                    return Some(match end {
+                        Some(status) => (Ok(Event::default().event("end").data(status)), None),
+                        None => (Ok(Event::default().data(text)), Some((nats, build_id, lines))),
+                    });
+                }
+                Ok(Some(Err(err))) => {
+                    tracing::warn!(%err, %build_id, "log consumer error");
+                    return Some((Ok(Event::default().event("error").data(err.to_string())), None));
+                }
+                Ok(None) => return None,
+                Err(_silence) => {
+                    if let Ok(Some(record)) = read(&nats, &build_id).await {
+                        if record.status.is_finished() {
+                            let status = serde_json::to_value(record.status).ok()?.as_str()?.to_owned();
+                            return Some((Ok(Event::default().event("end").data(status)), None));
+                        }
+                    }
+                }
+            }
+        }
+    })
 }

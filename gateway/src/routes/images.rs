@@ -2,23 +2,26 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::extract::multipart::Field;
+use axum::extract::{FromRequest, Multipart, Query, Request, State};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use artifacts_runtime::archive::{self, Limits};
 use axum::http::header;
 use axum::response::Response;
 
+use artifacts_schemas::messages::image::MAX_DOCKERFILE_BYTES;
 use artifacts_schemas::{
-    parse_json, Architecture, BranchName, BuildAccepted, ComponentName, Endpoint, ErrorReply, Failure,
+    parse_json, Architecture, BranchName, BuildAccepted, BuildRecord, ComponentName, Endpoint, ErrorReply, Failure,
     ImageBuildRequest, ImageLookupReply, ImageQuery, RequestError,
 };
 
-use super::{forward, not_available};
+use super::{forward, request_as, submitted, Wait};
 use crate::auth::{Caller, Identity, Scope};
 use crate::error::ApiError;
 use crate::input::{body_bytes, QueryOrJson};
 use crate::state::AppState;
-
-/// The largest Dockerfile accepted.
-pub const MAX_DOCKERFILE_BYTES: usize = 1024 * 1024;
 
 /// Find the latest successful image of a component's branch for an architecture.
 #[utoipa::path(
@@ -49,9 +52,11 @@ pub async fn get_image(
 /// Build a Dockerfile and push the image to the registry.
 #[utoipa::path(
     post, path = "/api/v1/images", tag = "images",
+    params(("wait" = Option<u64>, Query, description = "Wait up to this many seconds for the build to end")),
     request_body(content = ImageBuildRequest, description = "multipart/form-data with a `dockerfile` file part and `component`, `branch`, `architecture` text parts (optional `context` tarball and `buildArgs` JSON), or the same as JSON", content_type = "application/json"),
     responses(
         (status = 202, description = "Queued", body = BuildAccepted),
+        (status = 200, description = "With `wait`: the build ended in time", body = BuildRecord),
         (status = 400, description = "Bad input", body = ErrorReply),
         (status = 401, description = "No or bad API key", body = ErrorReply),
         (status = 403, description = "The key lacks the build scope", body = ErrorReply),
@@ -63,12 +68,14 @@ pub async fn get_image(
 pub async fn post_image(
     State(state): State<AppState>,
     caller: Caller,
-    _identity: Identity,
+    identity: Identity,
+    Query(wait): Query<Wait>,
     request: Request,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Build)?;
-    let _submission = parse_submission(request, &state).await?;
-    Err(not_available("image builds"))
+    let submission = parse_submission(request, &state).await?;
+    let reply = request_as(&state, Endpoint::ImageBuild, &identity.requested_by(&caller), &submission).await;
+    submitted(&state, reply, wait).await
 }
 
 async fn parse_submission(request: Request, state: &AppState) -> Result<ImageBuildRequest, ApiError> {
@@ -78,7 +85,7 @@ async fn parse_submission(request: Request, state: &AppState) -> Result<ImageBui
         let multipart = Multipart::from_request(request, state)
             .await
             .map_err(|err| RequestError::invalid(format!("malformed multipart body: {err}")))?;
-        from_multipart(multipart).await?
+        from_multipart(multipart, state).await?
     } else if content_type.starts_with("application/json") {
         parse_json(&body_bytes(request, state).await?)?
     } else {
@@ -96,7 +103,7 @@ async fn parse_submission(request: Request, state: &AppState) -> Result<ImageBui
     Ok(submission)
 }
 
-async fn from_multipart(mut multipart: Multipart) -> Result<ImageBuildRequest, ApiError> {
+async fn from_multipart(mut multipart: Multipart, state: &AppState) -> Result<ImageBuildRequest, ApiError> {
     let malformed = |err: axum::extract::multipart::MultipartError| {
         if err.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(Failure::TooLarge, "the request body is larger than this gateway accepts")
@@ -104,14 +111,13 @@ async fn from_multipart(mut multipart: Multipart) -> Result<ImageBuildRequest, A
             RequestError::invalid(format!("malformed multipart body: {err}")).into()
         }
     };
-    let (mut dockerfile, mut component, mut branch, mut architecture) = (None, None, None, None);
+    let (mut dockerfile, mut component, mut branch, mut architecture, mut context) = (None, None, None, None, None);
     let mut build_args = BTreeMap::new();
     while let Some(field) = multipart.next_field().await.map_err(malformed)? {
         let name = field.name().unwrap_or("").to_owned();
         match name.as_str() {
             "context" => {
-                let mut field = field;
-                while field.chunk().await.map_err(malformed)?.is_some() {}
+                context = Some(upload_context(state, field).await?);
                 continue;
             }
             "dockerfile" | "component" | "branch" | "architecture" | "buildArgs" => {}
@@ -147,5 +153,45 @@ async fn from_multipart(mut multipart: Multipart) -> Result<ImageBuildRequest, A
         branch: branch.ok_or_else(|| missing("branch"))?,
         architecture: architecture.ok_or_else(|| missing("architecture"))?,
         build_args,
+        context,
     })
+}
+
+/// Spools a context part to disk (never whole in memory) while hashing it, checks every entry, and
+/// stores it in the uploads object store as `contexts/<sha256 hex>` unless it is there already.
+async fn upload_context(state: &AppState, mut field: Field<'_>) -> Result<String, ApiError> {
+    let unavailable = |err: &dyn std::fmt::Display| {
+        ApiError::from(RequestError::unavailable(format!("cannot spool the context: {err}")))
+    };
+    let spool = tempfile::NamedTempFile::new().map_err(|err| unavailable(&err))?;
+    let mut file = tokio::fs::File::create(spool.path()).await.map_err(|err| unavailable(&err))?;
+    let mut hasher = Sha256::new();
+    while let Some(chunk) =
+        field.chunk().await.map_err(|err| RequestError::invalid(format!("malformed multipart body: {err}")))?
+    {
+        hasher.update(&chunk);
+        file.write_all(&chunk).await.map_err(|err| unavailable(&err))?;
+    }
+    file.flush().await.map_err(|err| unavailable(&err))?;
+    drop(file);
+    let path = spool.path().to_path_buf();
+    let limits = Limits::for_contexts(&state.settings.build);
+    let checked =
+        tokio::task::spawn_blocking(move || archive::for_each_entry(std::fs::File::open(path)?, limits, |_, _| Ok(())))
+            .await
+            .map_err(|err| unavailable(&err))?;
+    checked.map_err(|err| {
+        RequestError::invalid(format!("context: {err} (send a tar or tar.gz of the build directory)"))
+    })?;
+    let object = format!("contexts/{}", hex::encode(hasher.finalize()));
+    let uploads = &state.nats.stores.uploads;
+    if uploads.info(&object).await.is_err() {
+        let file = tokio::fs::File::open(spool.path()).await.map_err(|err| unavailable(&err))?;
+        let mut reader = tokio::io::BufReader::with_capacity(128 * 1024, file);
+        uploads
+            .put(object.as_str(), &mut reader)
+            .await
+            .map_err(|err| RequestError::unavailable(format!("the object store cannot take the context: {err}")))?;
+    }
+    Ok(object)
 }

@@ -8,11 +8,16 @@ pub mod hooks;
 pub mod images;
 pub mod keys;
 
-use axum::response::Response;
-use serde::Serialize;
+use std::time::Duration;
 
-use artifacts_runtime::service::{call, Reply};
-use artifacts_schemas::{Endpoint, RequestError};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use artifacts_runtime::builds::wait_until_finished;
+use artifacts_runtime::service::{call, identity_headers, Reply};
+use artifacts_schemas::{BuildAccepted, Endpoint, RequestError, RequestedBy};
 
 use crate::error::ApiError;
 use crate::relay::relay;
@@ -24,8 +29,50 @@ pub async fn forward(state: &AppState, endpoint: Endpoint, message: &impl Serial
 }
 
 pub async fn request(state: &AppState, endpoint: Endpoint, message: &impl Serialize) -> Reply {
+    request_as(state, endpoint, &RequestedBy::default(), message).await
+}
+
+/// A request that carries who made it (identity headers and API key id).
+pub async fn request_as(state: &AppState, endpoint: Endpoint, by: &RequestedBy, message: &impl Serialize) -> Reply {
     let payload = serde_json::to_vec(message).expect("message types always serialise");
-    call(&state.nats, endpoint, async_nats::HeaderMap::new(), payload.into()).await
+    call(&state.nats, endpoint, identity_headers(by), payload.into()).await
+}
+
+/// Answers a build submission: 202 with where to follow the build, or with `?wait=SECONDS`, the final
+/// build record (200) if the build ends in time.
+pub async fn submitted(state: &AppState, reply: Reply, wait: Wait) -> Result<Response, ApiError> {
+    if reply.is_failure() {
+        return Ok(relay(reply));
+    }
+    let accepted: BuildAccepted = artifacts_schemas::parse_json(&reply.body)?;
+    if let Some(limit) = wait.limit()? {
+        if let Some(record) = wait_until_finished(&state.nats, &accepted.build_id, limit).await {
+            return Ok((StatusCode::OK, Json(record)).into_response());
+        }
+    }
+    Ok((StatusCode::ACCEPTED, Json(accepted)).into_response())
+}
+
+/// `?wait=SECONDS` on build submissions.
+#[derive(Debug, Default, Deserialize)]
+pub struct Wait {
+    wait: Option<String>,
+}
+
+/// The longest `?wait=` honoured.
+const MAX_WAIT_SECS: u64 = 3600;
+
+impl Wait {
+    fn limit(&self) -> Result<Option<Duration>, ApiError> {
+        let Some(text) = &self.wait else { return Ok(None) };
+        let seconds: u64 = text.parse().map_err(|_| {
+            RequestError::invalid(format!("wait must be a whole number of seconds from 0 to {MAX_WAIT_SECS}"))
+        })?;
+        if seconds > MAX_WAIT_SECS {
+            return Err(RequestError::invalid(format!("wait must be at most {MAX_WAIT_SECS} seconds")).into());
+        }
+        Ok((seconds > 0).then(|| Duration::from_secs(seconds)))
+    }
 }
 
 /// A capability that a later version of the service brings: the input was valid, but nothing can do the

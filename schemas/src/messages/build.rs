@@ -82,6 +82,13 @@ pub enum BuildStatus {
     Cancelled,
 }
 
+impl BuildStatus {
+    /// Whether the build has ended (succeeded, failed or cancelled).
+    pub fn is_finished(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
+
 /// Who asked for a build: the identity headers and the API key that carried the request.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
 #[serde(rename_all = "camelCase")]

@@ -32,6 +32,9 @@ impl ImageQuery {
     }
 }
 
+/// The largest Dockerfile accepted.
+pub const MAX_DOCKERFILE_BYTES: usize = 1024 * 1024;
+
 /// A Dockerfile to build: `POST /images`, `<prefix>.image.build`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -44,6 +47,54 @@ pub struct ImageBuildRequest {
     /// `--build-arg` values.
     #[serde(default)]
     pub build_args: BTreeMap<String, String>,
+    /// A build context (tar or tar.gz) already uploaded to the `artifacts_uploads` object store: its
+    /// object name. The gateway uploads the multipart `context` part there; NATS clients may do the same,
+    /// since large parts never ride inside a NATS message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+}
+
+/// What a build-image worker needs to build (JetStream, `<prefix>.jobs.image.<arch>`): sources are
+/// referenced by content-addressed object names in `artifacts_uploads`, so a job stays a few hundred bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageJob {
+    pub build_id: BuildId,
+    pub component: ComponentName,
+    pub branch: BranchName,
+    pub architecture: Architecture,
+    /// Object name of the Dockerfile, `dockerfiles/<sha256 hex>`.
+    pub dockerfile: String,
+    /// Object name of the build context, `contexts/<sha256 hex>`.
+    pub context: Option<String>,
+    pub build_args: BTreeMap<String, String>,
+}
+
+/// What an image build's record shows of its submission: enough to tell exactly what was built.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageBuildSummary {
+    pub component: ComponentName,
+    pub branch: BranchName,
+    pub architecture: Architecture,
+    /// `sha256:<hex>` of the Dockerfile.
+    pub dockerfile_digest: String,
+    /// `sha256:<hex>` of the uploaded context, if any.
+    pub context_digest: Option<String>,
+    pub build_args: BTreeMap<String, String>,
+}
+
+/// The `result` of a successful image build.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageBuildResult {
+    /// `registry/repository:architecture`.
+    pub image_name: String,
+    /// The tag unique to this build, `registry/repository:architecture-buildId`.
+    pub immutable_name: String,
+    /// `sha256:<hex>` of the pushed manifest.
+    pub digest: String,
+    pub pull_command: String,
 }
 
 /// The latest successful build of an image, kept in the `artifacts_images` bucket.
@@ -61,6 +112,12 @@ pub struct ImageRecord {
     pub built_at: Timestamp,
 }
 
+/// `docker pull registry/repository@sha256:...`: pulls exactly that build even after the tag moves.
+pub fn pull_command(image_name: &str, digest: &str) -> String {
+    let repository = image_name.rsplit_once(':').filter(|(_, tag)| !tag.contains('/')).map_or(image_name, |(r, _)| r);
+    format!("docker pull {repository}@{digest}")
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LookupStatus {
@@ -75,7 +132,7 @@ pub struct ImageLookupReply {
     pub status: LookupStatus,
     pub error_message: Option<String>,
     pub image_name: Option<String>,
-    /// A command that pulls exactly this build.
+    /// A command that pulls exactly this build, by digest.
     pub pull_command: Option<String>,
     pub digest: Option<String>,
     pub build_id: Option<BuildId>,
@@ -87,7 +144,7 @@ impl ImageLookupReply {
         Self {
             status: LookupStatus::Found,
             error_message: None,
-            pull_command: Some(format!("docker pull {}", record.image_name)),
+            pull_command: Some(pull_command(&record.image_name, &record.digest)),
             image_name: Some(record.image_name),
             digest: Some(record.digest),
             build_id: Some(record.build_id),

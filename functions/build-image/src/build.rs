@@ -1,0 +1,279 @@
+//! One image build: assemble the context, build with the classic builder, tag, push, record.
+//!
+//! Failures are of two kinds. Permanent ones (a bad Dockerfile, a failing `RUN`, a missing base image, a
+//! refused context, a timeout) fail the build at once. Passing ones (the Docker engine or the registry
+//! unreachable, JetStream hiccups) send the job back to the queue with a delay, until the build has been
+//! started `build.max_attempts` times.
+
+use std::collections::HashMap;
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, BuilderVersion, PushImageOptionsBuilder, TagImageOptionsBuilder,
+};
+use bollard::Docker;
+use futures::StreamExt;
+use tokio::io::AsyncReadExt;
+use tokio_util::io::ReaderStream;
+
+use artifacts_runtime::archive::{self, ArchiveError, Limits};
+use artifacts_runtime::builds;
+use artifacts_runtime::jobs::Outcome;
+use artifacts_runtime::logs::BuildLog;
+use artifacts_runtime::{Nats, Settings};
+use artifacts_schemas::messages::image::pull_command;
+use artifacts_schemas::{BuildStatus, ImageBuildResult, ImageJob, ImageQuery, ImageRecord, ImageRepository, Timestamp};
+
+/// Where the submitted Dockerfile sits in the assembled context (a name no user file is likely to have).
+const DOCKERFILE_IN_CONTEXT: &str = ".artifacts.Dockerfile";
+
+enum Failure {
+    Permanent(String),
+    Passing(String),
+}
+
+pub async fn run(nats: Nats, settings: Arc<Settings>, job: ImageJob) -> Outcome {
+    let started = builds::update(&nats, &job.build_id, |record| {
+        if !record.status.is_finished() {
+            record.status = BuildStatus::Running;
+            record.attempts += 1;
+            record.started_at.get_or_insert_with(Timestamp::now);
+        }
+    })
+    .await;
+    let record = match started {
+        Ok(record) => record,
+        Err(err) => {
+            tracing::warn!(%err, build_id = %job.build_id, "cannot update the build record; retrying later");
+            return Outcome::Retry(Duration::from_secs(5));
+        }
+    };
+    if record.status != BuildStatus::Running {
+        return Outcome::Done;
+    }
+    let mut log = BuildLog::new(&nats, &job.build_id);
+    let max_attempts = settings.build.max_attempts;
+    if record.attempts > max_attempts {
+        let last = record.error_message.unwrap_or_else(|| "the worker stopped during the build".into());
+        return conclude(&nats, &job, &mut log, Err(format!("gave up after {max_attempts} attempts: {last}"))).await;
+    }
+    log.write(&format!(
+        "== attempt {} of {max_attempts}: component {} branch {} for {} ==",
+        record.attempts, job.component, job.branch, job.architecture
+    ))
+    .await;
+    let timeout = Duration::from_secs(settings.build.timeout_secs);
+    let built = tokio::time::timeout(timeout, build_and_push(&nats, &settings, &job, &mut log)).await;
+    match built {
+        Err(_) => {
+            let message = format!("the build timed out after {}s (build.timeout_secs)", timeout.as_secs());
+            conclude(&nats, &job, &mut log, Err(message)).await
+        }
+        Ok(Ok(result)) => conclude(&nats, &job, &mut log, Ok(result)).await,
+        Ok(Err(Failure::Permanent(message))) => conclude(&nats, &job, &mut log, Err(message)).await,
+        Ok(Err(Failure::Passing(message))) if record.attempts >= max_attempts => {
+            conclude(&nats, &job, &mut log, Err(format!("{message} (gave up after {max_attempts} attempts)"))).await
+        }
+        Ok(Err(Failure::Passing(message))) => {
+            log.write(&format!("will retry: {message}")).await;
+            let requeued = builds::update(&nats, &job.build_id, |record| {
+                record.status = BuildStatus::Queued;
+                record.error_message = Some(message.clone());
+            })
+            .await;
+            if let Err(err) = requeued {
+                tracing::warn!(%err, "cannot mark the build queued again");
+            }
+            Outcome::Retry(Duration::from_secs(5 * u64::from(record.attempts)))
+        }
+    }
+}
+
+/// Records the end of a build: the image record on success, the build record and the log's end always.
+async fn conclude(
+    nats: &Nats,
+    job: &ImageJob,
+    log: &mut BuildLog,
+    result: Result<ImageBuildResult, String>,
+) -> Outcome {
+    let status = if result.is_ok() { BuildStatus::Succeeded } else { BuildStatus::Failed };
+    if let Ok(built) = &result {
+        let query =
+            ImageQuery { component: job.component.clone(), branch: job.branch.clone(), architecture: job.architecture };
+        let image = ImageRecord {
+            component: job.component.clone(),
+            branch: job.branch.clone(),
+            architecture: job.architecture,
+            image_name: built.image_name.clone(),
+            digest: built.digest.clone(),
+            build_id: job.build_id.clone(),
+            built_at: Timestamp::now(),
+        };
+        let stored = nats
+            .stores
+            .images
+            .put(query.record_key(), serde_json::to_vec(&image).expect("records serialise").into())
+            .await;
+        if let Err(err) = stored {
+            tracing::warn!(%err, "cannot store the image record; retrying the job");
+            return Outcome::Retry(Duration::from_secs(5));
+        }
+        log.write(&format!("pushed {} ({})", built.image_name, built.digest)).await;
+    }
+    let (result, error) = match result {
+        Ok(built) => (Some(serde_json::to_value(built).expect("results serialise")), None),
+        Err(message) => {
+            log.write(&format!("failed: {message}")).await;
+            (None, Some(message))
+        }
+    };
+    if let Err(err) =
+        builds::update(nats, &job.build_id, |r| builds::finish(r, status, result.clone(), error.clone())).await
+    {
+        tracing::warn!(%err, "cannot record the end of the build; retrying the job");
+        return Outcome::Retry(Duration::from_secs(5));
+    }
+    log.end(status).await;
+    tracing::info!(build_id = %job.build_id, ?status, "build ended");
+    Outcome::Done
+}
+
+async fn build_and_push(
+    nats: &Nats,
+    settings: &Settings,
+    job: &ImageJob,
+    log: &mut BuildLog,
+) -> Result<ImageBuildResult, Failure> {
+    let docker = artifacts_runtime::docker::connect(settings).await.map_err(Failure::Passing)?;
+    let workdir =
+        tempfile::tempdir().map_err(|err| Failure::Passing(format!("no room for the build context: {err}")))?;
+    let context = assemble_context(nats, settings, job, workdir.path().to_path_buf()).await?;
+
+    let repository = format!("{}/{}", settings.registry.address, ImageRepository::new(&job.component, &job.branch));
+    let immutable_tag = format!("{}-{}", job.architecture.short(), job.build_id);
+    let immutable_name = format!("{repository}:{immutable_tag}");
+    let build_args: HashMap<String, String> = job.build_args.clone().into_iter().collect();
+    let cpu_period = 100_000;
+    let options = BuildImageOptionsBuilder::default()
+        .dockerfile(DOCKERFILE_IN_CONTEXT)
+        .t(&immutable_name)
+        .platform(job.architecture.platform())
+        .networkmode(&settings.build.network)
+        .memory(settings.build.memory_bytes.min(i32::MAX as u64) as i32)
+        .cpuperiod(cpu_period)
+        .cpuquota((settings.build.cpus * f64::from(cpu_period)) as i32)
+        .buildargs(&build_args)
+        .rm(true)
+        .forcerm(true)
+        .version(BuilderVersion::BuilderV1)
+        .build();
+    let file = tokio::fs::File::open(&context).await.map_err(|err| Failure::Passing(err.to_string()))?;
+    let body = bollard::body_try_stream(ReaderStream::with_capacity(file, 128 * 1024));
+    let mut output = docker.build_image(options, None, Some(body));
+    while let Some(item) = output.next().await {
+        match item {
+            Ok(info) => {
+                if let Some(text) = info.stream {
+                    log.write(&text).await;
+                }
+                if let Some(error) = info.error_detail.and_then(|detail| detail.message) {
+                    return Err(build_failed(&error, log));
+                }
+            }
+            Err(bollard::errors::Error::DockerStreamError { error }) => return Err(build_failed(&error, log)),
+            Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => {
+                return Err(build_failed(&message, log))
+            }
+            Err(other) => return Err(Failure::Passing(format!("lost the Docker engine during the build: {other}"))),
+        }
+    }
+    drop(output);
+    docker
+        .tag_image(
+            &immutable_name,
+            Some(TagImageOptionsBuilder::default().repo(&repository).tag(job.architecture.short()).build()),
+        )
+        .await
+        .map_err(|err| Failure::Passing(format!("cannot tag the image: {err}")))?;
+    let digest = push(&docker, &repository, &immutable_tag, settings, log).await?;
+    push(&docker, &repository, job.architecture.short(), settings, log).await?;
+    let image_name = format!("{repository}:{}", job.architecture.short());
+    Ok(ImageBuildResult { pull_command: pull_command(&image_name, &digest), image_name, immutable_name, digest })
+}
+
+fn build_failed(error: &str, log: &BuildLog) -> Failure {
+    Failure::Permanent(format!("docker build failed: {}\nlast log lines:\n{}", error.trim(), log.tail()))
+}
+
+/// Pushes one tag (always one: without a tag Docker pushes every tag of the repository) and returns the
+/// manifest digest from the final status line.
+async fn push(
+    docker: &Docker,
+    repository: &str,
+    tag: &str,
+    settings: &Settings,
+    log: &mut BuildLog,
+) -> Result<String, Failure> {
+    let unreachable =
+        |why: String| Failure::Passing(format!("cannot push to the registry at {}: {why}", settings.registry.address));
+    let mut progress = docker.push_image(repository, Some(PushImageOptionsBuilder::default().tag(tag).build()), None);
+    let mut digest = None;
+    while let Some(item) = progress.next().await {
+        let info = item.map_err(|err| unreachable(err.to_string()))?;
+        if let Some(error) = info.error_detail.and_then(|detail| detail.message) {
+            return Err(unreachable(error));
+        }
+        if let Some(status) = info.status {
+            if let Some(found) = status.split("digest: ").nth(1).and_then(|rest| rest.split_whitespace().next()) {
+                digest = Some(found.to_owned());
+                log.write(&format!("pushed {repository}:{tag}: {status}")).await;
+            }
+        }
+    }
+    digest.ok_or_else(|| unreachable("the registry reported no digest".into()))
+}
+
+/// Writes the build context into `dir`: the uploaded context's entries (checked), plus the Dockerfile.
+async fn assemble_context(nats: &Nats, settings: &Settings, job: &ImageJob, dir: PathBuf) -> Result<PathBuf, Failure> {
+    let passing = |what: &str, err: &dyn std::fmt::Display| Failure::Passing(format!("cannot read {what}: {err}"));
+    let mut dockerfile = Vec::new();
+    let mut object = nats.stores.uploads.get(&job.dockerfile).await.map_err(|err| passing("the Dockerfile", &err))?;
+    object.read_to_end(&mut dockerfile).await.map_err(|err| passing("the Dockerfile", &err))?;
+
+    let uploaded = match &job.context {
+        Some(name) => {
+            let path = dir.join("upload");
+            let mut object = nats.stores.uploads.get(name).await.map_err(|err| passing("the context", &err))?;
+            let mut file = tokio::fs::File::create(&path).await.map_err(|err| passing("the context", &err))?;
+            tokio::io::copy(&mut object, &mut file).await.map_err(|err| passing("the context", &err))?;
+            Some(path)
+        }
+        None => None,
+    };
+    let limits = Limits::for_contexts(&settings.build);
+    let context = dir.join("context.tar");
+    let output = context.clone();
+    tokio::task::spawn_blocking(move || -> Result<(), ArchiveError> {
+        let mut builder = tar::Builder::new(std::io::BufWriter::new(std::fs::File::create(&output)?));
+        builder.follow_symlinks(false);
+        if let Some(uploaded) = uploaded {
+            archive::for_each_entry(std::fs::File::open(uploaded)?, limits, |path, entry| {
+                let mut header = entry.header().clone();
+                builder.append_data(&mut header, path, entry.by_ref().take(u64::MAX))
+            })?;
+        }
+        let mut header = tar::Header::new_gnu();
+        header.set_size(dockerfile.len() as u64);
+        header.set_mode(0o644);
+        builder.append_data(&mut header, DOCKERFILE_IN_CONTEXT, dockerfile.as_slice())?;
+        builder.into_inner()?.into_inner().map_err(|err| err.into_error())?;
+        Ok(())
+    })
+    .await
+    .map_err(|err| Failure::Passing(format!("context assembly stopped: {err}")))?
+    .map_err(|err| Failure::Permanent(format!("build context: {err}")))?;
+    Ok(context)
+}

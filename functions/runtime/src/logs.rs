@@ -1,0 +1,61 @@
+//! Build logs: every line is published to JetStream on `<prefix>.logs.<buildId>` as it arrives, so a
+//! log outlives the worker that wrote it and anyone can replay it from the start. The last message of a
+//! build carries the header `Artifacts-Log-End` with the final status.
+
+use std::collections::VecDeque;
+
+use artifacts_schemas::{BuildId, BuildStatus};
+
+use crate::nats::Nats;
+
+pub const END_HEADER: &str = "Artifacts-Log-End";
+
+/// Lines kept for a failed build's `errorMessage`.
+const TAIL_LINES: usize = 15;
+
+pub struct BuildLog {
+    jetstream: async_nats::jetstream::Context,
+    subject: String,
+    tail: VecDeque<String>,
+}
+
+impl BuildLog {
+    pub fn new(nats: &Nats, build_id: &BuildId) -> Self {
+        Self { jetstream: nats.jetstream.clone(), subject: nats.subjects.build_log(build_id), tail: VecDeque::new() }
+    }
+
+    /// Publishes each line of `text` (trailing line breaks dropped; empty lines kept).
+    pub async fn write(&mut self, text: &str) {
+        for line in text.trim_end_matches(['\n', '\r']).split('\n') {
+            let line = line.trim_end_matches('\r');
+            if self.tail.len() == TAIL_LINES {
+                self.tail.pop_front();
+            }
+            self.tail.push_back(line.to_owned());
+            // Acks are not awaited line by line: ordering holds on one connection and the end marker's ack
+            // is awaited, which confirms everything before it.
+            if let Err(err) = self.jetstream.publish(self.subject.clone(), line.to_owned().into()).await {
+                tracing::warn!(%err, subject = %self.subject, "could not publish a log line");
+            }
+        }
+    }
+
+    /// The last lines written, for an error message.
+    pub fn tail(&self) -> String {
+        self.tail.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+
+    pub async fn end(&mut self, status: BuildStatus) {
+        let status = serde_json::to_value(status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(END_HEADER, status.as_str());
+        let line = format!("build {status}");
+        let published = async {
+            self.jetstream.publish_with_headers(self.subject.clone(), headers, line.into()).await?.await?;
+            Ok::<_, async_nats::Error>(())
+        };
+        if let Err(err) = published.await {
+            tracing::warn!(%err, subject = %self.subject, "could not publish the end of a log");
+        }
+    }
+}
