@@ -56,7 +56,8 @@ async fn stored_image_is_found_by_http_and_json_body_and_every_architecture_alia
         assert_eq!(body["status"], "found");
         assert_eq!(body["errorMessage"], Value::Null);
         assert_eq!(body["imageName"], record.image_name.as_str());
-        assert_eq!(body["pullCommand"], format!("docker pull {}", record.image_name));
+        let repository = record.image_name.trim_end_matches(":amd64");
+        assert_eq!(body["pullCommand"], format!("docker pull {repository}@{}", record.digest));
         assert_eq!(body["digest"], record.digest.as_str());
         assert_eq!(body["buildId"], record.build_id.as_str());
     }
@@ -122,7 +123,7 @@ async fn a_python_client_gets_the_same_json() {
 #[tokio::test]
 async fn lookups_are_a_discoverable_micro_service() {
     let app = TestApp::spawn().await;
-    let ping = app.nats_request("$SRV.PING", "").await;
+    let ping = app.nats_request("$SRV.PING.artifacts-lookup", "").await;
     let ping: Value = serde_json::from_slice(&ping.payload).unwrap();
     assert_eq!(ping["name"], "artifacts-lookup");
 
