@@ -1,15 +1,10 @@
-//! One image build: assemble the context, build with the classic builder, tag, push, record.
-//!
-//! Failures are of two kinds. Permanent ones (a bad Dockerfile, a failing `RUN`, a missing base image, a
-//! refused context, a timeout) fail the build at once. Passing ones (the Docker engine or the registry
-//! unreachable, JetStream hiccups) send the job back to the queue with a delay, until the build has been
-//! started `build.max_attempts` times.
+//! One image build: assemble the context, build with the classic builder, tag, push, record. The attempt
+//! loop around it (attempt counting, timeout, retries, records) is `artifacts_runtime::attempt`.
 
 use std::collections::HashMap;
 use std::io::Read as _;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, BuilderVersion, PushImageOptionsBuilder, TagImageOptionsBuilder,
@@ -20,87 +15,39 @@ use tokio::io::AsyncReadExt;
 use tokio_util::io::ReaderStream;
 
 use artifacts_runtime::archive::{self, ArchiveError, Limits};
-use artifacts_runtime::builds;
-use artifacts_runtime::jobs::Outcome;
+use artifacts_runtime::attempt::{Build, BuildFailure};
 use artifacts_runtime::logs::BuildLog;
 use artifacts_runtime::{Nats, Settings};
 use artifacts_schemas::messages::image::pull_command;
-use artifacts_schemas::{BuildStatus, ImageBuildResult, ImageJob, ImageQuery, ImageRecord, ImageRepository, Timestamp};
+use artifacts_schemas::{BuildId, ImageBuildResult, ImageJob, ImageQuery, ImageRecord, ImageRepository, Timestamp};
 
 /// Where the submitted Dockerfile sits in the assembled context (a name no user file is likely to have).
 const DOCKERFILE_IN_CONTEXT: &str = ".artifacts.Dockerfile";
 
-enum Failure {
-    Permanent(String),
-    Passing(String),
+/// An image job, with what building it needs.
+pub struct ImageBuild {
+    pub nats: Nats,
+    pub settings: Arc<Settings>,
+    pub job: ImageJob,
 }
 
-pub async fn run(nats: Nats, settings: Arc<Settings>, job: ImageJob) -> Outcome {
-    let started = builds::update(&nats, &job.build_id, |record| {
-        if !record.status.is_finished() {
-            record.status = BuildStatus::Running;
-            record.attempts += 1;
-            record.started_at.get_or_insert_with(Timestamp::now);
-        }
-    })
-    .await;
-    let record = match started {
-        Ok(record) => record,
-        Err(err) => {
-            tracing::warn!(%err, build_id = %job.build_id, "cannot update the build record; retrying later");
-            return Outcome::Retry(Duration::from_secs(5));
-        }
-    };
-    if record.status != BuildStatus::Running {
-        return Outcome::Done;
-    }
-    let mut log = BuildLog::new(&nats, &job.build_id);
-    let max_attempts = settings.build.max_attempts;
-    if record.attempts > max_attempts {
-        let last = record.error_message.unwrap_or_else(|| "the worker stopped during the build".into());
-        return conclude(&nats, &job, &mut log, Err(format!("gave up after {max_attempts} attempts: {last}"))).await;
-    }
-    log.write(&format!(
-        "== attempt {} of {max_attempts}: component {} branch {} for {} ==",
-        record.attempts, job.component, job.branch, job.architecture
-    ))
-    .await;
-    let timeout = Duration::from_secs(settings.build.timeout_secs);
-    let built = tokio::time::timeout(timeout, build_and_push(&nats, &settings, &job, &mut log)).await;
-    match built {
-        Err(_) => {
-            let message = format!("the build timed out after {}s (build.timeout_secs)", timeout.as_secs());
-            conclude(&nats, &job, &mut log, Err(message)).await
-        }
-        Ok(Ok(result)) => conclude(&nats, &job, &mut log, Ok(result)).await,
-        Ok(Err(Failure::Permanent(message))) => conclude(&nats, &job, &mut log, Err(message)).await,
-        Ok(Err(Failure::Passing(message))) if record.attempts >= max_attempts => {
-            conclude(&nats, &job, &mut log, Err(format!("{message} (gave up after {max_attempts} attempts)"))).await
-        }
-        Ok(Err(Failure::Passing(message))) => {
-            log.write(&format!("will retry: {message}")).await;
-            let requeued = builds::update(&nats, &job.build_id, |record| {
-                record.status = BuildStatus::Queued;
-                record.error_message = Some(message.clone());
-            })
-            .await;
-            if let Err(err) = requeued {
-                tracing::warn!(%err, "cannot mark the build queued again");
-            }
-            Outcome::Retry(Duration::from_secs(5 * u64::from(record.attempts)))
-        }
-    }
-}
+impl Build for ImageBuild {
+    type Output = ImageBuildResult;
 
-/// Records the end of a build: the image record on success, the build record and the log's end always.
-async fn conclude(
-    nats: &Nats,
-    job: &ImageJob,
-    log: &mut BuildLog,
-    result: Result<ImageBuildResult, String>,
-) -> Outcome {
-    let status = if result.is_ok() { BuildStatus::Succeeded } else { BuildStatus::Failed };
-    if let Ok(built) = &result {
+    fn build_id(&self) -> &BuildId {
+        &self.job.build_id
+    }
+
+    fn describe(&self) -> String {
+        format!("component {} branch {} for {}", self.job.component, self.job.branch, self.job.architecture)
+    }
+
+    async fn run(&self, log: &mut BuildLog) -> Result<ImageBuildResult, BuildFailure> {
+        build_and_push(&self.nats, &self.settings, &self.job, log).await
+    }
+
+    async fn store(&self, built: &ImageBuildResult, log: &mut BuildLog) -> Result<(), String> {
+        let job = &self.job;
         let query =
             ImageQuery { component: job.component.clone(), branch: job.branch.clone(), architecture: job.architecture };
         let image = ImageRecord {
@@ -112,33 +59,11 @@ async fn conclude(
             build_id: job.build_id.clone(),
             built_at: Timestamp::now(),
         };
-        let stored = nats
-            .stores
-            .images
-            .put(query.record_key(), serde_json::to_vec(&image).expect("records serialise").into())
-            .await;
-        if let Err(err) = stored {
-            tracing::warn!(%err, "cannot store the image record; retrying the job");
-            return Outcome::Retry(Duration::from_secs(5));
-        }
+        let bytes = serde_json::to_vec(&image).expect("records serialise");
+        self.nats.stores.images.put(query.record_key(), bytes.into()).await.map_err(|err| err.to_string())?;
         log.write(&format!("pushed {} ({})", built.image_name, built.digest)).await;
+        Ok(())
     }
-    let (result, error) = match result {
-        Ok(built) => (Some(serde_json::to_value(built).expect("results serialise")), None),
-        Err(message) => {
-            log.write(&format!("failed: {message}")).await;
-            (None, Some(message))
-        }
-    };
-    if let Err(err) =
-        builds::update(nats, &job.build_id, |r| builds::finish(r, status, result.clone(), error.clone())).await
-    {
-        tracing::warn!(%err, "cannot record the end of the build; retrying the job");
-        return Outcome::Retry(Duration::from_secs(5));
-    }
-    log.end(status).await;
-    tracing::info!(build_id = %job.build_id, ?status, "build ended");
-    Outcome::Done
 }
 
 async fn build_and_push(
@@ -146,10 +71,10 @@ async fn build_and_push(
     settings: &Settings,
     job: &ImageJob,
     log: &mut BuildLog,
-) -> Result<ImageBuildResult, Failure> {
-    let docker = artifacts_runtime::docker::connect(settings).await.map_err(Failure::Passing)?;
+) -> Result<ImageBuildResult, BuildFailure> {
+    let docker = artifacts_runtime::docker::connect(settings).await.map_err(BuildFailure::Passing)?;
     let workdir =
-        tempfile::tempdir().map_err(|err| Failure::Passing(format!("no room for the build context: {err}")))?;
+        tempfile::tempdir().map_err(|err| BuildFailure::Passing(format!("no room for the build context: {err}")))?;
     let context = assemble_context(nats, settings, job, workdir.path().to_path_buf()).await?;
 
     let repository = format!("{}/{}", settings.registry.address, ImageRepository::new(&job.component, &job.branch));
@@ -170,7 +95,7 @@ async fn build_and_push(
         .forcerm(true)
         .version(BuilderVersion::BuilderV1)
         .build();
-    let file = tokio::fs::File::open(&context).await.map_err(|err| Failure::Passing(err.to_string()))?;
+    let file = tokio::fs::File::open(&context).await.map_err(|err| BuildFailure::Passing(err.to_string()))?;
     let body = bollard::body_try_stream(ReaderStream::with_capacity(file, 128 * 1024));
     let mut output = docker.build_image(options, None, Some(body));
     while let Some(item) = output.next().await {
@@ -187,7 +112,9 @@ async fn build_and_push(
             Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => {
                 return Err(build_failed(&message, log))
             }
-            Err(other) => return Err(Failure::Passing(format!("lost the Docker engine during the build: {other}"))),
+            Err(other) => {
+                return Err(BuildFailure::Passing(format!("lost the Docker engine during the build: {other}")))
+            }
         }
     }
     drop(output);
@@ -197,15 +124,15 @@ async fn build_and_push(
             Some(TagImageOptionsBuilder::default().repo(&repository).tag(job.architecture.short()).build()),
         )
         .await
-        .map_err(|err| Failure::Passing(format!("cannot tag the image: {err}")))?;
+        .map_err(|err| BuildFailure::Passing(format!("cannot tag the image: {err}")))?;
     let digest = push(&docker, &repository, &immutable_tag, settings, log).await?;
     push(&docker, &repository, job.architecture.short(), settings, log).await?;
     let image_name = format!("{repository}:{}", job.architecture.short());
     Ok(ImageBuildResult { pull_command: pull_command(&image_name, &digest), image_name, immutable_name, digest })
 }
 
-fn build_failed(error: &str, log: &BuildLog) -> Failure {
-    Failure::Permanent(format!("docker build failed: {}\nlast log lines:\n{}", error.trim(), log.tail()))
+fn build_failed(error: &str, log: &BuildLog) -> BuildFailure {
+    BuildFailure::Permanent(format!("docker build failed: {}\nlast log lines:\n{}", error.trim(), log.tail()))
 }
 
 /// Pushes one tag (always one: without a tag Docker pushes every tag of the repository) and returns the
@@ -216,9 +143,10 @@ async fn push(
     tag: &str,
     settings: &Settings,
     log: &mut BuildLog,
-) -> Result<String, Failure> {
-    let unreachable =
-        |why: String| Failure::Passing(format!("cannot push to the registry at {}: {why}", settings.registry.address));
+) -> Result<String, BuildFailure> {
+    let unreachable = |why: String| {
+        BuildFailure::Passing(format!("cannot push to the registry at {}: {why}", settings.registry.address))
+    };
     let mut progress = docker.push_image(repository, Some(PushImageOptionsBuilder::default().tag(tag).build()), None);
     let mut digest = None;
     while let Some(item) = progress.next().await {
@@ -237,8 +165,13 @@ async fn push(
 }
 
 /// Writes the build context into `dir`: the uploaded context's entries (checked), plus the Dockerfile.
-async fn assemble_context(nats: &Nats, settings: &Settings, job: &ImageJob, dir: PathBuf) -> Result<PathBuf, Failure> {
-    let passing = |what: &str, err: &dyn std::fmt::Display| Failure::Passing(format!("cannot read {what}: {err}"));
+async fn assemble_context(
+    nats: &Nats,
+    settings: &Settings,
+    job: &ImageJob,
+    dir: PathBuf,
+) -> Result<PathBuf, BuildFailure> {
+    let passing = |what: &str, err: &dyn std::fmt::Display| BuildFailure::Passing(format!("cannot read {what}: {err}"));
     let mut dockerfile = Vec::new();
     let mut object = nats.stores.uploads.get(&job.dockerfile).await.map_err(|err| passing("the Dockerfile", &err))?;
     object.read_to_end(&mut dockerfile).await.map_err(|err| passing("the Dockerfile", &err))?;
@@ -273,7 +206,7 @@ async fn assemble_context(nats: &Nats, settings: &Settings, job: &ImageJob, dir:
         Ok(())
     })
     .await
-    .map_err(|err| Failure::Passing(format!("context assembly stopped: {err}")))?
-    .map_err(|err| Failure::Permanent(format!("build context: {err}")))?;
+    .map_err(|err| BuildFailure::Passing(format!("context assembly stopped: {err}")))?
+    .map_err(|err| BuildFailure::Permanent(format!("build context: {err}")))?;
     Ok(context)
 }

@@ -13,10 +13,13 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use artifacts_runtime::attempt::attempt;
 use artifacts_runtime::jobs::{self, WorkerSpec};
 use artifacts_runtime::service::{self, ServiceSpec};
 use artifacts_runtime::{Nats, Settings};
 use artifacts_schemas::{Endpoint, ImageJob};
+
+use crate::build::ImageBuild;
 
 pub const SERVICE_NAME: &str = "artifacts-build-image";
 
@@ -57,7 +60,10 @@ pub async fn run(settings: Settings, nats: Nats, shutdown: CancellationToken) ->
             jobs::work(
                 &nats,
                 spec,
-                move |job: ImageJob| build::run(handler_nats.clone(), Arc::clone(&settings), job),
+                move |job: ImageJob| {
+                    let build = ImageBuild { nats: handler_nats.clone(), settings: Arc::clone(&settings), job };
+                    async move { attempt(&build.nats, &build.settings.build, &build).await }
+                },
                 shutdown,
             )
             .await

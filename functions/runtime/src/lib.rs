@@ -12,6 +12,7 @@
 //! ```
 
 pub mod archive;
+pub mod attempt;
 pub mod builds;
 pub mod configuration;
 pub mod docker;

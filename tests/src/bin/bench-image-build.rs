@@ -33,7 +33,8 @@ async fn cli_build_and_push(registry: &str, nonce: &str) -> Duration {
 }
 
 async fn service_build(app: &TestApp, nonce: &str) -> Duration {
-    let body = json!({"dockerfile": dockerfile(nonce), "component": "bench-svc", "branch": "main", "architecture": "amd64"});
+    let body =
+        json!({"dockerfile": dockerfile(nonce), "component": "bench-svc", "branch": "main", "architecture": "amd64"});
     let started = Instant::now();
     let response =
         app.http.post(app.url("/api/v1/images?wait=600")).bearer_auth(ADMIN_KEY).json(&body).send().await.unwrap();
@@ -67,9 +68,16 @@ async fn main() {
     let (cli_mean, service_mean) = (mean(&cli), mean(&service));
     println!("| path | builds | mean s | min s | max s | vs docker CLI |");
     println!("|---|---|---|---|---|---|");
-    for (name, samples, m) in [("docker build + docker push (CLI)", &cli, cli_mean), ("POST /images?wait to succeeded", &service, service_mean)] {
+    for (name, samples, m) in [
+        ("docker build + docker push (CLI)", &cli, cli_mean),
+        ("POST /images?wait to succeeded", &service, service_mean),
+    ] {
         let min = samples.iter().min().unwrap().as_secs_f64();
         let max = samples.iter().max().unwrap().as_secs_f64();
-        println!("| {name} | {} | {m:.3} | {min:.3} | {max:.3} | {:+.1}% |", samples.len(), (m / cli_mean - 1.0) * 100.0);
+        println!(
+            "| {name} | {} | {m:.3} | {min:.3} | {max:.3} | {:+.1}% |",
+            samples.len(),
+            (m / cli_mean - 1.0) * 100.0
+        );
     }
 }
