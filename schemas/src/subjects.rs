@@ -4,7 +4,7 @@
 //! `nats micro ls` lists who answers them. Work itself travels on JetStream subjects (`<prefix>.jobs.>`,
 //! `<prefix>.git.push`), where it survives a crashed worker or a restarted server.
 
-use crate::messages::build::BuildId;
+use crate::messages::build::{BuildId, BuildKind};
 use crate::names::Architecture;
 
 /// The request/reply endpoints of the contract. Each is answered by exactly one function.
@@ -69,9 +69,10 @@ impl Subjects {
         format!("{}.git.push", self.prefix)
     }
 
-    /// Image build jobs for one architecture (JetStream work queue).
-    pub fn image_jobs(&self, architecture: Architecture) -> String {
-        format!("{}.jobs.image.{}", self.prefix, architecture.short())
+    /// Build jobs of one kind for one architecture (JetStream work queue), e.g.
+    /// `artifacts.jobs.image.amd64`.
+    pub fn jobs(&self, kind: BuildKind, architecture: Architecture) -> String {
+        format!("{}.jobs.{}.{}", self.prefix, kind.as_str(), architecture.short())
     }
 
     /// A build's log lines (JetStream, retained per build).

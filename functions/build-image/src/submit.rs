@@ -1,10 +1,7 @@
 //! `<prefix>.image.build`: checks a submission, stores its Dockerfile by content, and queues the build
 //! (or answers with the identical build already queued or running).
 
-use std::time::Duration;
-
 use async_nats::Message;
-use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
 use artifacts_runtime::builds::{self, Submission};
@@ -14,11 +11,13 @@ use artifacts_runtime::{Nats, Settings};
 use artifacts_schemas::messages::image::MAX_DOCKERFILE_BYTES;
 use artifacts_schemas::messages::submission::AcceptedStatus;
 use artifacts_schemas::{
-    parse_json, Architecture, BuildAccepted, BuildKind, Failure, ImageBuildRequest, ImageBuildSummary, ImageJob,
-    ImageRepository, RequestError,
+    parse_json, BuildAccepted, BuildKind, Failure, ImageBuildRequest, ImageBuildSummary, ImageJob, ImageRepository,
+    RequestError,
 };
 
-use crate::{ARCHITECTURES_METADATA, SERVICE_NAME};
+use artifacts_runtime::builder::ensure_buildable;
+
+use crate::SERVICE_NAME;
 
 pub async fn answer(nats: &Nats, settings: &Settings, message: &Message) -> Reply {
     accept(nats, settings, message).await.into()
@@ -33,7 +32,7 @@ async fn accept(nats: &Nats, settings: &Settings, message: &Message) -> Result<B
     if request.dockerfile.trim().is_empty() {
         return Err(RequestError::invalid("the Dockerfile is empty"));
     }
-    ensure_buildable(nats, settings, request.architecture).await?;
+    ensure_buildable(nats, settings, SERVICE_NAME, request.architecture).await?;
 
     let dockerfile_hex = hex::encode(Sha256::digest(request.dockerfile.as_bytes()));
     let dockerfile_object = format!("dockerfiles/{dockerfile_hex}");
@@ -62,7 +61,7 @@ async fn accept(nats: &Nats, settings: &Settings, message: &Message) -> Result<B
             kind: BuildKind::Image,
             summary: serde_json::to_value(&summary).expect("summaries serialise"),
             requested_by,
-            job_subject: nats.subjects.image_jobs(request.architecture),
+            job_subject: nats.subjects.jobs(BuildKind::Image, request.architecture),
             job: |build_id: &artifacts_schemas::BuildId| ImageJob {
                 build_id: build_id.clone(),
                 component: request.component.clone(),
@@ -109,35 +108,4 @@ async fn context_digest(nats: &Nats, object: &str) -> Result<String, RequestErro
         return Err(RequestError::invalid(format!("context {object} does not hash to its name")));
     }
     Ok(format!("sha256:{hex_digest}"))
-}
-
-/// Refuses an architecture that no running worker builds, rather than queueing a build nobody takes.
-async fn ensure_buildable(nats: &Nats, settings: &Settings, architecture: Architecture) -> Result<(), RequestError> {
-    if settings.build_architectures().contains(&architecture) {
-        return Ok(());
-    }
-    let mut offered: Vec<String> = settings.build_architectures().iter().map(|a| a.platform().to_owned()).collect();
-    let inbox = nats.client.new_inbox();
-    let mut answers = nats.client.subscribe(inbox.clone()).await.map_err(unavailable)?;
-    nats.client.publish_with_reply(format!("$SRV.INFO.{SERVICE_NAME}"), inbox, "".into()).await.map_err(unavailable)?;
-    let deadline = tokio::time::sleep(Duration::from_millis(300));
-    tokio::pin!(deadline);
-    loop {
-        let answer = tokio::select! {
-            _ = &mut deadline => break,
-            answer = answers.next() => match answer { Some(answer) => answer, None => break },
-        };
-        let info: serde_json::Value = serde_json::from_slice(&answer.payload).unwrap_or_default();
-        let platforms = info["metadata"][ARCHITECTURES_METADATA].as_str().unwrap_or("");
-        if platforms.split(',').any(|p| p == architecture.platform()) {
-            return Ok(());
-        }
-        offered.extend(platforms.split(',').filter(|p| !p.is_empty()).map(str::to_owned));
-    }
-    offered.sort();
-    offered.dedup();
-    Err(RequestError::invalid(format!(
-        "no build worker builds {architecture}: the workers running build {}",
-        offered.join(", ")
-    )))
 }

@@ -22,7 +22,7 @@ pub async fn run(nats: Nats, shutdown: CancellationToken) -> anyhow::Result<()> 
         ServiceSpec {
             name: "artifacts-lookup",
             description: "Looks up images, components and builds",
-            endpoints: &[Endpoint::ImageGet, Endpoint::ComponentGet, Endpoint::BuildGet, Endpoint::BuildList],
+            endpoints: vec![Endpoint::ImageGet, Endpoint::ComponentGet, Endpoint::BuildGet, Endpoint::BuildList],
             metadata: Default::default(),
         },
         move |endpoint, message| {

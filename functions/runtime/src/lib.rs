@@ -13,6 +13,7 @@
 
 pub mod archive;
 pub mod attempt;
+pub mod builder;
 pub mod builds;
 pub mod configuration;
 pub mod docker;

@@ -149,7 +149,7 @@ pub async fn call(nats: &Nats, endpoint: Endpoint, headers: HeaderMap, payload: 
 pub struct ServiceSpec {
     pub name: &'static str,
     pub description: &'static str,
-    pub endpoints: &'static [Endpoint],
+    pub endpoints: Vec<Endpoint>,
     /// Shown in `$SRV.INFO`, e.g. the architectures a build worker builds.
     pub metadata: std::collections::HashMap<String, String>,
 }
@@ -171,7 +171,7 @@ where
         .map_err(|err| anyhow::anyhow!("cannot register NATS service {}: {err}", spec.name))?;
     let group = service.group(nats.subjects.prefix());
     let mut streams = Vec::new();
-    for &endpoint in spec.endpoints {
+    for &endpoint in &spec.endpoints {
         let stream = group
             .endpoint_builder()
             .name(endpoint.name())

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::build::{BuildId, Timestamp};
+use super::submission::BuildAccepted;
 use crate::names::{slug_with_hash, Architecture, ComponentName, TagName};
 
 /// A repository to build: `POST /components`, `<prefix>.component.build`.
@@ -53,15 +54,69 @@ impl ComponentQuery {
     }
 }
 
-/// A stored component, kept in the `artifacts_components` bucket.
+/// What a build-component worker needs (JetStream, `<prefix>.jobs.component.<arch>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentJob {
+    pub build_id: BuildId,
+    /// The URL to clone, as submitted (it may carry credentials: it is shown nowhere else).
+    pub url: String,
+    pub component: ComponentName,
+    pub tag: TagName,
+    pub architecture: Architecture,
+    /// The components waiting for this one, nearest last (`component@tag`), to refuse dependency cycles.
+    #[serde(default)]
+    pub dependents: Vec<String>,
+}
+
+/// What a component build's record shows of its submission.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentBuildSummary {
+    /// The git URL, credentials removed.
+    pub url: String,
+    pub component: ComponentName,
+    pub tag: TagName,
+    pub architecture: Architecture,
+}
+
+/// Where a component's source is known from: its latest submission (`artifacts_sources` bucket, keyed by
+/// component). Lets an absent component be built on request, and a push rebuild what came from a
+/// repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentSource {
+    pub component: ComponentName,
+    /// As submitted (it may carry credentials: never shown).
+    pub url: String,
+}
+
+/// A dependency as it went into a build.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DependencyUsed {
+    pub component: ComponentName,
+    pub tag: TagName,
+    /// `sha256:<hex>` of the tarball unpacked under `/deps/<component>/`.
+    pub digest: String,
+    pub build_id: BuildId,
+}
+
+/// A stored component, kept in the `artifacts_components` bucket: enough to say exactly what went into
+/// the artifact. It is also the `result` of a successful component build.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ComponentRecord {
     pub component: ComponentName,
     pub tag: TagName,
     pub architecture: Architecture,
-    /// The git URL it was built from.
+    /// The git URL it was built from, credentials removed.
     pub url: String,
+    /// The commit the tag pointed at.
+    pub commit: String,
+    /// The image the build command ran in.
+    pub builder_image: String,
+    pub dependencies: Vec<DependencyUsed>,
     /// `sha256:<hex>` of the `.tar.gz`.
     pub digest: String,
     /// Size of the `.tar.gz` in bytes.
@@ -99,6 +154,12 @@ pub struct ComponentLookupReply {
     pub bucket: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub object: Option<String>,
+    /// While building: `/api/v1/builds/{buildId}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_url: Option<String>,
+    /// While building: `/api/v1/builds/{buildId}/logs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs_url: Option<String>,
 }
 
 impl ComponentLookupReply {
@@ -113,6 +174,24 @@ impl ComponentLookupReply {
             built_at: Some(record.built_at),
             bucket: Some(record.bucket),
             object: Some(record.object),
+            status_url: None,
+            logs_url: None,
+        }
+    }
+
+    pub fn building(accepted: BuildAccepted) -> Self {
+        Self {
+            status: ComponentLookupStatus::Building,
+            error_message: None,
+            component: None,
+            digest: None,
+            size: None,
+            build_id: Some(accepted.build_id),
+            built_at: None,
+            bucket: None,
+            object: None,
+            status_url: Some(accepted.status_url),
+            logs_url: Some(accepted.logs_url),
         }
     }
 
@@ -130,6 +209,8 @@ impl ComponentLookupReply {
             built_at: None,
             bucket: None,
             object: None,
+            status_url: None,
+            logs_url: None,
         }
     }
 }
