@@ -34,7 +34,7 @@ http:
 ";
 
 /// The function binaries, started in this order, after NATS and before the gateway.
-const FUNCTIONS: &[&str] = &["artifacts-lookup", "artifacts-build-image"];
+const FUNCTIONS: &[&str] = &["artifacts-lookup", "artifacts-build-image", "artifacts-build-component"];
 
 const GRACE: Duration = Duration::from_secs(10);
 

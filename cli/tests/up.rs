@@ -87,7 +87,7 @@ async fn up_starts_everything_and_ctrl_c_stops_everything() {
         let pong: Value = serde_json::from_slice(&pong.payload).unwrap();
         names.insert(pong["name"].as_str().unwrap().to_owned());
     }
-    for service in ["artifacts-lookup", "artifacts-build-image"] {
+    for service in ["artifacts-lookup", "artifacts-build-image", "artifacts-build-component"] {
         assert!(names.contains(service), "{service} does not answer $SRV.PING: {names:?}");
     }
     drop(client);

@@ -167,7 +167,7 @@ pub fn test_settings(nats_url: &str) -> Settings {
     settings
 }
 
-/// A whole stack for one test: nats-server, the lookup and build-image functions and the gateway.
+/// A whole stack for one test: nats-server, every function and the gateway.
 pub struct TestApp {
     pub address: String,
     pub nats: Nats,
@@ -205,6 +205,9 @@ impl TestApp {
             let builder_nats =
                 artifacts_runtime::nats::connect(&settings, "test-build-image").await.expect("NATS connects");
             tokio::spawn(artifacts_build_image::run(settings.clone(), builder_nats, shutdown.clone()));
+            let component_nats =
+                artifacts_runtime::nats::connect(&settings, "test-build-component").await.expect("NATS connects");
+            tokio::spawn(artifacts_build_component::run(settings.clone(), component_nats, shutdown.clone()));
         }
 
         let gateway_nats = artifacts_runtime::nats::connect(&settings, "test-gateway").await.expect("NATS connects");
@@ -223,6 +226,7 @@ impl TestApp {
         test_app.wait_for_service("artifacts-lookup").await;
         if with_builder {
             test_app.wait_for_service("artifacts-build-image").await;
+            test_app.wait_for_service("artifacts-build-component").await;
         }
         test_app
     }
@@ -299,5 +303,51 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
+    }
+}
+
+/// A real git repository made by the test, served as a `file://` URL.
+pub struct GitRepo {
+    dir: tempfile::TempDir,
+}
+
+impl GitRepo {
+    pub async fn new() -> Self {
+        let repo = Self { dir: tempfile::tempdir().expect("temporary directory") };
+        repo.git(&["init", "--quiet", "--initial-branch=main"]).await;
+        repo
+    }
+
+    pub fn url(&self) -> String {
+        format!("file://{}", self.dir.path().display())
+    }
+
+    /// Writes files (an `x` mode makes one executable), commits them, and tags the commit.
+    pub async fn commit_and_tag(&self, files: &[(&str, &str, bool)], tag: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        for (path, content, executable) in files {
+            let file = self.dir.path().join(path);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(&file, content).unwrap();
+            let mode = if *executable { 0o755 } else { 0o644 };
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        self.git(&["add", "--all"]).await;
+        self.git(&["commit", "--quiet", "--allow-empty", "-m", tag]).await;
+        self.git(&["tag", tag]).await;
+    }
+
+    async fn git(&self, args: &[&str]) {
+        let output = Command::new("git")
+            .arg("-C")
+            .arg(self.dir.path())
+            .args(["-c", "user.name=test", "-c", "user.email=test@example.com", "-c", "commit.gpgsign=false"])
+            .args(args)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .output()
+            .await
+            .expect("git runs");
+        assert!(output.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&output.stderr));
     }
 }

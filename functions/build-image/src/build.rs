@@ -193,7 +193,7 @@ async fn assemble_context(
         let mut builder = tar::Builder::new(std::io::BufWriter::new(std::fs::File::create(&output)?));
         builder.follow_symlinks(false);
         if let Some(uploaded) = uploaded {
-            archive::for_each_entry(std::fs::File::open(uploaded)?, limits, |path, entry| {
+            archive::for_each_entry(std::fs::File::open(uploaded)?, limits, 0, |path, entry| {
                 let mut header = entry.header().clone();
                 builder.append_data(&mut header, path, entry.by_ref().take(u64::MAX))
             })?;

@@ -9,7 +9,6 @@ use artifacts_runtime::nats::unavailable;
 use artifacts_runtime::service::{requested_by, Reply};
 use artifacts_runtime::{Nats, Settings};
 use artifacts_schemas::messages::image::MAX_DOCKERFILE_BYTES;
-use artifacts_schemas::messages::submission::AcceptedStatus;
 use artifacts_schemas::{
     parse_json, BuildAccepted, BuildKind, Failure, ImageBuildRequest, ImageBuildSummary, ImageJob, ImageRepository,
     RequestError,
@@ -74,20 +73,13 @@ async fn accept(nats: &Nats, settings: &Settings, message: &Message) -> Result<B
         },
     )
     .await?;
-    let build_id = submitted.build_id;
-    Ok(BuildAccepted {
-        status: AcceptedStatus::Queued,
-        error_message: None,
-        image_name: Some(format!(
-            "{}/{}:{}",
-            settings.registry.address,
-            ImageRepository::new(&request.component, &request.branch),
-            request.architecture.short()
-        )),
-        status_url: format!("/api/v1/builds/{build_id}"),
-        logs_url: format!("/api/v1/builds/{build_id}/logs"),
-        build_id,
-    })
+    let image_name = format!(
+        "{}/{}:{}",
+        settings.registry.address,
+        ImageRepository::new(&request.component, &request.branch),
+        request.architecture.short()
+    );
+    Ok(BuildAccepted::queued(submitted.build_id, Some(image_name)))
 }
 
 /// A context must already be in the uploads store as `contexts/<sha256 hex>`, and its content must hash

@@ -1,6 +1,7 @@
 //! The `lookup` function: answers `<prefix>.image.get`, `<prefix>.component.get`, `<prefix>.build.get`
 //! and `<prefix>.build.list` from the JetStream key-value buckets, with the same JSON the gateway
-//! answers over HTTP.
+//! answers over HTTP. A lookup of an absent component whose source is known starts its build through
+//! `<prefix>.component.build` (the design page's "if not exists: clone and build").
 
 use async_nats::jetstream::kv;
 use async_nats::Message;
@@ -10,13 +11,15 @@ use tokio_util::sync::CancellationToken;
 use artifacts_runtime::nats::{read_json, unavailable};
 use artifacts_runtime::service::{self, Reply, ServiceSpec};
 use artifacts_runtime::Nats;
+use artifacts_schemas::names::slug_with_hash;
 use artifacts_schemas::{
-    parse_json, BuildList, BuildListQuery, BuildQuery, BuildRecord, ComponentLookupReply, ComponentQuery,
-    ComponentRecord, Endpoint, ImageLookupReply, ImageQuery, ImageRecord, RequestError,
+    parse_json, BuildAccepted, BuildList, BuildListQuery, BuildQuery, BuildRecord, ComponentBuildRequest,
+    ComponentLookupReply, ComponentQuery, ComponentRecord, ComponentSource, Endpoint, ImageLookupReply, ImageQuery,
+    ImageRecord, RequestError,
 };
 
 pub async fn run(nats: Nats, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let stores = nats.stores.clone();
+    let handler_nats = nats.clone();
     service::serve(
         &nats,
         ServiceSpec {
@@ -26,18 +29,19 @@ pub async fn run(nats: Nats, shutdown: CancellationToken) -> anyhow::Result<()> 
             metadata: Default::default(),
         },
         move |endpoint, message| {
-            let stores = stores.clone();
-            async move { answer(&stores, endpoint, &message).await }
+            let nats = handler_nats.clone();
+            async move { answer(&nats, endpoint, &message).await }
         },
         shutdown,
     )
     .await
 }
 
-async fn answer(stores: &artifacts_runtime::nats::Stores, endpoint: Endpoint, message: &Message) -> Reply {
+async fn answer(nats: &Nats, endpoint: Endpoint, message: &Message) -> Reply {
+    let stores = &nats.stores;
     let result = match endpoint {
         Endpoint::ImageGet => image(&stores.images, message).await,
-        Endpoint::ComponentGet => component(&stores.components, message).await,
+        Endpoint::ComponentGet => component(nats, message).await,
         Endpoint::BuildGet => build(&stores.builds, message).await,
         Endpoint::BuildList => builds(&stores.builds, message).await,
         other => Err(RequestError::internal(format!("lookup does not serve {}", other.suffix()))),
@@ -53,12 +57,31 @@ async fn image(images: &kv::Store, message: &Message) -> Result<Reply, RequestEr
     })
 }
 
-async fn component(components: &kv::Store, message: &Message) -> Result<Reply, RequestError> {
+/// A stored component, or, when it is absent but its source is known (the query's `url`, or the source
+/// of an earlier build), its build: started through `<prefix>.component.build` on behalf of the asker.
+async fn component(nats: &Nats, message: &Message) -> Result<Reply, RequestError> {
     let query: ComponentQuery = parse_json(&message.payload)?;
-    Ok(match read_json::<ComponentRecord>(components, &query.record_key()).await? {
-        Some(record) => Reply::ok(&ComponentLookupReply::found(&query, record)),
-        None => Reply::with_code(404, &ComponentLookupReply::not_found(&query)),
-    })
+    if let Some(record) = read_json::<ComponentRecord>(&nats.stores.components, &query.record_key()).await? {
+        return Ok(Reply::ok(&ComponentLookupReply::found(&query, record)));
+    }
+    let known = read_json::<ComponentSource>(&nats.stores.sources, &slug_with_hash(query.component.as_str())).await?;
+    let Some(url) = query.url.clone().or(known.map(|source| source.url)) else {
+        return Ok(Reply::with_code(404, &ComponentLookupReply::not_found(&query)));
+    };
+    let request = ComponentBuildRequest {
+        url,
+        component: query.component.clone(),
+        tag: query.tag.clone(),
+        architecture: query.architecture,
+    };
+    let payload = serde_json::to_vec(&request).expect("requests serialise");
+    let headers = message.headers.clone().unwrap_or_default();
+    let reply = service::call(nats, Endpoint::ComponentBuild, headers, payload.into()).await;
+    if reply.is_failure() {
+        return Ok(reply);
+    }
+    let accepted: BuildAccepted = parse_json(&reply.body)?;
+    Ok(Reply::with_code(202, &ComponentLookupReply::building(accepted)))
 }
 
 async fn build(builds: &kv::Store, message: &Message) -> Result<Reply, RequestError> {

@@ -34,10 +34,12 @@ fn refused(why: String) -> ArchiveError {
 }
 
 /// Reads a tar or gzip-compressed tar, calling `visit` with each checked entry and its clean relative
-/// path. Returns the number of entries.
+/// path, less its first `strip` components (entries left with no path are skipped). Returns the number of
+/// entries.
 pub fn for_each_entry(
     reader: impl Read,
     limits: Limits,
+    strip: usize,
     mut visit: impl FnMut(&Path, &mut tar::Entry<'_, Box<dyn Read + '_>>) -> std::io::Result<()>,
 ) -> Result<u64, ArchiveError> {
     let mut buffered = BufReader::with_capacity(128 * 1024, reader);
@@ -56,8 +58,11 @@ pub fn for_each_entry(
             return Err(refused(format!("its contents exceed {} bytes", limits.max_bytes)));
         }
         let raw = entry.path()?.into_owned();
-        let path = clean_relative(&raw)
-            .ok_or_else(|| refused(format!("entry {:?} is absolute or climbs out with '..'", raw.display())))?;
+        let path: PathBuf = clean_relative(&raw)
+            .ok_or_else(|| refused(format!("entry {:?} is absolute or climbs out with '..'", raw.display())))?
+            .components()
+            .skip(strip)
+            .collect();
         match entry.header().entry_type() {
             EntryType::Regular | EntryType::Continuous | EntryType::Directory => {}
             EntryType::Symlink => {
@@ -153,7 +158,7 @@ mod tests {
 
     fn check(bytes: &[u8]) -> Result<Vec<String>, ArchiveError> {
         let mut seen = Vec::new();
-        for_each_entry(bytes, LIMITS, |path, _| {
+        for_each_entry(bytes, LIMITS, 0, |path, _| {
             seen.push(path.display().to_string());
             Ok(())
         })?;

@@ -106,6 +106,12 @@ pub struct BuildSettings {
     pub ack_wait_secs: u64,
     /// The largest build context accepted, in bytes (uncompressed).
     pub max_context_bytes: u64,
+    /// The image component build commands run in when `artifact.toml` names none.
+    pub builder_image: String,
+    /// Most processes a component build container may run.
+    pub pids_limit: i64,
+    /// The largest component artifact, in bytes (uncompressed).
+    pub max_artifact_bytes: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -113,6 +119,8 @@ pub struct BuildSettings {
 pub struct GitSettings {
     /// URL schemes a component may be cloned from.
     pub allowed_schemes: Vec<String>,
+    /// A clone taking longer fails.
+    pub clone_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -218,13 +226,16 @@ impl Default for BuildSettings {
             max_attempts: 3,
             ack_wait_secs: 60,
             max_context_bytes: 1024 * 1024 * 1024,
+            builder_image: "busybox:latest".into(),
+            pids_limit: 512,
+            max_artifact_bytes: 10 * 1024 * 1024 * 1024,
         }
     }
 }
 
 impl Default for GitSettings {
     fn default() -> Self {
-        Self { allowed_schemes: vec!["https".into()] }
+        Self { allowed_schemes: vec!["https".into()], clone_timeout_secs: 300 }
     }
 }
 

@@ -37,6 +37,8 @@ pub struct Stores {
     pub uploads: object_store::ObjectStore,
     /// Which build is queued or running for a submission's content hash (identical builds run once).
     pub active: kv::Store,
+    /// Where each component's source is known from, by component.
+    pub sources: kv::Store,
 }
 
 /// Names of the JetStream resources under a subject prefix: `artifacts` gives `artifacts_builds`,
@@ -64,6 +66,9 @@ impl ResourceNames {
     }
     pub fn uploads_bucket(&self) -> String {
         format!("{}_uploads", self.base)
+    }
+    pub fn sources_bucket(&self) -> String {
+        format!("{}_sources", self.base)
     }
     pub fn active_bucket(&self) -> String {
         format!("{}_active", self.base)
@@ -154,12 +159,13 @@ pub async fn ensure_resources(js: &jetstream::Context, subjects: &Subjects) -> a
     .context("logs stream")?;
     let builds = key_value(js, names.builds_bucket(), "Build records by build id", 1).await?;
     let active = key_value(js, names.active_bucket(), "Queued or running build per submission hash", 1).await?;
+    let sources = key_value(js, names.sources_bucket(), "Where each component's source is known from", 1).await?;
     let images = key_value(js, names.images_bucket(), "Latest image per component/branch/architecture", 10).await?;
     let components =
         key_value(js, names.components_bucket(), "Latest component per component/tag/architecture", 10).await?;
     let archives = object_store(js, names.archives_bucket(), "Component tarballs (.tar.gz)").await?;
     let uploads = object_store(js, names.uploads_bucket(), "Build sources: Dockerfiles and contexts").await?;
-    Ok(Stores { builds, images, components, archives, uploads, active })
+    Ok(Stores { builds, images, components, archives, uploads, active, sources })
 }
 
 /// Each build keeps at most this many log lines (the oldest go first).

@@ -2,18 +2,18 @@
 //! component; `GET /api/v1/components/{component}/{tag}/{architecture}/archive` streams its tarball.
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use tokio_util::io::ReaderStream;
 
 use artifacts_schemas::{
-    parse_json, Architecture, BuildAccepted, ComponentBuildRequest, ComponentLookupReply, ComponentLookupStatus,
-    ComponentName, ComponentQuery, Endpoint, ErrorReply, GitUrl, RequestError, TagName,
+    parse_json, Architecture, BuildAccepted, BuildRecord, ComponentBuildRequest, ComponentLookupReply,
+    ComponentLookupStatus, ComponentName, ComponentQuery, Endpoint, ErrorReply, GitUrl, RequestError, TagName,
 };
 
-use super::{not_available, request};
+use super::{request, request_as, submitted, Wait};
 use crate::auth::{Caller, Identity, Scope};
 use crate::error::ApiError;
 use crate::input::{body_bytes, QueryOrJson};
@@ -42,6 +42,7 @@ use crate::state::AppState;
 pub async fn get_component(
     State(state): State<AppState>,
     caller: Caller,
+    identity: Identity,
     headers: HeaderMap,
     QueryOrJson(query): QueryOrJson<ComponentQuery>,
 ) -> Result<Response, ApiError> {
@@ -49,7 +50,7 @@ pub async fn get_component(
     if let Some(url) = &query.url {
         GitUrl::parse(url, &state.settings.git.allowed_schemes)?;
     }
-    let reply = request(&state, Endpoint::ComponentGet, &query).await;
+    let reply = request_as(&state, Endpoint::ComponentGet, &identity.requested_by(&caller), &query).await;
     if reply.is_failure() {
         return Ok(relay(reply));
     }
@@ -78,9 +79,11 @@ fn base_url(state: &AppState, headers: &HeaderMap) -> String {
 /// Clone a repository at a tag, build it in a container and store the result.
 #[utoipa::path(
     post, path = "/api/v1/components", tag = "components",
+    params(("wait" = Option<u64>, Query, description = "Wait up to this many seconds for the build to end")),
     request_body = ComponentBuildRequest,
     responses(
         (status = 202, description = "Queued", body = BuildAccepted),
+        (status = 200, description = "With `wait`: the build ended in time", body = BuildRecord),
         (status = 400, description = "Bad input", body = ErrorReply),
         (status = 401, description = "No or bad API key", body = ErrorReply),
         (status = 403, description = "The key lacks the build scope", body = ErrorReply),
@@ -91,13 +94,15 @@ fn base_url(state: &AppState, headers: &HeaderMap) -> String {
 pub async fn post_component(
     State(state): State<AppState>,
     caller: Caller,
-    _identity: Identity,
+    identity: Identity,
+    Query(wait): Query<Wait>,
     request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Build)?;
     let submission: ComponentBuildRequest = parse_json(&body_bytes(request, &state).await?)?;
     GitUrl::parse(&submission.url, &state.settings.git.allowed_schemes)?;
-    Err(not_available("component builds"))
+    let reply = request_as(&state, Endpoint::ComponentBuild, &identity.requested_by(&caller), &submission).await;
+    submitted(&state, reply, wait).await
 }
 
 /// Download a component's `.tar.gz`.

@@ -176,10 +176,11 @@ async fn upload_context(state: &AppState, mut field: Field<'_>) -> Result<String
     drop(file);
     let path = spool.path().to_path_buf();
     let limits = Limits::for_contexts(&state.settings.build);
-    let checked =
-        tokio::task::spawn_blocking(move || archive::for_each_entry(std::fs::File::open(path)?, limits, |_, _| Ok(())))
-            .await
-            .map_err(|err| unavailable(&err))?;
+    let checked = tokio::task::spawn_blocking(move || {
+        archive::for_each_entry(std::fs::File::open(path)?, limits, 0, |_, _| Ok(()))
+    })
+    .await
+    .map_err(|err| unavailable(&err))?;
     checked.map_err(|err| {
         RequestError::invalid(format!("context: {err} (send a tar or tar.gz of the build directory)"))
     })?;

@@ -27,3 +27,16 @@ pub struct BuildAccepted {
     /// `/api/v1/builds/{buildId}/logs`.
     pub logs_url: String,
 }
+
+impl BuildAccepted {
+    pub fn queued(build_id: BuildId, image_name: Option<String>) -> Self {
+        Self {
+            status: AcceptedStatus::Queued,
+            error_message: None,
+            image_name,
+            status_url: format!("/api/v1/builds/{build_id}"),
+            logs_url: format!("/api/v1/builds/{build_id}/logs"),
+            build_id,
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! One component build: clone, read the recipe, fetch the dependencies (building absent ones first),
+//! run the command in a container, store the output. The attempt loop around it (attempt counting,
+//! timeout, retries, records) is `artifacts_runtime::attempt`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use artifacts_runtime::archive::Limits;
+use artifacts_runtime::attempt::{Build, BuildFailure};
+use artifacts_runtime::builds;
+use artifacts_runtime::configuration::redact_url;
+use artifacts_runtime::logs::BuildLog;
+use artifacts_runtime::nats::{read_json, ResourceNames};
+use artifacts_runtime::{Nats, Settings};
+use artifacts_schemas::names::slug_with_hash;
+use artifacts_schemas::{
+    BuildId, BuildStatus, ComponentBuildRequest, ComponentJob, ComponentQuery, ComponentRecord, ComponentSource,
+    DependencyUsed, GitUrl, Timestamp,
+};
+
+use crate::container::{pack_inputs, Container};
+use crate::recipe::{self, Dependency};
+use crate::{git, output, submit};
+
+/// Files in a component tarball or dependency.
+const MAX_ARTIFACT_ENTRIES: u64 = 1_000_000;
+
+pub struct ComponentBuild {
+    pub nats: Nats,
+    pub settings: Arc<Settings>,
+    pub job: ComponentJob,
+}
+
+impl ComponentBuild {
+    fn limits(&self) -> Limits {
+        Limits { max_bytes: self.settings.build.max_artifact_bytes, max_entries: MAX_ARTIFACT_ENTRIES }
+    }
+
+    /// `component@tag`, as the cycle check writes it.
+    fn label(component: &str, tag: &str) -> String {
+        format!("{component}@{tag}")
+    }
+
+    fn query(&self) -> ComponentQuery {
+        ComponentQuery {
+            component: self.job.component.clone(),
+            tag: self.job.tag.clone(),
+            architecture: self.job.architecture,
+            url: None,
+        }
+    }
+}
+
+impl Build for ComponentBuild {
+    type Output = ComponentRecord;
+
+    fn build_id(&self) -> &BuildId {
+        &self.job.build_id
+    }
+
+    fn describe(&self) -> String {
+        format!("component {} tag {} for {}", self.job.component, self.job.tag, self.job.architecture)
+    }
+
+    async fn run(&self, log: &mut BuildLog) -> Result<ComponentRecord, BuildFailure> {
+        let job = &self.job;
+        let settings = &self.settings;
+        let url =
+            GitUrl::parse(&job.url, &settings.git.allowed_schemes).map_err(|err| BuildFailure::Permanent(err.0))?;
+        let shown_url = redact_url(url.as_str());
+        log.write(&format!("cloning {shown_url} at {}", job.tag)).await;
+        let checkout = git::clone(&url, &job.tag, &settings.git).await?;
+        log.write(&format!("commit {}", checkout.commit)).await;
+        let recipe = recipe::read(&checkout.path).map_err(BuildFailure::Permanent)?;
+
+        let work = tempfile::tempdir().map_err(|err| BuildFailure::Passing(format!("no room to build: {err}")))?;
+        let dependencies = self.fetch_dependencies(&recipe.depends, work.path(), log).await?;
+
+        let docker = artifacts_runtime::docker::connect(settings).await.map_err(BuildFailure::Passing)?;
+        let image = recipe.image.clone().unwrap_or_else(|| settings.build.builder_image.clone());
+        log.write(&format!("running {:?} in {image}", recipe.command)).await;
+        let container =
+            Container::create(&docker, &settings.build, &image, &recipe, job.architecture.platform()).await?;
+        let inputs = work.path().join("inputs.tar");
+        let unpacked: Vec<_> = dependencies.iter().map(|(used, path)| (used.component.clone(), path.clone())).collect();
+        let (source, output_dir, limits, packed) =
+            (checkout.path.clone(), recipe.output.clone(), self.limits(), inputs.clone());
+        tokio::task::spawn_blocking(move || pack_inputs(&source, &unpacked, &output_dir, limits, &packed))
+            .await
+            .map_err(|err| BuildFailure::Passing(format!("packing the inputs stopped: {err}")))?
+            .map_err(|err| BuildFailure::Permanent(format!("a dependency or the source: {err}")))?;
+        container.upload(&inputs).await?;
+        container.run(log).await?;
+
+        let query = self.query();
+        let object = format!("{}/{}.tar.gz", query.record_key(), job.build_id);
+        let stored =
+            output::store(container.download(&recipe.output), &self.nats.stores.archives, &object, self.limits())
+                .await?;
+        log.write(&format!("stored {} bytes as {object} ({})", stored.size, stored.digest)).await;
+        Ok(ComponentRecord {
+            component: job.component.clone(),
+            tag: job.tag.clone(),
+            architecture: job.architecture,
+            url: shown_url,
+            commit: checkout.commit.clone(),
+            builder_image: image,
+            dependencies: dependencies.into_iter().map(|(used, _)| used).collect(),
+            digest: stored.digest,
+            size: stored.size,
+            bucket: ResourceNames::new(&self.nats.subjects).archives_bucket(),
+            object,
+            build_id: job.build_id.clone(),
+            built_at: Timestamp::now(),
+        })
+    }
+
+    async fn store(&self, record: &ComponentRecord, log: &mut BuildLog) -> Result<(), String> {
+        let components = &self.nats.stores.components;
+        let key = self.query().record_key();
+        let previous: Option<ComponentRecord> = read_json(components, &key).await.map_err(|err| err.message)?;
+        let bytes = serde_json::to_vec(record).expect("records serialise");
+        components.put(&key, bytes.into()).await.map_err(|err| err.to_string())?;
+        if let Some(previous) = previous.filter(|p| p.object != record.object) {
+            // Downloads already streaming the old tarball may fail; new lookups see the new one.
+            let _ = self.nats.stores.archives.delete(&previous.object).await;
+        }
+        log.write(&format!("component {}@{} is {}", record.component, record.tag, record.digest)).await;
+        Ok(())
+    }
+}
+
+impl ComponentBuild {
+    /// Downloads each dependency's tarball into `dir`. A dependency that is absent but whose source is
+    /// known is submitted, and this build waits for it (without counting an attempt); a cycle, an unknown
+    /// source or a failed dependency build fails this build.
+    async fn fetch_dependencies(
+        &self,
+        depends: &[Dependency],
+        dir: &Path,
+        log: &mut BuildLog,
+    ) -> Result<Vec<(DependencyUsed, PathBuf)>, BuildFailure> {
+        let job = &self.job;
+        let mut chain = job.dependents.clone();
+        chain.push(Self::label(job.component.as_str(), job.tag.as_str()));
+        let mut fetched = Vec::new();
+        let mut waiting = Vec::new();
+        for dependency in depends {
+            let label = Self::label(dependency.component.as_str(), dependency.tag.as_str());
+            if let Some(start) = chain.iter().position(|c| c == &label) {
+                let cycle: Vec<&str> = chain[start..].iter().map(String::as_str).chain([label.as_str()]).collect();
+                return Err(BuildFailure::Permanent(format!("dependency cycle: {}", cycle.join(" -> "))));
+            }
+            let query = ComponentQuery {
+                component: dependency.component.clone(),
+                tag: dependency.tag.clone(),
+                architecture: job.architecture,
+                url: None,
+            };
+            let stored: Option<ComponentRecord> = read_json(&self.nats.stores.components, &query.record_key())
+                .await
+                .map_err(|e| BuildFailure::Passing(e.message))?;
+            match stored {
+                Some(record) => {
+                    let path = dir.join(format!("dependency-{}.tar.gz", fetched.len()));
+                    self.download(&record.object, &path).await?;
+                    log.write(&format!("dependency {label}: {}", record.digest)).await;
+                    let used = DependencyUsed {
+                        component: record.component,
+                        tag: record.tag,
+                        digest: record.digest,
+                        build_id: record.build_id,
+                    };
+                    fetched.push((used, path));
+                }
+                None => waiting.push(self.build_dependency(dependency, &label, &chain).await?),
+            }
+        }
+        if waiting.is_empty() {
+            Ok(fetched)
+        } else {
+            Err(BuildFailure::Waiting(format!("waiting for dependencies: {}", waiting.join(", "))))
+        }
+    }
+
+    /// Submits an absent dependency's build; answers `label (build <id>)`. Refuses when the build this
+    /// one waited for last time failed.
+    async fn build_dependency(
+        &self,
+        dependency: &Dependency,
+        label: &str,
+        chain: &[String],
+    ) -> Result<String, BuildFailure> {
+        let source: Option<ComponentSource> =
+            read_json(&self.nats.stores.sources, &slug_with_hash(dependency.component.as_str()))
+                .await
+                .map_err(|e| BuildFailure::Passing(e.message))?;
+        let Some(source) = source else {
+            return Err(BuildFailure::Permanent(format!(
+                "dependency {label} is not built and its source is unknown: build it first (POST /api/v1/components)"
+            )));
+        };
+        if let Some(failed) = self.dependency_failed_before(label).await {
+            return Err(BuildFailure::Permanent(format!("dependency {label} failed to build: {failed}")));
+        }
+        let request = ComponentBuildRequest {
+            url: source.url,
+            component: dependency.component.clone(),
+            tag: dependency.tag.clone(),
+            architecture: self.job.architecture,
+        };
+        let record = builds::read(&self.nats, &self.job.build_id).await.ok().flatten();
+        let requested_by = record.map(|r| r.requested_by).unwrap_or_default();
+        let accepted = submit::queue(&self.nats, &request, requested_by, chain.to_vec())
+            .await
+            .map_err(|err| BuildFailure::Passing(err.message))?;
+        Ok(format!("{label} (build {})", accepted.build_id))
+    }
+
+    /// The error of the dependency build named in this build's last waiting message, if it failed.
+    async fn dependency_failed_before(&self, label: &str) -> Option<String> {
+        let record = builds::read(&self.nats, &self.job.build_id).await.ok().flatten()?;
+        let message = record.error_message?;
+        let after = message.split(&format!("{label} (build ")).nth(1)?;
+        let build_id = BuildId::parse(after.split(')').next()?).ok()?;
+        let dependency = builds::read(&self.nats, &build_id).await.ok().flatten()?;
+        (dependency.status == BuildStatus::Failed).then(|| dependency.error_message.unwrap_or_default())
+    }
+
+    async fn download(&self, object: &str, path: &Path) -> Result<(), BuildFailure> {
+        let passing = |err: &dyn std::fmt::Display| BuildFailure::Passing(format!("cannot fetch a dependency: {err}"));
+        let mut reader = self.nats.stores.archives.get(object).await.map_err(|err| passing(&err))?;
+        let mut file = tokio::fs::File::create(path).await.map_err(|err| passing(&err))?;
+        tokio::io::copy(&mut reader, &mut file).await.map_err(|err| passing(&err))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,176 @@
+//! The build container: the builder image, the source and dependencies copied in (no host mounts), the
+//! network off by default, every capability dropped, `no-new-privileges`, and limits on memory, CPU and
+//! processes. The container is removed however the build ends, timeouts and cancellations included.
+
+use std::path::{Path, PathBuf};
+
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+};
+use bollard::Docker;
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use tokio_util::io::ReaderStream;
+
+use artifacts_runtime::archive::{self, ArchiveError, Limits};
+use artifacts_runtime::attempt::BuildFailure;
+use artifacts_runtime::configuration::BuildSettings;
+use artifacts_runtime::logs::BuildLog;
+use artifacts_schemas::ComponentName;
+
+use crate::recipe::Recipe;
+
+/// Where the source is inside the container (the command's working directory).
+const SOURCE_DIR: &str = "/src";
+
+pub struct Container {
+    docker: Docker,
+    id: String,
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let (docker, id) = (self.docker.clone(), self.id.clone());
+        tokio::spawn(async move {
+            let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+            if let Err(err) = docker.remove_container(&id, Some(options)).await {
+                tracing::warn!(%err, container = %id, "could not remove a build container");
+            }
+        });
+    }
+}
+
+impl Container {
+    pub async fn create(
+        docker: &Docker,
+        settings: &BuildSettings,
+        image: &str,
+        recipe: &Recipe,
+        platform: &str,
+    ) -> Result<Self, BuildFailure> {
+        let host_config = HostConfig {
+            network_mode: Some(settings.network.clone()),
+            memory: Some(settings.memory_bytes.min(i64::MAX as u64) as i64),
+            nano_cpus: Some((settings.cpus * 1e9) as i64),
+            pids_limit: Some(settings.pids_limit),
+            cap_drop: Some(vec!["ALL".into()]),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(image.to_owned()),
+            cmd: Some(recipe.command.clone()),
+            entrypoint: Some(Vec::new()),
+            working_dir: Some(SOURCE_DIR.into()),
+            env: Some(vec![format!("ARTIFACT_OUT={}", recipe.output)]),
+            network_disabled: Some(settings.network == "none"),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::default().platform(platform).build();
+        let created = docker.create_container(Some(options), body).await.map_err(|err| match err {
+            bollard::errors::Error::DockerResponseServerError { status_code: 404, .. } => BuildFailure::Permanent(format!(
+                "the builder image {image} is not on this worker's Docker engine (for {platform}): load it, or name another in artifact.toml"
+            )),
+            other => BuildFailure::Passing(format!("cannot create the build container: {other}")),
+        })?;
+        Ok(Self { docker: docker.clone(), id: created.id })
+    }
+
+    /// Copies a tar (from [`pack_inputs`]) into the container's root.
+    pub async fn upload(&self, tar: &Path) -> Result<(), BuildFailure> {
+        let file = tokio::fs::File::open(tar).await.map_err(|err| BuildFailure::Passing(err.to_string()))?;
+        let body = bollard::body_try_stream(ReaderStream::with_capacity(file, 128 * 1024));
+        let options = UploadToContainerOptionsBuilder::default().path("/").build();
+        self.docker
+            .upload_to_container(&self.id, Some(options), body)
+            .await
+            .map_err(|err| BuildFailure::Passing(format!("cannot copy the source into the build container: {err}")))
+    }
+
+    /// Runs the command to its end, every output line into the log.
+    pub async fn run(&self, log: &mut BuildLog) -> Result<(), BuildFailure> {
+        self.docker
+            .start_container(&self.id, None)
+            .await
+            .map_err(|err| BuildFailure::Permanent(format!("the build command cannot start: {err}")))?;
+        let options = LogsOptionsBuilder::default().follow(true).stdout(true).stderr(true).build();
+        let mut output = self.docker.logs(&self.id, Some(options));
+        while let Some(chunk) = output.next().await {
+            match chunk {
+                Ok(chunk) => log.write(&chunk.to_string()).await,
+                Err(err) => return Err(BuildFailure::Passing(format!("lost the build container's output: {err}"))),
+            }
+        }
+        let exit = self.docker.wait_container(&self.id, None).next().await;
+        let code = match exit {
+            Some(Ok(response)) => response.status_code,
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
+            Some(Err(err)) => return Err(BuildFailure::Passing(format!("lost the build container: {err}"))),
+            None => return Err(BuildFailure::Passing("lost the build container".into())),
+        };
+        if code != 0 {
+            return Err(BuildFailure::Permanent(format!(
+                "the build command exited with code {code}\nlast log lines:\n{}",
+                log.tail()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The directory as Docker streams it: a tar whose top directory is the path's base name.
+    pub fn download(
+        &self,
+        path: &str,
+    ) -> impl Stream<Item = Result<Bytes, bollard::errors::Error>> + Send + Unpin + 'static {
+        let options = DownloadFromContainerOptionsBuilder::default().path(path).build();
+        Box::pin(self.docker.download_from_container(&self.id, Some(options)))
+    }
+}
+
+/// Writes the container's inputs into a tar at `dest`: the checkout under `src/` (without `.git`, links
+/// kept as links), each dependency's archive under `deps/<component>/`, and an empty output directory.
+pub fn pack_inputs(
+    checkout: &Path,
+    dependencies: &[(ComponentName, PathBuf)],
+    output: &str,
+    limits: Limits,
+    dest: &Path,
+) -> Result<(), ArchiveError> {
+    let mut builder = tar::Builder::new(std::io::BufWriter::new(std::fs::File::create(dest)?));
+    builder.follow_symlinks(false);
+    directory(&mut builder, Path::new("src"))?;
+    for entry in std::fs::read_dir(checkout)? {
+        let entry = entry?;
+        if entry.file_name() == ".git" {
+            continue;
+        }
+        let inside = Path::new("src").join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            builder.append_dir_all(&inside, entry.path())?;
+        } else {
+            builder.append_path_with_name(entry.path(), &inside)?;
+        }
+    }
+    for (component, tarball) in dependencies {
+        let root = Path::new("deps").join(component.as_str());
+        directory(&mut builder, &root)?;
+        archive::for_each_entry(std::fs::File::open(tarball)?, limits, 0, |path, entry| {
+            let mut header = entry.header().clone();
+            builder.append_data(&mut header, root.join(path), entry)
+        })?;
+    }
+    directory(&mut builder, Path::new(output.trim_start_matches('/')))?;
+    builder.into_inner()?.into_inner().map_err(|err| err.into_error())?;
+    Ok(())
+}
+
+fn directory(builder: &mut tar::Builder<impl std::io::Write>, path: &Path) -> std::io::Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Directory);
+    header.set_mode(0o755);
+    header.set_size(0);
+    builder.append_data(&mut header, path, std::io::empty())
+}

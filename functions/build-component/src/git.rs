@@ -1,0 +1,100 @@
+//! A safe shallow clone of an untrusted URL at an untrusted ref.
+//!
+//! The URL and the tag were checked where they entered (`GitUrl`, `TagName`: nothing starts with `-`, no
+//! transport helpers, only allowed schemes), and git is run so that neither could become an option
+//! (`--` before the positionals) and nothing outside the clone steers it: no system or global config, a
+//! fresh `HOME`, no prompts, `GIT_ALLOW_PROTOCOL` limited to the allowed schemes, no submodules, a time
+//! limit. The URL may carry credentials: every message shows it redacted.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::Command;
+
+use artifacts_runtime::attempt::BuildFailure;
+use artifacts_runtime::configuration::{redact_url, GitSettings};
+use artifacts_schemas::{GitUrl, TagName};
+
+pub struct Checkout {
+    /// Holds the clone and the empty `HOME` git ran with; both go when this does.
+    _dir: tempfile::TempDir,
+    pub path: PathBuf,
+    pub commit: String,
+}
+
+pub async fn clone(url: &GitUrl, tag: &TagName, settings: &GitSettings) -> Result<Checkout, BuildFailure> {
+    let dir = tempfile::tempdir().map_err(|err| BuildFailure::Passing(format!("no room for a clone: {err}")))?;
+    let home = dir.path().join("home");
+    let path = dir.path().join("src");
+    std::fs::create_dir(&home).map_err(|err| BuildFailure::Passing(format!("no room for a clone: {err}")))?;
+    let shown = redact_url(url.as_str());
+    let mut clone = git(&home, settings);
+    clone
+        .args(["clone", "--quiet", "--depth", "1", "--single-branch", "--no-tags", "--branch"])
+        .arg(tag.as_str())
+        .arg("--")
+        .arg(url.as_str())
+        .arg(&path);
+    let timeout = Duration::from_secs(settings.clone_timeout_secs);
+    let output = match tokio::time::timeout(timeout, clone.output()).await {
+        Err(_) => {
+            return Err(BuildFailure::Passing(format!("cloning {shown} took longer than {}s", timeout.as_secs())))
+        }
+        Ok(Err(err)) => return Err(BuildFailure::Passing(format!("cannot run git: {err}"))),
+        Ok(Ok(output)) => output,
+    };
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr).replace(url.as_str(), &shown);
+        let stderr = stderr.trim();
+        let missing =
+            ["not found in upstream", "does not appear to be a git repository", "Repository not found", "not found"];
+        return Err(if stderr.contains("not found in upstream") {
+            BuildFailure::Permanent(format!("tag or branch {tag} was not found in {shown}"))
+        } else if missing.iter().any(|m| stderr.contains(m)) {
+            BuildFailure::Permanent(format!("cannot clone {shown}: {stderr}"))
+        } else {
+            BuildFailure::Passing(format!("cannot clone {shown}: {stderr}"))
+        });
+    }
+    let commit = rev_parse(&home, &path, settings).await?;
+    Ok(Checkout { _dir: dir, path, commit })
+}
+
+async fn rev_parse(home: &Path, repository: &Path, settings: &GitSettings) -> Result<String, BuildFailure> {
+    let output = git(home, settings)
+        .arg("-C")
+        .arg(repository)
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .await
+        .map_err(|err| BuildFailure::Passing(format!("cannot run git: {err}")))?;
+    let commit = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    if !output.status.success() || commit.len() < 40 {
+        return Err(BuildFailure::Permanent("the clone has no commit".into()));
+    }
+    Ok(commit)
+}
+
+/// git with nothing from the machine's or user's configuration.
+fn git(home: &Path, settings: &GitSettings) -> Command {
+    let protocols: Vec<&str> = settings
+        .allowed_schemes
+        .iter()
+        .map(String::as_str)
+        .filter(|s| matches!(*s, "https" | "http" | "ssh" | "git" | "file"))
+        .collect();
+    let mut command = Command::new("git");
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()))
+        .env("HOME", home)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_ALLOW_PROTOCOL", protocols.join(":"))
+        .env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    command
+}

@@ -1,0 +1,39 @@
+//! The `build-component` function: accepts `<prefix>.component.build` submissions ([`submit`]) and builds
+//! the queued jobs ([`build`]): a safe shallow clone ([`git`]), the repository's own instructions
+//! ([`recipe`]), its dependencies, a locked-down container ([`container`]), and the output streamed as a
+//! `.tar.gz` into the object store ([`output`]).
+
+pub mod build;
+pub mod container;
+pub mod git;
+pub mod output;
+pub mod recipe;
+pub mod submit;
+
+use tokio_util::sync::CancellationToken;
+
+use artifacts_runtime::builder::{self, BuilderSpec};
+use artifacts_runtime::{Nats, Settings};
+use artifacts_schemas::{BuildKind, ComponentJob, Endpoint};
+
+use crate::build::ComponentBuild;
+
+pub const SERVICE_NAME: &str = "artifacts-build-component";
+
+pub async fn run(settings: Settings, nats: Nats, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let spec = BuilderSpec {
+        service: SERVICE_NAME,
+        description: "Accepts component builds, clones and builds them in containers, stores the artifacts",
+        kind: BuildKind::Component,
+        endpoint: Endpoint::ComponentBuild,
+    };
+    builder::run(
+        settings,
+        nats,
+        shutdown,
+        spec,
+        |nats, settings, message| async move { submit::answer(&nats, &settings, &message).await },
+        |nats, settings, job: ComponentJob| ComponentBuild { nats, settings, job },
+    )
+    .await
+}
