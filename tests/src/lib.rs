@@ -145,8 +145,10 @@ pub async fn docker(args: &[&str]) -> String {
 
 /// A workspace binary (built by `cargo build --workspace --bins`, which scripts/test runs).
 pub fn workspace_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+    // Tests run from target/<profile>/deps/, benchmarks from target/<profile>/.
+    let exe = std::env::current_exe().expect("the running binary's path");
+    let dir = exe.parent().expect("a directory");
+    let dir = if dir.ends_with("deps") { dir.parent().expect("target/<profile>") } else { dir };
     let binary = dir.join(name);
     assert!(
         binary.exists(),

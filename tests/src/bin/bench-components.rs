@@ -1,0 +1,233 @@
+//! Benchmarks of component storage, each against its raw baseline in the same run:
+//!
+//! 1. Downloading a 1 GiB component through the gateway (a separate `artifacts-gateway` process, whose
+//!    peak resident memory is read from /proc) against a raw object-store get of the same object.
+//! 2. Storing a component (the worker's path: an uncompressed tar stream, as Docker gives it, rewritten,
+//!    gzipped and put into the object store) against `tar -czf` of the same directory to a file.
+//!
+//!     cargo run --release -p artifacts-tests --bin bench-components [-- MIB]
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use sha2::Digest;
+use tokio::io::AsyncReadExt;
+
+use artifacts_runtime::archive::Limits;
+use artifacts_schemas::{Architecture, BuildId, ComponentName, ComponentQuery, ComponentRecord, TagName, Timestamp};
+use artifacts_tests::{workspace_binary, TestApp, ADMIN_KEY};
+
+/// Incompressible bytes, quickly (xorshift).
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn mib_per_s(bytes: u64, took: Duration) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0) / took.as_secs_f64()
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+async fn download(app: &TestApp, size_mib: usize) {
+    let size = size_mib * 1024 * 1024;
+    let query = ComponentQuery {
+        component: ComponentName::parse("bench-big").unwrap(),
+        tag: TagName::parse("v1").unwrap(),
+        architecture: Architecture::Amd64,
+        url: None,
+    };
+    let object = format!("{}/bench.tar.gz", query.record_key());
+    let data = noise(size, 7);
+    let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&data)));
+    let started = Instant::now();
+    let mut reader = tokio::io::BufReader::with_capacity(128 * 1024, data.as_slice());
+    app.nats.stores.archives.put(object.as_str(), &mut reader).await.unwrap();
+    let put_took = started.elapsed();
+    drop(data);
+    let record = ComponentRecord {
+        component: query.component.clone(),
+        tag: query.tag.clone(),
+        architecture: query.architecture,
+        url: "https://example.com/big.git".into(),
+        commit: "0".repeat(40),
+        builder_image: "busybox:latest".into(),
+        dependencies: Vec::new(),
+        digest,
+        size: size as u64,
+        bucket: "artifacts_archives".into(),
+        object: object.clone(),
+        build_id: BuildId::generate(),
+        built_at: Timestamp::now(),
+    };
+    app.nats.stores.components.put(query.record_key(), serde_json::to_vec(&record).unwrap().into()).await.unwrap();
+
+    // The gateway under test runs as its own process, so its memory is its own.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut gateway = tokio::process::Command::new(workspace_binary("artifacts-gateway"))
+        .env("ARTIFACTS__NATS__URL", app.nats_server.url())
+        .env("ARTIFACTS__GATEWAY__LISTEN", format!("127.0.0.1:{port}"))
+        .env("ARTIFACTS_ADMIN_KEY", ADMIN_KEY)
+        .env("ARTIFACTS__LOG__FILTER", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let idle_rss = peak_rss_mib(gateway.id().unwrap());
+
+    let mut raw_runs = Vec::new();
+    let mut gateway_runs = Vec::new();
+    for _ in 0..2 {
+        let started = Instant::now();
+        let mut reader = app.nats.stores.archives.get(&object).await.unwrap();
+        let mut buffer = vec![0u8; 128 * 1024];
+        let mut total = 0u64;
+        loop {
+            let n = reader.read(&mut buffer).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+        }
+        assert_eq!(total, size as u64);
+        raw_runs.push(started.elapsed());
+
+        let url = format!("http://127.0.0.1:{port}/api/v1/components/bench-big/v1/amd64/archive");
+        let started = Instant::now();
+        let response =
+            app.http.get(&url).bearer_auth(ADMIN_KEY).timeout(Duration::from_secs(600)).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let mut body = response.bytes_stream();
+        let mut total = 0u64;
+        while let Some(chunk) = body.next().await {
+            total += chunk.unwrap().len() as u64;
+        }
+        assert_eq!(total, size as u64);
+        gateway_runs.push(started.elapsed());
+    }
+    let peak = peak_rss_mib(gateway.id().unwrap());
+    let _ = gateway.kill().await;
+    let best = |runs: &[Duration]| *runs.iter().min().unwrap();
+    let (raw, through) = (best(&raw_runs), best(&gateway_runs));
+    println!("### Download of a {size_mib} MiB component (best of 2)\n");
+    println!("| path | MiB/s | share of raw |");
+    println!("|---|---|---|");
+    println!("| raw object-store get | {:.0} | 100% |", mib_per_s(size as u64, raw));
+    println!(
+        "| GET .../archive through the gateway | {:.0} | {:.0}% |",
+        mib_per_s(size as u64, through),
+        100.0 * raw.as_secs_f64() / through.as_secs_f64()
+    );
+    println!(
+        "\ngateway peak RSS: {peak:.1} MiB (idle: {idle_rss:.1} MiB); object-store put took {:.1}s\n",
+        put_took.as_secs_f64()
+    );
+}
+
+/// A directory of mixed content: text (compressible) and noise.
+fn make_tree(root: &std::path::Path, size_mib: usize) {
+    let text: Vec<u8> = (0..)
+        .map(|i: u32| format!("line {i} of a build log, with some words repeated\n"))
+        .flat_map(String::into_bytes)
+        .take(1 << 20)
+        .collect();
+    for i in 0..size_mib {
+        let dir = root.join(format!("d{}", i % 16));
+        std::fs::create_dir_all(&dir).unwrap();
+        let content = if i % 2 == 0 { text.clone() } else { noise(1 << 20, i as u64) };
+        std::fs::write(dir.join(format!("f{i}.bin")), content).unwrap();
+    }
+}
+
+async fn store(app: &TestApp, size_mib: usize) {
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("out");
+    make_tree(&tree, size_mib);
+
+    let started = Instant::now();
+    let status = tokio::process::Command::new("tar")
+        .arg("-czf")
+        .arg(work.path().join("out.tar.gz"))
+        .arg("-C")
+        .arg(work.path())
+        .arg("out")
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+    let tar_took = started.elapsed();
+    let tar_size = std::fs::metadata(work.path().join("out.tar.gz")).unwrap().len();
+
+    let started = Instant::now();
+    let mut child = tokio::process::Command::new("tar")
+        .arg("-cf")
+        .arg("-")
+        .arg("-C")
+        .arg(work.path())
+        .arg("out")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stream = tokio_util::io::ReaderStream::with_capacity(child.stdout.take().unwrap(), 64 * 1024)
+        .map(|chunk| chunk.map_err(|err| bollard::errors::Error::IOError { err }));
+    let limits = Limits { max_bytes: u64::MAX, max_entries: u64::MAX };
+    let stored = artifacts_build_component::output::store(
+        Box::pin(stream),
+        &app.nats.stores.archives,
+        "bench/store.tar.gz",
+        limits,
+    )
+    .await
+    .unwrap_or_else(|_| panic!("storing failed"));
+    child.wait().await.unwrap();
+    let ours_took = started.elapsed();
+
+    println!("### Storing a {size_mib} MiB output directory\n");
+    println!("| path | seconds | MiB/s (input) | .tar.gz MiB | time vs tar -czf |");
+    println!("|---|---|---|---|---|");
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    println!(
+        "| tar -czf to a file | {:.2} | {:.0} | {:.1} | 1.00x |",
+        tar_took.as_secs_f64(),
+        size_mib as f64 / tar_took.as_secs_f64(),
+        mib(tar_size)
+    );
+    println!(
+        "| tar stream -> rewrite -> gzip -> object store | {:.2} | {:.0} | {:.1} | {:.2}x |",
+        ours_took.as_secs_f64(),
+        size_mib as f64 / ours_took.as_secs_f64(),
+        mib(stored.size),
+        ours_took.as_secs_f64() / tar_took.as_secs_f64()
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let size_mib: usize = std::env::args().nth(1).and_then(|n| n.parse().ok()).unwrap_or(1024);
+    let app = TestApp::spawn().await;
+    download(&app, size_mib).await;
+    store(&app, 256).await;
+}
