@@ -77,7 +77,7 @@ impl Build for ComponentBuild {
         let dependencies = self.fetch_dependencies(&recipe.depends, work.path(), log).await?;
 
         let docker = artifacts_runtime::docker::connect(settings).await.map_err(BuildFailure::Passing)?;
-        let image = recipe.image.clone().unwrap_or_else(|| settings.build.builder_image.clone());
+        let image = recipe.image.clone().unwrap_or_else(|| settings.builder_image(job.architecture).to_owned());
         log.write(&format!("running {:?} in {image}", recipe.command)).await;
         let container =
             Container::create(&docker, &settings.build, &image, &recipe, job.architecture.platform()).await?;

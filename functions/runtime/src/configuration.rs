@@ -108,6 +108,8 @@ pub struct BuildSettings {
     pub max_context_bytes: u64,
     /// The image component build commands run in when `artifact.toml` names none.
     pub builder_image: String,
+    /// Per-architecture builder images (keys `amd64`, `arm64`, `arm-v7`, `386`), before `builder_image`.
+    pub builder_images: std::collections::BTreeMap<String, String>,
     /// Most processes a component build container may run.
     pub pids_limit: i64,
     /// The largest component artifact, in bytes (uncompressed).
@@ -227,6 +229,7 @@ impl Default for BuildSettings {
             ack_wait_secs: 60,
             max_context_bytes: 1024 * 1024 * 1024,
             builder_image: "busybox:latest".into(),
+            builder_images: Default::default(),
             pids_limit: 512,
             max_artifact_bytes: 10 * 1024 * 1024 * 1024,
         }
@@ -306,6 +309,11 @@ impl Settings {
             ));
         }
         Ok(())
+    }
+
+    /// The builder image for component builds on `architecture` when the repository names none.
+    pub fn builder_image(&self, architecture: Architecture) -> &str {
+        self.build.builder_images.get(architecture.short()).unwrap_or(&self.build.builder_image)
     }
 
     /// The architectures of `build.architectures`, parsed (validated at load).
