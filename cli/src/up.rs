@@ -34,7 +34,8 @@ http:
 ";
 
 /// The function binaries, started in this order, after NATS and before the gateway.
-const FUNCTIONS: &[&str] = &["artifacts-lookup", "artifacts-build-image", "artifacts-build-component"];
+const FUNCTIONS: &[&str] =
+    &["artifacts-lookup", "artifacts-build-image", "artifacts-build-component", "artifacts-git-trigger"];
 
 const GRACE: Duration = Duration::from_secs(10);
 

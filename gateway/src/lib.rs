@@ -15,3 +15,4 @@ pub mod relay;
 pub mod routes;
 pub mod startup;
 pub mod state;
+pub mod webhook;

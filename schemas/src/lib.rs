@@ -25,7 +25,7 @@ pub use messages::image::{
     ImageBuildRequest, ImageBuildResult, ImageBuildSummary, ImageJob, ImageLookupReply, ImageQuery, ImageRecord,
     LookupStatus,
 };
-pub use messages::push::GitPushEvent;
+pub use messages::push::{normalize_repository, GitPushEvent, Trigger};
 pub use messages::reply::{parse_json, ErrorReply, Failure, RequestError};
 pub use messages::submission::{AcceptedStatus, BuildAccepted};
 pub use names::{Architecture, BranchName, ComponentName, GitUrl, ImageRepository, InvalidName, TagName, Username};

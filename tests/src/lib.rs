@@ -210,6 +210,9 @@ impl TestApp {
             let component_nats =
                 artifacts_runtime::nats::connect(&settings, "test-build-component").await.expect("NATS connects");
             tokio::spawn(artifacts_build_component::run(settings.clone(), component_nats, shutdown.clone()));
+            let trigger_nats =
+                artifacts_runtime::nats::connect(&settings, "test-git-trigger").await.expect("NATS connects");
+            tokio::spawn(artifacts_git_trigger::run(settings.clone(), trigger_nats, shutdown.clone()));
         }
 
         let gateway_nats = artifacts_runtime::nats::connect(&settings, "test-gateway").await.expect("NATS connects");

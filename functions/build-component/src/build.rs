@@ -208,6 +208,7 @@ impl ComponentBuild {
             component: dependency.component.clone(),
             tag: dependency.tag.clone(),
             architecture: self.job.architecture,
+            trigger: None,
         };
         let record = builds::read(&self.nats, &self.job.build_id).await.ok().flatten();
         let requested_by = record.map(|r| r.requested_by).unwrap_or_default();

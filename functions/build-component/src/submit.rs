@@ -44,6 +44,7 @@ pub async fn queue(
         component: request.component.clone(),
         tag: request.tag.clone(),
         architecture: request.architecture,
+        trigger: request.trigger.clone(),
     };
     let submitted = builds::submit(
         nats,

@@ -53,6 +53,7 @@ async fn accept(nats: &Nats, settings: &Settings, message: &Message) -> Result<B
         dockerfile_digest: format!("sha256:{dockerfile_hex}"),
         context_digest,
         build_args: request.build_args.clone(),
+        trigger: request.trigger.clone(),
     };
     let submitted = builds::submit(
         nats,

@@ -73,6 +73,7 @@ async fn component(nats: &Nats, message: &Message) -> Result<Reply, RequestError
         component: query.component.clone(),
         tag: query.tag.clone(),
         architecture: query.architecture,
+        trigger: None,
     };
     let payload = serde_json::to_vec(&request).expect("requests serialise");
     let headers = message.headers.clone().unwrap_or_default();

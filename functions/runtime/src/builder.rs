@@ -19,7 +19,7 @@ use artifacts_schemas::{Architecture, BuildKind, Endpoint, RequestError};
 
 use crate::attempt::{attempt, Build};
 use crate::jobs::{self, WorkerSpec};
-use crate::nats::unavailable;
+use crate::nats::{unavailable, ResourceNames};
 use crate::service::{self, Reply, ServiceSpec};
 use crate::{Nats, Settings};
 
@@ -67,6 +67,7 @@ where
     );
     let workers = architectures.into_iter().map(|architecture| {
         let worker = WorkerSpec {
+            stream: ResourceNames::new(&nats.subjects).jobs_stream(),
             consumer: format!("{}-{}", spec.kind.as_str(), architecture.short()),
             subject: nats.subjects.jobs(spec.kind, architecture),
             slots: settings.build.slots,

@@ -18,7 +18,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::nats::{Nats, ResourceNames};
+use crate::nats::Nats;
 
 /// How a job ended, and so what JetStream does with it.
 #[derive(Debug)]
@@ -30,6 +30,8 @@ pub enum Outcome {
 }
 
 pub struct WorkerSpec {
+    /// The stream the jobs are in.
+    pub stream: String,
     /// The durable consumer's name, shared by every worker that takes these jobs.
     pub consumer: String,
     pub subject: String,
@@ -81,13 +83,13 @@ where
 }
 
 async fn consumer(nats: &Nats, spec: &WorkerSpec) -> anyhow::Result<PullConsumer> {
-    let stream = nats.jetstream.get_stream(ResourceNames::new(&nats.subjects).jobs_stream()).await?;
+    let stream = nats.jetstream.get_stream(&spec.stream).await?;
     let consumer = stream
         .get_or_create_consumer(
             &spec.consumer,
             pull::Config {
                 durable_name: Some(spec.consumer.clone()),
-                description: Some(format!("build workers for {}", spec.subject)),
+                description: Some(format!("workers for {}", spec.subject)),
                 filter_subject: spec.subject.clone(),
                 ack_policy: AckPolicy::Explicit,
                 ack_wait: spec.ack_wait,

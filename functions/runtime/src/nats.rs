@@ -39,6 +39,8 @@ pub struct Stores {
     pub active: kv::Store,
     /// Where each component's source is known from, by component.
     pub sources: kv::Store,
+    /// Pushes the git trigger has handled, and the latest build it started per target.
+    pub pushes: kv::Store,
 }
 
 /// Names of the JetStream resources under a subject prefix: `artifacts` gives `artifacts_builds`,
@@ -69,6 +71,9 @@ impl ResourceNames {
     }
     pub fn sources_bucket(&self) -> String {
         format!("{}_sources", self.base)
+    }
+    pub fn pushes_bucket(&self) -> String {
+        format!("{}_pushes", self.base)
     }
     pub fn active_bucket(&self) -> String {
         format!("{}_active", self.base)
@@ -160,12 +165,14 @@ pub async fn ensure_resources(js: &jetstream::Context, subjects: &Subjects) -> a
     let builds = key_value(js, names.builds_bucket(), "Build records by build id", 1).await?;
     let active = key_value(js, names.active_bucket(), "Queued or running build per submission hash", 1).await?;
     let sources = key_value(js, names.sources_bucket(), "Where each component's source is known from", 1).await?;
+    let pushes =
+        key_value(js, names.pushes_bucket(), "Pushes handled by the git trigger, latest triggered builds", 1).await?;
     let images = key_value(js, names.images_bucket(), "Latest image per component/branch/architecture", 10).await?;
     let components =
         key_value(js, names.components_bucket(), "Latest component per component/tag/architecture", 10).await?;
     let archives = object_store(js, names.archives_bucket(), "Component tarballs (.tar.gz)").await?;
     let uploads = object_store(js, names.uploads_bucket(), "Build sources: Dockerfiles and contexts").await?;
-    Ok(Stores { builds, images, components, archives, uploads, active, sources })
+    Ok(Stores { builds, images, components, archives, uploads, active, sources, pushes })
 }
 
 /// Each build keeps at most this many log lines (the oldest go first).

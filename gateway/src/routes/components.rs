@@ -100,6 +100,8 @@ pub async fn post_component(
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Build)?;
     let submission: ComponentBuildRequest = parse_json(&body_bytes(request, &state).await?)?;
+    // Only the git trigger says what push a build answers.
+    let submission = ComponentBuildRequest { trigger: None, ..submission };
     GitUrl::parse(&submission.url, &state.settings.git.allowed_schemes)?;
     let reply = request_as(&state, Endpoint::ComponentBuild, &identity.requested_by(&caller), &submission).await;
     submitted(&state, reply, wait).await

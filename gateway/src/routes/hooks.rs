@@ -1,40 +1,81 @@
-//! `POST /api/v1/hooks/{github,gitlab,gitea}`: push webhooks. A forge whose secret is not configured has
-//! no hook (404), so an unconfigured service cannot be fed forged pushes.
+//! `POST /api/v1/hooks/{github,gitlab,gitea}`: push webhooks. The delivery is verified, normalised into a
+//! push event and stored in JetStream with `<forge>:<delivery id>` as `Nats-Msg-Id`, so a redelivered
+//! webhook collapses into one event; the answer comes within milliseconds, and the git trigger does the
+//! rest. A forge whose secret is not configured has no hook (404).
 
-use axum::extract::{Path, State};
-use axum::response::Response;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
 
 use artifacts_schemas::{ErrorReply, RequestError};
 
-use super::not_available;
 use crate::error::ApiError;
+use crate::input::body_bytes;
 use crate::state::AppState;
+use crate::webhook::{Delivery, Forge};
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HookReply {
+    /// `pong` for a ping, `accepted` for a push, `ignored` for other events.
+    status: &'static str,
+    error_message: Option<String>,
+    /// For a push: whether this delivery was seen before (and so changes nothing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duplicate: Option<bool>,
+}
 
 /// Receive a forge's push webhook.
 #[utoipa::path(
     post, path = "/api/v1/hooks/{forge}", tag = "hooks",
     params(("forge" = String, Path, description = "github, gitlab or gitea")),
     responses(
-        (status = 202, description = "Accepted"),
-        (status = 200, description = "Ping answered"),
+        (status = 202, description = "Push accepted (or another event ignored)", body = HookReply),
+        (status = 200, description = "Ping answered", body = HookReply),
         (status = 400, description = "Malformed body", body = ErrorReply),
         (status = 401, description = "Bad or missing signature", body = ErrorReply),
         (status = 404, description = "No secret is configured for this forge", body = ErrorReply),
-        (status = 503, description = "Unavailable", body = ErrorReply),
+        (status = 503, description = "NATS is unavailable", body = ErrorReply),
     )
 )]
-pub async fn receive(State(state): State<AppState>, Path(forge): Path<String>) -> Result<Response, ApiError> {
-    let hooks = &state.settings.hooks;
-    let (configured, setting) = match forge.as_str() {
-        "github" => (hooks.github.secret.is_some(), "hooks.github.secret"),
-        "gitea" => (hooks.gitea.secret.is_some(), "hooks.gitea.secret"),
-        "gitlab" => (hooks.gitlab.token.is_some(), "hooks.gitlab.token"),
-        _ => {
-            return Err(RequestError::not_found(format!("no webhook for {forge:?}: use github, gitlab or gitea")).into())
-        }
+pub async fn receive(
+    State(state): State<AppState>,
+    Path(forge): Path<String>,
+    headers: HeaderMap,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let forge = Forge::parse(&forge)?;
+    let body = body_bytes(request, &state).await?;
+    forge.verify(&state.settings.hooks, &headers, &body)?;
+    let reply = |code: StatusCode, status, duplicate| {
+        (code, Json(HookReply { status, error_message: None, duplicate })).into_response()
     };
-    if !configured {
-        return Err(RequestError::not_found(format!("the {forge} webhook is not configured: set {setting}")).into());
+    let event = match forge.read(&headers, &body)? {
+        Delivery::Ping => return Ok(reply(StatusCode::OK, "pong", None)),
+        Delivery::Ignored(event) => {
+            tracing::debug!(forge = forge.name(), %event, "ignoring a webhook event");
+            return Ok(reply(StatusCode::ACCEPTED, "ignored", None));
+        }
+        Delivery::Push(event) => event,
+    };
+    let delivery = event.delivery_id.clone().unwrap_or_else(|| hex::encode(Sha256::digest(&body)));
+    let mut nats_headers = async_nats::HeaderMap::new();
+    nats_headers.insert("Nats-Msg-Id", format!("{}:{delivery}", forge.name()).as_str());
+    let payload = serde_json::to_vec(&event).expect("events serialise");
+    let stored = async {
+        state
+            .nats
+            .jetstream
+            .publish_with_headers(state.nats.subjects.git_push(), nats_headers, payload.into())
+            .await?
+            .await
     }
-    Err(not_available("push webhooks"))
+    .await
+    .map_err(|err| RequestError::unavailable(format!("the push could not be stored: {err}")))?;
+    tracing::info!(forge = forge.name(), %delivery, repository = %event.repository, git_ref = %event.git_ref, duplicate = stored.duplicate, "push received");
+    Ok(reply(StatusCode::ACCEPTED, "accepted", Some(stored.duplicate)))
 }

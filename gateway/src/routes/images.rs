@@ -94,6 +94,8 @@ async fn parse_submission(request: Request, state: &AppState) -> Result<ImageBui
         )
         .into());
     };
+    // Only the git trigger says what push a build answers.
+    let submission = ImageBuildRequest { trigger: None, ..submission };
     if submission.dockerfile.len() > MAX_DOCKERFILE_BYTES {
         return Err(ApiError::new(Failure::TooLarge, "the Dockerfile is larger than 1 MiB"));
     }
@@ -154,6 +156,7 @@ async fn from_multipart(mut multipart: Multipart, state: &AppState) -> Result<Im
         architecture: architecture.ok_or_else(|| missing("architecture"))?,
         build_args,
         context,
+        trigger: None,
     })
 }
 

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::build::{BuildId, Timestamp};
+use super::push::Trigger;
 use super::submission::BuildAccepted;
 use crate::names::{slug_with_hash, Architecture, ComponentName, TagName};
 
@@ -19,6 +20,9 @@ pub struct ComponentBuildRequest {
     pub component: ComponentName,
     pub tag: TagName,
     pub architecture: Architecture,
+    /// Set by the git trigger: the push this build answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<Trigger>,
 }
 
 /// Which component: `GET /components`, `<prefix>.component.get`.
@@ -78,6 +82,8 @@ pub struct ComponentBuildSummary {
     pub component: ComponentName,
     pub tag: TagName,
     pub architecture: Architecture,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<Trigger>,
 }
 
 /// Where a component's source is known from: its latest submission (`artifacts_sources` bucket, keyed by

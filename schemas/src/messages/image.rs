@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::build::{BuildId, Timestamp};
+use super::push::Trigger;
 use crate::names::{slug_with_hash, Architecture, BranchName, ComponentName};
 
 /// Which image: `GET /images`, `<prefix>.image.get`.
@@ -52,6 +53,9 @@ pub struct ImageBuildRequest {
     /// since large parts never ride inside a NATS message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<String>,
+    /// Set by the git trigger: the push this build answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<Trigger>,
 }
 
 /// What a build-image worker needs to build (JetStream, `<prefix>.jobs.image.<arch>`): sources are
@@ -82,6 +86,8 @@ pub struct ImageBuildSummary {
     /// `sha256:<hex>` of the uploaded context, if any.
     pub context_digest: Option<String>,
     pub build_args: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<Trigger>,
 }
 
 /// The `result` of a successful image build.

@@ -19,4 +19,92 @@ pub struct GitPushEvent {
     /// Whether the push deleted the ref.
     #[serde(default)]
     pub deleted: bool,
+    /// Where the event came from: `github`, `gitlab`, `gitea`, or any name a CI system gives itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forge: Option<String>,
+    /// The forge's delivery id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_id: Option<String>,
+    /// Who pushed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pusher: Option<String>,
+}
+
+/// The all-zero commit a forge sends for a deleted ref.
+pub const NULL_COMMIT: &str = "0000000000000000000000000000000000000000";
+
+impl GitPushEvent {
+    /// A deleted ref builds nothing.
+    pub fn is_deletion(&self) -> bool {
+        self.deleted || self.after.bytes().all(|b| b == b'0')
+    }
+
+    pub fn trigger(&self) -> Trigger {
+        Trigger {
+            forge: self.forge.clone().unwrap_or_else(|| "nats".into()),
+            delivery_id: self.delivery_id.clone(),
+            pusher: self.pusher.clone(),
+            repository: self.repository.clone(),
+            git_ref: self.git_ref.clone(),
+            commit: self.after.clone(),
+        }
+    }
+}
+
+/// What triggered a build that nobody asked for directly: a push.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Trigger {
+    pub forge: String,
+    pub delivery_id: Option<String>,
+    pub pusher: Option<String>,
+    pub repository: String,
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    pub commit: String,
+}
+
+/// A repository URL reduced to `host/owner/name`, so that `https://host/o/r`, `https://host/o/r.git`,
+/// `git@host:o/r.git`, `ssh://git@host/o/r`, trailing slashes and the host's case all compare equal.
+pub fn normalize_repository(url: &str) -> String {
+    let url = url.trim();
+    let (host, path) = match url.split_once("://") {
+        Some((_, rest)) => {
+            let rest = rest.rsplit_once('@').filter(|(userinfo, _)| !userinfo.contains('/')).map_or(rest, |(_, r)| r);
+            rest.split_once('/').unwrap_or((rest, ""))
+        }
+        None => {
+            let rest = url.split_once('@').map_or(url, |(_, r)| r);
+            rest.split_once(':').unwrap_or(("", rest))
+        }
+    };
+    let host =
+        host.rsplit_once(':').filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
+    let path = path.trim_matches('/');
+    let path = path.strip_suffix(".git").unwrap_or(path).trim_end_matches('/');
+    format!("{}/{}", host.to_ascii_lowercase(), path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repository_urls_normalise() {
+        let expected = "github.com/octo/repo";
+        for url in [
+            "https://github.com/octo/repo",
+            "https://github.com/octo/repo.git",
+            "https://GitHub.com/octo/repo/",
+            "http://github.com/octo/repo.git/",
+            "git@github.com:octo/repo.git",
+            "ssh://git@github.com/octo/repo.git",
+            "https://user:token@github.com/octo/repo.git",
+            "https://github.com:443/octo/repo",
+        ] {
+            assert_eq!(normalize_repository(url), expected, "{url}");
+        }
+        assert_ne!(normalize_repository("https://github.com/octo/other"), expected);
+        assert_eq!(normalize_repository("file:///tmp/x/repo/"), "/tmp/x/repo");
+    }
 }

@@ -1,0 +1,246 @@
+//! What one push rebuilds. See the crate documentation for the rules.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use futures::TryStreamExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
+
+use artifacts_runtime::builds::{self, wait_until_finished};
+use artifacts_runtime::jobs::Outcome;
+use artifacts_runtime::nats::{read_json, unavailable};
+use artifacts_runtime::service;
+use artifacts_runtime::{Nats, Settings};
+use artifacts_schemas::names::slug_with_hash;
+use artifacts_schemas::{
+    normalize_repository, parse_json, Architecture, BranchName, BuildAccepted, BuildId, BuildRecord, BuildStatus,
+    ComponentBuildRequest, ComponentName, ComponentRecord, ComponentSource, Endpoint, GitPushEvent, ImageBuildRequest,
+    ImageBuildSummary, ImageRecord, RequestError, TagName, Trigger,
+};
+
+pub async fn handle(nats: &Nats, settings: &Settings, event: GitPushEvent) -> Outcome {
+    match handle_push(nats, settings, &event).await {
+        Ok(()) => Outcome::Done,
+        Err(err) => {
+            tracing::warn!(%err, repository = %event.repository, "cannot handle a push now; retrying");
+            Outcome::Retry(Duration::from_secs(5))
+        }
+    }
+}
+
+enum Pushed<'a> {
+    Tag(&'a str),
+    Branch(&'a str),
+}
+
+async fn handle_push(nats: &Nats, settings: &Settings, event: &GitPushEvent) -> Result<(), RequestError> {
+    if event.is_deletion() {
+        tracing::info!(repository = %event.repository, git_ref = %event.git_ref, "a deleted ref builds nothing");
+        return Ok(());
+    }
+    let repository = normalize_repository(&event.repository);
+    let handled = format!("handled-{}", hash(&[&repository, &event.git_ref, &event.after]));
+    if nats.stores.pushes.get(&handled).await.map_err(unavailable)?.is_some() {
+        tracing::info!(%repository, git_ref = %event.git_ref, commit = %event.after, "this push was handled already");
+        return Ok(());
+    }
+    let pushed = match (event.git_ref.strip_prefix("refs/tags/"), event.git_ref.strip_prefix("refs/heads/")) {
+        (Some(tag), _) => Pushed::Tag(tag),
+        (_, Some(branch)) => Pushed::Branch(branch),
+        _ => return Ok(()),
+    };
+    let trigger = event.trigger();
+    let sources: Vec<ComponentSource> = all(&nats.stores.sources, "")
+        .await?
+        .into_iter()
+        .filter(|source: &ComponentSource| normalize_repository(&source.url) == repository)
+        .collect();
+    let records: Vec<ComponentRecord> = all(&nats.stores.components, "").await?;
+    let mut wave = Vec::new();
+    for source in &sources {
+        let built = records.iter().filter(|r| r.component == source.component);
+        match pushed {
+            Pushed::Tag(tag) => {
+                let Ok(tag) = TagName::parse(tag) else { continue };
+                let architectures: BTreeSet<Architecture> = built.map(|r| r.architecture).collect();
+                for architecture in architectures {
+                    wave.push(request(source, &tag, architecture, &trigger));
+                }
+            }
+            Pushed::Branch(branch) => {
+                for record in built.filter(|r| r.tag.as_str() == branch) {
+                    wave.push(request(source, &record.tag, record.architecture, &trigger));
+                }
+                if let Ok(branch) = BranchName::parse(branch) {
+                    rebuild_images(nats, &source.component, &branch, &trigger).await?;
+                }
+            }
+        }
+    }
+    tracing::info!(%repository, git_ref = %event.git_ref, components = wave.len(), "push matched");
+
+    // Each wave's builds, then the components that depend on what succeeded, each target once.
+    let mut visited: BTreeSet<(ComponentName, TagName, Architecture)> =
+        wave.iter().map(|r| (r.component.clone(), r.tag.clone(), r.architecture)).collect();
+    let wait = Duration::from_secs(settings.build.timeout_secs * u64::from(settings.build.max_attempts) + 60);
+    while !wave.is_empty() {
+        let mut submitted = Vec::new();
+        for request in wave {
+            if let Some(build_id) = submit(nats, Endpoint::ComponentBuild, &target_key(&request), &request).await? {
+                submitted.push((request, build_id));
+            }
+        }
+        let mut next = Vec::new();
+        for (built, build_id) in submitted {
+            let succeeded =
+                wait_until_finished(nats, &build_id, wait).await.is_some_and(|r| r.status == BuildStatus::Succeeded);
+            if !succeeded {
+                continue;
+            }
+            let dependents = records.iter().filter(|r| {
+                r.architecture == built.architecture
+                    && r.dependencies.iter().any(|d| d.component == built.component && d.tag == built.tag)
+            });
+            for dependent in dependents {
+                if !visited.insert((dependent.component.clone(), dependent.tag.clone(), dependent.architecture)) {
+                    continue;
+                }
+                let source: Option<ComponentSource> =
+                    read_json(&nats.stores.sources, &slug_with_hash(dependent.component.as_str())).await?;
+                if let Some(source) = source {
+                    next.push(request(&source, &dependent.tag, dependent.architecture, &trigger));
+                }
+            }
+        }
+        wave = next;
+    }
+    let record = serde_json::to_vec(event).expect("events serialise");
+    nats.stores.pushes.put(&handled, record.into()).await.map_err(unavailable)?;
+    Ok(())
+}
+
+fn request(
+    source: &ComponentSource,
+    tag: &TagName,
+    architecture: Architecture,
+    trigger: &Trigger,
+) -> ComponentBuildRequest {
+    ComponentBuildRequest {
+        url: source.url.clone(),
+        component: source.component.clone(),
+        tag: tag.clone(),
+        architecture,
+        trigger: Some(trigger.clone()),
+    }
+}
+
+fn target_key(request: &ComponentBuildRequest) -> String {
+    format!(
+        "latest-{}",
+        hash(&["component", request.component.as_str(), request.tag.as_str(), request.architecture.short()])
+    )
+}
+
+/// Rebuilds each image of `component` on `branch` from the Dockerfile and context of its last build.
+async fn rebuild_images(
+    nats: &Nats,
+    component: &ComponentName,
+    branch: &BranchName,
+    trigger: &Trigger,
+) -> Result<(), RequestError> {
+    let prefix = format!("{}/{}/", slug_with_hash(component.as_str()), slug_with_hash(branch.as_str()));
+    let images: Vec<ImageRecord> = all(&nats.stores.images, &prefix).await?;
+    for image in images {
+        let Some(last) = builds::read(nats, &image.build_id).await? else { continue };
+        let Ok(summary) = serde_json::from_value::<ImageBuildSummary>(last.request) else { continue };
+        let Some(dockerfile) = dockerfile_text(nats, &summary.dockerfile_digest).await else { continue };
+        let request = ImageBuildRequest {
+            dockerfile,
+            component: summary.component,
+            branch: summary.branch,
+            architecture: summary.architecture,
+            build_args: summary.build_args,
+            context: summary
+                .context_digest
+                .and_then(|d| d.strip_prefix("sha256:").map(|hex| format!("contexts/{hex}"))),
+            trigger: Some(trigger.clone()),
+        };
+        let key = format!(
+            "latest-{}",
+            hash(&["image", image.component.as_str(), image.branch.as_str(), image.architecture.short()])
+        );
+        submit(nats, Endpoint::ImageBuild, &key, &request).await?;
+    }
+    Ok(())
+}
+
+async fn dockerfile_text(nats: &Nats, digest: &str) -> Option<String> {
+    let object = format!("dockerfiles/{}", digest.strip_prefix("sha256:")?);
+    let mut reader = nats.stores.uploads.get(&object).await.ok()?;
+    let mut text = String::new();
+    reader.read_to_string(&mut text).await.ok()?;
+    Some(text)
+}
+
+/// Submits a build through its endpoint, and cancels the build an older push queued for the same target
+/// if it has not started. A refused submission (an architecture no worker builds any more) is logged and
+/// skipped.
+async fn submit(
+    nats: &Nats,
+    endpoint: Endpoint,
+    target: &str,
+    request: &impl Serialize,
+) -> Result<Option<BuildId>, RequestError> {
+    let payload = serde_json::to_vec(request).expect("requests serialise");
+    let reply = service::call(nats, endpoint, async_nats::HeaderMap::new(), payload.into()).await;
+    if reply.is_failure() {
+        let body = String::from_utf8_lossy(&reply.body);
+        if reply.code >= 500 {
+            return Err(RequestError::unavailable(format!("{} refused a triggered build: {body}", endpoint.suffix())));
+        }
+        tracing::warn!(endpoint = endpoint.suffix(), %body, "a triggered build was refused");
+        return Ok(None);
+    }
+    let accepted: BuildAccepted = parse_json(&reply.body)?;
+    let new = accepted.build_id;
+    let older: Option<String> = nats
+        .stores
+        .pushes
+        .get(target)
+        .await
+        .map_err(unavailable)?
+        .and_then(|bytes| String::from_utf8(bytes.to_vec()).ok());
+    if let Some(older) = older.and_then(|id| BuildId::parse(&id).ok()).filter(|older| *older != new) {
+        let message = format!("superseded by build {new} for a newer push");
+        builds::update(nats, &older, |record: &mut BuildRecord| {
+            if record.status == BuildStatus::Queued {
+                builds::finish(record, BuildStatus::Cancelled, None, Some(message.clone()));
+            }
+        })
+        .await
+        .ok();
+    }
+    nats.stores.pushes.put(target, new.as_str().to_owned().into()).await.map_err(unavailable)?;
+    tracing::info!(endpoint = endpoint.suffix(), build_id = %new, "triggered a build");
+    Ok(Some(new))
+}
+
+/// Every record of a bucket whose key starts with `prefix`.
+async fn all<T: DeserializeOwned>(store: &kv::Store, prefix: &str) -> Result<Vec<T>, RequestError> {
+    let keys: Vec<String> = store.keys().await.map_err(unavailable)?.try_collect().await.map_err(unavailable)?;
+    let mut records = Vec::new();
+    for key in keys.iter().filter(|k| k.starts_with(prefix)) {
+        if let Some(record) = read_json(store, key).await? {
+            records.push(record);
+        }
+    }
+    Ok(records)
+}
+
+fn hash(parts: &[&str]) -> String {
+    hex::encode(Sha256::digest(parts.join("\n").as_bytes()))
+}
