@@ -342,6 +342,11 @@ impl GitRepo {
         self.git(&["tag", tag]).await;
     }
 
+    /// Creates a branch at the current commit.
+    pub async fn branch(&self, name: &str) {
+        self.git(&["branch", name]).await;
+    }
+
     async fn git(&self, args: &[&str]) {
         let output = Command::new("git")
             .arg("-C")

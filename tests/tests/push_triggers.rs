@@ -1,0 +1,357 @@
+//! Rebuild on git push: the forges' real webhook payloads (from ../shared/fixtures/webhooks, with the
+//! repository pointed at a local test repository), signed here with a test secret; and push events
+//! published straight on NATS.
+
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+use artifacts_tests::{repo_root, require_docker, GitRepo, TestApp, ADMIN_KEY};
+
+const SECRET: &str = "test-webhook-secret";
+const GITLAB_TOKEN: &str = "test-gitlab-token";
+
+async fn app() -> TestApp {
+    require_docker().await;
+    TestApp::spawn_with(|s| {
+        s.git.allowed_schemes = vec!["https".into(), "file".into()];
+        s.hooks.github.secret = Some(artifacts_runtime::configuration::Secret::new(SECRET));
+        s.hooks.gitea.secret = Some(artifacts_runtime::configuration::Secret::new(SECRET));
+        s.hooks.gitlab.token = Some(artifacts_runtime::configuration::Secret::new(GITLAB_TOKEN));
+    })
+    .await
+}
+
+fn fixture(name: &str) -> Value {
+    let path = repo_root().parent().unwrap().join("shared/fixtures/webhooks").join(name);
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("fixture {} is missing: {err}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+fn sign(body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+fn name(base: &str) -> String {
+    format!("{base}-{}", std::process::id())
+}
+
+fn manifest(command: &str, depends: &[(&str, &str)]) -> String {
+    let mut text = format!("[build]\ncommand = [\"sh\", \"-c\", {command:?}]\n");
+    for (component, tag) in depends {
+        text.push_str(&format!("\n[[depends]]\ncomponent = {component:?}\ntag = {tag:?}\n"));
+    }
+    text
+}
+
+async fn github(app: &TestApp, event: &str, delivery: &str, body: &[u8], signature: Option<String>) -> (u16, Value) {
+    let mut request = app
+        .http
+        .post(app.url("/api/v1/hooks/github"))
+        .header("X-GitHub-Event", event)
+        .header("X-GitHub-Delivery", delivery)
+        .header("Content-Type", "application/json")
+        .body(body.to_vec());
+    if let Some(signature) = signature {
+        request = request.header("X-Hub-Signature-256", format!("sha256={signature}"));
+    }
+    let response = request.send().await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+async fn build_component(app: &TestApp, url: &str, component: &str, tag: &str) -> Value {
+    let body = json!({"url": url, "component": component, "tag": tag, "architecture": "amd64"});
+    let response =
+        app.http.post(app.url("/api/v1/components?wait=120")).bearer_auth(ADMIN_KEY).json(&body).send().await.unwrap();
+    let record: Value = response.json().await.unwrap();
+    assert_eq!(record["status"], "succeeded", "{record}");
+    record
+}
+
+/// Builds of a component that a push triggered, oldest first.
+async fn triggered(app: &TestApp, component: &str) -> Vec<Value> {
+    let list: Value = app.get(&format!("/api/v1/builds?component={component}&limit=500")).await.json().await.unwrap();
+    let mut builds: Vec<Value> =
+        list["builds"].as_array().unwrap().iter().filter(|b| b["request"]["trigger"].is_object()).cloned().collect();
+    builds.reverse();
+    builds
+}
+
+/// Waits until `count` triggered builds of the component exist and have ended.
+async fn wait_triggered(app: &TestApp, component: &str, count: usize) -> Vec<Value> {
+    for _ in 0..600 {
+        let builds = triggered(app, component).await;
+        if builds.len() >= count
+            && builds.iter().all(|b| matches!(b["status"].as_str(), Some("succeeded" | "failed" | "cancelled")))
+        {
+            return builds;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{count} triggered builds of {component} did not end in time: {:#?}", triggered(app, component).await);
+}
+
+async fn push_stream_messages(app: &TestApp) -> u64 {
+    let mut stream = app.nats.jetstream.get_stream("ARTIFACTS_PUSH").await.unwrap();
+    stream.info().await.unwrap().state.messages
+}
+
+#[tokio::test]
+async fn a_github_tag_push_builds_the_new_tag_once_however_often_delivered() {
+    let app = app().await;
+    let repo = GitRepo::new().await;
+    let component = name("gh-tag");
+    repo.commit_and_tag(&[("artifact.toml", &manifest("echo v1 > /out/version", &[]), false)], "v1").await;
+    build_component(&app, &repo.url(), &component, "v1").await;
+
+    repo.commit_and_tag(&[("artifact.toml", &manifest("echo v2 > /out/version", &[]), false)], "v2").await;
+    let mut payload = fixture("github-tag-push.json");
+    payload["repository"]["clone_url"] = json!(format!("{}.git/", repo.url()));
+    payload["ref"] = json!("refs/tags/v2");
+    let body = serde_json::to_vec(&payload).unwrap();
+
+    let (status, bad) = github(&app, "push", "delivery-1", &body, Some(sign(b"something else"))).await;
+    assert_eq!(status, 401, "{bad}");
+    let (status, _) = github(&app, "push", "delivery-1", &body, None).await;
+    assert_eq!(status, 401);
+    assert_eq!(push_stream_messages(&app).await, 0, "a refused delivery publishes nothing");
+
+    let (status, accepted) = github(&app, "push", "delivery-1", &body, Some(sign(&body))).await;
+    assert_eq!(status, 202, "{accepted}");
+    assert_eq!(accepted["status"], "accepted");
+    assert_eq!(accepted["duplicate"], false);
+    let (status, again) = github(&app, "push", "delivery-1", &body, Some(sign(&body))).await;
+    assert_eq!(status, 202);
+    assert_eq!(again["duplicate"], true, "the redelivery collapses");
+    assert_eq!(push_stream_messages(&app).await, 1);
+
+    let builds = wait_triggered(&app, &component, 1).await;
+    let build = &builds[0];
+    assert_eq!(build["status"], "succeeded", "{build}");
+    assert_eq!(build["request"]["tag"], "v2");
+    let trigger = &build["request"]["trigger"];
+    assert_eq!(trigger["forge"], "github");
+    assert_eq!(trigger["deliveryId"], "delivery-1");
+    assert_eq!(trigger["pusher"], "bradrydzewski");
+    assert_eq!(trigger["commit"], payload["after"]);
+
+    // Another delivery of the same push (same repository, ref and commit) builds nothing more.
+    let (status, _) = github(&app, "push", "delivery-2", &body, Some(sign(&body))).await;
+    assert_eq!(status, 202);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(triggered(&app, &component).await.len(), 1);
+}
+
+#[tokio::test]
+async fn pings_other_events_deletions_and_malformed_bodies() {
+    let app = app().await;
+    let ping = serde_json::to_vec(&fixture("github-ping.json")).unwrap();
+    let (status, body) = github(&app, "ping", "ping-1", &ping, Some(sign(&ping))).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = github(&app, "issues", "issue-1", &ping, Some(sign(&ping))).await;
+    assert_eq!((status, body["status"].as_str()), (202, Some("ignored")));
+    let garbage = b"{not json";
+    let (status, _) = github(&app, "push", "bad-1", garbage, Some(sign(garbage))).await;
+    assert_eq!(status, 400);
+
+    let repo = GitRepo::new().await;
+    let component = name("deleted");
+    repo.commit_and_tag(&[("artifact.toml", &manifest("echo x > /out/x", &[]), false)], "v1").await;
+    repo.branch("feature-branch").await;
+    build_component(&app, &repo.url(), &component, "feature-branch").await;
+    let mut payload = fixture("github-branch-delete.json");
+    payload["repository"]["clone_url"] = json!(repo.url());
+    let body = serde_json::to_vec(&payload).unwrap();
+    let (status, _) = github(&app, "push", "delete-1", &body, Some(sign(&body))).await;
+    assert_eq!(status, 202);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(triggered(&app, &component).await.is_empty(), "a deleted branch builds nothing");
+}
+
+#[tokio::test]
+async fn gitlab_and_gitea_deliveries_trigger_builds() {
+    let app = app().await;
+    let repo = GitRepo::new().await;
+    let component = name("forges");
+    repo.commit_and_tag(&[("artifact.toml", &manifest("echo one > /out/v", &[]), false)], "v1").await;
+    repo.branch("master").await;
+    build_component(&app, &repo.url(), &component, "master").await;
+
+    // GitLab: a tag push, authenticated by token.
+    repo.commit_and_tag(&[("artifact.toml", &manifest("echo two > /out/v", &[]), false)], "v1.0.0").await;
+    let mut payload = fixture("gitlab-tag-push.json");
+    payload["project"]["git_http_url"] = json!(repo.url());
+    let body = serde_json::to_vec(&payload).unwrap();
+    let gitlab = |token: &'static str| {
+        app.http
+            .post(app.url("/api/v1/hooks/gitlab"))
+            .header("X-Gitlab-Event", "Tag Push Hook")
+            .header("X-Gitlab-Token", token)
+            .header("Idempotency-Key", "gitlab-1")
+            .body(body.clone())
+            .send()
+    };
+    assert_eq!(gitlab("wrong").await.unwrap().status(), 401);
+    assert_eq!(gitlab(GITLAB_TOKEN).await.unwrap().status(), 202);
+    let builds = wait_triggered(&app, &component, 1).await;
+    assert_eq!(builds[0]["status"], "succeeded", "{builds:#?}");
+    assert_eq!(builds[0]["request"]["tag"], "v1.0.0");
+    assert_eq!(builds[0]["request"]["trigger"]["forge"], "gitlab");
+
+    // Gitea: a push to master rebuilds the component built from master.
+    let mut payload = fixture("gitea-push.json");
+    payload["repository"]["clone_url"] = json!(repo.url());
+    let body = serde_json::to_vec(&payload).unwrap();
+    let response = app
+        .http
+        .post(app.url("/api/v1/hooks/gitea"))
+        .header("X-Gitea-Event", "push")
+        .header("X-Gitea-Delivery", "gitea-1")
+        .header("X-Gitea-Signature", sign(&body))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let builds = wait_triggered(&app, &component, 2).await;
+    assert_eq!(builds[1]["status"], "succeeded", "{builds:#?}");
+    assert_eq!(builds[1]["request"]["tag"], "master");
+    assert_eq!(builds[1]["request"]["trigger"]["forge"], "gitea");
+}
+
+#[tokio::test]
+async fn a_push_event_on_nats_rebuilds_dependents_after_their_dependency() {
+    let app = app().await;
+    let (lib, dependent) = (name("nats-lib"), name("nats-app"));
+    let lib_repo = GitRepo::new().await;
+    lib_repo.commit_and_tag(&[("artifact.toml", &manifest("echo lib-one > /out/lib.txt", &[]), false)], "v1").await;
+    build_component(&app, &lib_repo.url(), &lib, "main").await;
+    let app_repo = GitRepo::new().await;
+    let uses = format!("cat /deps/{lib}/lib.txt > /out/used.txt");
+    app_repo.commit_and_tag(&[("artifact.toml", &manifest(&uses, &[(&lib, "main")]), false)], "v1").await;
+    build_component(&app, &app_repo.url(), &dependent, "v1").await;
+
+    lib_repo.commit_and_tag(&[("artifact.toml", &manifest("echo lib-two > /out/lib.txt", &[]), false)], "v2").await;
+    let event = json!({"repository": lib_repo.url(), "ref": "refs/heads/main", "after": "1".repeat(40), "deleted": false, "forge": "ci", "pusher": "dora"});
+    let ack = app
+        .nats
+        .jetstream
+        .publish("artifacts.git.push", serde_json::to_vec(&event).unwrap().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(!ack.duplicate);
+
+    let lib_builds = wait_triggered(&app, &lib, 1).await;
+    let app_builds = wait_triggered(&app, &dependent, 1).await;
+    assert_eq!(lib_builds[0]["status"], "succeeded", "{lib_builds:#?}");
+    assert_eq!(app_builds[0]["status"], "succeeded", "{app_builds:#?}");
+    assert_eq!(app_builds[0]["request"]["trigger"]["pusher"], "dora");
+    assert!(
+        app_builds[0]["createdAt"].as_str().unwrap() >= lib_builds[0]["finishedAt"].as_str().unwrap(),
+        "the dependent was rebuilt after its dependency"
+    );
+    let used = &app_builds[0]["result"]["dependencies"][0];
+    assert_eq!(used["digest"], lib_builds[0]["result"]["digest"], "the dependent used the rebuilt dependency");
+}
+
+#[tokio::test]
+async fn a_branch_push_rebuilds_the_images_of_that_component_and_branch() {
+    require_docker().await;
+    let registry = artifacts_tests::Registry::start().await;
+    let address = registry.address.clone();
+    let app = TestApp::spawn_with(|s| {
+        s.git.allowed_schemes = vec!["https".into(), "file".into()];
+        s.registry.address = address;
+    })
+    .await;
+    let component = name("img-branch");
+    let repo = GitRepo::new().await;
+    repo.commit_and_tag(&[("artifact.toml", &manifest("echo x > /out/x", &[]), false)], "v1").await;
+    build_component(&app, &repo.url(), &component, "main").await;
+    let image = json!({"dockerfile": format!("FROM busybox\nRUN echo {component} > /x\n"), "component": component, "branch": "main", "architecture": "amd64"});
+    let response =
+        app.http.post(app.url("/api/v1/images?wait=120")).bearer_auth(ADMIN_KEY).json(&image).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+
+    let event = json!({"repository": repo.url(), "ref": "refs/heads/main", "after": "2".repeat(40)});
+    app.nats
+        .jetstream
+        .publish("artifacts.git.push", serde_json::to_vec(&event).unwrap().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let builds = wait_triggered(&app, &component, 2).await;
+    let kinds: Vec<&str> = builds.iter().map(|b| b["kind"].as_str().unwrap()).collect();
+    assert!(kinds.contains(&"image") && kinds.contains(&"component"), "{builds:#?}");
+    assert!(builds.iter().all(|b| b["status"] == "succeeded"), "{builds:#?}");
+    let rebuilt_image = builds.iter().find(|b| b["kind"] == "image").unwrap();
+    assert_eq!(rebuilt_image["request"]["trigger"]["forge"], "nats");
+}
+
+#[tokio::test]
+async fn a_newer_push_supersedes_a_queued_older_build() {
+    require_docker().await;
+    let app = TestApp::spawn_with(|s| {
+        s.git.allowed_schemes = vec!["https".into(), "file".into()];
+        s.build.slots = 1;
+    })
+    .await;
+    let (busy, component) = (name("busy"), name("superseded"));
+    let repo = GitRepo::new().await;
+    repo.commit_and_tag(&[("artifact.toml", &manifest("echo x > /out/x", &[]), false)], "v1").await;
+    build_component(&app, &repo.url(), &component, "main").await;
+
+    // Hold the only slot, so the triggered builds wait in the queue.
+    let busy_repo = GitRepo::new().await;
+    busy_repo.commit_and_tag(&[("artifact.toml", &manifest("sleep 4 && echo x > /out/x", &[]), false)], "v1").await;
+    let body = json!({"url": busy_repo.url(), "component": busy, "tag": "v1", "architecture": "amd64"});
+    let busy_build: Value = app
+        .http
+        .post(app.url("/api/v1/components"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if app
+            .get(&format!("/api/v1/builds/{}", busy_build["buildId"].as_str().unwrap()))
+            .await
+            .json::<Value>()
+            .await
+            .unwrap()["status"]
+            == "running"
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    for commit in ["3", "4"] {
+        let event = json!({"repository": repo.url(), "ref": "refs/heads/main", "after": commit.repeat(40)});
+        app.nats
+            .jetstream
+            .publish("artifacts.git.push", serde_json::to_vec(&event).unwrap().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    let builds = wait_triggered(&app, &component, 2).await;
+    assert_eq!(builds[0]["status"], "cancelled", "{builds:#?}");
+    assert!(builds[0]["errorMessage"].as_str().unwrap().contains("superseded"), "{builds:#?}");
+    assert_eq!(builds[1]["status"], "succeeded", "{builds:#?}");
+    assert_eq!(builds[1]["request"]["trigger"]["commit"], "4".repeat(40));
+}
