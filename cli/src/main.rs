@@ -1,7 +1,9 @@
 //! `artifacts`: the command-line program of artifact storage.
 //!
-//! `artifacts up` runs the whole stack in the foreground (see [`up`]).
+//! `artifacts up` runs the whole stack in the foreground (see [`up`]); `artifacts keys` manages API keys
+//! through the gateway (see [`keys`]).
 
+mod keys;
 mod up;
 
 use std::path::PathBuf;
@@ -27,6 +29,8 @@ enum Command {
         #[arg(long, default_value = "./.artifacts", value_name = "DIR")]
         data_dir: PathBuf,
     },
+    /// Create, list and revoke API keys (needs an admin key).
+    Keys(keys::KeysArgs),
 }
 
 #[tokio::main]
@@ -34,6 +38,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Up { data_dir } => up::run(cli.config, data_dir).await,
+        Command::Keys(args) => keys::run(cli.config, args).await,
     };
     match result {
         Ok(code) => code,

@@ -8,26 +8,38 @@ use artifacts_schemas::{Failure, RequestError};
 
 /// A failed request; every handler and extractor fails with this, so no failure answers without JSON.
 #[derive(Debug)]
-pub struct ApiError(pub RequestError);
+pub struct ApiError {
+    error: RequestError,
+    /// Seconds for `Retry-After` (429).
+    retry_after: Option<u64>,
+}
 
 impl ApiError {
     pub fn new(failure: Failure, message: impl Into<String>) -> Self {
-        Self(RequestError::new(failure, message))
+        RequestError::new(failure, message).into()
+    }
+
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 }
 
 impl<E: Into<RequestError>> From<E> for ApiError {
     fn from(err: E) -> Self {
-        Self(err.into())
+        Self { error: err.into(), retry_after: None }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.failure.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut response = (status, Json(self.0.reply())).into_response();
-        if self.0.failure == Failure::Unauthorized {
+        let status = StatusCode::from_u16(self.error.failure.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, Json(self.error.reply())).into_response();
+        if self.error.failure == Failure::Unauthorized {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

@@ -35,7 +35,11 @@ impl Application {
             tracing::warn!("no admin key is set (ARTIFACTS_ADMIN_KEY): every authenticated route will answer 401");
         }
         let state = AppState {
-            keys: Arc::new(Keys::new(settings.admin_key.as_ref().map(|key| key.expose()))),
+            keys: Arc::new(Keys::new(
+                settings.admin_key.as_ref().map(|key| key.expose()),
+                nats.stores.keys.clone(),
+                settings.gateway.rate_limit_per_minute,
+            )),
             nats,
             metrics: Arc::new(Metrics::default()),
             settings: Arc::new(settings),

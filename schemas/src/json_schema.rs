@@ -4,7 +4,7 @@ use std::path::Path;
 
 use schemars::{schema_for, Schema};
 
-use crate::messages::{build, component, image, push, reply, submission};
+use crate::messages::{build, component, image, keys, push, reply, submission};
 
 /// Each message with the file its schema is written to.
 pub fn all() -> Vec<(&'static str, Schema)> {
@@ -30,6 +30,9 @@ pub fn all() -> Vec<(&'static str, Schema)> {
         ("build-accepted.json", schema_for!(submission::BuildAccepted)),
         ("git-push-event.json", schema_for!(push::GitPushEvent)),
         ("error-reply.json", schema_for!(reply::ErrorReply)),
+        ("key-create-request.json", schema_for!(keys::KeyCreateRequest)),
+        ("key-created.json", schema_for!(keys::KeyCreated)),
+        ("key-list.json", schema_for!(keys::KeyList)),
     ]
 }
 

@@ -55,6 +55,8 @@ pub struct GatewaySettings {
     pub listen: SocketAddr,
     /// The largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Requests one API key may make per minute on one gateway (0: no limit).
+    pub rate_limit_per_minute: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -183,7 +185,11 @@ impl Default for Settings {
 
 impl Default for GatewaySettings {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8080)), max_body_bytes: 64 * 1024 * 1024 }
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 64 * 1024 * 1024,
+            rate_limit_per_minute: 6000,
+        }
     }
 }
 

@@ -41,6 +41,8 @@ pub struct Stores {
     pub sources: kv::Store,
     /// Pushes the git trigger has handled, and the latest build it started per target.
     pub pushes: kv::Store,
+    /// Managed API keys by key id (hashes, never secrets).
+    pub keys: kv::Store,
 }
 
 /// Names of the JetStream resources under a subject prefix: `artifacts` gives `artifacts_builds`,
@@ -71,6 +73,9 @@ impl ResourceNames {
     }
     pub fn sources_bucket(&self) -> String {
         format!("{}_sources", self.base)
+    }
+    pub fn keys_bucket(&self) -> String {
+        format!("{}_keys", self.base)
     }
     pub fn pushes_bucket(&self) -> String {
         format!("{}_pushes", self.base)
@@ -167,12 +172,13 @@ pub async fn ensure_resources(js: &jetstream::Context, subjects: &Subjects) -> a
     let sources = key_value(js, names.sources_bucket(), "Where each component's source is known from", 1).await?;
     let pushes =
         key_value(js, names.pushes_bucket(), "Pushes handled by the git trigger, latest triggered builds", 1).await?;
+    let keys = key_value(js, names.keys_bucket(), "Managed API keys by key id: hashes, never secrets", 1).await?;
     let images = key_value(js, names.images_bucket(), "Latest image per component/branch/architecture", 10).await?;
     let components =
         key_value(js, names.components_bucket(), "Latest component per component/tag/architecture", 10).await?;
     let archives = object_store(js, names.archives_bucket(), "Component tarballs (.tar.gz)").await?;
     let uploads = object_store(js, names.uploads_bucket(), "Build sources: Dockerfiles and contexts").await?;
-    Ok(Stores { builds, images, components, archives, uploads, active, sources, pushes })
+    Ok(Stores { builds, images, components, archives, uploads, active, sources, pushes, keys })
 }
 
 /// Each build keeps at most this many log lines (the oldest go first).

@@ -18,7 +18,9 @@ use artifacts_schemas::{
 };
 
 use super::{forward, request};
-use crate::auth::{Caller, Scope};
+use artifacts_schemas::messages::keys::Scope;
+
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::input::QueryOrJson;
 use crate::relay::relay;

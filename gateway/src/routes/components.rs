@@ -14,7 +14,9 @@ use artifacts_schemas::{
 };
 
 use super::{request, request_as, submitted, Wait};
-use crate::auth::{Caller, Identity, Scope};
+use artifacts_schemas::messages::keys::Scope;
+
+use crate::auth::{Caller, Identity};
 use crate::error::ApiError;
 use crate::input::{body_bytes, QueryOrJson};
 use crate::relay::relay;
@@ -46,11 +48,11 @@ pub async fn get_component(
     headers: HeaderMap,
     QueryOrJson(query): QueryOrJson<ComponentQuery>,
 ) -> Result<Response, ApiError> {
-    caller.require(Scope::Read)?;
+    caller.require_for(Scope::Read, &query.component)?;
     if let Some(url) = &query.url {
         GitUrl::parse(url, &state.settings.git.allowed_schemes)?;
     }
-    let reply = request_as(&state, Endpoint::ComponentGet, &identity.requested_by(&caller), &query).await;
+    let reply = request_as(&state, Endpoint::ComponentGet, &identity.requested_by(&caller)?, &query).await;
     if reply.is_failure() {
         return Ok(relay(reply));
     }
@@ -100,10 +102,11 @@ pub async fn post_component(
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Build)?;
     let submission: ComponentBuildRequest = parse_json(&body_bytes(request, &state).await?)?;
+    caller.require_for(Scope::Build, &submission.component)?;
     // Only the git trigger says what push a build answers.
     let submission = ComponentBuildRequest { trigger: None, ..submission };
     GitUrl::parse(&submission.url, &state.settings.git.allowed_schemes)?;
-    let reply = request_as(&state, Endpoint::ComponentBuild, &identity.requested_by(&caller), &submission).await;
+    let reply = request_as(&state, Endpoint::ComponentBuild, &identity.requested_by(&caller)?, &submission).await;
     submitted(&state, reply, wait).await
 }
 
@@ -131,13 +134,13 @@ pub async fn get_archive(
     headers: HeaderMap,
     Path((component, tag, architecture)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
-    caller.require(Scope::Read)?;
     let query = ComponentQuery {
         component: ComponentName::parse(&component)?,
         tag: TagName::parse(&tag)?,
         architecture: Architecture::parse(&architecture)?,
         url: None,
     };
+    caller.require_for(Scope::Read, &query.component)?;
     let reply = request(&state, Endpoint::ComponentGet, &query).await;
     if reply.is_failure() {
         return Ok(relay(reply));

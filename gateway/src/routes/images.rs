@@ -18,7 +18,9 @@ use artifacts_schemas::{
 };
 
 use super::{forward, request_as, submitted, Wait};
-use crate::auth::{Caller, Identity, Scope};
+use artifacts_schemas::messages::keys::Scope;
+
+use crate::auth::{Caller, Identity};
 use crate::error::ApiError;
 use crate::input::{body_bytes, QueryOrJson};
 use crate::state::AppState;
@@ -45,7 +47,7 @@ pub async fn get_image(
     caller: Caller,
     QueryOrJson(query): QueryOrJson<ImageQuery>,
 ) -> Result<Response, ApiError> {
-    caller.require(Scope::Read)?;
+    caller.require_for(Scope::Read, &query.component)?;
     Ok(forward(&state, Endpoint::ImageGet, &query).await)
 }
 
@@ -74,7 +76,8 @@ pub async fn post_image(
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Build)?;
     let submission = parse_submission(request, &state).await?;
-    let reply = request_as(&state, Endpoint::ImageBuild, &identity.requested_by(&caller), &submission).await;
+    caller.require_for(Scope::Build, &submission.component)?;
+    let reply = request_as(&state, Endpoint::ImageBuild, &identity.requested_by(&caller)?, &submission).await;
     submitted(&state, reply, wait).await
 }
 

@@ -1,38 +1,124 @@
-//! `POST /api/v1/keys`, `GET /api/v1/keys`, `DELETE /api/v1/keys/{keyId}`: API key management (admin).
+//! `POST /api/v1/keys`, `GET /api/v1/keys`, `DELETE /api/v1/keys/{keyId}`: API key management (admin
+//! scope). The secret is shown once, in the answer to its creation; the bucket holds its SHA-256.
 
-use axum::extract::Path;
-use axum::response::Response;
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::TryStreamExt;
 
-use artifacts_schemas::ErrorReply;
+use artifacts_runtime::nats::{read_json, unavailable};
+use artifacts_schemas::messages::keys::{
+    check_pattern, ApiKeyInfo, KeyCreateRequest, KeyCreated, KeyList, KeyRevoked, KeyStatus, Scope, StoredKey,
+};
+use artifacts_schemas::{parse_json, ErrorReply, RequestError, Timestamp, Username};
 
-use super::not_available;
-use crate::auth::{Caller, Scope};
+use crate::auth::{hash, managed_key_id, Caller};
 use crate::error::ApiError;
+use crate::input::body_bytes;
+use crate::state::AppState;
 
 /// Create an API key (the secret is shown once).
 #[utoipa::path(post, path = "/api/v1/keys", tag = "keys",
-    responses((status = 201, description = "Created"), (status = 401, body = ErrorReply), (status = 403, body = ErrorReply), (status = 503, body = ErrorReply)),
+    request_body = KeyCreateRequest,
+    responses(
+        (status = 201, description = "Created: the secret is in this answer only", body = KeyCreated),
+        (status = 400, description = "Bad input", body = ErrorReply),
+        (status = 401, description = "No or bad API key", body = ErrorReply),
+        (status = 403, description = "The key lacks the admin scope", body = ErrorReply),
+        (status = 503, description = "Unavailable", body = ErrorReply),
+    ),
     security(("bearer" = []), ("apiKey" = [])))]
-pub async fn create(caller: Caller) -> Result<Response, ApiError> {
+pub async fn create(State(state): State<AppState>, caller: Caller, request: Request) -> Result<Response, ApiError> {
     caller.require(Scope::Admin)?;
-    Err(not_available("managed API keys"))
+    let request: KeyCreateRequest = parse_json(&body_bytes(request, &state).await?)?;
+    let name = request.name.trim();
+    if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
+        return Err(RequestError::invalid("name must be 1 to 100 printable characters").into());
+    }
+    if request.scopes.is_empty() {
+        return Err(RequestError::invalid("scopes must name at least one of read, build, admin").into());
+    }
+    for pattern in request.components.iter().flatten() {
+        check_pattern(pattern)?;
+    }
+    for (header, value) in [("linux_username", &request.linux_username), ("github_username", &request.github_username)]
+    {
+        if let Some(value) = value {
+            Username::parse(header, value)?;
+        }
+    }
+    if request.expires_at.is_some_and(|at| at <= Timestamp::now()) {
+        return Err(RequestError::invalid("expiresAt must be in the future").into());
+    }
+    let key_id = hex::encode(rand::random::<[u8; 8]>());
+    let secret = format!("ak_{key_id}_{}", hex::encode(rand::random::<[u8; 32]>()));
+    let info = ApiKeyInfo {
+        key_id: key_id.clone(),
+        name: name.to_owned(),
+        scopes: request.scopes,
+        components: request.components,
+        expires_at: request.expires_at,
+        linux_username: request.linux_username,
+        github_username: request.github_username,
+        created_at: Timestamp::now(),
+    };
+    let stored = StoredKey { info: info.clone(), secret_sha256: hex::encode(hash(&secret)) };
+    let bytes = serde_json::to_vec(&stored).expect("keys serialise");
+    state.nats.stores.keys.put(&key_id, bytes.into()).await.map_err(unavailable)?;
+    tracing::info!(%key_id, by = %caller.key_id, "API key created");
+    let created = KeyCreated { status: KeyStatus::Created, error_message: None, key_id, secret, key: info };
+    Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
 /// List API keys (never their secrets).
 #[utoipa::path(get, path = "/api/v1/keys", tag = "keys",
-    responses((status = 200, description = "Keys"), (status = 401, body = ErrorReply), (status = 403, body = ErrorReply), (status = 503, body = ErrorReply)),
+    responses(
+        (status = 200, description = "Keys, oldest first", body = KeyList),
+        (status = 401, description = "No or bad API key", body = ErrorReply),
+        (status = 403, description = "The key lacks the admin scope", body = ErrorReply),
+        (status = 503, description = "Unavailable", body = ErrorReply),
+    ),
     security(("bearer" = []), ("apiKey" = [])))]
-pub async fn list(caller: Caller) -> Result<Response, ApiError> {
+pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<KeyList>, ApiError> {
     caller.require(Scope::Admin)?;
-    Err(not_available("managed API keys"))
+    let store = &state.nats.stores.keys;
+    let ids: Vec<String> = store.keys().await.map_err(unavailable)?.try_collect().await.map_err(unavailable)?;
+    let mut keys = Vec::new();
+    for id in ids {
+        if let Some(stored) = read_json::<StoredKey>(store, &id).await? {
+            keys.push(stored.info);
+        }
+    }
+    keys.sort_by_key(|k| k.created_at);
+    Ok(Json(KeyList { status: KeyStatus::Ok, error_message: None, keys }))
 }
 
 /// Revoke an API key; it is refused from the next request on.
 #[utoipa::path(delete, path = "/api/v1/keys/{key_id}", tag = "keys",
     params(("key_id" = String, Path, description = "Key id")),
-    responses((status = 204, description = "Revoked"), (status = 401, body = ErrorReply), (status = 403, body = ErrorReply), (status = 503, body = ErrorReply)),
+    responses(
+        (status = 200, description = "Revoked", body = KeyRevoked),
+        (status = 401, description = "No or bad API key", body = ErrorReply),
+        (status = 403, description = "The key lacks the admin scope", body = ErrorReply),
+        (status = 404, description = "No such key", body = ErrorReply),
+        (status = 503, description = "Unavailable", body = ErrorReply),
+    ),
     security(("bearer" = []), ("apiKey" = [])))]
-pub async fn revoke(caller: Caller, Path(_key_id): Path<String>) -> Result<Response, ApiError> {
+pub async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(key_id): Path<String>,
+) -> Result<Json<KeyRevoked>, ApiError> {
     caller.require(Scope::Admin)?;
-    Err(not_available("managed API keys"))
+    if managed_key_id(&format!("ak_{key_id}_x")).is_none() {
+        return Err(RequestError::invalid("keyId must be the 16 hex digits of a managed key").into());
+    }
+    let store = &state.nats.stores.keys;
+    if read_json::<StoredKey>(store, &key_id).await?.is_none() {
+        return Err(RequestError::not_found(format!("no API key has id {key_id}")).into());
+    }
+    store.purge(&key_id).await.map_err(unavailable)?;
+    tracing::info!(%key_id, by = %caller.key_id, "API key revoked");
+    Ok(Json(KeyRevoked { status: KeyStatus::Revoked, error_message: None, key_id }))
 }

@@ -74,9 +74,3 @@ impl Wait {
         Ok((seconds > 0).then(|| Duration::from_secs(seconds)))
     }
 }
-
-/// A capability that a later version of the service brings: the input was valid, but nothing can do the
-/// work yet.
-pub fn not_available(what: &str) -> ApiError {
-    RequestError::unavailable(format!("{what} are not available in this version of the service")).into()
-}

@@ -5,6 +5,7 @@
 pub mod build;
 pub mod component;
 pub mod image;
+pub mod keys;
 pub mod push;
 pub mod reply;
 pub mod submission;

@@ -22,6 +22,8 @@ pub enum Failure {
     NotFound,
     /// 413: the request body is too large.
     TooLarge,
+    /// 429: the API key made too many requests; `Retry-After` says when to try again.
+    RateLimited,
     /// 503: a backing service (NATS, Docker, registry) or capability is unavailable.
     Unavailable,
     /// 500: a fault of the service itself, never of the input.
@@ -36,6 +38,7 @@ impl Failure {
             Self::Forbidden => 403,
             Self::NotFound => 404,
             Self::TooLarge => 413,
+            Self::RateLimited => 429,
             Self::Unavailable => 503,
             Self::Internal => 500,
         }
@@ -48,6 +51,7 @@ impl Failure {
             403 => Self::Forbidden,
             404 => Self::NotFound,
             413 => Self::TooLarge,
+            429 => Self::RateLimited,
             503 => Self::Unavailable,
             _ => Self::Internal,
         }
