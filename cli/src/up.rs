@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, watch};
 use artifacts_runtime::Settings;
 
 const NATS_CONFIG: &str = include_str!("../../nats/nats-server.conf");
+const NATS_AUTH_CONFIG: &str = include_str!("../../nats/nats-server.auth.conf");
 
 const REGISTRY_CONFIG: &str = "version: 0.1
 log:
@@ -50,16 +51,29 @@ pub async fn run(config: Option<PathBuf>, data_dir: PathBuf) -> anyhow::Result<E
     let mut missing = Vec::new();
 
     let nats_addr = nats_address(&settings.nats.url)?;
+    // The URL the stack's own processes use: with the `service` user's credentials when `up` runs NATS.
+    let mut service_url = None;
     let nats_up = if answers(&nats_addr).await {
         println!("NATS already answers at {nats_addr}: using it");
         true
     } else if let Some(bin) = find_program("nats-server") {
-        let conf = data_dir.join("nats-server.conf");
-        std::fs::write(&conf, NATS_CONFIG)?;
+        std::fs::write(data_dir.join("nats-server.conf"), NATS_CONFIG)?;
+        let conf = data_dir.join("nats-server.auth.conf");
+        std::fs::write(&conf, NATS_AUTH_CONFIG)?;
+        let service_password = secret_file(&data_dir.join("nats-service-password"))?.0;
+        let client_password = secret_file(&data_dir.join("nats-client-password"))?.0;
         let (host, port) = nats_addr.rsplit_once(':').unwrap_or((&nats_addr, "4222"));
         let mut command = Command::new(bin);
-        command.arg("-c").arg(&conf).args(["-a", host, "-p", port]).arg("-sd").arg(data_dir.join("nats"));
+        command
+            .arg("-c")
+            .arg(&conf)
+            .args(["-a", host, "-p", port])
+            .arg("-sd")
+            .arg(data_dir.join("nats"))
+            .env("ARTIFACTS_NATS_SERVICE_PASSWORD", &service_password)
+            .env("ARTIFACTS_NATS_CLIENT_PASSWORD", &client_password);
         stack.spawn("nats", command)?;
+        service_url = Some(format!("nats://service:{service_password}@{nats_addr}"));
         wait_until_answers(&nats_addr, Duration::from_secs(15)).await
     } else {
         missing.push("nats-server is not installed (Debian: apt-get install nats-server); nothing but the registry can run without NATS".to_owned());
@@ -104,6 +118,9 @@ pub async fn run(config: Option<PathBuf>, data_dir: PathBuf) -> anyhow::Result<E
             if let Some(config) = &config {
                 command.env("ARTIFACTS_CONFIG", config);
             }
+            if let Some(url) = &service_url {
+                command.env("ARTIFACTS__NATS__URL", url);
+            }
             if std::env::var_os("ARTIFACTS__LOG__FORMAT").is_none() {
                 command.env("ARTIFACTS__LOG__FORMAT", "text");
             }
@@ -130,26 +147,37 @@ pub async fn run(config: Option<PathBuf>, data_dir: PathBuf) -> anyhow::Result<E
         } else {
             println!("  admin key: saved in {}", data_dir.join("admin-key").display());
         }
+        if service_url.is_some() {
+            println!(
+                "  NATS:      nats://{nats_addr}, user `client`, password in {}",
+                data_dir.join("nats-client-password").display()
+            );
+        }
         println!("Press Ctrl-C to stop.");
     }
     Ok(stack.supervise().await)
 }
 
 /// The bootstrap admin key: `ARTIFACTS_ADMIN_KEY`, else the one saved in the data directory, else a new
-/// one saved there (readable by its owner only). The flag says whether it was just generated.
+/// one saved there. The flag says whether it was just generated.
 fn admin_key(data_dir: &Path) -> anyhow::Result<(String, bool)> {
-    if let Ok(key) = std::env::var("ARTIFACTS_ADMIN_KEY") {
-        return Ok((key, false));
+    match std::env::var("ARTIFACTS_ADMIN_KEY") {
+        Ok(key) => Ok((key, false)),
+        Err(_) => secret_file(&data_dir.join("admin-key")),
     }
-    let file = data_dir.join("admin-key");
-    if let Ok(key) = std::fs::read_to_string(&file) {
-        return Ok((key.trim().to_owned(), false));
+}
+
+/// A random secret kept in `file` (readable by its owner only), made on first use. The flag says whether
+/// it was just made.
+fn secret_file(file: &Path) -> anyhow::Result<(String, bool)> {
+    if let Ok(secret) = std::fs::read_to_string(file) {
+        return Ok((secret.trim().to_owned(), false));
     }
-    let key = format!("ak_{}", hex::encode(rand::random::<[u8; 32]>()));
+    let secret = hex::encode(rand::random::<[u8; 32]>());
     use std::os::unix::fs::OpenOptionsExt;
-    let mut out = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&file)?;
-    std::io::Write::write_all(&mut out, key.as_bytes())?;
-    Ok((key, true))
+    let mut out = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(file)?;
+    std::io::Write::write_all(&mut out, secret.as_bytes())?;
+    Ok((secret, true))
 }
 
 /// `host:port` of the first server in a NATS URL list, without scheme or credentials.

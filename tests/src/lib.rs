@@ -38,28 +38,44 @@ pub struct NatsServer {
     child: Child,
     port: u16,
     store: tempfile::TempDir,
+    config: &'static str,
 }
+
+/// Passwords of the users of `nats/nats-server.auth.conf` in tests.
+pub const NATS_SERVICE_PASSWORD: &str = "test-service-password";
+pub const NATS_CLIENT_PASSWORD: &str = "test-client-password";
 
 impl NatsServer {
     pub async fn start() -> Self {
+        Self::start_with("nats-server.conf").await
+    }
+
+    /// With `nats/nats-server.auth.conf`: users `service` and `client`, no anonymous access.
+    pub async fn start_with_users() -> Self {
+        Self::start_with("nats-server.auth.conf").await
+    }
+
+    async fn start_with(config: &'static str) -> Self {
         let store = tempfile::tempdir().expect("temporary directory");
-        let (child, port) = Self::spawn(store.path(), "-1").await;
-        Self { child, port, store }
+        let (child, port) = Self::spawn(config, store.path(), "-1").await;
+        Self { child, port, store, config }
     }
 
     /// Stops the server and starts it again on the same port with the same store, as an operator's
     /// restart would.
     pub async fn restart(&mut self) {
         self.stop().await;
-        let (child, _) = Self::spawn(self.store.path(), &self.port.to_string()).await;
+        let (child, _) = Self::spawn(self.config, self.store.path(), &self.port.to_string()).await;
         self.child = child;
     }
 
-    async fn spawn(store: &Path, port: &str) -> (Child, u16) {
+    async fn spawn(config: &str, store: &Path, port: &str) -> (Child, u16) {
         let bin = require_program("nats-server", "nats-server");
         let mut child = Command::new(bin)
             .arg("-c")
-            .arg(repo_root().join("nats/nats-server.conf"))
+            .arg(repo_root().join("nats").join(config))
+            .env("ARTIFACTS_NATS_SERVICE_PASSWORD", NATS_SERVICE_PASSWORD)
+            .env("ARTIFACTS_NATS_CLIENT_PASSWORD", NATS_CLIENT_PASSWORD)
             .args(["-a", "127.0.0.1", "-p", port, "-sd"])
             .arg(store)
             .stdout(Stdio::null())

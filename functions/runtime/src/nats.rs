@@ -98,12 +98,20 @@ impl ResourceNames {
 pub async fn connect(settings: &Settings, process_name: &str) -> anyhow::Result<Nats> {
     let url = &settings.nats.url;
     let deadline = Instant::now() + Duration::from_secs(settings.nats.connect_timeout_secs);
+    // async-nats 0.51 ignores credentials in the URL: take them out and pass them as options.
+    let (address, credentials) = split_credentials(url);
     let client = loop {
-        let attempt = async_nats::ConnectOptions::new()
+        let options = match &credentials {
+            Some((user, password)) => {
+                async_nats::ConnectOptions::with_user_and_password(user.clone(), password.clone())
+            }
+            None => async_nats::ConnectOptions::new(),
+        };
+        let attempt = options
             .name(process_name)
             .connection_timeout(Duration::from_secs(5))
             .request_timeout(Some(settings.request_timeout()))
-            .connect(url.as_str())
+            .connect(address.as_str())
             .await;
         match attempt {
             Ok(client) => break client,
@@ -125,6 +133,28 @@ pub async fn connect(settings: &Settings, process_name: &str) -> anyhow::Result<
         format!("cannot set up JetStream on {}: is the server running with JetStream enabled (-js)?", redact_url(url))
     })?;
     Ok(Nats { client, jetstream, subjects, stores })
+}
+
+/// `nats://user:password@host:port` -> (`nats://host:port`, (user, password)); the first server's
+/// credentials apply to all.
+fn split_credentials(url: &str) -> (String, Option<(String, String)>) {
+    let mut credentials = None;
+    let servers: Vec<String> = url
+        .split(',')
+        .map(|server| {
+            let server = server.trim();
+            let (scheme, rest) = server.split_once("://").unwrap_or(("nats", server));
+            match rest.rsplit_once('@') {
+                Some((userinfo, host)) => {
+                    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+                    credentials.get_or_insert_with(|| (user.to_owned(), password.to_owned()));
+                    format!("{scheme}://{host}")
+                }
+                None => format!("{scheme}://{rest}"),
+            }
+        })
+        .collect();
+    (servers.join(","), credentials)
 }
 
 /// Creates every stream and bucket that is missing.
@@ -200,6 +230,21 @@ async fn object_store(
     })
     .await
     .with_context(|| format!("object store {bucket}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_come_out_of_urls() {
+        assert_eq!(
+            split_credentials("nats://service:pw@127.0.0.1:4222"),
+            ("nats://127.0.0.1:4222".into(), Some(("service".into(), "pw".into())))
+        );
+        assert_eq!(split_credentials("nats://127.0.0.1:4222"), ("nats://127.0.0.1:4222".into(), None));
+        assert_eq!(split_credentials("localhost:4222").0, "nats://localhost:4222");
+    }
 }
 
 /// Creates the bucket's stream directly with the configuration `create_key_value` would use:
