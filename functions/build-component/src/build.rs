@@ -79,13 +79,15 @@ impl Build for ComponentBuild {
         let docker = artifacts_runtime::docker::connect(settings).await.map_err(BuildFailure::Passing)?;
         let image = recipe.image.clone().unwrap_or_else(|| settings.builder_image(job.architecture).to_owned());
         log.write(&format!("running {:?} in {image}", recipe.command)).await;
-        let container =
-            Container::create(&docker, &settings.build, &image, &recipe, job.architecture.platform()).await?;
+        let user = settings.build_user().ok().flatten();
+        let platform = job.architecture.platform();
+        let container = Container::create(&docker, &settings.build, &image, &recipe, platform, user).await?;
         let inputs = work.path().join("inputs.tar");
         let unpacked: Vec<_> = dependencies.iter().map(|(used, path)| (used.component.clone(), path.clone())).collect();
         let (source, output_dir, limits, packed) =
             (checkout.path.clone(), recipe.output.clone(), self.limits(), inputs.clone());
-        tokio::task::spawn_blocking(move || pack_inputs(&source, &unpacked, &output_dir, limits, &packed))
+        let owner = user.unwrap_or((0, 0));
+        tokio::task::spawn_blocking(move || pack_inputs(&source, &unpacked, &output_dir, limits, owner, &packed))
             .await
             .map_err(|err| BuildFailure::Passing(format!("packing the inputs stopped: {err}")))?
             .map_err(|err| BuildFailure::Permanent(format!("a dependency or the source: {err}")))?;

@@ -49,6 +49,7 @@ impl Container {
         image: &str,
         recipe: &Recipe,
         platform: &str,
+        user: Option<(u64, u64)>,
     ) -> Result<Self, BuildFailure> {
         let host_config = HostConfig {
             network_mode: Some(settings.network.clone()),
@@ -66,6 +67,7 @@ impl Container {
             working_dir: Some(SOURCE_DIR.into()),
             env: Some(vec![format!("ARTIFACT_OUT={}", recipe.output)]),
             network_disabled: Some(settings.network == "none"),
+            user: user.map(|(uid, gid)| format!("{uid}:{gid}")),
             host_config: Some(host_config),
             ..Default::default()
         };
@@ -131,46 +133,70 @@ impl Container {
 }
 
 /// Writes the container's inputs into a tar at `dest`: the checkout under `src/` (without `.git`, links
-/// kept as links), each dependency's archive under `deps/<component>/`, and an empty output directory.
+/// kept as links, never followed), each dependency's archive under `deps/<component>/`, and an empty
+/// output directory; all owned by `owner` (`uid`, `gid`), the user the command runs as.
 pub fn pack_inputs(
     checkout: &Path,
     dependencies: &[(ComponentName, PathBuf)],
     output: &str,
     limits: Limits,
+    owner: (u64, u64),
     dest: &Path,
 ) -> Result<(), ArchiveError> {
     let mut builder = tar::Builder::new(std::io::BufWriter::new(std::fs::File::create(dest)?));
-    builder.follow_symlinks(false);
-    directory(&mut builder, Path::new("src"))?;
-    for entry in std::fs::read_dir(checkout)? {
-        let entry = entry?;
-        if entry.file_name() == ".git" {
-            continue;
-        }
-        let inside = Path::new("src").join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            builder.append_dir_all(&inside, entry.path())?;
-        } else {
-            builder.append_path_with_name(entry.path(), &inside)?;
-        }
-    }
+    directory(&mut builder, Path::new("src"), owner)?;
+    append_tree(&mut builder, checkout, Path::new("src"), owner)?;
     for (component, tarball) in dependencies {
         let root = Path::new("deps").join(component.as_str());
-        directory(&mut builder, &root)?;
+        directory(&mut builder, &root, owner)?;
         archive::for_each_entry(std::fs::File::open(tarball)?, limits, 0, |path, entry| {
             let mut header = entry.header().clone();
+            header.set_uid(owner.0);
+            header.set_gid(owner.1);
             builder.append_data(&mut header, root.join(path), entry)
         })?;
     }
-    directory(&mut builder, Path::new(output.trim_start_matches('/')))?;
+    directory(&mut builder, Path::new(output.trim_start_matches('/')), owner)?;
     builder.into_inner()?.into_inner().map_err(|err| err.into_error())?;
     Ok(())
 }
 
-fn directory(builder: &mut tar::Builder<impl std::io::Write>, path: &Path) -> std::io::Result<()> {
+/// Appends a directory's contents (but `.git`) under `inside`, links as links.
+fn append_tree(
+    builder: &mut tar::Builder<impl std::io::Write>,
+    dir: &Path,
+    inside: &Path,
+    owner: (u64, u64),
+) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_name() == ".git" {
+            continue;
+        }
+        let (path, name) = (entry.path(), inside.join(entry.file_name()));
+        let meta = std::fs::symlink_metadata(&path)?;
+        let mut header = tar::Header::new_gnu();
+        header.set_metadata_in_mode(&meta, tar::HeaderMode::Deterministic);
+        header.set_uid(owner.0);
+        header.set_gid(owner.1);
+        if meta.file_type().is_symlink() {
+            builder.append_link(&mut header, &name, std::fs::read_link(&path)?)?;
+        } else if meta.is_dir() {
+            builder.append_data(&mut header, &name, std::io::empty())?;
+            append_tree(builder, &path, &name, owner)?;
+        } else if meta.is_file() {
+            builder.append_data(&mut header, &name, std::fs::File::open(&path)?)?;
+        }
+    }
+    Ok(())
+}
+
+fn directory(builder: &mut tar::Builder<impl std::io::Write>, path: &Path, owner: (u64, u64)) -> std::io::Result<()> {
     let mut header = tar::Header::new_gnu();
     header.set_entry_type(tar::EntryType::Directory);
     header.set_mode(0o755);
     header.set_size(0);
+    header.set_uid(owner.0);
+    header.set_gid(owner.1);
     builder.append_data(&mut header, path, std::io::empty())
 }

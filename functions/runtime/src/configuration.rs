@@ -114,6 +114,9 @@ pub struct BuildSettings {
     pub builder_images: std::collections::BTreeMap<String, String>,
     /// Most processes a component build container may run.
     pub pids_limit: i64,
+    /// `uid:gid` component build commands run as (the source, dependencies and output directory are
+    /// owned by it); empty: the builder image's own user.
+    pub user: String,
     /// The largest component artifact, in bytes (uncompressed).
     pub max_artifact_bytes: u64,
 }
@@ -237,6 +240,7 @@ impl Default for BuildSettings {
             builder_image: "busybox:latest".into(),
             builder_images: Default::default(),
             pids_limit: 512,
+            user: "65534:65534".into(),
             max_artifact_bytes: 10 * 1024 * 1024 * 1024,
         }
     }
@@ -309,12 +313,27 @@ impl Settings {
             Architecture::parse(architecture)
                 .map_err(|err| SettingsError::Invalid(format!("build.architectures: {err}")))?;
         }
+        if self.build_user().is_err() {
+            return Err(SettingsError::Invalid(format!(
+                "build.user {:?} must be numeric `uid:gid` (e.g. 65534:65534) or empty",
+                self.build.user
+            )));
+        }
         if self.build.slots == 0 || self.build.max_attempts == 0 || self.build.ack_wait_secs < 3 {
             return Err(SettingsError::Invalid(
                 "build.slots and build.max_attempts must be at least 1, build.ack_wait_secs at least 3".into(),
             ));
         }
         Ok(())
+    }
+
+    /// `build.user` as numbers; None for the image's own user.
+    pub fn build_user(&self) -> Result<Option<(u64, u64)>, ()> {
+        if self.build.user.is_empty() {
+            return Ok(None);
+        }
+        let (uid, gid) = self.build.user.split_once(':').ok_or(())?;
+        Ok(Some((uid.parse().map_err(|_| ())?, gid.parse().map_err(|_| ())?)))
     }
 
     /// The builder image for component builds on `architecture` when the repository names none.
