@@ -113,8 +113,11 @@ fn check_ref_format(name: &str) -> Result<(), &'static str> {
     if name.contains("@{") {
         return Err("it must not contain '@{'");
     }
-    if name.chars().any(|c| c.is_ascii_control() || matches!(c, ' ' | '~' | '^' | ':' | '?' | '*' | '[' | '\\')) {
-        return Err("it must not contain spaces, control characters or any of ~ ^ : ? * [ \\");
+    if name
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace() || matches!(c, '~' | '^' | ':' | '?' | '*' | '[' | '\\'))
+    {
+        return Err("it must not contain white space, control characters or any of ~ ^ : ? * [ \\");
     }
     if name.split('/').any(|part| part.starts_with('.') || part.ends_with(".lock")) {
         return Err("no '/'-separated part may start with '.' or end with '.lock'");
@@ -529,5 +532,59 @@ mod tests {
         assert!(Username::parse("github_username", "octo-cat").is_ok());
         assert!(Username::parse("linux_username", "a b").is_err());
         assert!(Username::parse("linux_username", &"a".repeat(65)).is_err());
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn component_names_hold_only_valid_values(name in "\\PC{0,80}") {
+            if let Ok(component) = ComponentName::parse(&name) {
+                prop_assert!(component.as_str().len() <= 64);
+                prop_assert!(component.as_str().bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b)));
+                prop_assert!(!component.as_str().starts_with(['.', '_', '-']));
+            }
+        }
+
+        #[test]
+        fn valid_component_names_are_accepted(name in "[a-z0-9][a-z0-9._-]{0,63}") {
+            prop_assert!(ComponentName::parse(&name).is_ok());
+        }
+
+        #[test]
+        fn refs_never_become_options_or_escape(name in "\\PC{0,40}") {
+            for parsed in [BranchName::parse(&name).map(String::from), TagName::parse(&name).map(String::from)] {
+                if let Ok(value) = parsed {
+                    prop_assert!(!value.starts_with('-'));
+                    prop_assert!(!value.contains(".."));
+                    prop_assert!(!value.chars().any(|c| c.is_whitespace() || c.is_control()));
+                }
+            }
+        }
+
+        #[test]
+        fn slugs_are_docker_safe_and_distinct(a in "\\PC{1,60}", b in "\\PC{1,60}") {
+            let (slug_a, slug_b) = (slug_with_hash(&a), slug_with_hash(&b));
+            for slug in [&slug_a, &slug_b] {
+                prop_assert!(!slug.is_empty() && slug.len() <= MAX_SLUG_LEN + 9);
+                prop_assert!(slug.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"._-".contains(&c)));
+                prop_assert!(slug.as_bytes()[0].is_ascii_alphanumeric() && slug.as_bytes()[slug.len() - 1].is_ascii_alphanumeric());
+            }
+            if a != b {
+                prop_assert_ne!(slug_a, slug_b);
+            }
+        }
+
+        #[test]
+        fn architectures_normalise_to_one_platform(input in prop::sample::select(ACCEPTED_ARCHITECTURES), prefixed in any::<bool>()) {
+            let text = if prefixed { format!("linux/{input}") } else { input.to_owned() };
+            let architecture = Architecture::parse(&text).unwrap();
+            prop_assert_eq!(Architecture::parse(architecture.platform()).unwrap(), architecture);
+            prop_assert_eq!(Architecture::parse(architecture.short()).unwrap(), architecture);
+        }
     }
 }

@@ -195,3 +195,33 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn clean_paths_never_escape(path in "[a-z./]{0,30}") {
+            if let Some(clean) = clean_relative(Path::new(&path)) {
+                prop_assert!(clean.is_relative());
+                prop_assert!(clean.components().all(|c| matches!(c, Component::Normal(_))));
+            } else {
+                prop_assert!(path.starts_with('/') || path.split('/').any(|part| part == ".."));
+            }
+        }
+
+        #[test]
+        fn accepted_links_resolve_inside(link in "[a-z]{1,3}(/[a-z]{1,3}){0,3}", target in "(\\.\\./|[a-z]{1,3}/){0,5}[a-z]{1,3}") {
+            if link_stays_inside(Path::new(&link), Path::new(&target)) {
+                // Resolve lexically from the link's directory: it never rises above the root.
+                let mut depth: i64 = Path::new(&link).components().count() as i64 - 1;
+                for part in target.split('/') {
+                    depth += if part == ".." { -1 } else { 1 };
+                    prop_assert!(depth >= 0);
+                }
+            }
+        }
+    }
+}
