@@ -73,8 +73,13 @@ ensure_base_image() {
   rm -rf "$root"
 }
 
-ensure_python_nats() {
-  python3 -c 'import nats' >/dev/null 2>&1 && return 0
-  log "installing nats-py (the Python client used by the examples)"
-  python3 -m pip install --quiet --disable-pip-version-check nats-py
+ensure_python_tools() {
+  python3 -c 'import nats' >/dev/null 2>&1 || {
+    log "installing nats-py (the Python client used by the examples)"
+    python3 -m pip install --quiet --disable-pip-version-check nats-py
+  }
+  python3 -c 'import schemathesis' >/dev/null 2>&1 || {
+    log "installing schemathesis (fuzzes the HTTP API from its OpenAPI document)"
+    python3 -m pip install --quiet --disable-pip-version-check 'schemathesis>=4,<5'
+  }
 }

@@ -4,7 +4,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, pull::Ordered, DeliverPolicy};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
@@ -22,7 +22,7 @@ use artifacts_schemas::messages::keys::Scope;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::input::QueryOrJson;
+use crate::input::{PathParams, QueryOrJson};
 use crate::relay::relay;
 use crate::state::AppState;
 
@@ -42,7 +42,7 @@ use crate::state::AppState;
 pub async fn get_build(
     State(state): State<AppState>,
     caller: Caller,
-    Path(build_id): Path<String>,
+    PathParams(build_id): PathParams<String>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Read)?;
     let query = BuildQuery { build_id: BuildId::parse(&build_id)? };
@@ -91,7 +91,7 @@ pub async fn list_builds(
 pub async fn build_logs(
     State(state): State<AppState>,
     caller: Caller,
-    Path(build_id): Path<String>,
+    PathParams(build_id): PathParams<String>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Read)?;
     let query = BuildQuery { build_id: BuildId::parse(&build_id)? };

@@ -2,7 +2,7 @@
 //! component; `GET /api/v1/components/{component}/{tag}/{architecture}/archive` streams its tarball.
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -18,7 +18,7 @@ use artifacts_schemas::messages::keys::Scope;
 
 use crate::auth::{Caller, Identity};
 use crate::error::ApiError;
-use crate::input::{body_bytes, QueryOrJson};
+use crate::input::{body_bytes, PathParams, QueryOrJson};
 use crate::relay::relay;
 use crate::state::AppState;
 
@@ -97,7 +97,7 @@ pub async fn post_component(
     State(state): State<AppState>,
     caller: Caller,
     identity: Identity,
-    Query(wait): Query<Wait>,
+    wait: Wait,
     request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Build)?;
@@ -132,7 +132,7 @@ pub async fn get_archive(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    Path((component, tag, architecture)): Path<(String, String, String)>,
+    PathParams((component, tag, architecture)): PathParams<(String, String, String)>,
 ) -> Result<Response, ApiError> {
     let query = ComponentQuery {
         component: ComponentName::parse(&component)?,

@@ -3,7 +3,7 @@
 //! webhook collapses into one event; the answer comes within milliseconds, and the git trigger does the
 //! rest. A forge whose secret is not configured has no hook (404).
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use artifacts_schemas::{ErrorReply, RequestError};
 
 use crate::error::ApiError;
-use crate::input::body_bytes;
+use crate::input::{body_bytes, PathParams};
 use crate::state::AppState;
 use crate::webhook::{Delivery, Forge};
 
@@ -44,7 +44,7 @@ pub struct HookReply {
 )]
 pub async fn receive(
     State(state): State<AppState>,
-    Path(forge): Path<String>,
+    PathParams(forge): PathParams<String>,
     headers: HeaderMap,
     request: Request,
 ) -> Result<Response, ApiError> {

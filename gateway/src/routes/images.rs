@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use axum::extract::multipart::Field;
-use axum::extract::{FromRequest, Multipart, Query, Request, State};
+use axum::extract::{FromRequest, Multipart, Request, State};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
@@ -71,7 +71,7 @@ pub async fn post_image(
     State(state): State<AppState>,
     caller: Caller,
     identity: Identity,
-    Query(wait): Query<Wait>,
+    wait: Wait,
     request: Request,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Build)?;

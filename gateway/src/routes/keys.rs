@@ -1,7 +1,7 @@
 //! `POST /api/v1/keys`, `GET /api/v1/keys`, `DELETE /api/v1/keys/{keyId}`: API key management (admin
 //! scope). The secret is shown once, in the answer to its creation; the bucket holds its SHA-256.
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -15,7 +15,7 @@ use artifacts_schemas::{parse_json, ErrorReply, RequestError, Timestamp, Usernam
 
 use crate::auth::{hash, managed_key_id, Caller};
 use crate::error::ApiError;
-use crate::input::body_bytes;
+use crate::input::{body_bytes, PathParams};
 use crate::state::AppState;
 
 /// Create an API key (the secret is shown once).
@@ -99,6 +99,7 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<
     params(("key_id" = String, Path, description = "Key id")),
     responses(
         (status = 200, description = "Revoked", body = KeyRevoked),
+        (status = 400, description = "Not a key id", body = ErrorReply),
         (status = 401, description = "No or bad API key", body = ErrorReply),
         (status = 403, description = "The key lacks the admin scope", body = ErrorReply),
         (status = 404, description = "No such key", body = ErrorReply),
@@ -108,7 +109,7 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<
 pub async fn revoke(
     State(state): State<AppState>,
     caller: Caller,
-    Path(key_id): Path<String>,
+    PathParams(key_id): PathParams<String>,
 ) -> Result<Json<KeyRevoked>, ApiError> {
     caller.require(Scope::Admin)?;
     if managed_key_id(&format!("ak_{key_id}_x")).is_none() {

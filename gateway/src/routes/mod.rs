@@ -10,6 +10,8 @@ pub mod keys;
 
 use std::time::Duration;
 
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -20,6 +22,7 @@ use artifacts_runtime::service::{call, identity_headers, Reply};
 use artifacts_schemas::{BuildAccepted, Endpoint, RequestError, RequestedBy};
 
 use crate::error::ApiError;
+use crate::input::parse_query;
 use crate::relay::relay;
 use crate::state::AppState;
 
@@ -57,6 +60,14 @@ pub async fn submitted(state: &AppState, reply: Reply, wait: Wait) -> Result<Res
 #[derive(Debug, Default, Deserialize)]
 pub struct Wait {
     wait: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Wait {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parse_query(parts.uri.query().unwrap_or(""))
+    }
 }
 
 /// The longest `?wait=` honoured.
