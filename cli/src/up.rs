@@ -220,12 +220,7 @@ fn find_program(name: &str) -> Option<PathBuf> {
 
 /// Why builds will not work, if no Docker engine socket is there.
 fn docker_problem(settings: &Settings) -> Option<String> {
-    let host = settings
-        .docker
-        .host
-        .clone()
-        .or_else(|| std::env::var("DOCKER_HOST").ok())
-        .unwrap_or_else(|| "unix:///var/run/docker.sock".into());
+    let host = settings.docker_host();
     let socket = host.strip_prefix("unix://")?;
     (!Path::new(socket).exists()).then(|| {
         format!("no Docker engine at {host} (Debian: apt-get install docker.io, then start dockerd): builds will fail until one runs")

@@ -119,6 +119,16 @@ impl Caller {
         }
     }
 
+    /// Whether the key may see `component` (a key without patterns sees every component).
+    pub fn allows(&self, component: &str) -> bool {
+        self.key.as_ref().is_none_or(|key| key.allows_component(component))
+    }
+
+    /// Whether the key is limited to some components.
+    pub fn is_limited(&self) -> bool {
+        self.key.as_ref().is_some_and(|key| key.components.is_some())
+    }
+
     /// `require(scope)`, and 403 unless the key may touch `component`.
     pub fn require_for(&self, scope: Scope, component: &ComponentName) -> Result<(), ApiError> {
         self.require(scope)?;

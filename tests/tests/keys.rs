@@ -159,3 +159,47 @@ async fn the_cli_manages_keys() {
     assert!(cli(&["revoke", key_id]).await.unwrap().status.success());
     assert!(!cli(&["revoke", key_id]).await.unwrap().status.success());
 }
+
+#[tokio::test]
+async fn a_key_limited_to_components_sees_only_their_builds() {
+    use artifacts_schemas::{BuildId, BuildKind, BuildRecord, BuildStatus, RequestedBy, Timestamp};
+    let app = TestApp::spawn().await;
+    let mut ids = Vec::new();
+    for component in ["libx", "app"] {
+        let record = BuildRecord {
+            build_id: BuildId::generate(),
+            kind: BuildKind::Image,
+            status: BuildStatus::Succeeded,
+            request: json!({"component": component}),
+            requested_by: RequestedBy::default(),
+            created_at: Timestamp::now(),
+            started_at: None,
+            finished_at: None,
+            result: None,
+            error_message: None,
+            attempts: 1,
+        };
+        app.nats
+            .stores
+            .builds
+            .put(record.build_id.as_str(), serde_json::to_vec(&record).unwrap().into())
+            .await
+            .unwrap();
+        ids.push(record.build_id);
+    }
+    let key = create_key(&app, json!({"name": "libs", "scopes": ["read"], "components": ["lib*"]})).await;
+    let secret = key["secret"].as_str().unwrap();
+    let (status, _) =
+        status_with(&app, secret, reqwest::Method::GET, &format!("/api/v1/builds/{}", ids[0]), None).await;
+    assert_eq!(status, 200);
+    let (status, _) =
+        status_with(&app, secret, reqwest::Method::GET, &format!("/api/v1/builds/{}", ids[1]), None).await;
+    assert_eq!(status, 403);
+    let (status, _) =
+        status_with(&app, secret, reqwest::Method::GET, &format!("/api/v1/builds/{}/logs", ids[1]), None).await;
+    assert_eq!(status, 403);
+    let (_, list) = status_with(&app, secret, reqwest::Method::GET, "/api/v1/builds", None).await;
+    let seen: Vec<&str> =
+        list["builds"].as_array().unwrap().iter().map(|b| b["request"]["component"].as_str().unwrap()).collect();
+    assert_eq!(seen, vec!["libx"]);
+}

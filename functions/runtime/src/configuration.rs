@@ -327,6 +327,15 @@ impl Settings {
         Ok(())
     }
 
+    /// The Docker engine: `docker.host`, else `DOCKER_HOST`, else the local socket.
+    pub fn docker_host(&self) -> String {
+        self.docker
+            .host
+            .clone()
+            .or_else(|| std::env::var("DOCKER_HOST").ok())
+            .unwrap_or_else(|| "unix:///var/run/docker.sock".into())
+    }
+
     /// `build.user` as numbers; None for the image's own user.
     pub fn build_user(&self) -> Result<Option<(u64, u64)>, ()> {
         if self.build.user.is_empty() {

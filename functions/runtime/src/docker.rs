@@ -7,12 +7,7 @@ use crate::configuration::Settings;
 /// Connects to `docker.host` (else `DOCKER_HOST`, else the local socket) and negotiates the API version:
 /// Debian's engine answers 1.41 and refuses bollard's newer default.
 pub async fn connect(settings: &Settings) -> Result<Docker, String> {
-    let host = settings
-        .docker
-        .host
-        .clone()
-        .or_else(|| std::env::var("DOCKER_HOST").ok())
-        .unwrap_or_else(|| "unix:///var/run/docker.sock".into());
+    let host = settings.docker_host();
     // The timeout also covers waiting for a build's first response, which the classic builder sends only
     // after the whole context has arrived: let the build timeout bound it.
     let timeout = settings.build.timeout_secs.max(120);

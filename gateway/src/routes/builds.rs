@@ -7,17 +7,20 @@ use async_nats::jetstream::consumer::{pull, pull::Ordered, DeliverPolicy};
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::Json;
 use futures::{Stream, StreamExt};
 
 use artifacts_runtime::builds::read;
 use artifacts_runtime::logs::END_HEADER;
 use artifacts_runtime::nats::ResourceNames;
+use artifacts_runtime::service::Reply;
 use artifacts_runtime::Nats;
 use artifacts_schemas::{
-    BuildId, BuildList, BuildListQuery, BuildQuery, BuildRecord, Endpoint, ErrorReply, RequestError,
+    parse_json, BuildId, BuildList, BuildListQuery, BuildQuery, BuildRecord, Endpoint, ErrorReply, Failure,
+    RequestError,
 };
 
-use super::{forward, request};
+use super::request;
 use artifacts_schemas::messages::keys::Scope;
 
 use crate::auth::Caller;
@@ -34,6 +37,7 @@ use crate::state::AppState;
         (status = 200, description = "The build", body = BuildRecord),
         (status = 400, description = "Not a build id", body = ErrorReply),
         (status = 401, description = "No or bad API key", body = ErrorReply),
+        (status = 403, description = "The key may not see that component", body = ErrorReply),
         (status = 404, description = "No such build", body = ErrorReply),
         (status = 503, description = "Unavailable", body = ErrorReply),
     ),
@@ -44,9 +48,25 @@ pub async fn get_build(
     caller: Caller,
     PathParams(build_id): PathParams<String>,
 ) -> Result<Response, ApiError> {
+    Ok(relay(visible_build(&state, &caller, &build_id).await?))
+}
+
+/// The build record's reply, if the key may see the build's component (403 otherwise).
+async fn visible_build(state: &AppState, caller: &Caller, build_id: &str) -> Result<Reply, ApiError> {
     caller.require(Scope::Read)?;
-    let query = BuildQuery { build_id: BuildId::parse(&build_id)? };
-    Ok(forward(&state, Endpoint::BuildGet, &query).await)
+    let query = BuildQuery { build_id: BuildId::parse(build_id)? };
+    let reply = request(state, Endpoint::BuildGet, &query).await;
+    if caller.is_limited() && !reply.is_failure() {
+        let record: BuildRecord = parse_json(&reply.body)?;
+        if !caller.allows(&build_component(&record)) {
+            return Err(ApiError::new(Failure::Forbidden, "this API key may not see builds of that component"));
+        }
+    }
+    Ok(reply)
+}
+
+fn build_component(record: &BuildRecord) -> String {
+    record.request.get("component").and_then(|c| c.as_str()).unwrap_or_default().to_owned()
 }
 
 /// Build history, newest first.
@@ -72,7 +92,13 @@ pub async fn list_builds(
     QueryOrJson(query): QueryOrJson<BuildListQuery>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Read)?;
-    Ok(forward(&state, Endpoint::BuildList, &query).await)
+    let reply = request(&state, Endpoint::BuildList, &query).await;
+    if !caller.is_limited() || reply.is_failure() {
+        return Ok(relay(reply));
+    }
+    let mut list: BuildList = parse_json(&reply.body)?;
+    list.builds.retain(|record| caller.allows(&build_component(record)));
+    Ok(Json(list).into_response())
 }
 
 /// A build's log as server-sent events: every line from the start, then live lines until it ends.
@@ -83,6 +109,7 @@ pub async fn list_builds(
         (status = 200, description = "Log lines", content_type = "text/event-stream", body = String),
         (status = 400, description = "Not a build id", body = ErrorReply),
         (status = 401, description = "No or bad API key", body = ErrorReply),
+        (status = 403, description = "The key may not see that component", body = ErrorReply),
         (status = 404, description = "No such build", body = ErrorReply),
         (status = 503, description = "Unavailable", body = ErrorReply),
     ),
@@ -93,14 +120,13 @@ pub async fn build_logs(
     caller: Caller,
     PathParams(build_id): PathParams<String>,
 ) -> Result<Response, ApiError> {
-    caller.require(Scope::Read)?;
-    let query = BuildQuery { build_id: BuildId::parse(&build_id)? };
-    let reply = request(&state, Endpoint::BuildGet, &query).await;
+    let reply = visible_build(&state, &caller, &build_id).await?;
     if reply.is_failure() {
         return Ok(relay(reply));
     }
-    let lines = log_lines(&state.nats, &query.build_id).await?;
-    Ok(Sse::new(log_events(state.nats.clone(), query.build_id, lines)).keep_alive(KeepAlive::default()).into_response())
+    let build_id = BuildId::parse(&build_id)?;
+    let lines = log_lines(&state.nats, &build_id).await?;
+    Ok(Sse::new(log_events(state.nats.clone(), build_id, lines)).keep_alive(KeepAlive::default()).into_response())
 }
 
 /// Every line of the build's log from the first, then live lines: an ordered consumer on its subject.
