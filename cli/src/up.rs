@@ -60,8 +60,8 @@ pub async fn run(config: Option<PathBuf>, data_dir: PathBuf) -> anyhow::Result<E
         std::fs::write(data_dir.join("nats-server.conf"), NATS_CONFIG)?;
         let conf = data_dir.join("nats-server.auth.conf");
         std::fs::write(&conf, NATS_AUTH_CONFIG)?;
-        let service_password = secret_file(&data_dir.join("nats-service-password"))?.0;
-        let client_password = secret_file(&data_dir.join("nats-client-password"))?.0;
+        let service_password = secret_file(&data_dir.join("nats-service-password"), "ns")?.0;
+        let client_password = secret_file(&data_dir.join("nats-client-password"), "nc")?.0;
         let (host, port) = nats_addr.rsplit_once(':').unwrap_or((&nats_addr, "4222"));
         let mut command = Command::new(bin);
         command
@@ -148,10 +148,7 @@ pub async fn run(config: Option<PathBuf>, data_dir: PathBuf) -> anyhow::Result<E
             println!("  admin key: saved in {}", data_dir.join("admin-key").display());
         }
         if service_url.is_some() {
-            println!(
-                "  NATS:      nats://{nats_addr}, user `client`, password in {}",
-                data_dir.join("nats-client-password").display()
-            );
+            println!("  NATS:      nats://{nats_addr} (without credentials: the public subjects only)");
         }
         println!("Press Ctrl-C to stop.");
     }
@@ -163,17 +160,18 @@ pub async fn run(config: Option<PathBuf>, data_dir: PathBuf) -> anyhow::Result<E
 fn admin_key(data_dir: &Path) -> anyhow::Result<(String, bool)> {
     match std::env::var("ARTIFACTS_ADMIN_KEY") {
         Ok(key) => Ok((key, false)),
-        Err(_) => secret_file(&data_dir.join("admin-key")),
+        Err(_) => secret_file(&data_dir.join("admin-key"), "ak"),
     }
 }
 
 /// A random secret kept in `file` (readable by its owner only), made on first use. The flag says whether
-/// it was just made.
-fn secret_file(file: &Path) -> anyhow::Result<(String, bool)> {
+/// it was just made. Secrets start with a letter: nats-server reads a password from the environment as a
+/// configuration value, and one starting with a digit would parse as a number.
+fn secret_file(file: &Path, prefix: &str) -> anyhow::Result<(String, bool)> {
     if let Ok(secret) = std::fs::read_to_string(file) {
         return Ok((secret.trim().to_owned(), false));
     }
-    let secret = hex::encode(rand::random::<[u8; 32]>());
+    let secret = format!("{prefix}{}", hex::encode(rand::random::<[u8; 32]>()));
     use std::os::unix::fs::OpenOptionsExt;
     let mut out = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(file)?;
     std::io::Write::write_all(&mut out, secret.as_bytes())?;

@@ -1,6 +1,6 @@
 //! NATS permissions (`nats/nats-server.auth.conf`, what `artifacts up` runs): the stack connects as
-//! `service`; a `client` may ask the public subjects of the contract and nothing else; anonymous
-//! connections are refused.
+//! `service`; a `client` (which is what a connection without credentials is) may ask the public subjects
+//! of the contract and nothing else.
 
 use std::time::Duration;
 
@@ -18,12 +18,16 @@ async fn clients_may_ask_but_not_queue_jobs_or_write_stores() {
     let shutdown = CancellationToken::new();
     tokio::spawn(artifacts_lookup::run(service, shutdown.clone()));
 
-    assert!(async_nats::connect(&address).await.is_err(), "anonymous connections are refused");
     let wrong =
-        async_nats::ConnectOptions::with_user_and_password("client".into(), "wrong".into()).connect(&address).await;
+        async_nats::ConnectOptions::with_user_and_password("service".into(), "wrong".into()).connect(&address).await;
     assert!(wrong.is_err(), "a wrong password is refused");
+    let named = async_nats::ConnectOptions::with_user_and_password("client".into(), NATS_CLIENT_PASSWORD.into())
+        .connect(&address)
+        .await;
+    assert!(named.is_ok(), "the client user connects with its password");
 
-    let client = async_nats::ConnectOptions::with_user_and_password("client".into(), NATS_CLIENT_PASSWORD.into())
+    // No credentials: the `client` user.
+    let client = async_nats::ConnectOptions::new()
         .request_timeout(Some(Duration::from_secs(2)))
         .connect(&address)
         .await
