@@ -2,6 +2,7 @@
 //! `/api/v1/openapi.json` with Swagger UI at `/docs` (its assets are compiled in: no CDN).
 
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes;
@@ -32,6 +33,15 @@ pub struct ApiDoc;
 
 struct Security;
 
+/// The answers every authenticated route may give, whatever the route.
+const AUTHENTICATED_FAILURES: [(&str, &str); 5] = [
+    ("400", "Bad input"),
+    ("401", "No, unknown, revoked or expired API key"),
+    ("403", "The key lacks the scope, or may not touch that component, or claims another identity"),
+    ("429", "Too many requests for this key: see Retry-After"),
+    ("503", "NATS or a function is unavailable"),
+];
+
 impl Modify for Security {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
@@ -40,5 +50,18 @@ impl Modify for Security {
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
         components.add_security_scheme("apiKey", SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))));
+        let error = || ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorReply"))).build();
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [&mut item.get, &mut item.post, &mut item.delete].into_iter().flatten() {
+                if operation.security.is_none() {
+                    continue;
+                }
+                for (code, description) in AUTHENTICATED_FAILURES {
+                    operation.responses.responses.entry(code.to_owned()).or_insert_with(|| {
+                        ResponseBuilder::new().description(description).content("application/json", error()).into()
+                    });
+                }
+            }
+        }
     }
 }

@@ -36,10 +36,8 @@ use crate::state::AppState;
     responses(
         (status = 200, description = "The build", body = BuildRecord),
         (status = 400, description = "Not a build id", body = ErrorReply),
-        (status = 401, description = "No or bad API key", body = ErrorReply),
         (status = 403, description = "The key may not see that component", body = ErrorReply),
         (status = 404, description = "No such build", body = ErrorReply),
-        (status = 503, description = "Unavailable", body = ErrorReply),
     ),
     security(("bearer" = []), ("apiKey" = []))
 )]
@@ -81,8 +79,6 @@ fn build_component(record: &BuildRecord) -> String {
     responses(
         (status = 200, description = "Builds", body = BuildList),
         (status = 400, description = "Bad input", body = ErrorReply),
-        (status = 401, description = "No or bad API key", body = ErrorReply),
-        (status = 503, description = "Unavailable", body = ErrorReply),
     ),
     security(("bearer" = []), ("apiKey" = []))
 )]
@@ -108,10 +104,8 @@ pub async fn list_builds(
     responses(
         (status = 200, description = "Log lines", content_type = "text/event-stream", body = String),
         (status = 400, description = "Not a build id", body = ErrorReply),
-        (status = 401, description = "No or bad API key", body = ErrorReply),
         (status = 403, description = "The key may not see that component", body = ErrorReply),
         (status = 404, description = "No such build", body = ErrorReply),
-        (status = 503, description = "Unavailable", body = ErrorReply),
     ),
     security(("bearer" = []), ("apiKey" = []))
 )]

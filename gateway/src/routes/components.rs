@@ -36,8 +36,6 @@ use crate::state::AppState;
         (status = 202, description = "Building", body = ComponentLookupReply),
         (status = 404, description = "Never built and its source is unknown", body = ComponentLookupReply),
         (status = 400, description = "Bad input", body = ErrorReply),
-        (status = 401, description = "No or bad API key", body = ErrorReply),
-        (status = 503, description = "Unavailable", body = ErrorReply),
     ),
     security(("bearer" = []), ("apiKey" = []))
 )]
@@ -87,9 +85,7 @@ fn base_url(state: &AppState, headers: &HeaderMap) -> String {
         (status = 202, description = "Queued", body = BuildAccepted),
         (status = 200, description = "With `wait`: the build ended in time", body = BuildRecord),
         (status = 400, description = "Bad input", body = ErrorReply),
-        (status = 401, description = "No or bad API key", body = ErrorReply),
         (status = 403, description = "The key lacks the build scope", body = ErrorReply),
-        (status = 503, description = "Unavailable", body = ErrorReply),
     ),
     security(("bearer" = []), ("apiKey" = []))
 )]
@@ -122,9 +118,7 @@ pub async fn post_component(
         (status = 200, description = "The tarball", content_type = "application/gzip", body = Vec<u8>),
         (status = 304, description = "Unchanged (If-None-Match)"),
         (status = 400, description = "Bad input", body = ErrorReply),
-        (status = 401, description = "No or bad API key", body = ErrorReply),
         (status = 404, description = "Not stored", body = ComponentLookupReply),
-        (status = 503, description = "Unavailable", body = ErrorReply),
     ),
     security(("bearer" = []), ("apiKey" = []))
 )]

@@ -37,7 +37,6 @@ use crate::state::AppState;
         (status = 200, description = "Found", body = ImageLookupReply),
         (status = 404, description = "Never built", body = ImageLookupReply),
         (status = 400, description = "Bad input", body = ErrorReply),
-        (status = 401, description = "No or bad API key", body = ErrorReply),
         (status = 503, description = "NATS or the lookup function is unavailable", body = ErrorReply),
     ),
     security(("bearer" = []), ("apiKey" = []))
@@ -60,10 +59,8 @@ pub async fn get_image(
         (status = 202, description = "Queued", body = BuildAccepted),
         (status = 200, description = "With `wait`: the build ended in time", body = BuildRecord),
         (status = 400, description = "Bad input", body = ErrorReply),
-        (status = 401, description = "No or bad API key", body = ErrorReply),
         (status = 403, description = "The key lacks the build scope", body = ErrorReply),
         (status = 413, description = "Too large", body = ErrorReply),
-        (status = 503, description = "Unavailable", body = ErrorReply),
     ),
     security(("bearer" = []), ("apiKey" = []))
 )]

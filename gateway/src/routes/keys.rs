@@ -24,9 +24,7 @@ use crate::state::AppState;
     responses(
         (status = 201, description = "Created: the secret is in this answer only", body = KeyCreated),
         (status = 400, description = "Bad input", body = ErrorReply),
-        (status = 401, description = "No or bad API key", body = ErrorReply),
         (status = 403, description = "The key lacks the admin scope", body = ErrorReply),
-        (status = 503, description = "Unavailable", body = ErrorReply),
     ),
     security(("bearer" = []), ("apiKey" = [])))]
 pub async fn create(State(state): State<AppState>, caller: Caller, request: Request) -> Result<Response, ApiError> {
@@ -75,9 +73,7 @@ pub async fn create(State(state): State<AppState>, caller: Caller, request: Requ
 #[utoipa::path(get, path = "/api/v1/keys", tag = "keys",
     responses(
         (status = 200, description = "Keys, oldest first", body = KeyList),
-        (status = 401, description = "No or bad API key", body = ErrorReply),
         (status = 403, description = "The key lacks the admin scope", body = ErrorReply),
-        (status = 503, description = "Unavailable", body = ErrorReply),
     ),
     security(("bearer" = []), ("apiKey" = [])))]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<KeyList>, ApiError> {
@@ -100,10 +96,8 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<
     responses(
         (status = 200, description = "Revoked", body = KeyRevoked),
         (status = 400, description = "Not a key id", body = ErrorReply),
-        (status = 401, description = "No or bad API key", body = ErrorReply),
         (status = 403, description = "The key lacks the admin scope", body = ErrorReply),
         (status = 404, description = "No such key", body = ErrorReply),
-        (status = 503, description = "Unavailable", body = ErrorReply),
     ),
     security(("bearer" = []), ("apiKey" = [])))]
 pub async fn revoke(
