@@ -142,10 +142,13 @@ pub async fn run(config: Option<PathBuf>, data_dir: PathBuf) -> anyhow::Result<E
         println!("artifact storage is up");
         println!("  gateway:   http://{listen}/api/v1");
         println!("  docs:      http://{listen}/docs");
-        if key_is_new {
-            println!("  admin key: {admin_key}   (shown once; saved in {})", data_dir.join("admin-key").display());
+        let saved = data_dir.join("admin-key");
+        if std::env::var_os("ARTIFACTS_ADMIN_KEY").is_some() {
+            println!("  admin key: the one in ARTIFACTS_ADMIN_KEY");
+        } else if key_is_new {
+            println!("  admin key: {admin_key}   (shown once; saved in {})", saved.display());
         } else {
-            println!("  admin key: saved in {}", data_dir.join("admin-key").display());
+            println!("  admin key: saved in {}", saved.display());
         }
         if service_url.is_some() {
             println!("  NATS:      nats://{nats_addr} (without credentials: the public subjects only)");

@@ -80,15 +80,23 @@ async fn up_starts_everything_and_ctrl_c_stops_everything() {
 
     // A NATS client without credentials is the `client` user under `up`: it may ask the services.
     let client = async_nats::connect(format!("127.0.0.1:{nats}")).await.unwrap();
-    let inbox = client.new_inbox();
-    let mut pongs = client.subscribe(inbox.clone()).await.unwrap();
-    client.publish_with_reply("$SRV.PING", inbox, "".into()).await.unwrap();
+    // Functions register as they finish starting: ask until every one has answered (at most 20 s).
     let mut names = std::collections::BTreeSet::new();
-    while let Ok(Some(pong)) = tokio::time::timeout(Duration::from_secs(2), pongs.next()).await {
-        let pong: Value = serde_json::from_slice(&pong.payload).unwrap();
-        names.insert(pong["name"].as_str().unwrap().to_owned());
+    let expected = ["artifacts-lookup", "artifacts-build-image", "artifacts-build-component"];
+    for _ in 0..20 {
+        let inbox = client.new_inbox();
+        let mut pongs = client.subscribe(inbox.clone()).await.unwrap();
+        client.publish_with_reply("$SRV.PING", inbox, "".into()).await.unwrap();
+        while let Ok(Some(pong)) = tokio::time::timeout(Duration::from_millis(500), pongs.next()).await {
+            let pong: Value = serde_json::from_slice(&pong.payload).unwrap();
+            names.insert(pong["name"].as_str().unwrap().to_owned());
+        }
+        if expected.iter().all(|service| names.contains(*service)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    for service in ["artifacts-lookup", "artifacts-build-image", "artifacts-build-component"] {
+    for service in expected {
         assert!(names.contains(service), "{service} does not answer $SRV.PING: {names:?}");
     }
     drop(client);

@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
+use axum::response::Redirect;
 use axum::routing::{get, post};
-use axum::{middleware, Router};
+use axum::{middleware, Json, Router};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
@@ -70,12 +71,21 @@ pub fn router(state: AppState) -> Router {
         .route("/hooks/{forge}", post(hooks::receive))
         .route("/keys", post(keys::create).get(keys::list))
         .route("/keys/{key_id}", axum::routing::delete(keys::revoke));
-    Router::new()
-        .nest("/api/v1", api)
-        .merge(SwaggerUi::new("/docs").url("/api/v1/openapi.json", ApiDoc::openapi()))
+    // Docs, health and metrics answer at the root and, since the contract lists them under the API's base
+    // path, below `/api/v1` too.
+    let open = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
+        .route("/metrics", get(health::metrics));
+    let api = api
+        .merge(open.clone())
+        .route("/docs", get(|| async { Redirect::permanent("/docs/") }))
+        .route("/docs/", get(|| async { Redirect::permanent("/docs/") }));
+    Router::new()
+        .nest("/api/v1", api)
+        .merge(open)
+        .merge(SwaggerUi::new("/docs").url("/api/v1/openapi.json", ApiDoc::openapi()))
+        .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
         .fallback(|| async { ApiError::from(RequestError::not_found("no such route: see /docs")) })
         .method_not_allowed_fallback(|| async {
             ApiError::new(Failure::Invalid, "this route does not accept that method: see /docs")

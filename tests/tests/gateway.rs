@@ -30,7 +30,20 @@ async fn api_keys_are_required_and_checked() {
     let by_bearer = app.http.get(app.url(IMAGE_QUERY)).bearer_auth(ADMIN_KEY).send().await.unwrap();
     assert_eq!(by_bearer.status(), 404);
 
-    for open in ["/healthz", "/readyz", "/metrics", "/api/v1/openapi.json", "/docs/"] {
+    let open_routes = [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/api/v1/openapi.json",
+        "/docs/",
+        "/docs",
+        "/api/v1/healthz",
+        "/api/v1/readyz",
+        "/api/v1/metrics",
+        "/api/v1/docs",
+        "/openapi.json",
+    ];
+    for open in open_routes {
         let response = app.http.get(app.url(open)).send().await.unwrap();
         assert_eq!(response.status(), 200, "{open}");
     }
