@@ -142,7 +142,8 @@ impl Architecture {
     pub const ALL: [Architecture; 4] = [Self::Amd64, Self::Arm64, Self::ArmV7, Self::I386];
 
     pub fn parse(value: &str) -> Result<Self, InvalidName> {
-        let bare = value.strip_prefix("linux/").unwrap_or(value);
+        let lower = value.to_ascii_lowercase();
+        let bare = lower.strip_prefix("linux/").unwrap_or(&lower);
         match bare {
             "amd64" | "x86_64" => Ok(Self::Amd64),
             "arm64" | "aarch64" | "arm64/v8" => Ok(Self::Arm64),
@@ -323,15 +324,21 @@ impl GitUrl {
 /// The registry repository of a component's images on one branch:
 /// `<component>-<branch-slug>-image`.
 ///
-/// Docker repository names are stricter than both component names and git branches, so each part is
-/// slugged; whenever slugging changed a part, a hash of the original is appended, which keeps
-/// `feature/x` and `feature-x` in different repositories.
+/// Docker repository names are stricter than git branches, so the branch is slugged (and the component
+/// too, in the rare case Docker would refuse it as written); whenever slugging changed a part, a hash of
+/// the original is appended, which keeps `feature/x` and `feature-x` in different repositories.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ImageRepository(String);
 
 impl ImageRepository {
     pub fn new(component: &ComponentName, branch: &BranchName) -> Self {
-        Self(format!("{}-{}-image", slug_with_hash(component.as_str()), slug_with_hash(branch.as_str())))
+        let branch = slug_with_hash(branch.as_str());
+        let raw = format!("{component}-{branch}-image");
+        if is_docker_path_component(&raw) {
+            return Self(raw);
+        }
+        // The few component names Docker refuses here (`a..b`, `a._b`, `x.` before the dash) are slugged too.
+        Self(format!("{}-{branch}-image", slug_with_hash(component.as_str())))
     }
 
     pub fn as_str(&self) -> &str {
@@ -343,6 +350,26 @@ impl fmt::Display for ImageRepository {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// Docker's rule for a repository path component: `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`.
+fn is_docker_path_component(name: &str) -> bool {
+    let mut run = String::new();
+    let mut seen_alphanumeric = false;
+    for c in name.chars() {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            if !run.is_empty() && (!seen_alphanumeric || docker_separator(&run) != run) {
+                return false;
+            }
+            run.clear();
+            seen_alphanumeric = true;
+        } else if matches!(c, '.' | '_' | '-') {
+            run.push(c);
+        } else {
+            return false;
+        }
+    }
+    seen_alphanumeric && run.is_empty()
 }
 
 /// Slugs longer than this are cut (and so get the hash suffix), keeping repository names well under
@@ -458,6 +485,7 @@ mod tests {
             ("linux/arm/v7", "linux/arm/v7"),
             ("386", "linux/386"),
             ("i686", "linux/386"),
+            ("AMD64", "linux/amd64"),
         ] {
             assert_eq!(Architecture::parse(input).unwrap().platform(), platform, "{input}");
         }
@@ -477,6 +505,12 @@ mod tests {
         assert_ne!(slash, dash);
         let upper = ImageRepository::new(&c, &BranchName::parse("Feature-X").unwrap());
         assert_ne!(upper, dash);
+        // The component stays as written unless Docker would refuse the name.
+        let trailing = ComponentName::parse("libfoo-").unwrap();
+        assert_eq!(ImageRepository::new(&trailing, &main).as_str(), "libfoo--main-image");
+        let dots = ImageRepository::new(&ComponentName::parse("a..b").unwrap(), &main);
+        assert!(dots.as_str().starts_with("a-b-") && dots.as_str().ends_with("-main-image"), "{dots}");
+        assert!(is_docker_path_component(dots.as_str()));
     }
 
     #[test]

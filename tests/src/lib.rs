@@ -218,7 +218,7 @@ impl TestApp {
         let shutdown = CancellationToken::new();
 
         let lookup_nats = artifacts_runtime::nats::connect(&settings, "test-lookup").await.expect("NATS connects");
-        tokio::spawn(artifacts_lookup::run(lookup_nats, shutdown.clone()));
+        tokio::spawn(artifacts_lookup::run(settings.clone(), lookup_nats, shutdown.clone()));
         if with_builder {
             let builder_nats =
                 artifacts_runtime::nats::connect(&settings, "test-build-image").await.expect("NATS connects");

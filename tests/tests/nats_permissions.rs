@@ -16,7 +16,7 @@ async fn clients_may_ask_but_not_queue_jobs_or_write_stores() {
     let settings = test_settings(&format!("nats://service:{NATS_SERVICE_PASSWORD}@{address}"));
     let service = artifacts_runtime::nats::connect(&settings, "test-lookup").await.expect("the service user connects");
     let shutdown = CancellationToken::new();
-    tokio::spawn(artifacts_lookup::run(service, shutdown.clone()));
+    tokio::spawn(artifacts_lookup::run(settings.clone(), service, shutdown.clone()));
 
     let wrong =
         async_nats::ConnectOptions::with_user_and_password("service".into(), "wrong".into()).connect(&address).await;

@@ -3,6 +3,8 @@
 //! answers over HTTP. A lookup of an absent component whose source is known starts its build through
 //! `<prefix>.component.build` (the design page's "if not exists: clone and build").
 
+use std::sync::Arc;
+
 use async_nats::jetstream::kv;
 use async_nats::Message;
 use futures::TryStreamExt;
@@ -10,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use artifacts_runtime::nats::{read_json, unavailable};
 use artifacts_runtime::service::{self, Reply, ServiceSpec};
-use artifacts_runtime::Nats;
+use artifacts_runtime::{Nats, Settings};
 use artifacts_schemas::names::slug_with_hash;
 use artifacts_schemas::{
     parse_json, BuildAccepted, BuildList, BuildListQuery, BuildQuery, BuildRecord, ComponentBuildRequest,
@@ -18,8 +20,9 @@ use artifacts_schemas::{
     ImageRecord, RequestError,
 };
 
-pub async fn run(nats: Nats, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(settings: Settings, nats: Nats, shutdown: CancellationToken) -> anyhow::Result<()> {
     let handler_nats = nats.clone();
+    let base_url: Arc<str> = settings.public_url().into();
     service::serve(
         &nats,
         ServiceSpec {
@@ -29,19 +32,19 @@ pub async fn run(nats: Nats, shutdown: CancellationToken) -> anyhow::Result<()> 
             metadata: Default::default(),
         },
         move |endpoint, message| {
-            let nats = handler_nats.clone();
-            async move { answer(&nats, endpoint, &message).await }
+            let (nats, base_url) = (handler_nats.clone(), Arc::clone(&base_url));
+            async move { answer(&nats, &base_url, endpoint, &message).await }
         },
         shutdown,
     )
     .await
 }
 
-async fn answer(nats: &Nats, endpoint: Endpoint, message: &Message) -> Reply {
+async fn answer(nats: &Nats, base_url: &str, endpoint: Endpoint, message: &Message) -> Reply {
     let stores = &nats.stores;
     let result = match endpoint {
         Endpoint::ImageGet => image(&stores.images, message).await,
-        Endpoint::ComponentGet => component(nats, message).await,
+        Endpoint::ComponentGet => component(nats, base_url, message).await,
         Endpoint::BuildGet => build(&stores.builds, message).await,
         Endpoint::BuildList => builds(&stores.builds, message).await,
         other => Err(RequestError::internal(format!("lookup does not serve {}", other.suffix()))),
@@ -59,10 +62,10 @@ async fn image(images: &kv::Store, message: &Message) -> Result<Reply, RequestEr
 
 /// A stored component, or, when it is absent but its source is known (the query's `url`, or the source
 /// of an earlier build), its build: started through `<prefix>.component.build` on behalf of the asker.
-async fn component(nats: &Nats, message: &Message) -> Result<Reply, RequestError> {
+async fn component(nats: &Nats, base_url: &str, message: &Message) -> Result<Reply, RequestError> {
     let query: ComponentQuery = parse_json(&message.payload)?;
     if let Some(record) = read_json::<ComponentRecord>(&nats.stores.components, &query.record_key()).await? {
-        return Ok(Reply::ok(&ComponentLookupReply::found(&query, record)));
+        return Ok(Reply::ok(&ComponentLookupReply::found(&query, record, base_url)));
     }
     let known = read_json::<ComponentSource>(&nats.stores.sources, &slug_with_hash(query.component.as_str())).await?;
     let Some(url) = query.url.clone().or(known.map(|source| source.url)) else {

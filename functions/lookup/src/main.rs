@@ -2,5 +2,5 @@ use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    artifacts_runtime::run("artifacts-lookup", |_settings, nats, shutdown| artifacts_lookup::run(nats, shutdown)).await
+    artifacts_runtime::run("artifacts-lookup", artifacts_lookup::run).await
 }

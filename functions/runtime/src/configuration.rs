@@ -57,6 +57,9 @@ pub struct GatewaySettings {
     pub max_body_bytes: usize,
     /// Requests one API key may make per minute on one gateway (0: no limit).
     pub rate_limit_per_minute: u32,
+    /// The gateway's address as clients reach it, for download URLs given over NATS (default
+    /// `http://<listen>`).
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -90,6 +93,7 @@ pub struct DockerSettings {
 pub struct BuildSettings {
     /// Architectures this worker's engine builds (default: the host's own). Add others only where
     /// qemu/binfmt makes the engine able to run their binaries.
+    #[serde(deserialize_with = "list")]
     pub architectures: Vec<String>,
     /// Builds one worker runs at once.
     pub slots: usize,
@@ -125,6 +129,7 @@ pub struct BuildSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct GitSettings {
     /// URL schemes a component may be cloned from.
+    #[serde(deserialize_with = "list")]
     pub allowed_schemes: Vec<String>,
     /// A clone taking longer fails.
     pub clone_timeout_secs: u64,
@@ -192,6 +197,7 @@ impl Default for GatewaySettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 64 * 1024 * 1024,
             rate_limit_per_minute: 6000,
+            public_url: None,
         }
     }
 }
@@ -277,18 +283,13 @@ impl Settings {
         }
         let plain_env = config::Config::builder()
             .set_override_option("nats.url", std::env::var("NATS_URL").ok())?
-            .set_override_option("admin_key", std::env::var("ARTIFACTS_ADMIN_KEY").ok())?
+            .set_override_option("admin_key", std::env::var("ARTIFACTS_ADMIN_KEY").ok().filter(|key| !key.is_empty()))?
             .build()?;
         let settings: Settings = builder
             .add_source(plain_env)
             .add_source(
-                config::Environment::with_prefix("ARTIFACTS")
-                    .prefix_separator("__")
-                    .separator("__")
-                    .list_separator(",")
-                    .with_list_parse_key("git.allowed_schemes")
-                    .with_list_parse_key("build.architectures")
-                    .try_parsing(true),
+                config::Environment::with_prefix("ARTIFACTS").prefix_separator("__").separator("__"), // No `try_parsing`: it would turn a secret such as `00042` into `42`. Lists are
+                                                                                                      // comma-separated strings, read by `list`.
             )
             .build()?
             .try_deserialize()?;
@@ -327,6 +328,11 @@ impl Settings {
         Ok(())
     }
 
+    /// `gateway.public_url`, else `http://<gateway.listen>`.
+    pub fn public_url(&self) -> String {
+        self.gateway.public_url.clone().unwrap_or_else(|| format!("http://{}", self.gateway.listen))
+    }
+
     /// The Docker engine: `docker.host`, else `DOCKER_HOST`, else the local socket.
     pub fn docker_host(&self) -> String {
         self.docker
@@ -362,6 +368,22 @@ impl Settings {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.nats.request_timeout_secs.max(1))
     }
+}
+
+/// A list from a TOML array, or from a comma-separated string (as environment variables give it).
+fn list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Given {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(match Given::deserialize(deserializer)? {
+        Given::List(items) => items,
+        Given::Text(text) => {
+            text.split(',').map(str::trim).filter(|item| !item.is_empty()).map(str::to_owned).collect()
+        }
+    })
 }
 
 /// The URL with any user and password replaced, for logs and error messages.
@@ -417,13 +439,18 @@ mod layering_tests {
         std::env::set_var("NATS_URL", "nats://plain:2");
         std::env::set_var("ARTIFACTS__NATS__PREFIX", "fromenv");
         std::env::set_var("ARTIFACTS__GIT__ALLOWED_SCHEMES", "https,file");
-        std::env::set_var("ARTIFACTS__HOOKS__GITHUB__SECRET", "s3cret");
+        // Values are strings as written: a secret that looks like a number keeps its zeros.
+        std::env::set_var("ARTIFACTS__HOOKS__GITHUB__SECRET", "00042");
+        std::env::set_var("ARTIFACTS__BUILD__ARCHITECTURES", "386");
+        std::env::set_var("ARTIFACTS__BUILD__SLOTS", "3");
         let s = Settings::load(Some(&file)).unwrap();
         assert_eq!(s.gateway.listen.port(), 9999);
         assert_eq!(s.nats.url, "nats://plain:2");
         assert_eq!(s.nats.prefix, "fromenv");
         assert_eq!(s.git.allowed_schemes, vec!["https", "file"]);
-        assert_eq!(s.hooks.github.secret.as_ref().map(Secret::expose), Some("s3cret"));
+        assert_eq!(s.hooks.github.secret.as_ref().map(Secret::expose), Some("00042"));
+        assert_eq!(s.build.architectures, vec!["386"]);
+        assert_eq!(s.build.slots, 3);
 
         std::env::set_var("ARTIFACTS__NATS__URL", "nats://prefixed:3");
         assert_eq!(Settings::load(Some(&file)).unwrap().nats.url, "nats://prefixed:3");

@@ -13,7 +13,7 @@ use artifacts_schemas::{
     ComponentLookupStatus, ComponentName, ComponentQuery, Endpoint, ErrorReply, GitUrl, RequestError, TagName,
 };
 
-use super::{request, request_as, submitted, Wait};
+use super::{request_as, submitted, Wait};
 use artifacts_schemas::messages::keys::Scope;
 
 use crate::auth::{Caller, Identity};
@@ -56,7 +56,8 @@ pub async fn get_component(
     }
     let mut answer: ComponentLookupReply = parse_json(&reply.body)?;
     if answer.status == ComponentLookupStatus::Found {
-        answer.component = answer.component.map(|path| format!("{}/api/v1{path}", base_url(&state, &headers)));
+        // The address this client reached the gateway by, rather than the configured one.
+        answer.component = Some(query.download_url(&base_url(&state, &headers)));
     }
     // Bucket and object are for NATS clients, which read the object store themselves.
     answer.bucket = None;
@@ -116,6 +117,7 @@ pub async fn post_component(
     ),
     responses(
         (status = 200, description = "The tarball", content_type = "application/gzip", body = Vec<u8>),
+        (status = 202, description = "Not stored, but its source is known: its build started", body = ComponentLookupReply),
         (status = 304, description = "Unchanged (If-None-Match)"),
         (status = 400, description = "Bad input", body = ErrorReply),
         (status = 404, description = "Not stored", body = ComponentLookupReply),
@@ -125,6 +127,7 @@ pub async fn post_component(
 pub async fn get_archive(
     State(state): State<AppState>,
     caller: Caller,
+    identity: Identity,
     headers: HeaderMap,
     PathParams((component, tag, architecture)): PathParams<(String, String, String)>,
 ) -> Result<Response, ApiError> {
@@ -135,8 +138,9 @@ pub async fn get_archive(
         url: None,
     };
     caller.require_for(Scope::Read, &query.component)?;
-    let reply = request(&state, Endpoint::ComponentGet, &query).await;
-    if reply.is_failure() {
+    let reply = request_as(&state, Endpoint::ComponentGet, &identity.requested_by(&caller)?, &query).await;
+    // Not stored but its source known: the lookup started its build and says so (202 building).
+    if reply.is_failure() || reply.code == 202 {
         return Ok(relay(reply));
     }
     let found: ComponentLookupReply = parse_json(&reply.body)?;
@@ -164,10 +168,14 @@ pub async fn get_archive(
         let rfc3230 = format!("sha-256={}", base64::engine::general_purpose::STANDARD.encode(raw));
         headers.insert("digest", header_value(&rfc3230)?);
     }
+    // A tag may hold any character git allows; the suggested file name keeps to plain ASCII.
+    let plain = |text: &str| {
+        text.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect::<String>()
+    };
     let filename = format!(
         "attachment; filename=\"{}-{}-{}.tar.gz\"",
         query.component,
-        tag.replace(['"', '/', '\\'], "_"),
+        plain(query.tag.as_str()),
         query.architecture.short()
     );
     headers.insert(header::CONTENT_DISPOSITION, header_value(&filename)?);

@@ -7,7 +7,7 @@ use axum::extract::{FromRequest, Multipart, Request, State};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use artifacts_runtime::archive::{self, Limits};
+use artifacts_runtime::archive::{self, ArchiveError, Limits};
 use axum::http::header;
 use axum::response::Response;
 
@@ -106,13 +106,6 @@ async fn parse_submission(request: Request, state: &AppState) -> Result<ImageBui
 }
 
 async fn from_multipart(mut multipart: Multipart, state: &AppState) -> Result<ImageBuildRequest, ApiError> {
-    let malformed = |err: axum::extract::multipart::MultipartError| {
-        if err.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(Failure::TooLarge, "the request body is larger than this gateway accepts")
-        } else {
-            RequestError::invalid(format!("malformed multipart body: {err}")).into()
-        }
-    };
     let (mut dockerfile, mut component, mut branch, mut architecture, mut context) = (None, None, None, None, None);
     let mut build_args = BTreeMap::new();
     while let Some(field) = multipart.next_field().await.map_err(malformed)? {
@@ -160,6 +153,17 @@ async fn from_multipart(mut multipart: Multipart, state: &AppState) -> Result<Im
     })
 }
 
+fn malformed(err: axum::extract::multipart::MultipartError) -> ApiError {
+    if err.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            Failure::TooLarge,
+            "the request body is larger than this gateway accepts (gateway.max_body_bytes)",
+        )
+    } else {
+        RequestError::invalid(format!("malformed multipart body: {err}")).into()
+    }
+}
+
 /// Spools a context part to disk (never whole in memory) while hashing it, checks every entry, and
 /// stores it in the uploads object store as `contexts/<sha256 hex>` unless it is there already.
 async fn upload_context(state: &AppState, mut field: Field<'_>) -> Result<String, ApiError> {
@@ -169,9 +173,7 @@ async fn upload_context(state: &AppState, mut field: Field<'_>) -> Result<String
     let spool = tempfile::NamedTempFile::new().map_err(|err| unavailable(&err))?;
     let mut file = tokio::fs::File::create(spool.path()).await.map_err(|err| unavailable(&err))?;
     let mut hasher = Sha256::new();
-    while let Some(chunk) =
-        field.chunk().await.map_err(|err| RequestError::invalid(format!("malformed multipart body: {err}")))?
-    {
+    while let Some(chunk) = field.chunk().await.map_err(malformed)? {
         hasher.update(&chunk);
         file.write_all(&chunk).await.map_err(|err| unavailable(&err))?;
     }
@@ -184,8 +186,11 @@ async fn upload_context(state: &AppState, mut field: Field<'_>) -> Result<String
     })
     .await
     .map_err(|err| unavailable(&err))?;
-    checked.map_err(|err| {
-        RequestError::invalid(format!("context: {err} (send a tar or tar.gz of the build directory)"))
+    checked.map_err(|err| match err {
+        ArchiveError::TooLarge(_) => {
+            ApiError::new(Failure::TooLarge, format!("context: {err} (build.max_context_bytes)"))
+        }
+        _ => RequestError::invalid(format!("context: {err} (send a tar or tar.gz of the build directory)")).into(),
     })?;
     let object = format!("contexts/{}", hex::encode(hasher.finalize()));
     let uploads = &state.nats.stores.uploads;

@@ -48,7 +48,7 @@ pub async fn submitted(state: &AppState, reply: Reply, wait: Wait) -> Result<Res
         return Ok(relay(reply));
     }
     let accepted: BuildAccepted = artifacts_schemas::parse_json(&reply.body)?;
-    if let Some(limit) = wait.limit()? {
+    if let Some(limit) = wait.limit {
         if let Some(record) = wait_until_finished(&state.nats, &accepted.build_id, limit).await {
             return Ok((StatusCode::OK, Json(record)).into_response());
         }
@@ -56,9 +56,14 @@ pub async fn submitted(state: &AppState, reply: Reply, wait: Wait) -> Result<Res
     Ok((StatusCode::ACCEPTED, Json(accepted)).into_response())
 }
 
-/// `?wait=SECONDS` on build submissions.
-#[derive(Debug, Default, Deserialize)]
+/// `?wait=SECONDS` on build submissions, checked before anything is submitted.
+#[derive(Debug, Default)]
 pub struct Wait {
+    limit: Option<Duration>,
+}
+
+#[derive(Deserialize)]
+struct WaitQuery {
     wait: Option<String>,
 }
 
@@ -66,22 +71,17 @@ impl<S: Send + Sync> FromRequestParts<S> for Wait {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        parse_query(parts.uri.query().unwrap_or(""))
-    }
-}
-
-/// The longest `?wait=` honoured.
-const MAX_WAIT_SECS: u64 = 3600;
-
-impl Wait {
-    fn limit(&self) -> Result<Option<Duration>, ApiError> {
-        let Some(text) = &self.wait else { return Ok(None) };
+        let query: WaitQuery = parse_query(parts.uri.query().unwrap_or(""))?;
+        let Some(text) = query.wait else { return Ok(Self::default()) };
         let seconds: u64 = text.parse().map_err(|_| {
             RequestError::invalid(format!("wait must be a whole number of seconds from 0 to {MAX_WAIT_SECS}"))
         })?;
         if seconds > MAX_WAIT_SECS {
             return Err(RequestError::invalid(format!("wait must be at most {MAX_WAIT_SECS} seconds")).into());
         }
-        Ok((seconds > 0).then(|| Duration::from_secs(seconds)))
+        Ok(Self { limit: (seconds > 0).then(|| Duration::from_secs(seconds)) })
     }
 }
+
+/// The longest `?wait=` honoured.
+const MAX_WAIT_SECS: u64 = 3600;

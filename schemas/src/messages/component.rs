@@ -47,12 +47,13 @@ impl ComponentQuery {
         )
     }
 
-    /// Where the gateway serves the tarball, below `/api/v1`.
-    pub fn archive_path(&self) -> String {
+    /// Where the gateway serves the tarball.
+    pub fn download_url(&self, base_url: &str) -> String {
         format!(
-            "/components/{}/{}/{}/archive",
+            "{}/api/v1/components/{}/{}/{}/archive",
+            base_url.trim_end_matches('/'),
             self.component,
-            self.tag.as_str().replace('/', "%2F"),
+            percent_encode(self.tag.as_str()),
             self.architecture.short()
         )
     }
@@ -108,6 +109,19 @@ pub struct DependencyUsed {
     pub build_id: BuildId,
 }
 
+/// Encodes everything but RFC 3986's unreserved characters, for a path segment.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 /// A stored component, kept in the `artifacts_components` bucket: enough to say exactly what went into
 /// the artifact. It is also the `result` of a successful component build.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
@@ -150,7 +164,7 @@ pub enum ComponentLookupStatus {
 pub struct ComponentLookupReply {
     pub status: ComponentLookupStatus,
     pub error_message: Option<String>,
-    /// Download URL of the `.tar.gz` (over NATS: its path below `/api/v1`).
+    /// Download URL of the `.tar.gz` (over NATS: at `gateway.public_url`).
     pub component: Option<String>,
     pub digest: Option<String>,
     pub size: Option<u64>,
@@ -169,11 +183,12 @@ pub struct ComponentLookupReply {
 }
 
 impl ComponentLookupReply {
-    pub fn found(query: &ComponentQuery, record: ComponentRecord) -> Self {
+    /// `base_url` is where the gateway is reached, e.g. `http://127.0.0.1:8080`.
+    pub fn found(query: &ComponentQuery, record: ComponentRecord, base_url: &str) -> Self {
         Self {
             status: ComponentLookupStatus::Found,
             error_message: None,
-            component: Some(query.archive_path()),
+            component: Some(query.download_url(base_url)),
             digest: Some(record.digest),
             size: Some(record.size),
             build_id: Some(record.build_id),
