@@ -11,9 +11,12 @@ use axum::response::Response;
 
 use crate::state::AppState;
 
+/// (method, route, status) -> (count, seconds).
+type Requests = BTreeMap<(String, String, u16), (u64, f64)>;
+
 #[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, String, u16), (u64, f64)>>,
+    requests: Mutex<Requests>,
 }
 
 impl Metrics {

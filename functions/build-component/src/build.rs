@@ -79,7 +79,7 @@ impl Build for ComponentBuild {
         let docker = artifacts_runtime::docker::connect(settings).await.map_err(BuildFailure::Passing)?;
         let image = recipe.image.clone().unwrap_or_else(|| settings.builder_image(job.architecture).to_owned());
         log.write(&format!("running {:?} in {image}", recipe.command)).await;
-        let user = settings.build_user().ok().flatten();
+        let user = settings.build_user();
         let platform = job.architecture.platform();
         let container = Container::create(&docker, &settings.build, &image, &recipe, platform, user).await?;
         let inputs = work.path().join("inputs.tar");

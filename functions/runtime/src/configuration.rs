@@ -34,7 +34,7 @@ impl fmt::Debug for Secret {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     pub gateway: GatewaySettings,
@@ -80,7 +80,7 @@ pub struct RegistrySettings {
     pub address: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DockerSettings {
     /// The Docker engine; unset means `DOCKER_HOST`, else `unix:///var/run/docker.sock`.
@@ -175,22 +175,6 @@ pub struct LogSettings {
     pub filter: String,
 }
 
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            gateway: GatewaySettings::default(),
-            nats: NatsSettings::default(),
-            registry: RegistrySettings::default(),
-            docker: DockerSettings::default(),
-            git: GitSettings::default(),
-            hooks: HookSettings::default(),
-            log: LogSettings::default(),
-            build: BuildSettings::default(),
-            admin_key: None,
-        }
-    }
-}
-
 impl Default for GatewaySettings {
     fn default() -> Self {
         Self {
@@ -216,12 +200,6 @@ impl Default for NatsSettings {
 impl Default for RegistrySettings {
     fn default() -> Self {
         Self { address: "127.0.0.1:5000".into() }
-    }
-}
-
-impl Default for DockerSettings {
-    fn default() -> Self {
-        Self { host: None }
     }
 }
 
@@ -314,7 +292,7 @@ impl Settings {
             Architecture::parse(architecture)
                 .map_err(|err| SettingsError::Invalid(format!("build.architectures: {err}")))?;
         }
-        if self.build_user().is_err() {
+        if parse_user(&self.build.user).is_err() {
             return Err(SettingsError::Invalid(format!(
                 "build.user {:?} must be numeric `uid:gid` (e.g. 65534:65534) or empty",
                 self.build.user
@@ -342,13 +320,9 @@ impl Settings {
             .unwrap_or_else(|| "unix:///var/run/docker.sock".into())
     }
 
-    /// `build.user` as numbers; None for the image's own user.
-    pub fn build_user(&self) -> Result<Option<(u64, u64)>, ()> {
-        if self.build.user.is_empty() {
-            return Ok(None);
-        }
-        let (uid, gid) = self.build.user.split_once(':').ok_or(())?;
-        Ok(Some((uid.parse().map_err(|_| ())?, gid.parse().map_err(|_| ())?)))
+    /// `build.user` as numbers; None for the image's own user. Checked at load, so workers may rely on it.
+    pub fn build_user(&self) -> Option<(u64, u64)> {
+        parse_user(&self.build.user).ok().flatten()
     }
 
     /// The builder image for component builds on `architecture` when the repository names none.
@@ -368,6 +342,15 @@ impl Settings {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.nats.request_timeout_secs.max(1))
     }
+}
+
+/// `uid:gid`, or empty for none.
+fn parse_user(user: &str) -> Result<Option<(u64, u64)>, std::num::ParseIntError> {
+    if user.is_empty() {
+        return Ok(None);
+    }
+    let (uid, gid) = user.split_once(':').unwrap_or((user, ""));
+    Ok(Some((uid.parse()?, gid.parse()?)))
 }
 
 /// A list from a TOML array, or from a comma-separated string (as environment variables give it).
@@ -413,8 +396,7 @@ mod tests {
 
     #[test]
     fn secrets_do_not_print() {
-        let mut s = Settings::default();
-        s.admin_key = Some(Secret::new("hunter2"));
+        let s = Settings { admin_key: Some(Secret::new("hunter2")), ..Settings::default() };
         assert!(!format!("{s:?}").contains("hunter2"));
         assert_eq!(redact_url("nats://user:pw@host:4222"), "nats://[redacted]@host:4222");
         assert_eq!(redact_url("nats://host:4222"), "nats://host:4222");

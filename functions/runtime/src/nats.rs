@@ -232,21 +232,6 @@ async fn object_store(
     .with_context(|| format!("object store {bucket}"))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn credentials_come_out_of_urls() {
-        assert_eq!(
-            split_credentials("nats://service:pw@127.0.0.1:4222"),
-            ("nats://127.0.0.1:4222".into(), Some(("service".into(), "pw".into())))
-        );
-        assert_eq!(split_credentials("nats://127.0.0.1:4222"), ("nats://127.0.0.1:4222".into(), None));
-        assert_eq!(split_credentials("localhost:4222").0, "nats://localhost:4222");
-    }
-}
-
 /// Creates the bucket's stream directly with the configuration `create_key_value` would use:
 /// `create_key_value` first queries the account, and async-nats 0.51 cannot parse nats-server 2.9's
 /// account info.
@@ -288,4 +273,19 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
 /// A JetStream failure as the 503 a client gets.
 pub fn unavailable(err: impl std::fmt::Display) -> RequestError {
     RequestError::unavailable(format!("JetStream is unavailable: {err}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_come_out_of_urls() {
+        assert_eq!(
+            split_credentials("nats://service:pw@127.0.0.1:4222"),
+            ("nats://127.0.0.1:4222".into(), Some(("service".into(), "pw".into())))
+        );
+        assert_eq!(split_credentials("nats://127.0.0.1:4222"), ("nats://127.0.0.1:4222".into(), None));
+        assert_eq!(split_credentials("localhost:4222").0, "nats://localhost:4222");
+    }
 }
