@@ -157,8 +157,26 @@ fn split_credentials(url: &str) -> (String, Option<(String, String)>) {
     (servers.join(","), credentials)
 }
 
-/// Creates every stream and bucket that is missing.
+/// Creates every stream and bucket that is missing. Processes starting together race to create the same
+/// streams, and the server refuses the loser's create (e.g. "subjects overlap with an existing stream")
+/// while the winner's is not yet in place: every step is idempotent, so a refused round is simply run again.
 pub async fn ensure_resources(js: &jetstream::Context, subjects: &Subjects) -> anyhow::Result<Stores> {
+    const ROUNDS: u32 = 10;
+    let mut round = 1;
+    loop {
+        match create_resources(js, subjects).await {
+            Ok(stores) => return Ok(stores),
+            Err(err) if round < ROUNDS => {
+                tracing::debug!(error = %format!("{err:#}"), round, "JetStream set-up raced another process; again");
+                tokio::time::sleep(Duration::from_millis(100 * u64::from(round))).await;
+                round += 1;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+async fn create_resources(js: &jetstream::Context, subjects: &Subjects) -> anyhow::Result<Stores> {
     let names = ResourceNames::new(subjects);
     js.get_or_create_stream(stream::Config {
         name: names.jobs_stream(),

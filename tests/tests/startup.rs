@@ -1,0 +1,51 @@
+//! Every process ensures the JetStream streams and buckets at start; under `artifacts up` they all start
+//! at once on a fresh server and must not trip over each other (the server refuses a create that races
+//! another: "subjects overlap with an existing stream").
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures::StreamExt;
+
+use artifacts_tests::{workspace_binary, NatsServer};
+
+#[tokio::test]
+async fn processes_starting_together_on_a_fresh_server_all_come_up() {
+    const PROCESSES: usize = 8;
+    for _ in 0..4 {
+        let server = NatsServer::start().await;
+        let mut children: Vec<_> = (0..PROCESSES)
+            .map(|_| {
+                tokio::process::Command::new(workspace_binary("artifacts-lookup"))
+                    .env("ARTIFACTS__NATS__URL", server.url())
+                    .env("ARTIFACTS__LOG__FILTER", "error")
+                    .stderr(Stdio::piped())
+                    .kill_on_drop(true)
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let client = async_nats::connect(server.url()).await.unwrap();
+        let mut answered = 0;
+        for _ in 0..50 {
+            let inbox = client.new_inbox();
+            let mut pongs = client.subscribe(inbox.clone()).await.unwrap();
+            client.publish_with_reply("$SRV.PING.artifacts-lookup", inbox, "".into()).await.unwrap();
+            answered = 0;
+            while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(200), pongs.next()).await {
+                answered += 1;
+            }
+            if answered == PROCESSES {
+                break;
+            }
+        }
+        for child in &mut children {
+            if let Ok(Some(status)) = child.try_wait() {
+                let mut stderr = String::new();
+                tokio::io::AsyncReadExt::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).await.unwrap();
+                panic!("a process exited ({status}): {stderr}");
+            }
+        }
+        assert_eq!(answered, PROCESSES, "every process registered");
+    }
+}
