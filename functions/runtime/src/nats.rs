@@ -164,7 +164,8 @@ pub async fn ensure_resources(js: &jetstream::Context, subjects: &Subjects) -> a
     const ROUNDS: u32 = 10;
     let mut round = 1;
     loop {
-        match create_resources(js, subjects).await {
+        // Boxed: the set-up future is large, and callers (tests especially) hold many at once.
+        match Box::pin(create_resources(js, subjects)).await {
             Ok(stores) => return Ok(stores),
             Err(err) if round < ROUNDS => {
                 tracing::debug!(error = %format!("{err:#}"), round, "JetStream set-up raced another process; again");
