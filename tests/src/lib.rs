@@ -315,6 +315,48 @@ impl TestApp {
         (lines, status)
     }
 
+    /// Stores a build record as a worker would (for tests of lookups and access), requested by alice.
+    pub async fn store_build(
+        &self,
+        kind: artifacts_schemas::BuildKind,
+        status: artifacts_schemas::BuildStatus,
+        component: &str,
+    ) -> artifacts_schemas::BuildId {
+        use artifacts_schemas::{BuildId, BuildRecord, RequestedBy, Timestamp};
+        let record = BuildRecord {
+            build_id: BuildId::generate(),
+            kind,
+            status,
+            request: serde_json::json!({"component": component}),
+            requested_by: RequestedBy {
+                linux_username: Some("alice".into()),
+                github_username: None,
+                api_key_id: Some("k".into()),
+            },
+            created_at: Timestamp::now(),
+            started_at: None,
+            finished_at: None,
+            result: None,
+            error_message: None,
+            attempts: 0,
+        };
+        let bytes = serde_json::to_vec(&record).expect("records serialise");
+        self.nats.stores.builds.put(record.build_id.as_str(), bytes.into()).await.expect("JetStream stores the record");
+        record.build_id
+    }
+
+    /// Publishes a push event on JetStream, as a CI system would.
+    pub async fn publish_push(&self, event: &serde_json::Value) -> async_nats::jetstream::publish::PublishAck {
+        let payload = serde_json::to_vec(event).expect("events serialise");
+        self.nats
+            .jetstream
+            .publish("artifacts.git.push", payload.into())
+            .await
+            .unwrap()
+            .await
+            .expect("JetStream stores the event")
+    }
+
     /// A NATS request with a raw JSON payload, as any client would send it.
     pub async fn nats_request(&self, subject: &str, payload: &str) -> async_nats::Message {
         self.nats.client.request(subject.to_owned(), payload.to_owned().into()).await.expect("NATS answers")

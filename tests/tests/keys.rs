@@ -162,30 +162,11 @@ async fn the_cli_manages_keys() {
 
 #[tokio::test]
 async fn a_key_limited_to_components_sees_only_their_builds() {
-    use artifacts_schemas::{BuildId, BuildKind, BuildRecord, BuildStatus, RequestedBy, Timestamp};
+    use artifacts_schemas::{BuildKind, BuildStatus};
     let app = TestApp::spawn().await;
     let mut ids = Vec::new();
     for component in ["libx", "app"] {
-        let record = BuildRecord {
-            build_id: BuildId::generate(),
-            kind: BuildKind::Image,
-            status: BuildStatus::Succeeded,
-            request: json!({"component": component}),
-            requested_by: RequestedBy::default(),
-            created_at: Timestamp::now(),
-            started_at: None,
-            finished_at: None,
-            result: None,
-            error_message: None,
-            attempts: 1,
-        };
-        app.nats
-            .stores
-            .builds
-            .put(record.build_id.as_str(), serde_json::to_vec(&record).unwrap().into())
-            .await
-            .unwrap();
-        ids.push(record.build_id);
+        ids.push(app.store_build(BuildKind::Image, BuildStatus::Succeeded, component).await);
     }
     let key = create_key(&app, json!({"name": "libs", "scopes": ["read"], "components": ["lib*"]})).await;
     let secret = key["secret"].as_str().unwrap();

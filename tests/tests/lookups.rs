@@ -5,8 +5,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use artifacts_schemas::{
-    Architecture, BranchName, BuildId, BuildKind, BuildRecord, BuildStatus, ComponentName, ComponentQuery,
-    ComponentRecord, ImageQuery, ImageRecord, RequestedBy, TagName, Timestamp,
+    Architecture, BranchName, BuildId, BuildKind, BuildStatus, ComponentName, ComponentQuery, ComponentRecord,
+    ImageQuery, ImageRecord, TagName, Timestamp,
 };
 use artifacts_tests::{repo_root, TestApp, ADMIN_KEY};
 
@@ -142,26 +142,6 @@ async fn lookups_are_a_discoverable_micro_service() {
     assert_eq!(image_get["num_requests"], 1);
 }
 
-fn build_record(kind: BuildKind, status: BuildStatus, component: &str) -> BuildRecord {
-    BuildRecord {
-        build_id: BuildId::generate(),
-        kind,
-        status,
-        request: json!({"component": component}),
-        requested_by: RequestedBy {
-            linux_username: Some("alice".into()),
-            github_username: None,
-            api_key_id: Some("k".into()),
-        },
-        created_at: Timestamp::now(),
-        started_at: None,
-        finished_at: None,
-        result: None,
-        error_message: None,
-        attempts: 0,
-    }
-}
-
 #[tokio::test]
 async fn build_records_and_history() {
     let app = TestApp::spawn().await;
@@ -171,14 +151,7 @@ async fn build_records_and_history() {
         (BuildKind::Component, BuildStatus::Failed, "two"),
         (BuildKind::Image, BuildStatus::Queued, "two"),
     ] {
-        let record = build_record(kind, status, component);
-        app.nats
-            .stores
-            .builds
-            .put(record.build_id.as_str(), serde_json::to_vec(&record).unwrap().into())
-            .await
-            .unwrap();
-        ids.push(record.build_id);
+        ids.push(app.store_build(kind, status, component).await);
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 

@@ -239,14 +239,7 @@ async fn a_push_event_on_nats_rebuilds_dependents_after_their_dependency() {
 
     lib_repo.commit_and_tag(&[("artifact.toml", &manifest("echo lib-two > /out/lib.txt", &[]), false)], "v2").await;
     let event = json!({"repository": lib_repo.url(), "ref": "refs/heads/main", "after": "1".repeat(40), "deleted": false, "forge": "ci", "pusher": "dora"});
-    let ack = app
-        .nats
-        .jetstream
-        .publish("artifacts.git.push", serde_json::to_vec(&event).unwrap().into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    let ack = app.publish_push(&event).await;
     assert!(!ack.duplicate);
 
     let lib_builds = wait_triggered(&app, &lib, 1).await;
@@ -282,13 +275,7 @@ async fn a_branch_push_rebuilds_the_images_of_that_component_and_branch() {
     assert_eq!(response.status(), 200);
 
     let event = json!({"repository": repo.url(), "ref": "refs/heads/main", "after": "2".repeat(40)});
-    app.nats
-        .jetstream
-        .publish("artifacts.git.push", serde_json::to_vec(&event).unwrap().into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    app.publish_push(&event).await;
     let builds = wait_triggered(&app, &component, 2).await;
     let kinds: Vec<&str> = builds.iter().map(|b| b["kind"].as_str().unwrap()).collect();
     assert!(kinds.contains(&"image") && kinds.contains(&"component"), "{builds:#?}");
@@ -341,13 +328,7 @@ async fn a_newer_push_supersedes_a_queued_older_build() {
 
     for commit in ["3", "4"] {
         let event = json!({"repository": repo.url(), "ref": "refs/heads/main", "after": commit.repeat(40)});
-        app.nats
-            .jetstream
-            .publish("artifacts.git.push", serde_json::to_vec(&event).unwrap().into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        app.publish_push(&event).await;
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
     let builds = wait_triggered(&app, &component, 2).await;
