@@ -73,13 +73,19 @@ ensure_base_image() {
   rm -rf "$root"
 }
 
+# The Python tools live in a virtual environment this script owns (target/python), and imports are checked
+# from `/`: run from the repository, `import nats` would find the repository's own nats/ folder.
 ensure_python_tools() {
-  python3 -c 'import nats' >/dev/null 2>&1 || {
-    log "installing nats-py (the Python client used by the examples)"
-    python3 -m pip install --quiet --disable-pip-version-check nats-py
-  }
-  python3 -c 'import schemathesis' >/dev/null 2>&1 || {
-    log "installing schemathesis (fuzzes the HTTP API from its OpenAPI document)"
-    python3 -m pip install --quiet --disable-pip-version-check 'schemathesis>=4,<5'
-  }
+  local venv=${ARTIFACTS_PYTHON_VENV:-$PWD/target/python}
+  if ! (cd / && "$venv/bin/python" -c 'import nats, schemathesis') >/dev/null 2>&1; then
+    if ! python3 -m venv --help >/dev/null 2>&1; then
+      log "installing python3-venv"
+      as_root apt-get update -qq
+      as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv >/dev/null
+    fi
+    log "installing nats-py and schemathesis into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check nats-py 'schemathesis>=4,<5'
+  fi
+  export PATH="$venv/bin:$PATH"
 }

@@ -17,7 +17,9 @@ use tokio::net::TcpStream;
 use tokio::process::Command;
 use tokio::sync::{mpsc, watch};
 
+use artifacts_runtime::nats_users::{self, SERVICE_USER};
 use artifacts_runtime::Settings;
+use artifacts_schemas::Subjects;
 
 const NATS_CONFIG: &str = include_str!("../../nats/nats-server.conf");
 const NATS_AUTH_CONFIG: &str = include_str!("../../nats/nats-server.auth.conf");
@@ -61,20 +63,22 @@ pub async fn run(config: Option<PathBuf>, data_dir: PathBuf) -> anyhow::Result<E
         let conf = data_dir.join("nats-server.auth.conf");
         std::fs::write(&conf, NATS_AUTH_CONFIG)?;
         let service_password = secret_file(&data_dir.join("nats-service-password"), "ns")?.0;
-        let client_password = secret_file(&data_dir.join("nats-client-password"), "nc")?.0;
+        let users = NatsUsers::new(&data_dir, &service_password, &admin_key, settings.subjects())?;
         let (host, port) = nats_addr.rsplit_once(':').unwrap_or((&nats_addr, "4222"));
         let mut command = Command::new(bin);
         command
             .arg("-c")
             .arg(&conf)
             .args(["-a", host, "-p", port])
-            .arg("-sd")
-            .arg(data_dir.join("nats"))
-            .env("ARTIFACTS_NATS_SERVICE_PASSWORD", &service_password)
-            .env("ARTIFACTS_NATS_CLIENT_PASSWORD", &client_password);
-        stack.spawn("nats", command)?;
-        service_url = Some(format!("nats://service:{service_password}@{nats_addr}"));
-        wait_until_answers(&nats_addr, Duration::from_secs(15)).await
+            .env("ARTIFACTS_NATS_STORE_DIR", data_dir.join("nats"));
+        let pid = stack.spawn("nats", command)?;
+        let url = format!("nats://{SERVICE_USER}:{service_password}@{nats_addr}");
+        service_url = Some(url.clone());
+        let up = wait_until_answers(&nats_addr, Duration::from_secs(15)).await;
+        if up {
+            users.follow_keys(&settings, url, pid);
+        }
+        up
     } else {
         missing.push("nats-server is not installed (Debian: apt-get install nats-server); nothing but the registry can run without NATS".to_owned());
         false
@@ -124,11 +128,8 @@ pub async fn run(config: Option<PathBuf>, data_dir: PathBuf) -> anyhow::Result<E
             if std::env::var_os("ARTIFACTS__LOG__FORMAT").is_none() {
                 command.env("ARTIFACTS__LOG__FORMAT", "text");
             }
-            if name == "artifacts-gateway" {
-                command.env("ARTIFACTS_ADMIN_KEY", &admin_key);
-            } else {
-                command.env_remove("ARTIFACTS_ADMIN_KEY");
-            }
+            // Every process authenticates the keys it is sent, the bootstrap admin key included.
+            command.env("ARTIFACTS_ADMIN_KEY", &admin_key);
             stack.spawn(name.trim_start_matches("artifacts-"), command)?;
         }
     }
@@ -151,11 +152,47 @@ pub async fn run(config: Option<PathBuf>, data_dir: PathBuf) -> anyhow::Result<E
             println!("  admin key: saved in {}", saved.display());
         }
         if service_url.is_some() {
-            println!("  NATS:      nats://{nats_addr} (without credentials: the public subjects only)");
+            println!("  NATS:      nats://{nats_addr} (user: the key id, or `admin`; password: the key)");
         }
         println!("Press Ctrl-C to stop.");
     }
     Ok(stack.supervise().await)
+}
+
+/// The NATS users of a stack `up` runs: written before nats-server starts, then kept following the API
+/// keys (see `artifacts_runtime::nats_users`).
+struct NatsUsers {
+    file: PathBuf,
+    fixed: nats_users::FixedUsers,
+    subjects: Subjects,
+}
+
+impl NatsUsers {
+    fn new(data_dir: &Path, service_password: &str, admin_key: &str, subjects: Subjects) -> anyhow::Result<Self> {
+        let fixed = nats_users::FixedUsers {
+            service_bcrypt: nats_users::bcrypt(service_password),
+            admin_bcrypt: Some(nats_users::bcrypt(admin_key)),
+        };
+        let file = data_dir.join("nats-users.conf");
+        nats_users::write_atomically(&file, &nats_users::render(&subjects, &fixed, &Default::default()))
+            .with_context(|| format!("cannot write {}", file.display()))?;
+        Ok(Self { file, fixed, subjects })
+    }
+
+    /// Rewrites the users file at every change of the keys and reloads nats-server (SIGHUP to `pid`).
+    fn follow_keys(self, settings: &Settings, service_url: String, pid: i32) {
+        let mut settings = settings.clone();
+        settings.nats.url = service_url;
+        tokio::spawn(async move {
+            let nats = match artifacts_runtime::nats::connect(&settings, "artifacts-up").await {
+                Ok(nats) => nats,
+                Err(err) => return eprintln!("artifacts up: API keys cannot become NATS users: {err:#}"),
+            };
+            let reload = nats_users::reload_by_signal(pid as u32);
+            let never = tokio_util::sync::CancellationToken::new();
+            nats_users::follow(nats.stores.keys, self.subjects, self.fixed, self.file, reload, never).await;
+        });
+    }
 }
 
 /// The bootstrap admin key: `ARTIFACTS_ADMIN_KEY`, else the one saved in the data directory, else a new
@@ -247,7 +284,8 @@ impl Stack {
         Self { children: Vec::new(), exits, exit_events }
     }
 
-    fn spawn(&mut self, name: &'static str, mut command: Command) -> anyhow::Result<()> {
+    /// Starts a process and returns its pid.
+    fn spawn(&mut self, name: &'static str, mut command: Command) -> anyhow::Result<i32> {
         // Their own process group: Ctrl-C reaches `up` alone, which stops them in order.
         command.process_group(0).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
         let mut child = command.spawn().with_context(|| format!("cannot start {name}"))?;
@@ -263,7 +301,7 @@ impl Stack {
             }
         });
         self.children.push(Running { name, pid, exited });
-        Ok(())
+        Ok(pid)
     }
 
     /// Runs until Ctrl-C, SIGTERM or the exit of any process; then stops the rest.

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
+use artifacts_runtime::auth::Authenticator;
 use artifacts_runtime::{Nats, Settings};
 use artifacts_schemas::{Failure, RequestError};
 
@@ -25,6 +26,8 @@ use crate::state::AppState;
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    /// Stops what serving needs in the background (the watch on API keys) once serving stops.
+    stopped: CancellationToken,
 }
 
 impl Application {
@@ -35,17 +38,15 @@ impl Application {
         if settings.admin_key.is_none() {
             tracing::warn!("no admin key is set (ARTIFACTS_ADMIN_KEY): every authenticated route will answer 401");
         }
+        let stopped = CancellationToken::new();
+        let authenticator = Authenticator::start(settings.admin_key(), &nats, stopped.clone());
         let state = AppState {
-            keys: Arc::new(Keys::new(
-                settings.admin_key.as_ref().map(|key| key.expose()),
-                nats.stores.keys.clone(),
-                settings.gateway.rate_limit_per_minute,
-            )),
+            keys: Arc::new(Keys::new(authenticator, settings.gateway.rate_limit_per_minute)),
             nats,
             metrics: Arc::new(Metrics::default()),
             settings: Arc::new(settings),
         };
-        Ok(Self { listener, router: router(state) })
+        Ok(Self { listener, router: router(state), stopped })
     }
 
     pub fn port(&self) -> u16 {
@@ -55,6 +56,7 @@ impl Application {
     /// Serves until `shutdown`, then lets requests in flight finish.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         tracing::info!(address = %self.listener.local_addr()?, "gateway listening");
+        let _stop_background = self.stopped.drop_guard();
         axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown.cancelled_owned()).await
     }
 }

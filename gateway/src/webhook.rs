@@ -139,6 +139,7 @@ impl Forge {
             forge: Some(self.name().to_owned()),
             delivery_id,
             pusher,
+            api_key_id: None,
         }))
     }
 }

@@ -23,6 +23,7 @@ pub fn all() -> Vec<(&'static str, Schema)> {
         ("component-job.json", schema_for!(component::ComponentJob)),
         ("component-build-summary.json", schema_for!(component::ComponentBuildSummary)),
         ("component-source.json", schema_for!(component::ComponentSource)),
+        ("archive-transfer.json", schema_for!(component::ArchiveTransfer)),
         ("build-query.json", schema_for!(build::BuildQuery)),
         ("build-list-query.json", schema_for!(build::BuildListQuery)),
         ("build-list.json", schema_for!(build::BuildList)),

@@ -18,8 +18,8 @@ pub use messages::build::{
     BuildId, BuildKind, BuildList, BuildListQuery, BuildQuery, BuildRecord, BuildStatus, RequestedBy, Timestamp,
 };
 pub use messages::component::{
-    ComponentBuildRequest, ComponentBuildSummary, ComponentJob, ComponentLookupReply, ComponentLookupStatus,
-    ComponentQuery, ComponentRecord, ComponentSource, DependencyUsed,
+    ArchiveTransfer, ComponentBuildRequest, ComponentBuildSummary, ComponentJob, ComponentLookupReply,
+    ComponentLookupStatus, ComponentQuery, ComponentRecord, ComponentSource, DependencyUsed,
 };
 pub use messages::image::{
     ImageBuildRequest, ImageBuildResult, ImageBuildSummary, ImageJob, ImageLookupReply, ImageQuery, ImageRecord,

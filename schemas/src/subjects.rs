@@ -5,6 +5,7 @@
 //! `<prefix>.git.push`), where it survives a crashed worker or a restarted server.
 
 use crate::messages::build::{BuildId, BuildKind};
+use crate::messages::keys::Scope;
 use crate::names::Architecture;
 
 /// The request/reply endpoints of the contract. Each is answered by exactly one function.
@@ -14,9 +15,13 @@ pub enum Endpoint {
     ImageGet,
     ComponentBuild,
     ComponentGet,
+    /// `<prefix>.component.archive`: a component's tarball, in chunks, for NATS clients.
+    ComponentArchive,
     BuildGet,
     /// `<prefix>.build.list`: the history behind `GET /builds` (not in the contract's table, but public).
     BuildList,
+    /// `<prefix>.git.push`: a push event, checked and stored in JetStream.
+    GitPush,
 }
 
 impl Endpoint {
@@ -27,8 +32,10 @@ impl Endpoint {
             Self::ImageGet => "image.get",
             Self::ComponentBuild => "component.build",
             Self::ComponentGet => "component.get",
+            Self::ComponentArchive => "component.archive",
             Self::BuildGet => "build.get",
             Self::BuildList => "build.list",
+            Self::GitPush => "git.push",
         }
     }
 
@@ -39,10 +46,34 @@ impl Endpoint {
             Self::ImageGet => "image-get",
             Self::ComponentBuild => "component-build",
             Self::ComponentGet => "component-get",
+            Self::ComponentArchive => "component-archive",
             Self::BuildGet => "build-get",
             Self::BuildList => "build-list",
+            Self::GitPush => "git-push",
         }
     }
+
+    /// The scope a key needs to use the endpoint at all (component patterns are checked by each handler).
+    pub fn scope(self) -> Scope {
+        match self {
+            Self::ImageGet | Self::ComponentGet | Self::ComponentArchive | Self::BuildGet | Self::BuildList => {
+                Scope::Read
+            }
+            Self::ImageBuild | Self::ComponentBuild | Self::GitPush => Scope::Build,
+        }
+    }
+
+    /// Every endpoint, for permission lists.
+    pub const ALL: [Endpoint; 8] = [
+        Self::ImageBuild,
+        Self::ImageGet,
+        Self::ComponentBuild,
+        Self::ComponentGet,
+        Self::ComponentArchive,
+        Self::BuildGet,
+        Self::BuildList,
+        Self::GitPush,
+    ];
 }
 
 /// Subject names under one prefix.
@@ -64,9 +95,25 @@ impl Subjects {
         format!("{}.{}", self.prefix, endpoint.suffix())
     }
 
-    /// Push events, from the webhooks or straight from any CI (JetStream).
+    /// Push events as clients send them (request/reply: the git trigger checks them first).
     pub fn git_push(&self) -> String {
-        format!("{}.git.push", self.prefix)
+        self.endpoint(Endpoint::GitPush)
+    }
+
+    /// Push events once checked: the JetStream subject the git trigger consumes. Only the stack publishes
+    /// here, so nothing reaches the stream without its sender's key being checked.
+    pub fn git_push_accepted(&self) -> String {
+        format!("{}.git.push.accepted", self.prefix)
+    }
+
+    /// One archive download over NATS: the requester asks this subject for each next chunk. The id is
+    /// random and travels only in the reply to an authorized request, so it is the download's capability.
+    pub fn archive_transfer(&self, transfer_id: &str) -> String {
+        format!("{}.archive.transfer.{transfer_id}", self.prefix)
+    }
+
+    pub fn archive_transfers_wildcard(&self) -> String {
+        format!("{}.archive.transfer.>", self.prefix)
     }
 
     /// Build jobs of one kind for one architecture (JetStream work queue), e.g.

@@ -12,7 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 use artifacts_gateway::startup::Application;
 use artifacts_runtime::configuration::Secret;
+use artifacts_runtime::nats_users;
 use artifacts_runtime::{Nats, Settings};
+use artifacts_schemas::Subjects;
 
 pub const ADMIN_KEY: &str = "test-admin-key";
 
@@ -38,46 +40,72 @@ pub struct NatsServer {
     child: Child,
     port: u16,
     store: tempfile::TempDir,
-    config: &'static str,
+    config: PathBuf,
 }
 
-/// Passwords of the users of `nats/nats-server.auth.conf` in tests.
+/// The password of the `service` NATS user in tests.
 pub const NATS_SERVICE_PASSWORD: &str = "test-service-password";
-pub const NATS_CLIENT_PASSWORD: &str = "test-client-password";
 
 impl NatsServer {
+    /// Without users: any connection may do anything (the services still check keys).
     pub async fn start() -> Self {
-        Self::start_with("nats-server.conf").await
+        Self::start_with(None).await
     }
 
-    /// With `nats/nats-server.auth.conf`: users `service` and `client`, no anonymous access.
+    /// With `nats/nats-server.auth.conf` and the users `artifacts up` generates (no API keys yet): the
+    /// `service` user, `admin` for [`ADMIN_KEY`], and anonymous discovery.
     pub async fn start_with_users() -> Self {
-        Self::start_with("nats-server.auth.conf").await
+        Self::start_with(Some(())).await
     }
 
-    async fn start_with(config: &'static str) -> Self {
+    async fn start_with(users: Option<()>) -> Self {
         let store = tempfile::tempdir().expect("temporary directory");
-        let (child, port) = Self::spawn(config, store.path(), "-1").await;
+        let nats_dir = repo_root().join("nats");
+        let config = match users {
+            None => nats_dir.join("nats-server.conf"),
+            Some(()) => {
+                let dir = store.path().join("conf");
+                std::fs::create_dir(&dir).unwrap();
+                for file in ["nats-server.conf", "nats-server.auth.conf"] {
+                    std::fs::copy(nats_dir.join(file), dir.join(file)).unwrap();
+                }
+                let text = nats_users::render(&Subjects::default(), &Self::fixed_users(), &Default::default());
+                nats_users::write_atomically(&dir.join("nats-users.conf"), &text).unwrap();
+                dir.join("nats-server.auth.conf")
+            }
+        };
+        let (child, port) = Self::spawn(&config, store.path(), "-1").await;
         Self { child, port, store, config }
+    }
+
+    /// The users every test deployment with users has.
+    pub fn fixed_users() -> nats_users::FixedUsers {
+        nats_users::FixedUsers {
+            service_bcrypt: nats_users::bcrypt(NATS_SERVICE_PASSWORD),
+            admin_bcrypt: Some(nats_users::bcrypt(ADMIN_KEY)),
+        }
+    }
+
+    /// The generated users file (with `start_with_users`).
+    pub fn users_file(&self) -> PathBuf {
+        self.config.with_file_name("nats-users.conf")
     }
 
     /// Stops the server and starts it again on the same port with the same store, as an operator's
     /// restart would.
     pub async fn restart(&mut self) {
         self.stop().await;
-        let (child, _) = Self::spawn(self.config, self.store.path(), &self.port.to_string()).await;
+        let (child, _) = Self::spawn(&self.config, self.store.path(), &self.port.to_string()).await;
         self.child = child;
     }
 
-    async fn spawn(config: &str, store: &Path, port: &str) -> (Child, u16) {
+    async fn spawn(config: &Path, store: &Path, port: &str) -> (Child, u16) {
         let bin = require_program("nats-server", "nats-server");
         let mut child = Command::new(bin)
             .arg("-c")
-            .arg(repo_root().join("nats").join(config))
-            .env("ARTIFACTS_NATS_SERVICE_PASSWORD", NATS_SERVICE_PASSWORD)
-            .env("ARTIFACTS_NATS_CLIENT_PASSWORD", NATS_CLIENT_PASSWORD)
-            .args(["-a", "127.0.0.1", "-p", port, "-sd"])
-            .arg(store)
+            .arg(config)
+            .args(["-a", "127.0.0.1", "-p", port])
+            .env("ARTIFACTS_NATS_STORE_DIR", store)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -101,6 +129,15 @@ impl NatsServer {
 
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The URL the stack's processes use with `start_with_users`.
+    pub fn service_url(&self) -> String {
+        format!("nats://service:{NATS_SERVICE_PASSWORD}@127.0.0.1:{}", self.port)
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
     }
 
     pub async fn stop(&mut self) {
@@ -210,12 +247,35 @@ impl TestApp {
         Self::spawn_functions(false, configure).await
     }
 
+    /// Like `spawn_with`, with NATS users as `artifacts up` runs them: the stack connects as `service`, and
+    /// each API key becomes a NATS user (the users file follows the keys bucket, then the server reloads).
+    pub async fn spawn_with_nats_users(configure: impl FnOnce(&mut Settings)) -> Self {
+        Box::pin(Self::start(NatsServer::start_with_users().await, true, configure)).await
+    }
+
     async fn spawn_functions(with_builder: bool, configure: impl FnOnce(&mut Settings)) -> Self {
-        let nats_server = NatsServer::start().await;
-        let mut settings = test_settings(&nats_server.url());
+        // Boxed: the whole stack's start-up future is larger than a test thread's stack.
+        Box::pin(Self::start(NatsServer::start().await, with_builder, configure)).await
+    }
+
+    async fn start(nats_server: NatsServer, with_builder: bool, configure: impl FnOnce(&mut Settings)) -> Self {
+        let with_users = nats_server.config.ends_with("nats-server.auth.conf");
+        let url = if with_users { nats_server.service_url() } else { nats_server.url() };
+        let mut settings = test_settings(&url);
         configure(&mut settings);
         let nats = artifacts_runtime::nats::connect(&settings, "test").await.expect("NATS connects");
         let shutdown = CancellationToken::new();
+        if with_users {
+            let reload = nats_users::reload_by_signal(nats_server.child.id().expect("nats-server runs"));
+            tokio::spawn(nats_users::follow(
+                nats.stores.keys.clone(),
+                Subjects::default(),
+                NatsServer::fixed_users(),
+                nats_server.users_file(),
+                reload,
+                shutdown.clone(),
+            ));
+        }
 
         let lookup_nats = artifacts_runtime::nats::connect(&settings, "test-lookup").await.expect("NATS connects");
         tokio::spawn(artifacts_lookup::run(settings.clone(), lookup_nats, shutdown.clone()));
@@ -345,21 +405,57 @@ impl TestApp {
         record.build_id
     }
 
-    /// Publishes a push event on JetStream, as a CI system would.
+    /// Publishes a push event as a CI system would, with a JetStream publish on `artifacts.git.push` and
+    /// the admin key.
     pub async fn publish_push(&self, event: &serde_json::Value) -> async_nats::jetstream::publish::PublishAck {
         let payload = serde_json::to_vec(event).expect("events serialise");
         self.nats
             .jetstream
-            .publish("artifacts.git.push", payload.into())
+            .publish_with_headers("artifacts.git.push", key_header(ADMIN_KEY), payload.into())
             .await
             .unwrap()
             .await
-            .expect("JetStream stores the event")
+            .expect("the push is stored")
     }
 
-    /// A NATS request with a raw JSON payload, as any client would send it.
+    /// A NATS request with a raw JSON payload and the admin key, as any client would send it.
     pub async fn nats_request(&self, subject: &str, payload: &str) -> async_nats::Message {
-        self.nats.client.request(subject.to_owned(), payload.to_owned().into()).await.expect("NATS answers")
+        self.nats_request_with(subject, key_header(ADMIN_KEY), payload).await
+    }
+
+    /// A NATS request with the given headers.
+    pub async fn nats_request_with(
+        &self,
+        subject: &str,
+        headers: async_nats::HeaderMap,
+        payload: &str,
+    ) -> async_nats::Message {
+        self.nats
+            .client
+            .request_with_headers(subject.to_owned(), headers, payload.to_owned().into())
+            .await
+            .expect("NATS answers")
+    }
+
+    /// Creates an API key through the gateway with the admin key; returns its secret and id.
+    pub async fn create_key(&self, request: serde_json::Value) -> (String, String) {
+        self.create_key_as(ADMIN_KEY, request).await.expect("the key is created")
+    }
+
+    /// Creates an API key with another key; the error is the answer's status and body.
+    pub async fn create_key_as(
+        &self,
+        creator: &str,
+        request: serde_json::Value,
+    ) -> Result<(String, String), (u16, serde_json::Value)> {
+        let response =
+            self.http.post(self.url("/api/v1/keys")).bearer_auth(creator).json(&request).send().await.expect("answers");
+        let status = response.status().as_u16();
+        let body: serde_json::Value = response.json().await.expect("JSON");
+        if status != 201 {
+            return Err((status, body));
+        }
+        Ok((body["secret"].as_str().unwrap().to_owned(), body["keyId"].as_str().unwrap().to_owned()))
     }
 }
 
@@ -367,6 +463,19 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// Lets a test's settings clone the `file://` repositories [`GitRepo`] makes (in the temporary directory).
+pub fn allow_local_repositories(settings: &mut Settings) {
+    settings.git.allowed_schemes = vec!["https".into(), "file".into()];
+    settings.git.file_roots = vec![std::env::temp_dir().display().to_string()];
+}
+
+/// NATS headers carrying an API key, as every request on a public subject must.
+pub fn key_header(key: &str) -> async_nats::HeaderMap {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Authorization", format!("Bearer {key}").as_str());
+    headers
 }
 
 /// A real git repository made by the test, served as a `file://` URL.

@@ -12,7 +12,7 @@ use artifacts_tests::{require_docker, GitRepo, TestApp, ADMIN_KEY};
 
 async fn app() -> TestApp {
     require_docker().await;
-    TestApp::spawn_with(|settings| settings.git.allowed_schemes = vec!["https".into(), "file".into()]).await
+    TestApp::spawn_with(artifacts_tests::allow_local_repositories).await
 }
 
 fn name(base: &str) -> String {

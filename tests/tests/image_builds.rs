@@ -89,7 +89,7 @@ async fn dockerfile_with_context_builds_pushes_and_pulls() {
     assert_eq!(record["attempts"], 1);
     assert_eq!(record["requestedBy"]["linuxUsername"], "alice");
     assert_eq!(record["requestedBy"]["githubUsername"], "alice-gh");
-    assert_eq!(record["requestedBy"]["apiKeyId"], "bootstrap-admin");
+    assert_eq!(record["requestedBy"]["apiKeyId"], "admin");
     assert!(record["request"]["dockerfileDigest"].as_str().unwrap().starts_with("sha256:"));
     assert!(record["request"]["contextDigest"].as_str().unwrap().starts_with("sha256:"));
 

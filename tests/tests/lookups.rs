@@ -108,7 +108,7 @@ async fn a_python_client_gets_the_same_json() {
     let http: Value = app.get(IMAGE_QUERY).await.json().await.unwrap();
     let output = tokio::process::Command::new("python3")
         .arg(repo_root().join("examples/nats_request.py"))
-        .args(["--server", &app.nats_server.url(), "artifacts.image.get"])
+        .args(["--server", &app.nats_server.url(), "--key", ADMIN_KEY, "artifacts.image.get"])
         .arg(r#"{"component":"libfoo","branch":"main","architecture":"amd64"}"#)
         .output()
         .await

@@ -16,7 +16,7 @@ const GITLAB_TOKEN: &str = "test-gitlab-token";
 async fn app() -> TestApp {
     require_docker().await;
     TestApp::spawn_with(|s| {
-        s.git.allowed_schemes = vec!["https".into(), "file".into()];
+        artifacts_tests::allow_local_repositories(s);
         s.hooks.github.secret = Some(artifacts_runtime::configuration::Secret::new(SECRET));
         s.hooks.gitea.secret = Some(artifacts_runtime::configuration::Secret::new(SECRET));
         s.hooks.gitlab.token = Some(artifacts_runtime::configuration::Secret::new(GITLAB_TOKEN));
@@ -261,7 +261,7 @@ async fn a_branch_push_rebuilds_the_images_of_that_component_and_branch() {
     let registry = artifacts_tests::Registry::start().await;
     let address = registry.address.clone();
     let app = TestApp::spawn_with(|s| {
-        s.git.allowed_schemes = vec!["https".into(), "file".into()];
+        artifacts_tests::allow_local_repositories(s);
         s.registry.address = address;
     })
     .await;
@@ -288,7 +288,7 @@ async fn a_branch_push_rebuilds_the_images_of_that_component_and_branch() {
 async fn a_newer_push_supersedes_a_queued_older_build() {
     require_docker().await;
     let app = TestApp::spawn_with(|s| {
-        s.git.allowed_schemes = vec!["https".into(), "file".into()];
+        artifacts_tests::allow_local_repositories(s);
         s.build.slots = 1;
     })
     .await;

@@ -12,15 +12,17 @@ use artifacts_runtime::configuration::redact_url;
 use artifacts_runtime::logs::BuildLog;
 use artifacts_runtime::nats::{read_json, ResourceNames};
 use artifacts_runtime::{Nats, Settings};
+use artifacts_schemas::messages::keys::glob_matches;
 use artifacts_schemas::names::slug_with_hash;
 use artifacts_schemas::{
     BuildId, BuildStatus, ComponentBuildRequest, ComponentJob, ComponentQuery, ComponentRecord, ComponentSource,
-    DependencyUsed, GitUrl, Timestamp,
+    DependencyUsed, Timestamp,
 };
 
 use crate::container::{pack_inputs, Container};
 use crate::recipe::{self, Dependency};
-use crate::{git, output, submit};
+use crate::submit::{self, Submitter};
+use crate::{git, output};
 
 /// Files in a component tarball or dependency.
 const MAX_ARTIFACT_ENTRIES: u64 = 1_000_000;
@@ -65,8 +67,8 @@ impl Build for ComponentBuild {
     async fn run(&self, log: &mut BuildLog) -> Result<ComponentRecord, BuildFailure> {
         let job = &self.job;
         let settings = &self.settings;
-        let url =
-            GitUrl::parse(&job.url, &settings.git.allowed_schemes).map_err(|err| BuildFailure::Permanent(err.0))?;
+        // Checked again here: the roots or the file system may have changed since the submission.
+        let url = submit::checked_url(&job.url, &settings.git).map_err(|err| BuildFailure::Permanent(err.message))?;
         let shown_url = redact_url(url.as_str());
         log.write(&format!("cloning {shown_url} at {}", job.tag)).await;
         let checkout = git::clone(&url, &job.tag, &settings.git).await?;
@@ -149,6 +151,14 @@ impl ComponentBuild {
         let mut waiting = Vec::new();
         for dependency in depends {
             let label = Self::label(dependency.component.as_str(), dependency.tag.as_str());
+            if let Some(patterns) = &job.component_patterns {
+                if !patterns.iter().any(|p| glob_matches(p, dependency.component.as_str())) {
+                    return Err(BuildFailure::Permanent(format!(
+                        "dependency {label} is outside the components this build's key may read ({})",
+                        patterns.join(", ")
+                    )));
+                }
+            }
             if let Some(start) = chain.iter().position(|c| c == &label) {
                 let cycle: Vec<&str> = chain[start..].iter().map(String::as_str).chain([label.as_str()]).collect();
                 return Err(BuildFailure::Permanent(format!("dependency cycle: {}", cycle.join(" -> "))));
@@ -210,11 +220,14 @@ impl ComponentBuild {
             component: dependency.component.clone(),
             tag: dependency.tag.clone(),
             architecture: self.job.architecture,
-            trigger: None,
         };
         let record = builds::read(&self.nats, &self.job.build_id).await.ok().flatten();
-        let requested_by = record.map(|r| r.requested_by).unwrap_or_default();
-        let accepted = submit::queue(&self.nats, &request, requested_by, chain.to_vec())
+        let submitter = Submitter {
+            requested_by: record.map(|r| r.requested_by).unwrap_or_default(),
+            component_patterns: self.job.component_patterns.clone(),
+            trigger: None,
+        };
+        let accepted = submit::queue(&self.nats, &request, &submitter, chain.to_vec())
             .await
             .map_err(|err| BuildFailure::Passing(err.message))?;
         Ok(format!("{label} (build {})", accepted.build_id))

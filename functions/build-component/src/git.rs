@@ -14,13 +14,50 @@ use tokio::process::Command;
 
 use artifacts_runtime::attempt::BuildFailure;
 use artifacts_runtime::configuration::{redact_url, GitSettings};
-use artifacts_schemas::{GitUrl, TagName};
+use artifacts_schemas::{GitUrl, RequestError, TagName};
 
 pub struct Checkout {
     /// Holds the clone and the empty `HOME` git ran with; both go when this does.
     _dir: tempfile::TempDir,
     pub path: PathBuf,
     pub commit: String,
+}
+
+/// A local repository (`file://` or a bare path) must lie under one of `git.file_roots` once every link
+/// is resolved. A path outside them and a path that does not exist get the same answer, so the answer
+/// tells nothing about the worker's file system.
+pub fn check_file_root(url: &GitUrl, settings: &GitSettings) -> Result<(), RequestError> {
+    if url.scheme() != "file" {
+        return Ok(());
+    }
+    let refused = || {
+        RequestError::invalid(format!(
+            "{} is not a repository under git.file_roots ({}): file:// URLs may name only repositories there",
+            url.as_str(),
+            if settings.file_roots.is_empty() { "none are set".to_owned() } else { settings.file_roots.join(", ") }
+        ))
+    };
+    let text = url.as_str();
+    let path = match text.strip_prefix("file://") {
+        // `file:///path` or `file://localhost/path`.
+        Some(rest) => rest.strip_prefix("localhost").unwrap_or(rest),
+        None => text,
+    };
+    // git would decode `%xx`; refusing them keeps the path checked the path cloned.
+    if !path.starts_with('/') || path.contains('%') {
+        return Err(refused());
+    }
+    let resolved = std::fs::canonicalize(path).map_err(|_| refused())?;
+    let inside = settings
+        .file_roots
+        .iter()
+        .filter_map(|root| std::fs::canonicalize(root).ok())
+        .any(|root| resolved.starts_with(root));
+    if inside {
+        Ok(())
+    } else {
+        Err(refused())
+    }
 }
 
 pub async fn clone(url: &GitUrl, tag: &TagName, settings: &GitSettings) -> Result<Checkout, BuildFailure> {
@@ -97,4 +134,34 @@ fn git(home: &Path, settings: &GitSettings) -> Command {
         .stdin(Stdio::null())
         .kill_on_drop(true);
     command
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_urls_stay_under_the_roots_and_missing_paths_answer_alike() {
+        let root = tempfile::tempdir().unwrap();
+        let repo = root.path().join("repo");
+        std::fs::create_dir(&repo).unwrap();
+        let settings = GitSettings {
+            allowed_schemes: vec!["file".into(), "https".into()],
+            file_roots: vec![root.path().display().to_string()],
+            ..GitSettings::default()
+        };
+        let check = |url: &str| check_file_root(&GitUrl::parse(url, &settings.allowed_schemes).unwrap(), &settings);
+        assert!(check(&format!("file://{}", repo.display())).is_ok());
+        assert!(check(&repo.display().to_string()).is_ok(), "a bare path is a file URL too");
+        assert!(check("https://example.com/x.git").is_ok());
+        let outside = check("file:///etc/shadow").unwrap_err().message;
+        let missing = check("file:///nonexistent/repo").unwrap_err().message;
+        let escaping = check(&format!("file://{}/../../etc", repo.display())).unwrap_err().message;
+        let strip = |m: &str, url: &str| m.replace(url, "URL");
+        assert_eq!(strip(&outside, "file:///etc/shadow"), strip(&missing, "file:///nonexistent/repo"));
+        assert!(escaping.contains("git.file_roots"));
+        let none = GitSettings { file_roots: Vec::new(), ..settings.clone() };
+        let url = GitUrl::parse(&format!("file://{}", repo.display()), &none.allowed_schemes).unwrap();
+        assert!(check_file_root(&url, &none).is_err(), "no roots: no file:// URL");
+    }
 }

@@ -32,7 +32,7 @@ pub async fn run(settings: Settings, nats: Nats, shutdown: CancellationToken) ->
         nats,
         shutdown,
         spec,
-        |nats, settings, message| async move { submit::answer(&nats, &settings, &message).await },
+        |nats, settings, request| async move { submit::answer(&nats, &settings, &request).await },
         |nats, settings, job: ComponentJob| ComponentBuild { nats, settings, job },
     )
     .await

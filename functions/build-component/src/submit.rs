@@ -1,57 +1,128 @@
-//! `<prefix>.component.build`: checks a submission, remembers where the component's source is, and
-//! queues the build (or answers with the identical build already queued or running).
+//! `<prefix>.component.build`: checks a submission, records where the component's source is, and queues
+//! the build (or answers with the identical build already queued or running).
+//!
+//! Only an explicit build request of a caller who may build the component records its source; changing
+//! the repository an existing component is built from needs an admin key (409 otherwise), so nobody can
+//! make a later lookup or push build their own code under another team's name.
 
-use async_nats::Message;
+use async_nats::jetstream::kv;
 
 use artifacts_runtime::builder::ensure_buildable;
 use artifacts_runtime::builds::{self, Submission};
-use artifacts_runtime::configuration::redact_url;
+use artifacts_runtime::configuration::{redact_url, GitSettings};
 use artifacts_runtime::nats::unavailable;
-use artifacts_runtime::service::{requested_by, Reply};
+use artifacts_runtime::service::{Reply, Request};
 use artifacts_runtime::{Nats, Settings};
+use artifacts_schemas::messages::keys::Scope;
 use artifacts_schemas::names::slug_with_hash;
 use artifacts_schemas::{
-    parse_json, BuildAccepted, BuildId, BuildKind, ComponentBuildRequest, ComponentBuildSummary, ComponentJob,
-    ComponentSource, GitUrl, RequestError, RequestedBy,
+    normalize_repository, parse_json, BuildAccepted, BuildId, BuildKind, ComponentBuildRequest, ComponentBuildSummary,
+    ComponentJob, ComponentSource, Failure, GitUrl, RequestError, RequestedBy, Trigger,
 };
 
+use crate::git;
 use crate::SERVICE_NAME;
 
-pub async fn answer(nats: &Nats, settings: &Settings, message: &Message) -> Reply {
-    accept(nats, settings, message).await.into()
+pub async fn answer(nats: &Nats, settings: &Settings, request: &Request) -> Reply {
+    accept(nats, settings, request).await.into()
 }
 
-async fn accept(nats: &Nats, settings: &Settings, message: &Message) -> Result<BuildAccepted, RequestError> {
-    let requested_by = requested_by(message.headers.as_ref())?;
-    let request: ComponentBuildRequest = parse_json(&message.payload)?;
-    GitUrl::parse(&request.url, &settings.git.allowed_schemes)?;
-    ensure_buildable(nats, settings, SERVICE_NAME, request.architecture).await?;
-    queue(nats, &request, requested_by, Vec::new()).await
+async fn accept(nats: &Nats, settings: &Settings, request: &Request) -> Result<BuildAccepted, RequestError> {
+    let build: ComponentBuildRequest = parse_json(&request.message.payload)?;
+    request.caller.require_for(Scope::Build, &build.component)?;
+    let url = checked_url(&build.url, &settings.git)?;
+    ensure_buildable(nats, settings, SERVICE_NAME, build.architecture).await?;
+    let source = ComponentSource {
+        component: build.component.clone(),
+        url: url.as_str().to_owned(),
+        api_key_id: Some(request.caller.key_id.clone()),
+        component_patterns: request.caller.component_patterns().map(<[String]>::to_vec),
+    };
+    record_source(nats, &source, request.caller.scope() == Scope::Admin).await?;
+    let submitter = Submitter {
+        requested_by: request.requested_by.clone(),
+        component_patterns: source.component_patterns,
+        trigger: None,
+    };
+    queue(nats, &build, &submitter, Vec::new()).await
+}
+
+/// A URL this deployment may clone: an allowed scheme, and for `file://` a path under `git.file_roots`.
+pub fn checked_url(url: &str, settings: &GitSettings) -> Result<GitUrl, RequestError> {
+    let url = GitUrl::parse(url, &settings.allowed_schemes)?;
+    git::check_file_root(&url, settings)?;
+    Ok(url)
+}
+
+/// Records `source` unless the component is already built from another repository: then only an admin
+/// may move it (409 naming the current repository). The same repository under another spelling or with
+/// new credentials is an update.
+async fn record_source(nats: &Nats, source: &ComponentSource, caller_is_admin: bool) -> Result<(), RequestError> {
+    let sources = &nats.stores.sources;
+    let key = slug_with_hash(source.component.as_str());
+    let bytes: bytes::Bytes = serde_json::to_vec(source).expect("records serialise").into();
+    loop {
+        let current = sources.entry(&key).await.map_err(unavailable)?.filter(|e| e.operation == kv::Operation::Put);
+        let Some(current) = current else {
+            match sources.create(&key, bytes.clone()).await {
+                Ok(_) => return Ok(()),
+                Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => continue,
+                Err(err) => return Err(unavailable(err)),
+            }
+        };
+        let recorded: Option<ComponentSource> = serde_json::from_slice(&current.value).ok();
+        if let Some(recorded) = &recorded {
+            if recorded.url == source.url {
+                return Ok(());
+            }
+            if normalize_repository(&recorded.url) != normalize_repository(&source.url) && !caller_is_admin {
+                return Err(RequestError::new(
+                    Failure::Conflict,
+                    format!(
+                        "component {} is built from {}: only an admin key may change its repository",
+                        source.component,
+                        redact_url(&recorded.url)
+                    ),
+                ));
+            }
+        }
+        match sources.update(&key, bytes.clone(), current.revision).await {
+            Ok(_) => return Ok(()),
+            Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+            Err(err) => return Err(unavailable(err)),
+        }
+    }
+}
+
+/// On whose behalf a build runs.
+pub struct Submitter {
+    pub requested_by: RequestedBy,
+    /// The component patterns of the key the build runs for (its dependencies must match them).
+    pub component_patterns: Option<Vec<String>>,
+    /// The push a triggered build answers.
+    pub trigger: Option<Trigger>,
 }
 
 /// Queues a checked request. `dependents` are the builds waiting for this one (for cycle detection).
 pub async fn queue(
     nats: &Nats,
     request: &ComponentBuildRequest,
-    requested_by: RequestedBy,
+    submitter: &Submitter,
     dependents: Vec<String>,
 ) -> Result<BuildAccepted, RequestError> {
-    let source = ComponentSource { component: request.component.clone(), url: request.url.clone() };
-    let bytes = serde_json::to_vec(&source).expect("records serialise");
-    nats.stores.sources.put(slug_with_hash(request.component.as_str()), bytes.into()).await.map_err(unavailable)?;
     let summary = ComponentBuildSummary {
         url: redact_url(&request.url),
         component: request.component.clone(),
         tag: request.tag.clone(),
         architecture: request.architecture,
-        trigger: request.trigger.clone(),
+        trigger: submitter.trigger.clone(),
     };
     let submitted = builds::submit(
         nats,
         Submission {
             kind: BuildKind::Component,
             summary: serde_json::to_value(&summary).expect("summaries serialise"),
-            requested_by,
+            requested_by: submitter.requested_by.clone(),
             job_subject: nats.subjects.jobs(BuildKind::Component, request.architecture),
             job: |build_id: &BuildId| ComponentJob {
                 build_id: build_id.clone(),
@@ -60,6 +131,7 @@ pub async fn queue(
                 tag: request.tag.clone(),
                 architecture: request.architecture,
                 dependents: dependents.clone(),
+                component_patterns: submitter.component_patterns.clone(),
             },
         },
     )

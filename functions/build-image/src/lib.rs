@@ -3,6 +3,7 @@
 //! `artifacts_runtime::builder` frame.
 
 pub mod build;
+pub mod dockerfile;
 pub mod submit;
 
 use tokio_util::sync::CancellationToken;
@@ -27,7 +28,7 @@ pub async fn run(settings: Settings, nats: Nats, shutdown: CancellationToken) ->
         nats,
         shutdown,
         spec,
-        |nats, settings, message| async move { submit::answer(&nats, &settings, &message).await },
+        |nats, settings, request| async move { submit::answer(&nats, &settings, &request).await },
         |nats, settings, job: ImageJob| ImageBuild { nats, settings, job },
     )
     .await

@@ -6,20 +6,20 @@ use std::time::Duration;
 use async_nats::jetstream::kv;
 use futures::TryStreamExt;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
+use artifacts_build_component::submit::Submitter;
+use artifacts_runtime::builder::ensure_buildable;
 use artifacts_runtime::builds::{self, wait_until_finished};
 use artifacts_runtime::jobs::Outcome;
 use artifacts_runtime::nats::{read_json, unavailable};
-use artifacts_runtime::service;
 use artifacts_runtime::{Nats, Settings};
 use artifacts_schemas::names::slug_with_hash;
 use artifacts_schemas::{
-    normalize_repository, parse_json, Architecture, BranchName, BuildAccepted, BuildId, BuildRecord, BuildStatus,
-    ComponentBuildRequest, ComponentName, ComponentRecord, ComponentSource, Endpoint, GitPushEvent, ImageBuildRequest,
-    ImageBuildSummary, ImageRecord, RequestError, TagName, Trigger,
+    normalize_repository, Architecture, BranchName, BuildAccepted, BuildId, BuildRecord, BuildStatus,
+    ComponentBuildRequest, ComponentName, ComponentRecord, ComponentSource, GitPushEvent, ImageBuildRequest,
+    ImageBuildSummary, ImageRecord, RequestError, RequestedBy, TagName, Trigger,
 };
 
 pub async fn handle(nats: &Nats, settings: &Settings, event: GitPushEvent) -> Outcome {
@@ -68,15 +68,15 @@ async fn handle_push(nats: &Nats, settings: &Settings, event: &GitPushEvent) -> 
                 let Ok(tag) = TagName::parse(tag) else { continue };
                 let architectures: BTreeSet<Architecture> = built.map(|r| r.architecture).collect();
                 for architecture in architectures {
-                    wave.push(request(source, &tag, architecture, &trigger));
+                    wave.push(rebuild(source, &tag, architecture));
                 }
             }
             Pushed::Branch(branch) => {
                 for record in built.filter(|r| r.tag.as_str() == branch) {
-                    wave.push(request(source, &record.tag, record.architecture, &trigger));
+                    wave.push(rebuild(source, &record.tag, record.architecture));
                 }
                 if let Ok(branch) = BranchName::parse(branch) {
-                    rebuild_images(nats, &source.component, &branch, &trigger).await?;
+                    rebuild_images(nats, settings, &source.component, &branch, &trigger).await?;
                 }
             }
         }
@@ -85,12 +85,18 @@ async fn handle_push(nats: &Nats, settings: &Settings, event: &GitPushEvent) -> 
 
     // Each wave's builds, then the components that depend on what succeeded, each target once.
     let mut visited: BTreeSet<(ComponentName, TagName, Architecture)> =
-        wave.iter().map(|r| (r.component.clone(), r.tag.clone(), r.architecture)).collect();
+        wave.iter().map(|(r, _)| (r.component.clone(), r.tag.clone(), r.architecture)).collect();
     let wait = Duration::from_secs(settings.build.timeout_secs * u64::from(settings.build.max_attempts) + 60);
     while !wave.is_empty() {
         let mut submitted = Vec::new();
-        for request in wave {
-            if let Some(build_id) = submit(nats, Endpoint::ComponentBuild, &target_key(&request), &request).await? {
+        for (request, patterns) in wave {
+            let submitter = Submitter {
+                requested_by: RequestedBy::default(),
+                component_patterns: patterns,
+                trigger: Some(trigger.clone()),
+            };
+            let queued = submit_component(nats, settings, &request, &submitter).await;
+            if let Some(build_id) = supersede(nats, &target_key(&request), queued).await? {
                 submitted.push((request, build_id));
             }
         }
@@ -112,7 +118,7 @@ async fn handle_push(nats: &Nats, settings: &Settings, event: &GitPushEvent) -> 
                 let source: Option<ComponentSource> =
                     read_json(&nats.stores.sources, &slug_with_hash(dependent.component.as_str())).await?;
                 if let Some(source) = source {
-                    next.push(request(&source, &dependent.tag, dependent.architecture, &trigger));
+                    next.push(rebuild(&source, &dependent.tag, dependent.architecture));
                 }
             }
         }
@@ -123,19 +129,31 @@ async fn handle_push(nats: &Nats, settings: &Settings, event: &GitPushEvent) -> 
     Ok(())
 }
 
-fn request(
+/// A rebuild of a tracked component, with the component patterns of the key that recorded its source:
+/// a push runs builds with the rights of whoever registered the repository, never more.
+fn rebuild(
     source: &ComponentSource,
     tag: &TagName,
     architecture: Architecture,
-    trigger: &Trigger,
-) -> ComponentBuildRequest {
-    ComponentBuildRequest {
+) -> (ComponentBuildRequest, Option<Vec<String>>) {
+    let request = ComponentBuildRequest {
         url: source.url.clone(),
         component: source.component.clone(),
         tag: tag.clone(),
         architecture,
-        trigger: Some(trigger.clone()),
-    }
+    };
+    (request, source.component_patterns.clone())
+}
+
+async fn submit_component(
+    nats: &Nats,
+    settings: &Settings,
+    request: &ComponentBuildRequest,
+    submitter: &Submitter,
+) -> Result<BuildAccepted, RequestError> {
+    use artifacts_build_component::{submit, SERVICE_NAME};
+    ensure_buildable(nats, settings, SERVICE_NAME, request.architecture).await?;
+    submit::queue(nats, request, submitter, Vec::new()).await
 }
 
 fn target_key(request: &ComponentBuildRequest) -> String {
@@ -148,6 +166,7 @@ fn target_key(request: &ComponentBuildRequest) -> String {
 /// Rebuilds each image of `component` on `branch` from the Dockerfile and context of its last build.
 async fn rebuild_images(
     nats: &Nats,
+    settings: &Settings,
     component: &ComponentName,
     branch: &BranchName,
     trigger: &Trigger,
@@ -167,13 +186,18 @@ async fn rebuild_images(
             context: summary
                 .context_digest
                 .and_then(|d| d.strip_prefix("sha256:").map(|hex| format!("contexts/{hex}"))),
-            trigger: Some(trigger.clone()),
         };
         let key = format!(
             "latest-{}",
             hash(&["image", image.component.as_str(), image.branch.as_str(), image.architecture.short()])
         );
-        submit(nats, Endpoint::ImageBuild, &key, &request).await?;
+        let queued = async {
+            use artifacts_build_image::{submit, SERVICE_NAME};
+            ensure_buildable(nats, settings, SERVICE_NAME, request.architecture).await?;
+            submit::queue(nats, settings, &request, RequestedBy::default(), Some(trigger.clone())).await
+        }
+        .await;
+        supersede(nats, &key, queued).await?;
     }
     Ok(())
 }
@@ -186,26 +210,22 @@ async fn dockerfile_text(nats: &Nats, digest: &str) -> Option<String> {
     Some(text)
 }
 
-/// Submits a build through its endpoint, and cancels the build an older push queued for the same target
-/// if it has not started. A refused submission (an architecture no worker builds any more) is logged and
-/// skipped.
-async fn submit(
+/// Records a triggered build as the latest for its target, and cancels the build an older push queued for
+/// the same target if it has not started. A refused submission (an architecture no worker builds any
+/// more) is logged and skipped; an unavailable service is an error, so the push is tried again.
+async fn supersede(
     nats: &Nats,
-    endpoint: Endpoint,
     target: &str,
-    request: &impl Serialize,
+    queued: Result<BuildAccepted, RequestError>,
 ) -> Result<Option<BuildId>, RequestError> {
-    let payload = serde_json::to_vec(request).expect("requests serialise");
-    let reply = service::call(nats, endpoint, async_nats::HeaderMap::new(), payload.into()).await;
-    if reply.is_failure() {
-        let body = String::from_utf8_lossy(&reply.body);
-        if reply.code >= 500 {
-            return Err(RequestError::unavailable(format!("{} refused a triggered build: {body}", endpoint.suffix())));
+    let accepted = match queued {
+        Ok(accepted) => accepted,
+        Err(err) if err.failure.code() >= 500 => return Err(err),
+        Err(err) => {
+            tracing::warn!(%err, "a triggered build was refused");
+            return Ok(None);
         }
-        tracing::warn!(endpoint = endpoint.suffix(), %body, "a triggered build was refused");
-        return Ok(None);
-    }
-    let accepted: BuildAccepted = parse_json(&reply.body)?;
+    };
     let new = accepted.build_id;
     let older: Option<String> = nats
         .stores
@@ -225,7 +245,7 @@ async fn submit(
         .ok();
     }
     nats.stores.pushes.put(target, new.as_str().to_owned().into()).await.map_err(unavailable)?;
-    tracing::info!(endpoint = endpoint.suffix(), build_id = %new, "triggered a build");
+    tracing::info!(build_id = %new, "triggered a build");
     Ok(Some(new))
 }
 

@@ -9,7 +9,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::Message;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
@@ -18,9 +17,10 @@ use futures::StreamExt;
 use artifacts_schemas::{Architecture, BuildKind, Endpoint, RequestError};
 
 use crate::attempt::{attempt, Build};
+use crate::auth::Authenticator;
 use crate::jobs::{self, WorkerSpec};
 use crate::nats::{unavailable, ResourceNames};
-use crate::service::{self, Reply, ServiceSpec};
+use crate::service::{self, Reply, Request, ServiceSpec};
 use crate::{Nats, Settings};
 
 /// `$SRV.INFO` metadata key listing the platforms a build function builds, comma-separated.
@@ -45,7 +45,7 @@ pub async fn run<J, B, S, SF, M>(
 where
     J: DeserializeOwned + Send + 'static,
     B: Build + 'static,
-    S: Fn(Nats, Arc<Settings>, Message) -> SF + Send + Sync + 'static,
+    S: Fn(Nats, Arc<Settings>, Request) -> SF + Send + Sync + 'static,
     SF: Future<Output = Reply> + Send + 'static,
     M: Fn(Nats, Arc<Settings>, J) -> B + Clone + Send + Sync + 'static,
 {
@@ -59,10 +59,12 @@ where
         metadata: HashMap::from([(ARCHITECTURES_METADATA.to_owned(), platforms.join(","))]),
     };
     let (submit_nats, submit_settings) = (nats.clone(), Arc::clone(&settings));
+    let authenticator = Authenticator::start(settings.admin_key(), &nats, shutdown.clone());
     let submissions = service::serve(
         &nats,
         service_spec,
-        move |_, message| submit(submit_nats.clone(), Arc::clone(&submit_settings), message),
+        authenticator,
+        move |request| submit(submit_nats.clone(), Arc::clone(&submit_settings), request),
         shutdown.clone(),
     );
     let workers = architectures.into_iter().map(|architecture| {

@@ -133,6 +133,9 @@ pub struct GitSettings {
     pub allowed_schemes: Vec<String>,
     /// A clone taking longer fails.
     pub clone_timeout_secs: u64,
+    /// With `file` in `allowed_schemes`, the only directories `file://` URLs may name (empty: none).
+    #[serde(deserialize_with = "list")]
+    pub file_roots: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -232,7 +235,7 @@ impl Default for BuildSettings {
 
 impl Default for GitSettings {
     fn default() -> Self {
-        Self { allowed_schemes: vec!["https".into()], clone_timeout_secs: 300 }
+        Self { allowed_schemes: vec!["https".into()], clone_timeout_secs: 300, file_roots: Vec::new() }
     }
 }
 
@@ -304,6 +307,11 @@ impl Settings {
             ));
         }
         Ok(())
+    }
+
+    /// The bootstrap admin key, if one is set.
+    pub fn admin_key(&self) -> Option<&str> {
+        self.admin_key.as_ref().map(Secret::expose)
     }
 
     /// `gateway.public_url`, else `http://<gateway.listen>`.

@@ -84,6 +84,13 @@ where
 
 async fn consumer(nats: &Nats, spec: &WorkerSpec) -> anyhow::Result<PullConsumer> {
     let stream = nats.jetstream.get_stream(&spec.stream).await?;
+    // A consumer from before its subject moved (nats-server 2.9 cannot change a filter): make it anew.
+    if let Ok(mut existing) = stream.get_consumer::<pull::Config>(&spec.consumer).await {
+        if existing.info().await.map(|info| info.config.filter_subject != spec.subject).unwrap_or(false) {
+            tracing::info!(consumer = %spec.consumer, subject = %spec.subject, "its subject changed: making it anew");
+            stream.delete_consumer(&spec.consumer).await.map_err(|err| anyhow::anyhow!("{err}"))?;
+        }
+    }
     let consumer = stream
         .get_or_create_consumer(
             &spec.consumer,

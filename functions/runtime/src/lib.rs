@@ -13,6 +13,7 @@
 
 pub mod archive;
 pub mod attempt;
+pub mod auth;
 pub mod builder;
 pub mod builds;
 pub mod configuration;
@@ -20,9 +21,11 @@ pub mod docker;
 pub mod jobs;
 pub mod logs;
 pub mod nats;
+pub mod nats_users;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
+pub mod uploads;
 
 use std::future::Future;
 use std::path::PathBuf;

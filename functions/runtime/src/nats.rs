@@ -43,6 +43,9 @@ pub struct Stores {
     pub pushes: kv::Store,
     /// Managed API keys by key id (hashes, never secrets).
     pub keys: kv::Store,
+    /// Who may use an uploaded build context: `<sha256 hex>/key/<key id>` (the uploader) and
+    /// `<sha256 hex>/component/<component slug>` (the component it was uploaded for).
+    pub upload_grants: kv::Store,
 }
 
 /// Names of the JetStream resources under a subject prefix: `artifacts` gives `artifacts_builds`,
@@ -83,6 +86,9 @@ impl ResourceNames {
     pub fn active_bucket(&self) -> String {
         format!("{}_active", self.base)
     }
+    pub fn upload_grants_bucket(&self) -> String {
+        format!("{}_upload_grants", self.base)
+    }
     pub fn logs_stream(&self) -> String {
         format!("{}_LOGS", self.base.to_uppercase())
     }
@@ -93,6 +99,10 @@ impl ResourceNames {
         format!("{}_PUSH", self.base.to_uppercase())
     }
 }
+
+/// The inbox prefix of the stack's own processes. Clients may subscribe only to `_INBOX_<their key id>.>`
+/// (key ids are hex), so no client can read the replies the stack receives: records, key hashes, chunks.
+pub const SERVICE_INBOX_PREFIX: &str = "_INBOX_service";
 
 /// Connects, retrying until `nats.connect_timeout_secs` has passed, then ensures the resources.
 pub async fn connect(settings: &Settings, process_name: &str) -> anyhow::Result<Nats> {
@@ -109,6 +119,7 @@ pub async fn connect(settings: &Settings, process_name: &str) -> anyhow::Result<
         };
         let attempt = options
             .name(process_name)
+            .custom_inbox_prefix(SERVICE_INBOX_PREFIX)
             .connection_timeout(Duration::from_secs(5))
             .request_timeout(Some(settings.request_timeout()))
             .connect(address.as_str())
@@ -190,13 +201,16 @@ async fn create_resources(js: &jetstream::Context, subjects: &Subjects) -> anyho
     })
     .await
     .context("jobs stream")?;
-    js.get_or_create_stream(stream::Config {
+    // Created or updated: the first round stored pushes on the public subject itself.
+    js.create_or_update_stream(stream::Config {
         name: names.push_stream(),
-        description: Some("Git push events from webhooks and CI systems".into()),
-        subjects: vec![subjects.git_push()],
+        description: Some("Git push events from webhooks and CI systems, checked before they are stored".into()),
+        subjects: vec![subjects.git_push_accepted()],
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
         max_age: Duration::from_secs(7 * 24 * 3600),
+        max_bytes: PUSH_STREAM_BYTES,
+        max_message_size: MAX_PUSH_EVENT_BYTES as i32,
         // Forges redeliver a webhook for hours; a delivery id seen within a day collapses into one event.
         duplicate_window: Duration::from_secs(24 * 3600),
         ..Default::default()
@@ -222,13 +236,21 @@ async fn create_resources(js: &jetstream::Context, subjects: &Subjects) -> anyho
     let pushes =
         key_value(js, names.pushes_bucket(), "Pushes handled by the git trigger, latest triggered builds", 1).await?;
     let keys = key_value(js, names.keys_bucket(), "Managed API keys by key id: hashes, never secrets", 1).await?;
+    let upload_grants =
+        key_value(js, names.upload_grants_bucket(), "Who may use each uploaded build context", 1).await?;
     let images = key_value(js, names.images_bucket(), "Latest image per component/branch/architecture", 10).await?;
     let components =
         key_value(js, names.components_bucket(), "Latest component per component/tag/architecture", 10).await?;
     let archives = object_store(js, names.archives_bucket(), "Component tarballs (.tar.gz)").await?;
     let uploads = object_store(js, names.uploads_bucket(), "Build sources: Dockerfiles and contexts").await?;
-    Ok(Stores { builds, images, components, archives, uploads, active, sources, pushes, keys })
+    Ok(Stores { builds, images, components, archives, uploads, active, sources, pushes, keys, upload_grants })
 }
+
+/// The largest push event accepted: a push is a few hundred bytes of JSON.
+pub const MAX_PUSH_EVENT_BYTES: usize = 64 * 1024;
+
+/// What the push stream may hold; past it the oldest events go (a week's pushes are far smaller).
+pub const PUSH_STREAM_BYTES: i64 = 256 * 1024 * 1024;
 
 /// Each build keeps at most this many log lines (the oldest go first).
 pub const MAX_LOG_LINES_PER_BUILD: i64 = 20_000;

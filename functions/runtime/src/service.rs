@@ -16,8 +16,9 @@ use futures::StreamExt;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use artifacts_schemas::{Endpoint, Failure, RequestError, RequestedBy, Username};
+use artifacts_schemas::{Endpoint, Failure, RequestError, RequestedBy};
 
+use crate::auth::{claimed_identity, Authenticator, Caller, GITHUB_USERNAME_HEADERS, LINUX_USERNAME_HEADERS};
 use crate::nats::Nats;
 
 /// An answer: the HTTP status it stands for and its JSON body.
@@ -41,6 +42,17 @@ impl Reply {
 
     pub fn is_failure(&self) -> bool {
         self.code >= 400
+    }
+
+    /// A failure with JetStream's `error` object beside `status` and `errorMessage`.
+    fn with_jetstream_error(self) -> Self {
+        if !self.is_failure() {
+            return self;
+        }
+        let description = self.error_message();
+        let mut body: serde_json::Value = serde_json::from_slice(&self.body).unwrap_or_default();
+        body["error"] = serde_json::json!({"code": self.code, "description": description});
+        Self::with_code(self.code, &body)
     }
 
     /// The `errorMessage` of the body, for the `Nats-Service-Error` header.
@@ -87,39 +99,45 @@ impl<T: Serialize> From<Result<T, RequestError>> for Reply {
     }
 }
 
-/// The header that carries the id of the API key a request came with (set by the gateway).
-pub const API_KEY_ID_HEADER: &str = "Artifacts-Api-Key-Id";
-
-/// Identity headers of a request: `linux_username`, `github_username`, and the API key id.
-pub fn requested_by(headers: Option<&HeaderMap>) -> Result<RequestedBy, RequestError> {
-    let Some(headers) = headers else { return Ok(RequestedBy::default()) };
-    let user = |name: &str| -> Result<Option<String>, RequestError> {
-        headers
-            .get(name)
-            .map(|v| Username::parse(name, v.as_str()).map(Username::into_string))
-            .transpose()
-            .map_err(Into::into)
-    };
-    Ok(RequestedBy {
-        linux_username: user("linux_username")?,
-        github_username: user("github_username")?,
-        api_key_id: headers.get(API_KEY_ID_HEADER).map(|v| v.as_str().to_owned()),
-    })
-}
-
-/// The NATS headers that carry `requested_by`.
-pub fn identity_headers(requested_by: &RequestedBy) -> HeaderMap {
+/// The headers that carry a request's key and claimed identity to a function: `Authorization` and the
+/// identity headers. The function authenticates the key itself.
+pub fn caller_headers(key: &str, requested_by: &RequestedBy) -> HeaderMap {
     let mut headers = HeaderMap::new();
+    headers.insert("Authorization", format!("Bearer {key}").as_str());
     for (name, value) in [
-        ("linux_username", &requested_by.linux_username),
-        ("github_username", &requested_by.github_username),
-        (API_KEY_ID_HEADER, &requested_by.api_key_id),
+        (LINUX_USERNAME_HEADERS[0], &requested_by.linux_username),
+        (GITHUB_USERNAME_HEADERS[0], &requested_by.github_username),
     ] {
         if let Some(value) = value {
             headers.insert(name, value.as_str());
         }
     }
     headers
+}
+
+/// A request to an endpoint, from an authenticated caller holding the endpoint's scope.
+pub struct Request {
+    pub endpoint: Endpoint,
+    pub message: Message,
+    pub caller: Caller,
+    /// Who the request is from: the caller's key id and the identities it claims (checked against the
+    /// key's pins).
+    pub requested_by: RequestedBy,
+}
+
+impl Request {
+    async fn authorize(
+        authenticator: &Authenticator,
+        endpoint: Endpoint,
+        message: Message,
+    ) -> Result<Self, RequestError> {
+        let headers = message.headers.as_ref();
+        let caller = authenticator.authenticate_nats(headers).await?;
+        caller.require(endpoint.scope())?;
+        let (linux, github) = claimed_identity(|name| headers.and_then(|h| h.get(name)).map(|v| v.as_str()))?;
+        let requested_by = caller.requested_by(linux, github)?;
+        Ok(Self { endpoint, message, caller, requested_by })
+    }
 }
 
 /// Calls an endpoint, with the connection's request timeout. The transport's own failures (nobody
@@ -154,11 +172,19 @@ pub struct ServiceSpec {
     pub metadata: std::collections::HashMap<String, String>,
 }
 
-/// Serves the endpoints until `shutdown`, handling each request in its own task. At shutdown the service
-/// unregisters first (so no new request reaches it) and the requests in hand finish.
-pub async fn serve<H, F>(nats: &Nats, spec: ServiceSpec, handler: H, shutdown: CancellationToken) -> anyhow::Result<()>
+/// Serves the endpoints until `shutdown`, handling each request in its own task. Every request is
+/// authenticated and checked for its endpoint's scope before `handler` sees it (401 and 403 otherwise).
+/// At shutdown the service unregisters first (so no new request reaches it) and the requests in hand
+/// finish.
+pub async fn serve<H, F>(
+    nats: &Nats,
+    spec: ServiceSpec,
+    authenticator: Arc<Authenticator>,
+    handler: H,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()>
 where
-    H: Fn(Endpoint, Message) -> F + Send + Sync + 'static,
+    H: Fn(Request) -> F + Send + Sync + 'static,
     F: Future<Output = Reply> + Send + 'static,
 {
     let service = nats
@@ -192,9 +218,15 @@ where
                 None => break,
             },
         };
-        let handler = Arc::clone(&handler);
+        let (handler, authenticator) = (Arc::clone(&handler), Arc::clone(&authenticator));
         in_hand.spawn(async move {
-            let reply = handler(endpoint, request.message.clone()).await;
+            let reply = match Request::authorize(&authenticator, endpoint, request.message.clone()).await {
+                Ok(authorized) => handler(authorized).await,
+                Err(err) => err.into(),
+            };
+            // `git.push` stands where a JetStream publish used to: answer failures as JetStream does too,
+            // so a client's `js.publish` raises with the reason.
+            let reply = if endpoint == Endpoint::GitPush { reply.with_jetstream_error() } else { reply };
             let headers = reply.headers();
             if let Err(err) = request.respond_with_headers(Ok(reply.body), headers).await {
                 tracing::warn!(%err, endpoint = endpoint.suffix(), "could not send reply");

@@ -7,7 +7,6 @@ use async_nats::jetstream::consumer::{pull, pull::Ordered, DeliverPolicy};
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use futures::{Stream, StreamExt};
 
 use artifacts_runtime::builds::read;
@@ -16,11 +15,10 @@ use artifacts_runtime::nats::ResourceNames;
 use artifacts_runtime::service::Reply;
 use artifacts_runtime::Nats;
 use artifacts_schemas::{
-    parse_json, BuildId, BuildList, BuildListQuery, BuildQuery, BuildRecord, Endpoint, ErrorReply, Failure,
-    RequestError,
+    BuildId, BuildList, BuildListQuery, BuildQuery, BuildRecord, Endpoint, ErrorReply, RequestError, RequestedBy,
 };
 
-use super::request;
+use super::{forward, request};
 use artifacts_schemas::messages::keys::Scope;
 
 use crate::auth::Caller;
@@ -49,22 +47,11 @@ pub async fn get_build(
     Ok(relay(visible_build(&state, &caller, &build_id).await?))
 }
 
-/// The build record's reply, if the key may see the build's component (403 otherwise).
+/// The build record's reply; the lookup answers 403 when the key may not see the build's component.
 async fn visible_build(state: &AppState, caller: &Caller, build_id: &str) -> Result<Reply, ApiError> {
     caller.require(Scope::Read)?;
     let query = BuildQuery { build_id: BuildId::parse(build_id)? };
-    let reply = request(state, Endpoint::BuildGet, &query).await;
-    if caller.is_limited() && !reply.is_failure() {
-        let record: BuildRecord = parse_json(&reply.body)?;
-        if !caller.allows(&build_component(&record)) {
-            return Err(ApiError::new(Failure::Forbidden, "this API key may not see builds of that component"));
-        }
-    }
-    Ok(reply)
-}
-
-fn build_component(record: &BuildRecord) -> String {
-    record.request.get("component").and_then(|c| c.as_str()).unwrap_or_default().to_owned()
+    Ok(request(state, caller, &RequestedBy::default(), Endpoint::BuildGet, &query).await)
 }
 
 /// Build history, newest first.
@@ -88,13 +75,7 @@ pub async fn list_builds(
     QueryOrJson(query): QueryOrJson<BuildListQuery>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Read)?;
-    let reply = request(&state, Endpoint::BuildList, &query).await;
-    if !caller.is_limited() || reply.is_failure() {
-        return Ok(relay(reply));
-    }
-    let mut list: BuildList = parse_json(&reply.body)?;
-    list.builds.retain(|record| caller.allows(&build_component(record)));
-    Ok(Json(list).into_response())
+    Ok(forward(&state, &caller, Endpoint::BuildList, &query).await)
 }
 
 /// A build's log as server-sent events: every line from the start, then live lines until it ends.

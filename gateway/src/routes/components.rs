@@ -13,7 +13,7 @@ use artifacts_schemas::{
     ComponentLookupStatus, ComponentName, ComponentQuery, Endpoint, ErrorReply, GitUrl, RequestError, TagName,
 };
 
-use super::{request_as, submitted, Wait};
+use super::{request, submitted, Wait};
 use artifacts_schemas::messages::keys::Scope;
 
 use crate::auth::{Caller, Identity};
@@ -50,7 +50,7 @@ pub async fn get_component(
     if let Some(url) = &query.url {
         GitUrl::parse(url, &state.settings.git.allowed_schemes)?;
     }
-    let reply = request_as(&state, Endpoint::ComponentGet, &identity.requested_by(&caller)?, &query).await;
+    let reply = request(&state, &caller, &identity.requested_by(&caller)?, Endpoint::ComponentGet, &query).await;
     if reply.is_failure() {
         return Ok(relay(reply));
     }
@@ -95,15 +95,14 @@ pub async fn post_component(
     caller: Caller,
     identity: Identity,
     wait: Wait,
-    request: axum::extract::Request,
+    http_request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Build)?;
-    let submission: ComponentBuildRequest = parse_json(&body_bytes(request, &state).await?)?;
+    let submission: ComponentBuildRequest = parse_json(&body_bytes(http_request, &state).await?)?;
     caller.require_for(Scope::Build, &submission.component)?;
-    // Only the git trigger says what push a build answers.
-    let submission = ComponentBuildRequest { trigger: None, ..submission };
     GitUrl::parse(&submission.url, &state.settings.git.allowed_schemes)?;
-    let reply = request_as(&state, Endpoint::ComponentBuild, &identity.requested_by(&caller)?, &submission).await;
+    let by = identity.requested_by(&caller)?;
+    let reply = request(&state, &caller, &by, Endpoint::ComponentBuild, &submission).await;
     submitted(&state, reply, wait).await
 }
 
@@ -138,7 +137,7 @@ pub async fn get_archive(
         url: None,
     };
     caller.require_for(Scope::Read, &query.component)?;
-    let reply = request_as(&state, Endpoint::ComponentGet, &identity.requested_by(&caller)?, &query).await;
+    let reply = request(&state, &caller, &identity.requested_by(&caller)?, Endpoint::ComponentGet, &query).await;
     // Not stored but its source known: the lookup started its build and says so (202 building).
     if reply.is_failure() || reply.code == 202 {
         return Ok(relay(reply));

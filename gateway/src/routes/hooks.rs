@@ -70,7 +70,7 @@ pub async fn receive(
         state
             .nats
             .jetstream
-            .publish_with_headers(state.nats.subjects.git_push(), nats_headers, payload.into())
+            .publish_with_headers(state.nats.subjects.git_push_accepted(), nats_headers, payload.into())
             .await?
             .await
     }

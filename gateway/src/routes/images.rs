@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use artifacts_runtime::archive::{self, ArchiveError, Limits};
+use artifacts_runtime::uploads;
 use axum::http::header;
 use axum::response::Response;
 
@@ -17,7 +18,7 @@ use artifacts_schemas::{
     ImageBuildRequest, ImageLookupReply, ImageQuery, RequestError,
 };
 
-use super::{forward, request_as, submitted, Wait};
+use super::{forward, request, submitted, Wait};
 use artifacts_schemas::messages::keys::Scope;
 
 use crate::auth::{Caller, Identity};
@@ -47,7 +48,7 @@ pub async fn get_image(
     QueryOrJson(query): QueryOrJson<ImageQuery>,
 ) -> Result<Response, ApiError> {
     caller.require_for(Scope::Read, &query.component)?;
-    Ok(forward(&state, Endpoint::ImageGet, &query).await)
+    Ok(forward(&state, &caller, Endpoint::ImageGet, &query).await)
 }
 
 /// Build a Dockerfile and push the image to the registry.
@@ -69,19 +70,27 @@ pub async fn post_image(
     caller: Caller,
     identity: Identity,
     wait: Wait,
-    request: Request,
+    http_request: Request,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Build)?;
-    let submission = parse_submission(request, &state).await?;
+    let by = identity.requested_by(&caller)?;
+    let (submission, uploaded) = parse_submission(http_request, &state).await?;
     caller.require_for(Scope::Build, &submission.component)?;
-    let reply = request_as(&state, Endpoint::ImageBuild, &identity.requested_by(&caller)?, &submission).await;
+    // Only a context this request carried is granted; one merely named must have been granted before.
+    if let Some(context) = submission.context.as_deref().and_then(|c| c.strip_prefix("contexts/")).filter(|_| uploaded)
+    {
+        uploads::grant(&state.nats, context, &caller, &submission.component).await?;
+    }
+    let reply = request(&state, &caller, &by, Endpoint::ImageBuild, &submission).await;
     submitted(&state, reply, wait).await
 }
 
-async fn parse_submission(request: Request, state: &AppState) -> Result<ImageBuildRequest, ApiError> {
+/// The submission, and whether its context was uploaded with it (multipart) rather than named.
+async fn parse_submission(request: Request, state: &AppState) -> Result<(ImageBuildRequest, bool), ApiError> {
     let content_type =
         request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
-    let submission: ImageBuildRequest = if content_type.starts_with("multipart/form-data") {
+    let multipart = content_type.starts_with("multipart/form-data");
+    let submission: ImageBuildRequest = if multipart {
         let multipart = Multipart::from_request(request, state)
             .await
             .map_err(|err| RequestError::invalid(format!("malformed multipart body: {err}")))?;
@@ -94,15 +103,13 @@ async fn parse_submission(request: Request, state: &AppState) -> Result<ImageBui
         )
         .into());
     };
-    // Only the git trigger says what push a build answers.
-    let submission = ImageBuildRequest { trigger: None, ..submission };
     if submission.dockerfile.len() > MAX_DOCKERFILE_BYTES {
         return Err(ApiError::new(Failure::TooLarge, "the Dockerfile is larger than 1 MiB"));
     }
     if submission.dockerfile.trim().is_empty() {
         return Err(RequestError::invalid("the Dockerfile is empty").into());
     }
-    Ok(submission)
+    Ok((submission, multipart))
 }
 
 async fn from_multipart(mut multipart: Multipart, state: &AppState) -> Result<ImageBuildRequest, ApiError> {
@@ -149,7 +156,6 @@ async fn from_multipart(mut multipart: Multipart, state: &AppState) -> Result<Im
         architecture: architecture.ok_or_else(|| missing("architecture"))?,
         build_args,
         context,
-        trigger: None,
     })
 }
 

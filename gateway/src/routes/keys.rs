@@ -1,5 +1,9 @@
 //! `POST /api/v1/keys`, `GET /api/v1/keys`, `DELETE /api/v1/keys/{keyId}`: API key management (admin
-//! scope). The secret is shown once, in the answer to its creation; the bucket holds its SHA-256.
+//! scope). The secret is shown once, in the answer to its creation; the bucket holds its SHA-256 (and a
+//! bcrypt of it, the password of the key's NATS user).
+//!
+//! A key manages only keys within its own limits: no wider scope or component patterns, the same pinned
+//! identities, no later expiry. What a new key leaves out it inherits from its creator.
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -13,7 +17,10 @@ use artifacts_schemas::messages::keys::{
 };
 use artifacts_schemas::{parse_json, ErrorReply, RequestError, Timestamp, Username};
 
-use crate::auth::{hash, managed_key_id, Caller};
+use artifacts_runtime::auth::{is_key_id, sha256};
+use artifacts_runtime::nats_users;
+
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::input::{body_bytes, PathParams};
 use crate::state::AppState;
@@ -24,7 +31,7 @@ use crate::state::AppState;
     responses(
         (status = 201, description = "Created: the secret is in this answer only", body = KeyCreated),
         (status = 400, description = "Bad input", body = ErrorReply),
-        (status = 403, description = "The key lacks the admin scope", body = ErrorReply),
+        (status = 403, description = "The key lacks the admin scope, or the new key would exceed its limits", body = ErrorReply),
     ),
     security(("bearer" = []), ("apiKey" = [])))]
 pub async fn create(State(state): State<AppState>, caller: Caller, request: Request) -> Result<Response, ApiError> {
@@ -51,7 +58,7 @@ pub async fn create(State(state): State<AppState>, caller: Caller, request: Requ
     }
     let key_id = hex::encode(rand::random::<[u8; 8]>());
     let secret = format!("ak_{key_id}_{}", hex::encode(rand::random::<[u8; 32]>()));
-    let info = ApiKeyInfo {
+    let mut info = ApiKeyInfo {
         key_id: key_id.clone(),
         name: name.to_owned(),
         scopes: request.scopes,
@@ -61,7 +68,17 @@ pub async fn create(State(state): State<AppState>, caller: Caller, request: Requ
         github_username: request.github_username,
         created_at: Timestamp::now(),
     };
-    let stored = StoredKey { info: info.clone(), secret_sha256: hex::encode(hash(&secret)) };
+    caller.inherit_limits(&mut info);
+    caller.require_within(&info)?;
+    let for_bcrypt = secret.clone();
+    let nats_password = tokio::task::spawn_blocking(move || nats_users::bcrypt(&for_bcrypt))
+        .await
+        .map_err(|err| RequestError::internal(format!("hashing the key stopped: {err}")))?;
+    let stored = StoredKey {
+        info: info.clone(),
+        secret_sha256: hex::encode(sha256(&secret)),
+        nats_password_bcrypt: Some(nats_password),
+    };
     let bytes = serde_json::to_vec(&stored).expect("keys serialise");
     state.nats.stores.keys.put(&key_id, bytes.into()).await.map_err(unavailable)?;
     tracing::info!(%key_id, by = %caller.key_id, "API key created");
@@ -83,7 +100,9 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<
     let mut keys = Vec::new();
     for id in ids {
         if let Some(stored) = read_json::<StoredKey>(store, &id).await? {
-            keys.push(stored.info);
+            if caller.require_within(&stored.info).is_ok() {
+                keys.push(stored.info);
+            }
         }
     }
     keys.sort_by_key(|k| k.created_at);
@@ -106,13 +125,14 @@ pub async fn revoke(
     PathParams(key_id): PathParams<String>,
 ) -> Result<Json<KeyRevoked>, ApiError> {
     caller.require(Scope::Admin)?;
-    if managed_key_id(&format!("ak_{key_id}_x")).is_none() {
+    if !is_key_id(&key_id) {
         return Err(RequestError::invalid("keyId must be the 16 hex digits of a managed key").into());
     }
     let store = &state.nats.stores.keys;
-    if read_json::<StoredKey>(store, &key_id).await?.is_none() {
+    let Some(stored) = read_json::<StoredKey>(store, &key_id).await? else {
         return Err(RequestError::not_found(format!("no API key has id {key_id}")).into());
-    }
+    };
+    caller.require_within(&stored.info)?;
     store.purge(&key_id).await.map_err(unavailable)?;
     tracing::info!(%key_id, by = %caller.key_id, "API key revoked");
     Ok(Json(KeyRevoked { status: KeyStatus::Revoked, error_message: None, key_id }))

@@ -18,27 +18,30 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use artifacts_runtime::builds::wait_until_finished;
-use artifacts_runtime::service::{call, identity_headers, Reply};
+use artifacts_runtime::service::{call, caller_headers, Reply};
 use artifacts_schemas::{BuildAccepted, Endpoint, RequestError, RequestedBy};
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::input::parse_query;
 use crate::relay::relay;
 use crate::state::AppState;
 
-/// Sends a message to an endpoint and answers with its reply as it stands.
-pub async fn forward(state: &AppState, endpoint: Endpoint, message: &impl Serialize) -> Response {
-    relay(request(state, endpoint, message).await)
+/// Sends a message to an endpoint on the caller's behalf and answers with its reply as it stands.
+pub async fn forward(state: &AppState, caller: &Caller, endpoint: Endpoint, message: &impl Serialize) -> Response {
+    relay(request(state, caller, &RequestedBy::default(), endpoint, message).await)
 }
 
-pub async fn request(state: &AppState, endpoint: Endpoint, message: &impl Serialize) -> Reply {
-    request_as(state, endpoint, &RequestedBy::default(), message).await
-}
-
-/// A request that carries who made it (identity headers and API key id).
-pub async fn request_as(state: &AppState, endpoint: Endpoint, by: &RequestedBy, message: &impl Serialize) -> Reply {
+/// A request that carries the caller's key and claimed identity; the function checks both again.
+pub async fn request(
+    state: &AppState,
+    caller: &Caller,
+    by: &RequestedBy,
+    endpoint: Endpoint,
+    message: &impl Serialize,
+) -> Reply {
     let payload = serde_json::to_vec(message).expect("message types always serialise");
-    call(&state.nats, endpoint, identity_headers(by), payload.into()).await
+    call(&state.nats, endpoint, caller_headers(caller.key(), by), payload.into()).await
 }
 
 /// Answers a build submission: 202 with where to follow the build, or with `?wait=SECONDS`, the final

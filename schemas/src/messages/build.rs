@@ -63,6 +63,13 @@ impl Timestamp {
     }
 }
 
+impl std::fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = self.0.format(&time::format_description::well_known::Rfc3339).map_err(|_| std::fmt::Error)?;
+        f.write_str(&text)
+    }
+}
+
 string_schema!(Timestamp, "An instant in RFC 3339 form.", example = "2026-11-24T09:30:00Z");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
@@ -134,6 +141,13 @@ pub struct BuildRecord {
     pub error_message: Option<String>,
     /// How many times a worker has started this build.
     pub attempts: u32,
+}
+
+impl BuildRecord {
+    /// The component the build is for (every kind of request names one).
+    pub fn component(&self) -> &str {
+        self.request.get("component").and_then(|c| c.as_str()).unwrap_or_default()
+    }
 }
 
 pub const DEFAULT_BUILD_LIST_LIMIT: u32 = 50;

@@ -20,9 +20,6 @@ pub struct ComponentBuildRequest {
     pub component: ComponentName,
     pub tag: TagName,
     pub architecture: Architecture,
-    /// Set by the git trigger: the push this build answers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub trigger: Option<Trigger>,
 }
 
 /// Which component: `GET /components`, `<prefix>.component.get`.
@@ -72,6 +69,10 @@ pub struct ComponentJob {
     /// The components waiting for this one, nearest last (`component@tag`), to refuse dependency cycles.
     #[serde(default)]
     pub dependents: Vec<String>,
+    /// The component patterns of the key the build runs for: its dependencies must match them, so a key
+    /// cannot read another team's component by depending on it. Absent: every component.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component_patterns: Option<Vec<String>>,
 }
 
 /// What a component build's record shows of its submission.
@@ -96,6 +97,30 @@ pub struct ComponentSource {
     pub component: ComponentName,
     /// As submitted (it may carry credentials: never shown).
     pub url: String,
+    /// The key that recorded this source, and its component patterns: builds that nobody asked for
+    /// directly (a push, a lookup's dependency) run with these rights.
+    #[serde(default)]
+    pub api_key_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component_patterns: Option<Vec<String>>,
+}
+
+/// The answer to `<prefix>.component.archive`: the tarball is fetched in chunks by requesting `transfer`
+/// (with an empty payload) again and again; each reply is the next chunk, and the last one carries the
+/// header `Artifacts-Archive-End: <digest>` (its payload may be empty). A transfer idle for 30 seconds
+/// ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchiveTransfer {
+    pub status: ComponentLookupStatus,
+    pub error_message: Option<String>,
+    /// `sha256:<hex>` of the whole `.tar.gz`: check it when the transfer ends.
+    pub digest: String,
+    pub size: u64,
+    pub build_id: BuildId,
+    pub built_at: Timestamp,
+    /// The subject to request each next chunk on.
+    pub transfer: String,
 }
 
 /// A dependency as it went into a build.

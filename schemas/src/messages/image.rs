@@ -49,13 +49,10 @@ pub struct ImageBuildRequest {
     #[serde(default)]
     pub build_args: BTreeMap<String, String>,
     /// A build context (tar or tar.gz) already uploaded to the `artifacts_uploads` object store: its
-    /// object name. The gateway uploads the multipart `context` part there; NATS clients may do the same,
-    /// since large parts never ride inside a NATS message.
+    /// object name. The gateway uploads the multipart `context` part there; a context may be used only by
+    /// the key that uploaded it or by keys building the component it was uploaded for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<String>,
-    /// Set by the git trigger: the push this build answers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub trigger: Option<Trigger>,
 }
 
 /// What a build-image worker needs to build (JetStream, `<prefix>.jobs.image.<arch>`): sources are

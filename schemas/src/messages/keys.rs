@@ -61,6 +61,13 @@ impl ApiKeyInfo {
     }
 }
 
+/// Whether every name `inner` matches is also matched by `outer`. Sound for `*` globs: `outer`'s `*` may
+/// stand for any run of `inner`'s text, `*`s included, while `outer`'s other characters must meet the same
+/// literal characters in `inner` (component names never hold `*`).
+pub fn pattern_within(inner: &str, outer: &str) -> bool {
+    glob_matches(outer, inner)
+}
+
 /// `*` matches any run of characters; everything else matches itself.
 pub fn glob_matches(pattern: &str, name: &str) -> bool {
     match pattern.split_once('*') {
@@ -85,12 +92,22 @@ pub fn check_pattern(pattern: &str) -> Result<(), InvalidName> {
 }
 
 /// Stored in `artifacts_keys`, by key id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StoredKey {
     pub info: ApiKeyInfo,
     /// Hex SHA-256 of the whole key.
     pub secret_sha256: String,
+    /// bcrypt of the whole key: the NATS user's password hash (nats-server checks bcrypt itself, and a
+    /// users file must never hold the secret). Absent for keys made before keys were NATS users.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats_password_bcrypt: Option<String>,
+}
+
+impl std::fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredKey").field("info", &self.info).finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
@@ -144,6 +161,11 @@ mod tests {
         assert!(!glob_matches("lib*", "app"));
         assert!(!glob_matches("a*b", "ab-c"));
         assert!(check_pattern("lib*").is_ok());
+        assert!(pattern_within("team-a-x*", "team-a*"));
+        assert!(pattern_within("team-a", "team-a*"));
+        assert!(!pattern_within("team-*", "team-a*"));
+        assert!(!pattern_within("*", "team-a*"));
+        assert!(pattern_within("a*b*", "a*"));
         assert!(check_pattern("../x").is_err());
     }
 }

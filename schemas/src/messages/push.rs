@@ -28,6 +28,9 @@ pub struct GitPushEvent {
     /// Who pushed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pusher: Option<String>,
+    /// The API key a push sent over NATS came with (set by the service, never taken from the payload).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_id: Option<String>,
 }
 
 /// The all-zero commit a forge sends for a deleted ref.
@@ -44,6 +47,7 @@ impl GitPushEvent {
             forge: self.forge.clone().unwrap_or_else(|| "nats".into()),
             delivery_id: self.delivery_id.clone(),
             pusher: self.pusher.clone(),
+            api_key_id: self.api_key_id.clone(),
             repository: self.repository.clone(),
             git_ref: self.git_ref.clone(),
             commit: self.after.clone(),
@@ -58,6 +62,8 @@ pub struct Trigger {
     pub forge: String,
     pub delivery_id: Option<String>,
     pub pusher: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_id: Option<String>,
     pub repository: String,
     #[serde(rename = "ref")]
     pub git_ref: String,

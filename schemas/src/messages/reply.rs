@@ -20,6 +20,8 @@ pub enum Failure {
     Forbidden,
     /// 404: nothing of that name.
     NotFound,
+    /// 409: the request contradicts what is recorded (e.g. another source for an existing component).
+    Conflict,
     /// 413: the request body is too large.
     TooLarge,
     /// 429: the API key made too many requests; `Retry-After` says when to try again.
@@ -37,6 +39,7 @@ impl Failure {
             Self::Unauthorized => 401,
             Self::Forbidden => 403,
             Self::NotFound => 404,
+            Self::Conflict => 409,
             Self::TooLarge => 413,
             Self::RateLimited => 429,
             Self::Unavailable => 503,
@@ -50,6 +53,7 @@ impl Failure {
             401 => Self::Unauthorized,
             403 => Self::Forbidden,
             404 => Self::NotFound,
+            409 => Self::Conflict,
             413 => Self::TooLarge,
             429 => Self::RateLimited,
             503 => Self::Unavailable,
@@ -85,6 +89,14 @@ impl RequestError {
 
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(Failure::NotFound, message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(Failure::Forbidden, message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(Failure::Unauthorized, message)
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {

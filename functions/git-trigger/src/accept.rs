@@ -1,0 +1,84 @@
+//! `<prefix>.git.push` over NATS: a push event from a CI system, with a key that has the `build` scope.
+//!
+//! The event is checked (size, shape) and stored on the push stream's own subject, which only the stack
+//! may publish on, so nothing reaches the stream without its sender's key being checked. Who sent it
+//! (`forge: nats`, the key id, the caller's identity) is set here, never taken from the payload. The
+//! answer is a JetStream publish acknowledgement (`stream`, `seq`, `duplicate`) beside `status`, so a
+//! client's `js.publish` works as before; a `Nats-Msg-Id` collapses redeliveries of one key's event.
+
+use artifacts_runtime::nats::{ResourceNames, MAX_PUSH_EVENT_BYTES};
+use artifacts_runtime::service::{Reply, Request};
+use artifacts_runtime::Nats;
+use artifacts_schemas::{parse_json, Failure, GitPushEvent, RequestError};
+use serde::Serialize;
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PushAccepted {
+    status: &'static str,
+    error_message: Option<String>,
+    stream: String,
+    seq: u64,
+    duplicate: bool,
+}
+
+pub async fn answer(nats: &Nats, request: &Request) -> Reply {
+    accept(nats, request).await.into()
+}
+
+async fn accept(nats: &Nats, request: &Request) -> Result<PushAccepted, RequestError> {
+    let payload = &request.message.payload;
+    if payload.len() > MAX_PUSH_EVENT_BYTES {
+        return Err(RequestError::new(
+            Failure::TooLarge,
+            format!(
+                "the push event is {} bytes; at most {MAX_PUSH_EVENT_BYTES} are accepted (send repository, ref, after, deleted)",
+                payload.len()
+            ),
+        ));
+    }
+    let event: GitPushEvent = parse_json(payload)?;
+    check(&event)?;
+    let by = &request.requested_by;
+    let event = GitPushEvent {
+        forge: Some("nats".into()),
+        delivery_id: None,
+        pusher: by.github_username.clone().or_else(|| by.linux_username.clone()),
+        api_key_id: Some(request.caller.key_id.clone()),
+        ..event
+    };
+    let mut headers = async_nats::HeaderMap::new();
+    if let Some(id) = request.message.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")) {
+        // Scoped by key, so one key's ids can never suppress another's events.
+        headers.insert("Nats-Msg-Id", format!("nats:{}:{}", request.caller.key_id, id.as_str()).as_str());
+    }
+    let body = serde_json::to_vec(&event).expect("events serialise");
+    let stored = async {
+        nats.jetstream.publish_with_headers(nats.subjects.git_push_accepted(), headers, body.into()).await?.await
+    }
+    .await
+    .map_err(|err| RequestError::unavailable(format!("the push could not be stored: {err}")))?;
+    tracing::info!(repository = %event.repository, git_ref = %event.git_ref, key_id = %request.caller.key_id, "push received over NATS");
+    Ok(PushAccepted {
+        status: "accepted",
+        error_message: None,
+        stream: ResourceNames::new(&nats.subjects).push_stream(),
+        seq: stored.sequence,
+        duplicate: stored.duplicate,
+    })
+}
+
+/// What a push must hold to be worth storing.
+fn check(event: &GitPushEvent) -> Result<(), RequestError> {
+    if event.repository.trim().is_empty() || event.repository.len() > 2048 {
+        return Err(RequestError::invalid("repository must be the repository's clone URL (at most 2048 characters)"));
+    }
+    if !event.git_ref.starts_with("refs/") || event.git_ref.len() > 300 {
+        return Err(RequestError::invalid("ref must be a full ref such as refs/heads/main or refs/tags/v1.2.0"));
+    }
+    let hex = event.after.bytes().all(|b| b.is_ascii_hexdigit());
+    if !hex || !matches!(event.after.len(), 40 | 64) {
+        return Err(RequestError::invalid("after must be the commit id the ref points at (40 or 64 hex digits)"));
+    }
+    Ok(())
+}
