@@ -275,7 +275,7 @@ async fn an_output_symlink_to_etc_passwd_leaks_nothing() {
     .await;
     let record = build(&app, &repo.url(), &component, "v1").await;
     assert_eq!(record["status"], "failed", "{record}");
-    assert!(record["errorMessage"].as_str().unwrap().contains("points outside"), "{record}");
+    assert!(record["errorMessage"].as_str().unwrap().contains("resolves outside"), "{record}");
     let found = app.get(&format!("/api/v1/components?component={component}&tag=v1&architecture=amd64")).await;
     assert_ne!(found.status(), 200, "nothing was stored");
 }

@@ -13,6 +13,7 @@ use artifacts_tests::{require_docker, workspace_binary, Registry, TestApp, ADMIN
 async fn build_image_process(app: &TestApp) -> Child {
     let child = Command::new(workspace_binary("artifacts-build-image"))
         .env("ARTIFACTS__NATS__URL", app.nats_server.url())
+        .env("ARTIFACTS_ADMIN_KEY", ADMIN_KEY)
         .env("ARTIFACTS__REGISTRY__ADDRESS", &app.settings.registry.address)
         .env("ARTIFACTS__BUILD__ACK_WAIT_SECS", app.settings.build.ack_wait_secs.to_string())
         .env("ARTIFACTS__BUILD__SLOTS", "1")

@@ -116,7 +116,7 @@ async fn dockerfile_with_context_builds_pushes_and_pulls() {
 async fn nats_clients_submit_with_identity_headers() {
     let (app, _registry) = app_with_registry(|_| {}).await;
     let component = component("nats");
-    let mut headers = async_nats::HeaderMap::new();
+    let mut headers = artifacts_tests::key_header(ADMIN_KEY);
     headers.insert("linux_username", "bob");
     headers.insert("github_username", "bob-gh");
     let payload = json!({"dockerfile": "FROM busybox\nRUN echo over-nats > /x\n", "component": component, "branch": "main", "architecture": "amd64"});
@@ -133,7 +133,7 @@ async fn nats_clients_submit_with_identity_headers() {
     assert_eq!(record["status"], "succeeded", "{record}");
     assert_eq!(record["requestedBy"]["linuxUsername"], "bob");
     assert_eq!(record["requestedBy"]["githubUsername"], "bob-gh");
-    assert_eq!(record["requestedBy"]["apiKeyId"], Value::Null);
+    assert_eq!(record["requestedBy"]["apiKeyId"], "admin", "the key the request came with");
 
     let lookup = app
         .nats_request(

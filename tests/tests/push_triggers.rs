@@ -246,7 +246,10 @@ async fn a_push_event_on_nats_rebuilds_dependents_after_their_dependency() {
     let app_builds = wait_triggered(&app, &dependent, 1).await;
     assert_eq!(lib_builds[0]["status"], "succeeded", "{lib_builds:#?}");
     assert_eq!(app_builds[0]["status"], "succeeded", "{app_builds:#?}");
-    assert_eq!(app_builds[0]["request"]["trigger"]["pusher"], "dora");
+    // Who pushed over NATS is the service's to say (the caller's key), not the payload's.
+    assert_eq!(app_builds[0]["request"]["trigger"]["forge"], "nats");
+    assert_eq!(app_builds[0]["request"]["trigger"]["apiKeyId"], "admin");
+    assert!(app_builds[0]["request"]["trigger"]["pusher"].is_null(), "{app_builds:#?}");
     assert!(
         app_builds[0]["createdAt"].as_str().unwrap() >= lib_builds[0]["finishedAt"].as_str().unwrap(),
         "the dependent was rebuilt after its dependency"
