@@ -78,7 +78,71 @@ async fn up_starts_everything_and_ctrl_c_stops_everything() {
     let registry_answer = http.get(format!("http://127.0.0.1:{registry}/v2/")).send().await.unwrap();
     assert_eq!(registry_answer.status(), 200);
 
-    // A NATS client without credentials is the `client` user under `up`: it may ask the services.
+    // Issue 9's attacks, replayed on the stack `up` runs. A connection without credentials listens to
+    // every inbox it may, asks a service with a stolen admin key in a header, and a read key asks a lookup
+    // to build another repository.
+    let bearer = |key: &str| {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Authorization", format!("Bearer {key}").as_str());
+        headers
+    };
+    let lookup = r#"{"component":"libfoo","branch":"main","architecture":"amd64"}"#;
+    let anonymous = async_nats::ConnectOptions::new()
+        .request_timeout(Some(Duration::from_secs(2)))
+        .connect(format!("127.0.0.1:{nats}"))
+        .await
+        .unwrap();
+    let mut listening = Vec::new();
+    for subject in ["_INBOX.>", "_INBOX_service.>", "_INBOX_admin.>", ">"] {
+        listening.push(anonymous.subscribe(subject).await.unwrap());
+    }
+    let asked = anonymous.request_with_headers("artifacts.image.get", bearer(&admin_key), lookup.into()).await;
+    assert!(asked.is_err(), "a connection without credentials may not ask the services");
+    let admin = async_nats::ConnectOptions::with_user_and_password("admin".into(), admin_key.clone())
+        .custom_inbox_prefix("_INBOX_admin")
+        .connect(format!("127.0.0.1:{nats}"))
+        .await
+        .expect("the admin key is the `admin` NATS user");
+    let reader: Value = http
+        .post(format!("http://127.0.0.1:{gateway}/api/v1/keys"))
+        .bearer_auth(&admin_key)
+        .json(&serde_json::json!({"name": "reader", "scopes": ["read"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let reader = reader["secret"].as_str().unwrap().to_owned();
+    let mut read_key_builds = 0;
+    for _ in 0..10 {
+        let answer =
+            admin.request_with_headers("artifacts.image.get", bearer(&admin_key), lookup.into()).await.unwrap();
+        assert!(String::from_utf8_lossy(&answer.payload).contains("not_found"));
+        let url = "https://example.com/evil.git";
+        let attempt = http
+            .get(format!(
+                "http://127.0.0.1:{gateway}/api/v1/components?component=victim&tag=v2&architecture=amd64&url={url}"
+            ))
+            .bearer_auth(&reader)
+            .send()
+            .await
+            .unwrap();
+        read_key_builds += usize::from(attempt.status() != 404);
+        http.get(format!("http://127.0.0.1:{gateway}/api/v1/keys")).bearer_auth(&admin_key).send().await.unwrap();
+    }
+    let mut overheard = 0;
+    for mut subscription in listening {
+        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(200), subscription.next()).await {
+            overheard += 1;
+        }
+    }
+    println!("anonymous NATS: {overheard} messages overheard during 40 requests; read-key lookups that built: {read_key_builds} of 10");
+    assert_eq!(overheard, 0);
+    assert_eq!(read_key_builds, 0);
+    drop((anonymous, admin));
+
+    // A NATS client without credentials may still discover the services.
     let client = async_nats::connect(format!("127.0.0.1:{nats}")).await.unwrap();
     // Functions register as they finish starting: ask until every one has answered (at most 20 s).
     let mut names = std::collections::BTreeSet::new();

@@ -279,3 +279,50 @@ async fn an_output_symlink_to_etc_passwd_leaks_nothing() {
     let found = app.get(&format!("/api/v1/components?component={component}&tag=v1&architecture=amd64")).await;
     assert_ne!(found.status(), 200, "nothing was stored");
 }
+
+/// NATS clients may not read the object store (it holds every team's archives): the lookup streams a
+/// component's chunks to a caller whose key may read it, as `examples/nats_request.py --download` does.
+#[tokio::test]
+async fn a_python_client_downloads_an_archive_over_nats() {
+    let app = app().await;
+    let repo = GitRepo::new().await;
+    let component = name("over-nats");
+    let big = "head -c 3000000 /dev/urandom > /out/big.bin && echo hi > /out/hi.txt";
+    repo.commit_and_tag(&[("artifact.toml", &manifest(big, &[]), false)], "v1").await;
+    let record = build(&app, &repo.url(), &component, "v1").await;
+    assert_eq!(record["status"], "succeeded", "{record}");
+
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("archive.tar.gz");
+    let query = json!({"component": component, "tag": "v1", "architecture": "amd64"}).to_string();
+    let download = |key: String| {
+        let (file, query, server) = (file.clone(), query.clone(), app.nats_server.url());
+        async move {
+            tokio::process::Command::new("python3")
+                .arg(artifacts_tests::repo_root().join("examples/nats_request.py"))
+                .args(["--server", &server, "--key", &key, "--download"])
+                .arg(&file)
+                .arg(&query)
+                .output()
+                .await
+                .expect("python3 runs")
+        }
+    };
+    let output = download(ADMIN_KEY.to_owned()).await;
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let bytes = std::fs::read(&file).unwrap();
+    let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes)));
+    assert_eq!(answer["digest"], digest.as_str());
+    assert_eq!(record["result"]["digest"], digest.as_str(), "the stored archive, byte for byte");
+    assert!(bytes.len() > 1024 * 1024, "several chunks were fetched");
+
+    let (other, _) = app.create_key(json!({"name": "other team", "scopes": ["read"], "components": ["other-*"]})).await;
+    let refused = download(other).await;
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("forbidden"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}
