@@ -465,6 +465,20 @@ impl Drop for TestApp {
     }
 }
 
+/// A name unique to this test process, so tests sharing a Docker engine never share a component.
+pub fn unique_name(base: &str) -> String {
+    format!("{base}-{}", std::process::id())
+}
+
+/// An `artifact.toml` running `command` in `sh -c`, output `/out`, with dependencies (component, tag).
+pub fn manifest(command: &str, depends: &[(&str, &str)]) -> String {
+    let mut text = format!("[build]\ncommand = [\"sh\", \"-c\", {command:?}]\noutput = \"/out\"\n");
+    for (component, tag) in depends {
+        text.push_str(&format!("\n[[depends]]\ncomponent = {component:?}\ntag = {tag:?}\n"));
+    }
+    text
+}
+
 /// Lets a test's settings clone the `file://` repositories [`GitRepo`] makes (in the temporary directory).
 pub fn allow_local_repositories(settings: &mut Settings) {
     settings.git.allowed_schemes = vec!["https".into(), "file".into()];

@@ -5,19 +5,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use artifacts_tests::{allow_local_repositories, key_header, require_docker, GitRepo, Registry, TestApp, ADMIN_KEY};
-
-fn name(base: &str) -> String {
-    format!("{base}-{}", std::process::id())
-}
-
-fn manifest(command: &str, depends: &[(&str, &str)]) -> String {
-    let mut text = format!("[build]\ncommand = [\"sh\", \"-c\", {command:?}]\noutput = \"/out\"\n");
-    for (component, tag) in depends {
-        text.push_str(&format!("\n[[depends]]\ncomponent = {component:?}\ntag = {tag:?}\n"));
-    }
-    text
-}
+use artifacts_tests::{
+    allow_local_repositories, key_header, manifest, require_docker, unique_name as name, GitRepo, Registry, TestApp,
+    ADMIN_KEY,
+};
 
 async fn post(app: &TestApp, key: &str, path: &str, body: &Value) -> (u16, Value) {
     let response = app.http.post(app.url(path)).bearer_auth(key).json(body).send().await.unwrap();

@@ -8,23 +8,11 @@ use std::io::Read;
 use serde_json::{json, Value};
 use sha2::Digest;
 
-use artifacts_tests::{require_docker, GitRepo, TestApp, ADMIN_KEY};
+use artifacts_tests::{manifest, require_docker, unique_name as name, GitRepo, TestApp, ADMIN_KEY};
 
 async fn app() -> TestApp {
     require_docker().await;
     TestApp::spawn_with(artifacts_tests::allow_local_repositories).await
-}
-
-fn name(base: &str) -> String {
-    format!("{base}-{}", std::process::id())
-}
-
-fn manifest(command: &str, depends: &[(&str, &str)]) -> String {
-    let mut text = format!("[build]\ncommand = [\"sh\", \"-c\", {command:?}]\noutput = \"/out\"\n");
-    for (component, tag) in depends {
-        text.push_str(&format!("\n[[depends]]\ncomponent = {component:?}\ntag = {tag:?}\n"));
-    }
-    text
 }
 
 /// Submits a build and waits for its final record.

@@ -8,7 +8,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use artifacts_tests::{repo_root, require_docker, GitRepo, TestApp, ADMIN_KEY};
+use artifacts_tests::{manifest, repo_root, require_docker, unique_name as name, GitRepo, TestApp, ADMIN_KEY};
 
 const SECRET: &str = "test-webhook-secret";
 const GITLAB_TOKEN: &str = "test-gitlab-token";
@@ -35,18 +35,6 @@ fn sign(body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
     mac.update(body);
     hex::encode(mac.finalize().into_bytes())
-}
-
-fn name(base: &str) -> String {
-    format!("{base}-{}", std::process::id())
-}
-
-fn manifest(command: &str, depends: &[(&str, &str)]) -> String {
-    let mut text = format!("[build]\ncommand = [\"sh\", \"-c\", {command:?}]\n");
-    for (component, tag) in depends {
-        text.push_str(&format!("\n[[depends]]\ncomponent = {component:?}\ntag = {tag:?}\n"));
-    }
-    text
 }
 
 async fn github(app: &TestApp, event: &str, delivery: &str, body: &[u8], signature: Option<String>) -> (u16, Value) {

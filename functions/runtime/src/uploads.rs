@@ -11,12 +11,12 @@ use artifacts_schemas::{ComponentName, RequestError};
 use crate::auth::Caller;
 use crate::nats::{unavailable, Nats};
 
-fn key_grant(context_hex: &str, key_id: &str) -> String {
-    format!("{context_hex}/key/{key_id}")
-}
-
-fn component_grant(context_hex: &str, component: &ComponentName) -> String {
-    format!("{context_hex}/component/{}", slug_with_hash(component.as_str()))
+/// The two grants of a context: to a key, and to a component.
+fn grants(context_hex: &str, caller: &Caller, component: &ComponentName) -> [String; 2] {
+    [
+        format!("{context_hex}/key/{}", caller.key_id),
+        format!("{context_hex}/component/{}", slug_with_hash(component.as_str())),
+    ]
 }
 
 /// Grants the context's use to `caller` and to builds of `component`.
@@ -26,9 +26,8 @@ pub async fn grant(
     caller: &Caller,
     component: &ComponentName,
 ) -> Result<(), RequestError> {
-    let grants = &nats.stores.upload_grants;
-    for key in [key_grant(context_hex, &caller.key_id), component_grant(context_hex, component)] {
-        grants.put(key, caller.key_id.clone().into()).await.map_err(unavailable)?;
+    for key in grants(context_hex, caller, component) {
+        nats.stores.upload_grants.put(key, caller.key_id.clone().into()).await.map_err(unavailable)?;
     }
     Ok(())
 }
@@ -40,9 +39,8 @@ pub async fn require_grant(
     caller: &Caller,
     component: &ComponentName,
 ) -> Result<(), RequestError> {
-    let grants = &nats.stores.upload_grants;
-    for key in [key_grant(context_hex, &caller.key_id), component_grant(context_hex, component)] {
-        if grants.get(key).await.map_err(unavailable)?.is_some() {
+    for key in grants(context_hex, caller, component) {
+        if nats.stores.upload_grants.get(key).await.map_err(unavailable)?.is_some() {
             return Ok(());
         }
     }
