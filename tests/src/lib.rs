@@ -308,6 +308,7 @@ impl TestApp {
         if with_builder {
             test_app.wait_for_service("artifacts-build-image").await;
             test_app.wait_for_service("artifacts-build-component").await;
+            test_app.wait_for_service("artifacts-git-trigger").await;
         }
         test_app
     }

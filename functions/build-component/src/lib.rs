@@ -18,7 +18,7 @@ use artifacts_schemas::{BuildKind, ComponentJob, Endpoint};
 
 use crate::build::ComponentBuild;
 
-pub const SERVICE_NAME: &str = "artifacts-build-component";
+pub use artifacts_runtime::service::BUILD_COMPONENT_SERVICE as SERVICE_NAME;
 
 pub async fn run(settings: Settings, nats: Nats, shutdown: CancellationToken) -> anyhow::Result<()> {
     let spec = BuilderSpec {

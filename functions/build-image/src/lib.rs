@@ -14,7 +14,7 @@ use artifacts_schemas::{BuildKind, Endpoint, ImageJob};
 
 use crate::build::ImageBuild;
 
-pub const SERVICE_NAME: &str = "artifacts-build-image";
+pub use artifacts_runtime::service::BUILD_IMAGE_SERVICE as SERVICE_NAME;
 
 pub async fn run(settings: Settings, nats: Nats, shutdown: CancellationToken) -> anyhow::Result<()> {
     let spec = BuilderSpec {

@@ -46,7 +46,7 @@ pub async fn run(settings: Settings, nats: Nats, shutdown: CancellationToken) ->
     let pushes = service::serve(
         &nats,
         ServiceSpec {
-            name: "artifacts-git-trigger",
+            name: service::GIT_TRIGGER_SERVICE,
             description: "Accepts push events and rebuilds what was built from the pushed repository",
             endpoints: vec![Endpoint::GitPush],
             metadata: Default::default(),

@@ -35,7 +35,7 @@ pub async fn run(settings: Settings, nats: Nats, shutdown: CancellationToken) ->
     service::serve(
         &nats,
         ServiceSpec {
-            name: "artifacts-lookup",
+            name: service::LOOKUP_SERVICE,
             description: "Looks up images, components and builds",
             endpoints: vec![
                 Endpoint::ImageGet,

@@ -163,6 +163,26 @@ pub async fn call(nats: &Nats, endpoint: Endpoint, headers: HeaderMap, payload: 
     }
 }
 
+/// The micro services of the stack's functions, as `$SRV.PING` names them.
+pub const LOOKUP_SERVICE: &str = "artifacts-lookup";
+pub const BUILD_IMAGE_SERVICE: &str = "artifacts-build-image";
+pub const BUILD_COMPONENT_SERVICE: &str = "artifacts-build-component";
+pub const GIT_TRIGGER_SERVICE: &str = "artifacts-git-trigger";
+pub const FUNCTION_SERVICES: [&str; 4] =
+    [LOOKUP_SERVICE, BUILD_IMAGE_SERVICE, BUILD_COMPONENT_SERVICE, GIT_TRIGGER_SERVICE];
+
+/// The function services that do not answer `$SRV.PING.<name>` within a second, in that order.
+pub async fn unanswered_services(nats: &Nats) -> Vec<&'static str> {
+    let pings = FUNCTION_SERVICES.map(|name| async move {
+        let ping = nats.client.request(format!("$SRV.PING.{name}"), Bytes::new());
+        match tokio::time::timeout(std::time::Duration::from_secs(1), ping).await {
+            Ok(Ok(_)) => None,
+            _ => Some(name),
+        }
+    });
+    futures::future::join_all(pings).await.into_iter().flatten().collect()
+}
+
 /// What a micro service is called and says of itself.
 pub struct ServiceSpec {
     pub name: &'static str,
