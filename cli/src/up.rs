@@ -2,23 +2,28 @@
 //!
 //! Starts `nats-server` (JetStream, with `nats/nats-server.conf`) and the registry (Debian's
 //! `docker-registry`) unless something already answers at their addresses, then every function and the
-//! gateway, each as its own process with its output prefixed by its name. Nothing is restarted behind
-//! the user's back: when a process exits, `up` says so and stops the rest. Ctrl-C (or SIGTERM) stops
-//! the gateway and functions first, then the registry and NATS, each with SIGTERM and, after a grace
-//! period, SIGKILL.
+//! gateway, each as its own process with its output prefixed by its name. A process that exits is
+//! started again after a backoff (1 s, doubling to 30 s), and `up` says so; the stack stops only on
+//! Ctrl-C or SIGTERM: the gateway and functions first, then the registry and NATS, each with SIGTERM and,
+//! after a grace period, SIGKILL. Children get SIGTERM when `up` dies however it dies (parent-death
+//! signal). `up` says the stack is up only when the gateway listens and every function answers
+//! `$SRV.PING`.
 
 use std::path::{Path, PathBuf};
-use std::process::{ExitCode, ExitStatus, Stdio};
+use std::process::{ExitCode, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::Command;
-use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 
 use artifacts_runtime::nats_users::{self, SERVICE_USER};
-use artifacts_runtime::Settings;
+use artifacts_runtime::service::unanswered_services;
+use artifacts_runtime::{Nats, Settings};
 use artifacts_schemas::Subjects;
 
 const NATS_CONFIG: &str = include_str!("../../nats/nats-server.conf");
@@ -55,6 +60,7 @@ pub async fn run(config: Option<PathBuf>, data_dir: PathBuf) -> anyhow::Result<E
     let nats_addr = nats_address(&settings.nats.url)?;
     // The URL the stack's own processes use: with the `service` user's credentials when `up` runs NATS.
     let mut service_url = None;
+    let mut nats_users = None;
     let nats_up = if answers(&nats_addr).await {
         println!("NATS already answers at {nats_addr}: using it");
         true
@@ -65,20 +71,16 @@ pub async fn run(config: Option<PathBuf>, data_dir: PathBuf) -> anyhow::Result<E
         let service_password = secret_file(&data_dir.join("nats-service-password"), "ns")?.0;
         let users = NatsUsers::new(&data_dir, &service_password, &admin_key, settings.subjects())?;
         let (host, port) = nats_addr.rsplit_once(':').unwrap_or((&nats_addr, "4222"));
-        let mut command = Command::new(bin);
-        command
-            .arg("-c")
-            .arg(&conf)
-            .args(["-a", host, "-p", port])
-            .env("ARTIFACTS_NATS_STORE_DIR", data_dir.join("nats"));
-        let pid = stack.spawn("nats", command)?;
+        let (host, port, store) = (host.to_owned(), port.to_owned(), data_dir.join("nats"));
+        let pid = stack.spawn("nats", move || {
+            let mut command = Command::new(&bin);
+            command.arg("-c").arg(&conf).args(["-a", &host, "-p", &port]).env("ARTIFACTS_NATS_STORE_DIR", &store);
+            command
+        });
         let url = format!("nats://{SERVICE_USER}:{service_password}@{nats_addr}");
-        service_url = Some(url.clone());
-        let up = wait_until_answers(&nats_addr, Duration::from_secs(15)).await;
-        if up {
-            users.follow_keys(&settings, url, pid);
-        }
-        up
+        service_url = Some(url);
+        nats_users = Some((users, pid));
+        wait_until_answers(&nats_addr, Duration::from_secs(15)).await
     } else {
         missing.push("nats-server is not installed (Debian: apt-get install nats-server); nothing but the registry can run without NATS".to_owned());
         false
@@ -90,13 +92,16 @@ pub async fn run(config: Option<PathBuf>, data_dir: PathBuf) -> anyhow::Result<E
     } else if let Some(bin) = find_program("docker-registry").or_else(|| find_program("registry")) {
         let conf = data_dir.join("registry.yml");
         std::fs::write(&conf, REGISTRY_CONFIG)?;
-        let mut command = Command::new(bin);
-        command
-            .arg("serve")
-            .arg(&conf)
-            .env("REGISTRY_HTTP_ADDR", registry)
-            .env("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", data_dir.join("registry"));
-        stack.spawn("registry", command)?;
+        let (address, storage) = (registry.clone(), data_dir.join("registry"));
+        stack.spawn("registry", move || {
+            let mut command = Command::new(&bin);
+            command
+                .arg("serve")
+                .arg(&conf)
+                .env("REGISTRY_HTTP_ADDR", &address)
+                .env("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", &storage);
+            command
+        });
     } else {
         missing.push(format!(
             "no registry answers at {registry} and docker-registry is not installed (Debian: apt-get install docker-registry): built images cannot be pushed"
@@ -118,19 +123,22 @@ pub async fn run(config: Option<PathBuf>, data_dir: PathBuf) -> anyhow::Result<E
                 ));
                 continue;
             }
-            let mut command = Command::new(bin);
-            if let Some(config) = &config {
-                command.env("ARTIFACTS_CONFIG", config);
-            }
-            if let Some(url) = &service_url {
-                command.env("ARTIFACTS__NATS__URL", url);
-            }
-            if std::env::var_os("ARTIFACTS__LOG__FORMAT").is_none() {
-                command.env("ARTIFACTS__LOG__FORMAT", "text");
-            }
-            // Every process authenticates the keys it is sent, the bootstrap admin key included.
-            command.env("ARTIFACTS_ADMIN_KEY", &admin_key);
-            stack.spawn(name.trim_start_matches("artifacts-"), command)?;
+            let (config, service_url, admin_key) = (config.clone(), service_url.clone(), admin_key.clone());
+            stack.spawn(name.trim_start_matches("artifacts-"), move || {
+                let mut command = Command::new(&bin);
+                if let Some(config) = &config {
+                    command.env("ARTIFACTS_CONFIG", config);
+                }
+                if let Some(url) = &service_url {
+                    command.env("ARTIFACTS__NATS__URL", url);
+                }
+                if std::env::var_os("ARTIFACTS__LOG__FORMAT").is_none() {
+                    command.env("ARTIFACTS__LOG__FORMAT", "text");
+                }
+                // Every process authenticates the keys it is sent, the bootstrap admin key included.
+                command.env("ARTIFACTS_ADMIN_KEY", &admin_key);
+                command
+            });
         }
     }
 
@@ -138,7 +146,24 @@ pub async fn run(config: Option<PathBuf>, data_dir: PathBuf) -> anyhow::Result<E
         eprintln!("artifacts up: {problem}");
     }
     let listen = settings.gateway.listen;
-    if nats_up && wait_until_answers(&listen.to_string(), Duration::from_secs(30)).await {
+    let mut stack_settings = settings.clone();
+    if let Some(url) = &service_url {
+        stack_settings.nats.url = url.clone();
+    }
+    stack_settings.nats.connect_timeout_secs = 15;
+    let nats =
+        if nats_up { artifacts_runtime::nats::connect(&stack_settings, "artifacts-up").await.ok() } else { None };
+    if let (Some(nats), Some((users, pid))) = (&nats, nats_users) {
+        users.follow_keys(nats.clone(), pid);
+    }
+    let ready = match &nats {
+        Some(nats) => {
+            wait_until_answers(&listen.to_string(), Duration::from_secs(30)).await
+                && every_function_answers(nats, Duration::from_secs(60)).await
+        }
+        None => false,
+    };
+    if ready {
         println!();
         println!("artifact storage is up");
         println!("  gateway:   http://{listen}/api/v1");
@@ -179,19 +204,12 @@ impl NatsUsers {
         Ok(Self { file, fixed, subjects })
     }
 
-    /// Rewrites the users file at every change of the keys and reloads nats-server (SIGHUP to `pid`).
-    fn follow_keys(self, settings: &Settings, service_url: String, pid: i32) {
-        let mut settings = settings.clone();
-        settings.nats.url = service_url;
-        tokio::spawn(async move {
-            let nats = match artifacts_runtime::nats::connect(&settings, "artifacts-up").await {
-                Ok(nats) => nats,
-                Err(err) => return eprintln!("artifacts up: API keys cannot become NATS users: {err:#}"),
-            };
-            let reload = nats_users::reload_by_signal(pid as u32);
-            let never = tokio_util::sync::CancellationToken::new();
-            nats_users::follow(nats.stores.keys, self.subjects, self.fixed, self.file, reload, never).await;
-        });
+    /// Rewrites the users file at every change of the keys and reloads nats-server (SIGHUP to the pid in
+    /// `pid`, which changes when the server is restarted).
+    fn follow_keys(self, nats: Nats, pid: Arc<AtomicU32>) {
+        let reload = move || nats_users::reload_by_signal(pid.load(Ordering::Relaxed))();
+        let never = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(nats_users::follow(nats.stores.keys, self.subjects, self.fixed, self.file, reload, never));
     }
 }
 
@@ -265,80 +283,171 @@ fn docker_problem(settings: &Settings) -> Option<String> {
     })
 }
 
-struct Running {
-    name: &'static str,
-    pid: i32,
-    exited: watch::Receiver<Option<ExitStatus>>,
+/// The processes of the stack, in start order, each watched by its own supervisor task.
+struct Stack {
+    processes: Vec<Supervised>,
 }
 
-/// The child processes, in start order.
-struct Stack {
-    children: Vec<Running>,
-    exits: mpsc::UnboundedSender<(&'static str, ExitStatus)>,
-    exit_events: mpsc::UnboundedReceiver<(&'static str, ExitStatus)>,
+struct Supervised {
+    name: &'static str,
+    stop: CancellationToken,
+    stopped: tokio::task::JoinHandle<()>,
 }
+
+/// Restarts wait this long at first, doubling up to `MAX_BACKOFF`; a process that ran for `STEADY`
+/// starts over at the first delay.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const STEADY: Duration = Duration::from_secs(60);
 
 impl Stack {
     fn new() -> Self {
-        let (exits, exit_events) = mpsc::unbounded_channel();
-        Self { children: Vec::new(), exits, exit_events }
+        Self { processes: Vec::new() }
     }
 
-    /// Starts a process and returns its pid.
-    fn spawn(&mut self, name: &'static str, mut command: Command) -> anyhow::Result<i32> {
-        // Their own process group: Ctrl-C reaches `up` alone, which stops them in order.
-        command.process_group(0).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
-        let mut child = command.spawn().with_context(|| format!("cannot start {name}"))?;
-        let pid = child.id().context("child has no pid")? as i32;
-        tokio::spawn(prefix_lines(name, child.stdout.take().expect("piped")));
-        tokio::spawn(prefix_lines(name, child.stderr.take().expect("piped")));
-        let (done, exited) = watch::channel(None);
-        let exits = self.exits.clone();
-        tokio::spawn(async move {
-            if let Ok(status) = child.wait().await {
-                let _ = done.send(Some(status));
-                let _ = exits.send((name, status));
-            }
-        });
-        self.children.push(Running { name, pid, exited });
-        Ok(pid)
+    /// Starts a process made by `launch` and keeps it running: when it exits, it is started again after
+    /// a backoff, and `up` says so. Returns the slot holding its current pid.
+    fn spawn(&mut self, name: &'static str, launch: impl Fn() -> Command + Send + 'static) -> Arc<AtomicU32> {
+        let (stop, pid) = (CancellationToken::new(), Arc::new(AtomicU32::new(0)));
+        let stopped = tokio::spawn(keep_running(name, launch, Arc::clone(&pid), stop.clone()));
+        self.processes.push(Supervised { name, stop, stopped });
+        pid
     }
 
-    /// Runs until Ctrl-C, SIGTERM or the exit of any process; then stops the rest.
-    async fn supervise(mut self) -> ExitCode {
-        if self.children.is_empty() {
+    /// Runs until Ctrl-C or SIGTERM, then stops the processes in reverse start order.
+    async fn supervise(self) -> ExitCode {
+        if self.processes.is_empty() {
             eprintln!("artifacts up: nothing could be started");
             return ExitCode::FAILURE;
         }
         let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        let code = tokio::select! {
-            _ = tokio::signal::ctrl_c() => ExitCode::SUCCESS,
-            _ = async { match terminate.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => ExitCode::SUCCESS,
-            Some((name, status)) = self.exit_events.recv() => {
-                eprintln!("artifacts up: {name} exited ({status}); stopping everything");
-                ExitCode::FAILURE
-            }
-        };
-        println!("stopping...");
-        for child in self.children.iter_mut().rev() {
-            stop(child).await;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match terminate.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
         }
-        code
+        println!("stopping...");
+        for process in self.processes.into_iter().rev() {
+            process.stop.cancel();
+            if process.stopped.await.is_err() {
+                eprintln!("artifacts up: the supervisor of {} failed", process.name);
+            }
+        }
+        ExitCode::SUCCESS
     }
 }
 
-async fn stop(child: &mut Running) {
-    if child.exited.borrow().is_some() {
-        return;
+/// Runs one process until `stop`, starting it again whenever it exits.
+async fn keep_running(
+    name: &'static str,
+    launch: impl Fn() -> Command,
+    pid_slot: Arc<AtomicU32>,
+    stop: CancellationToken,
+) {
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let started = tokio::time::Instant::now();
+        let mut child = match start(name, launch()).await {
+            Ok(child) => child,
+            Err(err) => {
+                eprintln!("artifacts up: cannot start {name}: {err:#}");
+                return;
+            }
+        };
+        let pid = child.id().unwrap_or(0);
+        pid_slot.store(pid, Ordering::Relaxed);
+        let status = tokio::select! {
+            status = child.wait() => status,
+            _ = stop.cancelled() => return stop_child(name, pid, &mut child).await,
+        };
+        let shown = status.map_or_else(|err| err.to_string(), |status| status.to_string());
+        if started.elapsed() >= STEADY {
+            backoff = FIRST_BACKOFF;
+        }
+        eprintln!("artifacts up: {name} exited ({shown}); restarting it in {}s", backoff.as_secs());
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
-    // SAFETY: kill(2) with a pid this process spawned and has not yet reaped.
-    unsafe { libc::kill(child.pid, libc::SIGTERM) };
-    let in_time = tokio::time::timeout(GRACE, child.exited.wait_for(Option::is_some)).await.is_ok();
-    if !in_time {
-        eprintln!("artifacts up: {} did not stop within {}s; killing it", child.name, GRACE.as_secs());
-        // SAFETY: as above.
-        unsafe { libc::kill(child.pid, libc::SIGKILL) };
-        let _ = child.exited.wait_for(Option::is_some).await;
+}
+
+/// Spawns `command` in its own process group (Ctrl-C reaches `up` alone, which stops the processes in
+/// order), with its output prefixed by its name, and set to receive SIGTERM when `up` dies, however it
+/// dies (even SIGKILL), so nothing outlives the stack.
+async fn start(name: &'static str, mut command: Command) -> anyhow::Result<tokio::process::Child> {
+    command.process_group(0).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    // SAFETY: between fork and exec only prctl(2), which is async-signal-safe, runs.
+    unsafe {
+        command.pre_exec(|| match libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) {
+            -1 => Err(std::io::Error::last_os_error()),
+            _ => Ok(()),
+        });
+    }
+    let mut child = spawner().spawn(command).await.with_context(|| format!("cannot start {name}"))?;
+    tokio::spawn(prefix_lines(name, child.stdout.take().expect("piped")));
+    tokio::spawn(prefix_lines(name, child.stderr.take().expect("piped")));
+    Ok(child)
+}
+
+/// The thread every child is forked from. The parent-death signal comes when the *thread* that forked a
+/// child exits, not the process; runtime threads come and go, this one lives as long as `up`.
+struct Spawner {
+    requests: std::sync::mpsc::Sender<(Command, tokio::sync::oneshot::Sender<std::io::Result<tokio::process::Child>>)>,
+}
+
+impl Spawner {
+    async fn spawn(&self, command: Command) -> std::io::Result<tokio::process::Child> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.requests.send((command, reply)).map_err(|_| std::io::Error::other("the spawner thread is gone"))?;
+        answer.await.map_err(|_| std::io::Error::other("the spawner thread is gone"))?
+    }
+}
+
+fn spawner() -> &'static Spawner {
+    static SPAWNER: std::sync::OnceLock<Spawner> = std::sync::OnceLock::new();
+    SPAWNER.get_or_init(|| {
+        let (requests, incoming) = std::sync::mpsc::channel::<(Command, tokio::sync::oneshot::Sender<_>)>();
+        let runtime = tokio::runtime::Handle::current();
+        std::thread::Builder::new()
+            .name("spawner".into())
+            .spawn(move || {
+                // Child processes are reaped by the runtime: spawn them inside it.
+                let _runtime = runtime.enter();
+                for (mut command, reply) in incoming {
+                    let _ = reply.send(command.spawn());
+                }
+            })
+            .expect("a thread starts");
+        Spawner { requests }
+    })
+}
+
+/// SIGTERM, then SIGKILL after the grace period.
+async fn stop_child(name: &str, pid: u32, child: &mut tokio::process::Child) {
+    if let Ok(pid) = i32::try_from(pid) {
+        // SAFETY: kill(2) with the pid of a child this process spawned and has not yet reaped.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+    if tokio::time::timeout(GRACE, child.wait()).await.is_err() {
+        eprintln!("artifacts up: {name} did not stop within {}s; killing it", GRACE.as_secs());
+        let _ = child.kill().await;
+    }
+}
+
+/// Waits until every function answers `$SRV.PING`, saying which do not when `limit` passes.
+async fn every_function_answers(nats: &Nats, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let missing = unanswered_services(nats).await;
+        if missing.is_empty() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            eprintln!("artifacts up: no answer to $SRV.PING from {} after {}s", missing.join(", "), limit.as_secs());
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

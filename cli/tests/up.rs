@@ -14,6 +14,22 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// The processes whose parent is `pid`, with their command names (from /proc).
+fn children(pid: u32) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
+        // `pid (comm) state ppid ...`: the name may hold spaces, so read after the last ')'.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let parent = stat[close + 1..].split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok());
+        if parent == Some(pid) {
+            found.push((child, stat[open + 1..close].to_owned()));
+        }
+    }
+    found
+}
+
 #[tokio::test]
 async fn up_starts_everything_and_ctrl_c_stops_everything() {
     let bin = Path::new(env!("CARGO_BIN_EXE_artifacts"));
@@ -163,6 +179,34 @@ async fn up_starts_everything_and_ctrl_c_stops_everything() {
     for service in expected {
         assert!(names.contains(service), "{service} does not answer $SRV.PING: {names:?}");
     }
+
+    // A function killed with SIGKILL is started again, and the stack stays up.
+    let up_pid = up.id().unwrap();
+    let (lookup_pid, _) = children(up_pid).into_iter().find(|(_, name)| name.starts_with("artifacts-looku")).unwrap();
+    let killed = std::time::Instant::now();
+    // SAFETY: signalling a process this test's child started.
+    unsafe { libc::kill(lookup_pid as i32, libc::SIGKILL) };
+    let recovered = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let again = children(up_pid)
+                .into_iter()
+                .any(|(pid, name)| name.starts_with("artifacts-looku") && pid != lookup_pid);
+            if again && client.request("$SRV.PING.artifacts-lookup", "".into()).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(recovered.is_ok(), "the lookup function was not restarted");
+    println!("a lookup function killed with SIGKILL answered again after {:?}", killed.elapsed());
+    let lookup = http
+        .get(format!("http://127.0.0.1:{gateway}/api/v1/images?component=libfoo&branch=main&architecture=amd64"))
+        .bearer_auth(&admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lookup.status(), 404, "the stack answers after the restart");
     drop(client);
 
     // SAFETY: signalling the child this test spawned.

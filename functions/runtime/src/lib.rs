@@ -62,14 +62,25 @@ where
     };
     telemetry::init(&settings.log);
     let shutdown = shutdown::on_signal();
-    let result = async {
+    let working = async {
         let nats = tokio::select! {
             nats = nats::connect(&settings, process_name) => nats?,
             _ = shutdown.cancelled() => return Ok(()),
         };
-        work(settings, nats, shutdown).await
-    }
-    .await;
+        work(settings, nats, shutdown.clone()).await
+    };
+    // Finishing cleanly may need NATS, which may be stopping too: past the grace period, stop anyway.
+    let overdue = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(shutdown::GRACE).await;
+    };
+    let result = tokio::select! {
+        result = working => result,
+        _ = overdue => {
+            tracing::warn!("{process_name} did not finish within {}s of the shutdown signal; stopping anyway", shutdown::GRACE.as_secs());
+            Ok(())
+        }
+    };
     match result {
         Ok(()) => {
             tracing::info!("{process_name} stopped");

@@ -1,18 +1,41 @@
 //! Graceful shutdown: SIGINT or SIGTERM cancels a token that every loop watches, so a process stops
 //! taking work, finishes (or hands back) what it holds, and exits.
 
+use std::time::Duration;
+
 use tokio_util::sync::CancellationToken;
 
-/// A token cancelled at the first SIGINT or SIGTERM.
+/// How long a process may take to finish after the shutdown signal before it stops anyway (`artifacts
+/// up` waits a little longer before SIGKILL).
+pub const GRACE: Duration = Duration::from_secs(8);
+
+/// A token cancelled at the first SIGINT or SIGTERM, or when the process that started this one is gone
+/// (`artifacts up` also asks for SIGTERM at its death, but that request can be lost: this does not
+/// depend on it).
 pub fn on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let cancel = token.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutdown signal received: finishing work in hand");
+        tokio::select! {
+            _ = wait_for_signal() => tracing::info!("shutdown signal received: finishing work in hand"),
+            _ = orphaned() => tracing::info!("the process that started this one is gone: finishing work in hand"),
+        }
         cancel.cancel();
     });
     token
+}
+
+/// Resolves when this process's parent changes (it was reparented: its parent died).
+async fn orphaned() {
+    // SAFETY: getppid(2) has no preconditions and touches no memory.
+    let parent = unsafe { libc::getppid() };
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // SAFETY: as above.
+        if unsafe { libc::getppid() } != parent {
+            return;
+        }
+    }
 }
 
 async fn wait_for_signal() {
