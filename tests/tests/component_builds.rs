@@ -314,3 +314,33 @@ async fn a_python_client_downloads_an_archive_over_nats() {
         String::from_utf8_lossy(&refused.stderr)
     );
 }
+
+/// Issue 10: a client polling a failing component started a build at every poll. A lookup answers
+/// `failed` with the build and its reason instead; an explicit submission still runs it again.
+#[tokio::test]
+async fn polling_a_failing_component_starts_no_new_build() {
+    let app = app().await;
+    let repo = GitRepo::new().await;
+    let component = name("fails");
+    repo.commit_and_tag(&[("artifact.toml", &manifest("echo broken >&2; exit 3", &[]), false)], "v1").await;
+    let failed = build(&app, &repo.url(), &component, "v1").await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+
+    let query = format!("/api/v1/components?component={component}&tag=v1&architecture=amd64");
+    let nats_query = json!({"component": component, "tag": "v1", "architecture": "amd64"}).to_string();
+    for poll in 0..50 {
+        let answer: Value = if poll % 2 == 0 {
+            app.get(&query).await.json().await.unwrap()
+        } else {
+            serde_json::from_slice(&app.nats_request("artifacts.component.get", &nats_query).await.payload).unwrap()
+        };
+        assert_eq!(answer["status"], "failed", "poll {poll}: {answer}");
+        assert_eq!(answer["buildId"], failed["buildId"]);
+        assert!(answer["errorMessage"].as_str().unwrap().contains("exit"), "{answer}");
+    }
+    let builds: Value = app.get(&format!("/api/v1/builds?component={component}")).await.json().await.unwrap();
+    assert_eq!(builds["builds"].as_array().unwrap().len(), 1, "50 polls started no build: {builds}");
+
+    let again = build(&app, &repo.url(), &component, "v1").await;
+    assert_ne!(again["buildId"], failed["buildId"], "an explicit submission runs it again");
+}

@@ -11,7 +11,7 @@ use artifacts_runtime::builder::ensure_buildable;
 use artifacts_runtime::builds::{self, Submission};
 use artifacts_runtime::configuration::{redact_url, GitSettings};
 use artifacts_runtime::nats::unavailable;
-use artifacts_runtime::service::{Reply, Request};
+use artifacts_runtime::service::{Reply, Request, LOOKUP_HEADER};
 use artifacts_runtime::{Nats, Settings};
 use artifacts_schemas::messages::keys::Scope;
 use artifacts_schemas::names::slug_with_hash;
@@ -43,6 +43,7 @@ async fn accept(nats: &Nats, settings: &Settings, request: &Request) -> Result<B
         requested_by: request.requested_by.clone(),
         component_patterns: source.component_patterns,
         trigger: None,
+        rerun_failed: !request.message.headers.as_ref().is_some_and(|h| h.get(LOOKUP_HEADER).is_some()),
     };
     queue(nats, &build, &submitter, Vec::new()).await
 }
@@ -101,6 +102,8 @@ pub struct Submitter {
     pub component_patterns: Option<Vec<String>>,
     /// The push a triggered build answers.
     pub trigger: Option<Trigger>,
+    /// Whether an identical build that failed is run again (not for lookups).
+    pub rerun_failed: bool,
 }
 
 /// Queues a checked request. `dependents` are the builds waiting for this one (for cycle detection).
@@ -133,8 +136,12 @@ pub async fn queue(
                 dependents: dependents.clone(),
                 component_patterns: submitter.component_patterns.clone(),
             },
+            rerun_failed: submitter.rerun_failed,
         },
     )
     .await?;
-    Ok(BuildAccepted::queued(submitted.build_id, None))
+    Ok(match submitted.failed {
+        Some(error) => BuildAccepted::failed(submitted.build_id, error),
+        None => BuildAccepted::queued(submitted.build_id, None),
+    })
 }

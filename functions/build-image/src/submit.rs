@@ -151,6 +151,7 @@ pub async fn queue(
                 context: request.context.clone(),
                 build_args: request.build_args.clone(),
             },
+            rerun_failed: true,
         },
     )
     .await?;

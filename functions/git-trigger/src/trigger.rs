@@ -94,6 +94,7 @@ async fn handle_push(nats: &Nats, settings: &Settings, event: &GitPushEvent) -> 
                 requested_by: RequestedBy::default(),
                 component_patterns: patterns,
                 trigger: Some(trigger.clone()),
+                rerun_failed: true,
             };
             let queued = submit_component(nats, settings, &request, &submitter).await;
             if let Some(build_id) = supersede(nats, &target_key(&request), queued).await? {

@@ -17,15 +17,15 @@ use tokio_util::sync::CancellationToken;
 
 use artifacts_runtime::auth::{Authenticator, Caller};
 use artifacts_runtime::nats::{read_json, unavailable};
-use artifacts_runtime::service::{self, Reply, Request, ServiceSpec};
+use artifacts_runtime::service::{self, Reply, Request, ServiceSpec, LOOKUP_HEADER};
 use artifacts_runtime::{Nats, Settings};
 use artifacts_schemas::messages::build::ListStatus;
 use artifacts_schemas::messages::keys::Scope;
 use artifacts_schemas::names::slug_with_hash;
 use artifacts_schemas::{
-    parse_json, BuildAccepted, BuildList, BuildListQuery, BuildQuery, BuildRecord, ComponentBuildRequest,
-    ComponentLookupReply, ComponentQuery, ComponentRecord, ComponentSource, Endpoint, ImageLookupReply, ImageQuery,
-    ImageRecord, RequestError,
+    parse_json, AcceptedStatus, BuildAccepted, BuildList, BuildListQuery, BuildQuery, BuildRecord,
+    ComponentBuildRequest, ComponentLookupReply, ComponentQuery, ComponentRecord, ComponentSource, Endpoint,
+    ImageLookupReply, ImageQuery, ImageRecord, RequestError,
 };
 
 pub async fn run(settings: Settings, nats: Nats, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -110,13 +110,17 @@ async fn component(nats: &Nats, base_url: &str, request: &Request) -> Result<Rep
     };
     let payload = serde_json::to_vec(&build).expect("requests serialise");
     // The caller's own headers: the submission authenticates the same key.
-    let headers = request.message.headers.clone().unwrap_or_default();
+    let mut headers = request.message.headers.clone().unwrap_or_default();
+    headers.insert(LOOKUP_HEADER, "true");
     let reply = service::call(nats, Endpoint::ComponentBuild, headers, payload.into()).await;
     if reply.is_failure() {
         return Ok(reply);
     }
     let accepted: BuildAccepted = parse_json(&reply.body)?;
-    Ok(Reply::with_code(202, &ComponentLookupReply::building(accepted)))
+    Ok(match accepted.status {
+        AcceptedStatus::Failed => Reply::ok(&ComponentLookupReply::failed(accepted)),
+        AcceptedStatus::Queued => Reply::with_code(202, &ComponentLookupReply::building(accepted)),
+    })
 }
 
 async fn build(builds: &kv::Store, caller: &Caller, payload: &[u8]) -> Result<Reply, RequestError> {

@@ -24,6 +24,9 @@ pub struct Submission<J> {
     /// The work-queue subject of the job.
     pub job_subject: String,
     pub job: J,
+    /// Whether an identical build that failed is run again. Lookups say no: a client polling a failing
+    /// component would otherwise start a build at every poll.
+    pub rerun_failed: bool,
 }
 
 /// The answer to a submission.
@@ -31,6 +34,9 @@ pub struct Submitted {
     pub build_id: BuildId,
     /// True when an identical build was already queued or running and this is its id.
     pub duplicate: bool,
+    /// Set when nothing was queued because the last identical build failed (and `rerun_failed` was
+    /// false): that build's error; `build_id` is that build.
+    pub failed: Option<String>,
 }
 
 /// A claimed key whose build record never appeared (its submitter died) is taken over after this.
@@ -53,15 +59,21 @@ pub async fn submit<J: Serialize>(
         }
         let Some(entry) = active.entry(&key).await.map_err(unavailable)? else { continue };
         let claimed_by = std::str::from_utf8(&entry.value).ok().and_then(|id| BuildId::parse(id).ok());
-        let still_active = match &claimed_by {
-            Some(existing) => match read(nats, existing).await? {
-                Some(record) => !record.status.is_finished(),
-                None => time::OffsetDateTime::now_utc() - entry.created < ORPHAN_CLAIM_AGE,
-            },
-            None => false,
+        let existing = match &claimed_by {
+            Some(id) => read(nats, id).await?,
+            None => None,
         };
-        if let (true, Some(existing)) = (still_active, claimed_by) {
-            return Ok(Submitted { build_id: existing, duplicate: true });
+        let still_active = match (&claimed_by, &existing) {
+            (Some(_), Some(record)) => !record.status.is_finished(),
+            (Some(_), None) => time::OffsetDateTime::now_utc() - entry.created < ORPHAN_CLAIM_AGE,
+            (None, _) => false,
+        };
+        if let (true, Some(id)) = (still_active, &claimed_by) {
+            return Ok(Submitted { build_id: id.clone(), duplicate: true, failed: None });
+        }
+        if let Some(record) = existing.filter(|r| r.status == BuildStatus::Failed && !submission.rerun_failed) {
+            let error = record.error_message.unwrap_or_else(|| "the build failed".into());
+            return Ok(Submitted { build_id: record.build_id, duplicate: true, failed: Some(error) });
         }
         // The build it names has ended: claim the key, unless another submitter just did.
         if active.update(&key, build_id.as_str().to_owned().into(), entry.revision).await.is_ok() {
@@ -102,7 +114,7 @@ async fn start<J: Serialize>(
         let _ = update(nats, &build_id, |r| finish(r, BuildStatus::Failed, None, Some(message.clone()))).await;
         return Err(RequestError::unavailable(message));
     }
-    Ok(Submitted { build_id, duplicate: false })
+    Ok(Submitted { build_id, duplicate: false, failed: None })
 }
 
 /// SHA-256 of the kind and summary (serde_json writes object keys in order, so equal summaries hash

@@ -115,6 +115,10 @@ pub fn caller_headers(key: &str, requested_by: &RequestedBy) -> HeaderMap {
     headers
 }
 
+/// Set by the lookup on the builds it asks for: they do not run again an identical build that failed. (A
+/// client that sets it only makes its own request more cautious.)
+pub const LOOKUP_HEADER: &str = "Artifacts-Lookup";
+
 /// A request to an endpoint, from an authenticated caller holding the endpoint's scope.
 pub struct Request {
     pub endpoint: Endpoint,

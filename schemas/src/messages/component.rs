@@ -180,6 +180,8 @@ pub enum ComponentLookupStatus {
     Found,
     Building,
     NotFound,
+    /// Absent, and its last build failed: a lookup does not build it again (a `POST` does).
+    Failed,
 }
 
 /// The answer to a component lookup. Over NATS, `bucket` and `object` name the tarball in the object
@@ -222,6 +224,15 @@ impl ComponentLookupReply {
             object: Some(record.object),
             status_url: None,
             logs_url: None,
+        }
+    }
+
+    /// The answer for an absent component whose last build failed.
+    pub fn failed(accepted: BuildAccepted) -> Self {
+        Self {
+            status: ComponentLookupStatus::Failed,
+            error_message: accepted.error_message.clone(),
+            ..Self::building(accepted)
         }
     }
 

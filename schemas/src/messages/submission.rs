@@ -11,6 +11,8 @@ use super::build::BuildId;
 #[serde(rename_all = "snake_case")]
 pub enum AcceptedStatus {
     Queued,
+    /// Only for a lookup's build: the last identical build failed, and a lookup does not run it again.
+    Failed,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
@@ -29,6 +31,11 @@ pub struct BuildAccepted {
 }
 
 impl BuildAccepted {
+    /// The answer when the last identical build failed and is not run again.
+    pub fn failed(build_id: BuildId, error: String) -> Self {
+        Self { status: AcceptedStatus::Failed, error_message: Some(error), ..Self::queued(build_id, None) }
+    }
+
     pub fn queued(build_id: BuildId, image_name: Option<String>) -> Self {
         Self {
             status: AcceptedStatus::Queued,
