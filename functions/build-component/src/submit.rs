@@ -43,7 +43,7 @@ async fn accept(nats: &Nats, settings: &Settings, request: &Request) -> Result<B
         requested_by: request.requested_by.clone(),
         component_patterns: source.component_patterns,
         trigger: None,
-        rerun_failed: !request.message.headers.as_ref().is_some_and(|h| h.get(LOOKUP_HEADER).is_some()),
+        rerun_failed: request.message.headers.as_ref().is_none_or(|h| h.get(LOOKUP_HEADER).is_none()),
     };
     queue(nats, &build, &submitter, Vec::new()).await
 }
