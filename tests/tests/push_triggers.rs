@@ -276,7 +276,7 @@ async fn a_branch_push_rebuilds_the_images_of_that_component_and_branch() {
 }
 
 #[tokio::test]
-async fn a_newer_push_supersedes_a_queued_older_build() {
+async fn a_newer_push_joins_the_queued_build_of_an_older_one() {
     require_docker().await;
     let app = TestApp::spawn_with(|s| {
         artifacts_tests::allow_local_repositories(s);
@@ -322,9 +322,53 @@ async fn a_newer_push_supersedes_a_queued_older_build() {
         app.publish_push(&event).await;
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
-    let builds = wait_triggered(&app, &component, 2).await;
-    assert_eq!(builds[0]["status"], "cancelled", "{builds:#?}");
-    assert!(builds[0]["errorMessage"].as_str().unwrap().contains("superseded"), "{builds:#?}");
-    assert_eq!(builds[1]["status"], "succeeded", "{builds:#?}");
-    assert_eq!(builds[1]["request"]["trigger"]["commit"], "4".repeat(40));
+    // The second push finds the first one's build still queued: it will clone the newest commit, so the
+    // push joins it rather than queueing the same work twice.
+    let builds = wait_triggered(&app, &component, 1).await;
+    assert_eq!(builds.len(), 1, "{builds:#?}");
+    assert_eq!(builds[0]["status"], "succeeded", "{builds:#?}");
+    let head = repo_head(&repo).await;
+    assert_eq!(builds[0]["result"]["commit"], head.as_str(), "it built the newest commit");
+}
+
+async fn repo_head(repo: &GitRepo) -> String {
+    let url = repo.url();
+    let output = tokio::process::Command::new("git")
+        .args(["-C", url.trim_start_matches("file://"), "rev-parse", "HEAD"])
+        .output()
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// Issue 10: a lookup arriving while a push-triggered build of the same component, tag and architecture
+/// ran started a second identical build. What is built decides, not who asked: the lookup joins it.
+#[tokio::test]
+async fn a_lookup_during_a_pushed_build_joins_it() {
+    let app = app().await;
+    let repo = GitRepo::new().await;
+    let component = name("join");
+    repo.commit_and_tag(&[("artifact.toml", &manifest("echo v1 > /out/version", &[]), false)], "v1").await;
+    build_component(&app, &repo.url(), &component, "v1").await;
+    repo.commit_and_tag(&[("artifact.toml", &manifest("sleep 3 && echo v2 > /out/version", &[]), false)], "v2").await;
+    app.publish_push(&json!({"repository": repo.url(), "ref": "refs/tags/v2", "after": "b".repeat(40)})).await;
+
+    let pushed = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        loop {
+            if let Some(build) = triggered(&app, &component).await.into_iter().next() {
+                return build;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the push queued a build");
+    let lookup = app.get(&format!("/api/v1/components?component={component}&tag=v2&architecture=amd64")).await;
+    assert_eq!(lookup.status(), 202);
+    let lookup: Value = lookup.json().await.unwrap();
+    assert_eq!(lookup["buildId"], pushed["buildId"], "the lookup joined the pushed build: {lookup}");
+    let done = wait_triggered(&app, &component, 1).await;
+    assert_eq!(done[0]["status"], "succeeded", "{done:#?}");
+    let all: Value = app.get(&format!("/api/v1/builds?component={component}")).await.json().await.unwrap();
+    assert_eq!(all["builds"].as_array().unwrap().len(), 2, "v1, then one build of v2: {all}");
 }

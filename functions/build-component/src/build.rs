@@ -226,8 +226,9 @@ impl ComponentBuild {
             requested_by: record.map(|r| r.requested_by).unwrap_or_default(),
             component_patterns: self.job.component_patterns.clone(),
             trigger: None,
-            // A dependency that failed fails this build (see `dependency_failed_before`).
-            rerun_failed: false,
+            // Built again with this build's chain, so that a cycle is named; a dependency that fails
+            // again fails this build (see `dependency_failed_before`).
+            rerun_failed: true,
         };
         let accepted = submit::queue(&self.nats, &request, &submitter, chain.to_vec())
             .await

@@ -137,6 +137,7 @@ pub async fn queue(
                 component_patterns: submitter.component_patterns.clone(),
             },
             rerun_failed: submitter.rerun_failed,
+            join_running: submitter.trigger.is_none(),
         },
     )
     .await?;

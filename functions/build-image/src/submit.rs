@@ -133,7 +133,7 @@ pub async fn queue(
         dockerfile_digest: format!("sha256:{dockerfile_hex}"),
         context_digest,
         build_args: request.build_args.clone(),
-        trigger,
+        trigger: trigger.clone(),
     };
     let submitted = builds::submit(
         nats,
@@ -152,6 +152,7 @@ pub async fn queue(
                 build_args: request.build_args.clone(),
             },
             rerun_failed: true,
+            join_running: trigger.is_none(),
         },
     )
     .await?;

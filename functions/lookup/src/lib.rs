@@ -118,7 +118,8 @@ async fn component(nats: &Nats, base_url: &str, request: &Request) -> Result<Rep
     }
     let accepted: BuildAccepted = parse_json(&reply.body)?;
     Ok(match accepted.status {
-        AcceptedStatus::Failed => Reply::ok(&ComponentLookupReply::failed(accepted)),
+        // Still absent: a 404 whose body says why and names the failed build.
+        AcceptedStatus::Failed => Reply::with_code(404, &ComponentLookupReply::failed(accepted)),
         AcceptedStatus::Queued => Reply::with_code(202, &ComponentLookupReply::building(accepted)),
     })
 }

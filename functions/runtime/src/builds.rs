@@ -27,6 +27,9 @@ pub struct Submission<J> {
     /// Whether an identical build that failed is run again. Lookups say no: a client polling a failing
     /// component would otherwise start a build at every poll.
     pub rerun_failed: bool,
+    /// Whether it may join an identical build that is already running. A push says no: the running build
+    /// may have cloned an older commit than the one pushed (a queued one will clone the newest).
+    pub join_running: bool,
 }
 
 /// The answer to a submission.
@@ -64,7 +67,11 @@ pub async fn submit<J: Serialize>(
             None => None,
         };
         let still_active = match (&claimed_by, &existing) {
-            (Some(_), Some(record)) => !record.status.is_finished(),
+            (Some(_), Some(record)) => match record.status {
+                BuildStatus::Queued => true,
+                BuildStatus::Running => submission.join_running,
+                _ => false,
+            },
             (Some(_), None) => time::OffsetDateTime::now_utc() - entry.created < ORPHAN_CLAIM_AGE,
             (None, _) => false,
         };
@@ -117,10 +124,15 @@ async fn start<J: Serialize>(
     Ok(Submitted { build_id, duplicate: false, failed: None })
 }
 
-/// SHA-256 of the kind and summary (serde_json writes object keys in order, so equal summaries hash
-/// equal).
+/// SHA-256 of the kind and what is built: the summary without `trigger`, so a lookup, a push and a
+/// submission of the same thing share one build whoever asked (serde_json writes object keys in order,
+/// so equal summaries hash equal).
 fn content_hash(kind: BuildKind, summary: &serde_json::Value) -> String {
-    let canonical = serde_json::to_vec(&(kind, summary)).expect("values serialise");
+    let mut built = summary.clone();
+    if let Some(fields) = built.as_object_mut() {
+        fields.remove("trigger");
+    }
+    let canonical = serde_json::to_vec(&(kind, built)).expect("values serialise");
     hex::encode(Sha256::digest(canonical))
 }
 

@@ -32,9 +32,9 @@ use crate::state::AppState;
         ("url" = Option<String>, Query, description = "Where to build it from if it was never built"),
     ),
     responses(
-        (status = 200, description = "Found (`component` is the download URL), or `failed`: its last identical build failed, and a lookup does not run it again", body = ComponentLookupReply),
+        (status = 200, description = "Found: `component` is the download URL", body = ComponentLookupReply),
         (status = 202, description = "Building", body = ComponentLookupReply),
-        (status = 404, description = "Never built and its source is unknown", body = ComponentLookupReply),
+        (status = 404, description = "Not stored: never built and its source unknown (`not_found`), or its last identical build failed and a lookup does not run it again (`failed`, with `buildId`)", body = ComponentLookupReply),
         (status = 400, description = "Bad input", body = ErrorReply),
     ),
     security(("bearer" = []), ("apiKey" = []))
