@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use std::path::PathBuf;
 
-use artifacts_tests::{TestApp, ADMIN_KEY};
+use artifacts_tests::{Registry, TestApp, ADMIN_KEY};
 
 /// `st`, from the scripts directory of the python3 that has schemathesis installed.
 async fn schemathesis() -> PathBuf {
@@ -25,7 +25,10 @@ async fn schemathesis() -> PathBuf {
 #[tokio::test]
 async fn the_api_matches_its_openapi_document_under_fuzzing() {
     let st = schemathesis().await;
-    let app = TestApp::spawn().await;
+    // A ready stack (readiness needs the registry too), so that any 5xx is a fault.
+    let registry = Registry::start().await;
+    let address = registry.address.clone();
+    let app = TestApp::spawn_with(|s| s.registry.address = address).await;
     // schemathesis keeps a cache of what it found in its working directory.
     let workdir = tempfile::tempdir().unwrap();
     let run = tokio::process::Command::new(st)
