@@ -247,3 +247,37 @@ async fn stored_component_is_found_and_streamed_with_its_digest() {
         app.get("/api/v1/components?component=libfoo&tag=v9&architecture=amd64").await.json().await.unwrap();
     assert_eq!(absent["status"], "not_found");
 }
+
+/// Issue 10: "latest" records were read, then put, so an older build finishing after a newer one took
+/// the target back. They move only forward now, with compare-and-set.
+#[tokio::test]
+async fn latest_records_move_only_forward() {
+    use artifacts_runtime::latest::{move_forward, Moved};
+    use artifacts_schemas::{Architecture, BranchName, BuildId, ComponentName, ImageRecord, Timestamp};
+
+    let server = artifacts_tests::NatsServer::start().await;
+    let nats = artifacts_runtime::nats::connect(&artifacts_tests::test_settings(&server.url()), "test").await.unwrap();
+    let record = |build_id: BuildId| ImageRecord {
+        component: ComponentName::parse("libfoo").unwrap(),
+        branch: BranchName::parse("main").unwrap(),
+        architecture: Architecture::Amd64,
+        image_name: format!("r/libfoo-main-image:amd64-{build_id}"),
+        digest: "sha256:0".into(),
+        build_id,
+        built_at: Timestamp::now(),
+    };
+    // UUIDv7 ids sort by creation; generated in order, each is newer than the one before.
+    let ids: Vec<BuildId> = (0..21).map(|_| BuildId::generate()).collect();
+    let images = &nats.stores.images;
+    assert!(matches!(move_forward(images, "k", &record(ids[1].clone())).await.unwrap(), Moved::Forward { .. }));
+    let older = move_forward(images, "k", &record(ids[0].clone())).await.unwrap();
+    assert!(matches!(&older, Moved::Behind { newer } if *newer == ids[1]), "{older:?}");
+
+    let writers = ids[2..].iter().rev().map(|id| {
+        let (images, record) = (images.clone(), record(id.clone()));
+        tokio::spawn(async move { move_forward(&images, "k", &record).await.unwrap() })
+    });
+    futures::future::join_all(writers).await;
+    let latest: ImageRecord = serde_json::from_slice(&images.get("k").await.unwrap().unwrap()).unwrap();
+    assert_eq!(latest.build_id, ids[20], "20 concurrent writers: the newest build is the latest");
+}

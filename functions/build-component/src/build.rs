@@ -9,6 +9,7 @@ use artifacts_runtime::archive::Limits;
 use artifacts_runtime::attempt::{Build, BuildFailure};
 use artifacts_runtime::builds;
 use artifacts_runtime::configuration::redact_url;
+use artifacts_runtime::latest::{move_forward, Moved};
 use artifacts_runtime::logs::BuildLog;
 use artifacts_runtime::nats::{read_json, ResourceNames};
 use artifacts_runtime::{Nats, Settings};
@@ -120,16 +121,23 @@ impl Build for ComponentBuild {
     }
 
     async fn store(&self, record: &ComponentRecord, log: &mut BuildLog) -> Result<(), String> {
-        let components = &self.nats.stores.components;
         let key = self.query().record_key();
-        let previous: Option<ComponentRecord> = read_json(components, &key).await.map_err(|err| err.message)?;
-        let bytes = serde_json::to_vec(record).expect("records serialise");
-        components.put(&key, bytes.into()).await.map_err(|err| err.to_string())?;
-        if let Some(previous) = previous.filter(|p| p.object != record.object) {
-            // Downloads already streaming the old tarball may fail; new lookups see the new one.
-            let _ = self.nats.stores.archives.delete(&previous.object).await;
+        match move_forward(&self.nats.stores.components, &key, record).await.map_err(|err| err.message)? {
+            Moved::Forward { replaced } => {
+                if let Some(previous) = replaced.filter(|p| p.object != record.object) {
+                    // Downloads already streaming the old tarball may fail; new lookups see the new one.
+                    let _ = self.nats.stores.archives.delete(&previous.object).await;
+                }
+                log.write(&format!("component {}@{} is {}", record.component, record.tag, record.digest)).await;
+            }
+            Moved::Behind { newer } => {
+                log.write(&format!(
+                    "build {newer} is newer and stays the latest of {}@{}",
+                    record.component, record.tag
+                ))
+                .await;
+            }
         }
-        log.write(&format!("component {}@{} is {}", record.component, record.tag, record.digest)).await;
         Ok(())
     }
 }

@@ -16,6 +16,7 @@ use tokio_util::io::ReaderStream;
 
 use artifacts_runtime::archive::{self, ArchiveError, Limits};
 use artifacts_runtime::attempt::{Build, BuildFailure};
+use artifacts_runtime::latest::{move_forward, Moved};
 use artifacts_runtime::logs::BuildLog;
 use artifacts_runtime::{Nats, Settings};
 use artifacts_schemas::messages::image::pull_command;
@@ -59,9 +60,13 @@ impl Build for ImageBuild {
             build_id: job.build_id.clone(),
             built_at: Timestamp::now(),
         };
-        let bytes = serde_json::to_vec(&image).expect("records serialise");
-        self.nats.stores.images.put(query.record_key(), bytes.into()).await.map_err(|err| err.to_string())?;
-        log.write(&format!("pushed {} ({})", built.image_name, built.digest)).await;
+        match move_forward(&self.nats.stores.images, &query.record_key(), &image).await.map_err(|err| err.message)? {
+            Moved::Forward { .. } => log.write(&format!("pushed {} ({})", built.image_name, built.digest)).await,
+            Moved::Behind { newer } => {
+                log.write(&format!("pushed {}; build {newer} is newer and stays the latest", built.immutable_name))
+                    .await
+            }
+        }
         Ok(())
     }
 }

@@ -19,6 +19,7 @@ pub mod builds;
 pub mod configuration;
 pub mod docker;
 pub mod jobs;
+pub mod latest;
 pub mod logs;
 pub mod nats;
 pub mod nats_users;
