@@ -58,10 +58,17 @@ impl Keys {
 }
 
 /// An authenticated caller, and the key it presented (forwarded with relayed requests).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Caller {
     caller: auth::Caller,
     key: String,
+}
+
+/// The key is a secret: `Debug` shows the caller only.
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller").field("caller", &self.caller).field("key", &"[redacted]").finish()
+    }
 }
 
 impl Caller {
@@ -126,5 +133,17 @@ impl<S: Send + Sync> FromRequestParts<S> for Identity {
         let (linux_username, github_username) =
             claimed_identity(|name| parts.headers.get(name).and_then(|v| v.to_str().ok()))?;
         Ok(Self { linux_username, github_username })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_key() {
+        let presented = "ak_0123456789abcdef_supersecret";
+        let caller = Caller { caller: auth::Caller::for_tests(), key: presented.to_owned() };
+        assert!(!format!("{caller:?}").contains("supersecret"));
     }
 }

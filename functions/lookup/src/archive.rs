@@ -8,7 +8,6 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::object_store::ObjectStore;
 use futures::StreamExt;
 use tokio::io::AsyncReadExt;
 
@@ -39,16 +38,20 @@ pub async fn start(nats: &Nats, caller: &Caller, payload: &[u8]) -> Result<Reply
                 query.component, query.tag, query.architecture
             ))
         })?;
+    // Opened before answering, so that a missing object is a clear 503 now, not a silent transfer.
+    let reader =
+        nats.stores.archives.get(&record.object).await.map_err(|err| {
+            RequestError::unavailable(format!("the object store cannot serve {}: {err}", record.object))
+        })?;
     let transfer = nats.subjects.archive_transfer(&hex::encode(rand::random::<[u8; 16]>()));
     let requests = nats
         .client
         .subscribe(transfer.clone())
         .await
         .map_err(|err| RequestError::unavailable(format!("NATS is unavailable: {err}")))?;
-    let client = nats.client.clone();
-    let (archives, object, digest) = (nats.stores.archives.clone(), record.object.clone(), record.digest.clone());
+    let (client, object, digest) = (nats.client.clone(), record.object.clone(), record.digest.clone());
     tokio::spawn(async move {
-        if let Err(err) = serve_chunks(&client, requests, &archives, &object, &digest).await {
+        if let Err(err) = serve_chunks(&client, requests, reader, &digest).await {
             tracing::warn!(%err, %object, "an archive transfer over NATS ended early");
         }
     });
@@ -66,11 +69,9 @@ pub async fn start(nats: &Nats, caller: &Caller, payload: &[u8]) -> Result<Reply
 async fn serve_chunks(
     client: &async_nats::Client,
     mut requests: async_nats::Subscriber,
-    archives: &ObjectStore,
-    object: &str,
+    mut reader: impl tokio::io::AsyncRead + Unpin,
     digest: &str,
 ) -> Result<(), async_nats::Error> {
-    let mut reader = archives.get(object).await?;
     let mut chunk = vec![0u8; CHUNK_BYTES];
     while let Ok(Some(request)) = tokio::time::timeout(IDLE, requests.next()).await {
         let Some(reply) = request.reply else { continue };

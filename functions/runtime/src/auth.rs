@@ -172,6 +172,12 @@ impl Caller {
         Self { key_id: ADMIN_KEY_ID.into(), scope: Scope::Admin, key: None }
     }
 
+    /// The bootstrap admin, for tests of code that takes a caller.
+    #[doc(hidden)]
+    pub fn for_tests() -> Self {
+        Self::admin()
+    }
+
     fn managed(info: ApiKeyInfo) -> Self {
         Self { key_id: info.key_id.clone(), scope: info.scope().unwrap_or(Scope::Read), key: Some(info) }
     }
