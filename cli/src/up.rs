@@ -45,7 +45,8 @@ http:
 const FUNCTIONS: &[&str] =
     &["artifacts-lookup", "artifacts-build-image", "artifacts-build-component", "artifacts-git-trigger"];
 
-const GRACE: Duration = Duration::from_secs(10);
+/// Beyond a process's own time to stop (`Settings::stop_within`), before `up` kills it.
+const KILL_MARGIN: Duration = Duration::from_secs(2);
 
 pub async fn run(config: Option<PathBuf>, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(config.as_deref())?;
@@ -54,7 +55,7 @@ pub async fn run(config: Option<PathBuf>, data_dir: PathBuf) -> anyhow::Result<E
     let config = config.map(|file| file.canonicalize()).transpose().context("--config")?;
     let (admin_key, key_is_new) = admin_key(&data_dir)?;
 
-    let mut stack = Stack::new();
+    let mut stack = Stack::new(settings.stop_within() + KILL_MARGIN);
     let mut missing = Vec::new();
 
     let nats_addr = nats_address(&settings.nats.url)?;
@@ -286,6 +287,8 @@ fn docker_problem(settings: &Settings) -> Option<String> {
 /// The processes of the stack, in start order, each watched by its own supervisor task.
 struct Stack {
     processes: Vec<Supervised>,
+    /// How long a process may take to stop before it is killed.
+    grace: Duration,
 }
 
 struct Supervised {
@@ -301,15 +304,15 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const STEADY: Duration = Duration::from_secs(60);
 
 impl Stack {
-    fn new() -> Self {
-        Self { processes: Vec::new() }
+    fn new(grace: Duration) -> Self {
+        Self { processes: Vec::new(), grace }
     }
 
     /// Starts a process made by `launch` and keeps it running: when it exits, it is started again after
     /// a backoff, and `up` says so. Returns the slot holding its current pid.
     fn spawn(&mut self, name: &'static str, launch: impl Fn() -> Command + Send + 'static) -> Arc<AtomicU32> {
         let (stop, pid) = (CancellationToken::new(), Arc::new(AtomicU32::new(0)));
-        let stopped = tokio::spawn(keep_running(name, launch, Arc::clone(&pid), stop.clone()));
+        let stopped = tokio::spawn(keep_running(name, launch, Arc::clone(&pid), stop.clone(), self.grace));
         self.processes.push(Supervised { name, stop, stopped });
         pid
     }
@@ -342,6 +345,7 @@ async fn keep_running(
     launch: impl Fn() -> Command,
     pid_slot: Arc<AtomicU32>,
     stop: CancellationToken,
+    grace: Duration,
 ) {
     let mut backoff = FIRST_BACKOFF;
     loop {
@@ -357,7 +361,7 @@ async fn keep_running(
         pid_slot.store(pid, Ordering::Relaxed);
         let status = tokio::select! {
             status = child.wait() => status,
-            _ = stop.cancelled() => return stop_child(name, pid, &mut child).await,
+            _ = stop.cancelled() => return stop_child(name, pid, &mut child, grace).await,
         };
         let shown = status.map_or_else(|err| err.to_string(), |status| status.to_string());
         if started.elapsed() >= STEADY {
@@ -424,13 +428,13 @@ fn spawner() -> &'static Spawner {
 }
 
 /// SIGTERM, then SIGKILL after the grace period.
-async fn stop_child(name: &str, pid: u32, child: &mut tokio::process::Child) {
+async fn stop_child(name: &str, pid: u32, child: &mut tokio::process::Child, grace: Duration) {
     if let Ok(pid) = i32::try_from(pid) {
         // SAFETY: kill(2) with the pid of a child this process spawned and has not yet reaped.
         unsafe { libc::kill(pid, libc::SIGTERM) };
     }
-    if tokio::time::timeout(GRACE, child.wait()).await.is_err() {
-        eprintln!("artifacts up: {name} did not stop within {}s; killing it", GRACE.as_secs());
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        eprintln!("artifacts up: {name} did not stop within {}s; killing it", grace.as_secs());
         let _ = child.kill().await;
     }
 }

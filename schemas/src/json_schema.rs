@@ -18,6 +18,7 @@ pub fn all() -> Vec<(&'static str, Schema)> {
         ("image-build-result.json", schema_for!(image::ImageBuildResult)),
         ("component-query.json", schema_for!(component::ComponentQuery)),
         ("component-build-request.json", schema_for!(component::ComponentBuildRequest)),
+        ("rebuilt-for-push.json", schema_for!(component::RebuiltForPush)),
         ("component-lookup-reply.json", schema_for!(component::ComponentLookupReply)),
         ("component-record.json", schema_for!(component::ComponentRecord)),
         ("component-job.json", schema_for!(component::ComponentJob)),

@@ -19,7 +19,7 @@ pub use messages::build::{
 };
 pub use messages::component::{
     ArchiveTransfer, ComponentBuildRequest, ComponentBuildSummary, ComponentJob, ComponentLookupReply,
-    ComponentLookupStatus, ComponentQuery, ComponentRecord, ComponentSource, DependencyUsed,
+    ComponentLookupStatus, ComponentQuery, ComponentRecord, ComponentSource, DependencyUsed, RebuiltForPush,
 };
 pub use messages::image::{
     ImageBuildRequest, ImageBuildResult, ImageBuildSummary, ImageJob, ImageLookupReply, ImageQuery, ImageRecord,

@@ -106,6 +106,24 @@ impl Subjects {
         format!("{}.git.push.accepted", self.prefix)
     }
 
+    /// A component a push rebuilt has been built; its dependents are next (JetStream, stack only).
+    pub fn git_push_dependents(&self) -> String {
+        format!("{}.git.push.dependents", self.prefix)
+    }
+
+    /// Where jobs go that failed at every allowed delivery (JetStream, stack only), by the job's subject.
+    pub fn dead_letter(&self, job_subject: &str) -> String {
+        format!(
+            "{}.dead.{}",
+            self.prefix,
+            job_subject.strip_prefix(&format!("{}.", self.prefix)).unwrap_or(job_subject)
+        )
+    }
+
+    pub fn dead_letters_wildcard(&self) -> String {
+        format!("{}.dead.>", self.prefix)
+    }
+
     /// One archive download over NATS: the requester asks this subject for each next chunk. The id is
     /// random and travels only in the reply to an authorized request, so it is the download's capability.
     pub fn archive_transfer(&self, transfer_id: &str) -> String {

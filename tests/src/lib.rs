@@ -2,6 +2,8 @@
 //! store, a random port) and its own gateway and functions, run in-process on port 0 and driven over real
 //! HTTP and real NATS. Nothing is shared between tests and nothing is mocked.
 
+pub mod up;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -400,6 +402,7 @@ impl TestApp {
             result: None,
             error_message: None,
             attempts: 0,
+            lease_expires_at: None,
         };
         let bytes = serde_json::to_vec(&record).expect("records serialise");
         self.nats.stores.builds.put(record.build_id.as_str(), bytes.into()).await.expect("JetStream stores the record");
@@ -466,6 +469,25 @@ impl Drop for TestApp {
     }
 }
 
+/// The webhook secret tests configure for GitHub and Gitea.
+pub const WEBHOOK_SECRET: &str = "test-webhook-secret";
+
+/// A real webhook payload from `../shared/fixtures/webhooks`.
+pub fn webhook_fixture(name: &str) -> serde_json::Value {
+    let path = repo_root().parent().expect("a parent").join("shared/fixtures/webhooks").join(name);
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("fixture {} is missing: {err}", path.display()));
+    serde_json::from_str(&text).expect("fixtures are JSON")
+}
+
+/// The hex HMAC-SHA256 of `body` with [`WEBHOOK_SECRET`], as GitHub and Gitea sign.
+pub fn sign_webhook(body: &[u8]) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).expect("any key length");
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
 /// A name unique to this test process, so tests sharing a Docker engine never share a component.
 pub fn unique_name(base: &str) -> String {
     format!("{base}-{}", std::process::id())
@@ -522,6 +544,12 @@ impl GitRepo {
         self.git(&["add", "--all"]).await;
         self.git(&["commit", "--quiet", "--allow-empty", "-m", tag]).await;
         self.git(&["tag", tag]).await;
+    }
+
+    /// The commit the current branch names.
+    pub async fn head(&self) -> String {
+        let output = Command::new("git").arg("-C").arg(self.dir.path()).args(["rev-parse", "HEAD"]).output().await;
+        String::from_utf8_lossy(&output.expect("git runs").stdout).trim().to_owned()
     }
 
     /// Creates a branch at the current commit.

@@ -190,7 +190,7 @@ async fn dependency_cycles_are_refused_with_the_cycle_named() {
 }
 
 #[tokio::test]
-async fn an_absent_tag_is_built_on_lookup_and_an_unknown_tag_fails_naming_it() {
+async fn an_absent_tag_is_built_on_lookup_and_an_unknown_tag_is_refused_naming_it() {
     let app = app().await;
     let repo = GitRepo::new().await;
     let component = name("lazy");
@@ -221,9 +221,13 @@ async fn an_absent_tag_is_built_on_lookup_and_an_unknown_tag_fails_naming_it() {
     assert_eq!(record["status"], "succeeded", "{record}");
     assert_eq!(download(&app, &component, "v2").await.get("v").map(String::as_str), Some("two\n"));
 
-    let record = build(&app, &repo.url(), &component, "v9").await;
-    assert_eq!(record["status"], "failed");
-    let message = record["errorMessage"].as_str().unwrap();
+    // A tag the repository lacks is refused at submission (the commit is part of what identifies a build).
+    let body = json!({"url": repo.url(), "component": component, "tag": "v9", "architecture": "amd64"});
+    let response =
+        app.http.post(app.url("/api/v1/components")).bearer_auth(ADMIN_KEY).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    let answer: Value = response.json().await.unwrap();
+    let message = answer["errorMessage"].as_str().unwrap();
     assert!(message.contains("v9") && message.contains("not found"), "{message}");
 }
 

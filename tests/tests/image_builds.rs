@@ -168,9 +168,13 @@ async fn twenty_identical_submissions_make_one_build() {
     let (lines, _) = app.follow_logs(&build_id).await;
     assert_eq!(lines.iter().filter(|l| l.contains("RUN sleep 2")).count(), 1, "one Docker build: {lines:#?}");
 
-    // Once it has ended, the same submission is a new build.
-    let (status, again) = post_json(&app, body).await;
-    assert_eq!(status, 202);
+    // Once it has succeeded, the same submission answers with that build; `force` builds it again.
+    let (status, again) = post_json(&app, body.clone()).await;
+    assert_eq!((status, &again["status"], &again["buildId"]), (202, &json!("succeeded"), &json!(build_id)));
+    let mut forced = body;
+    forced["force"] = json!(true);
+    let (status, again) = post_json(&app, forced).await;
+    assert_eq!((status, &again["status"]), (202, &json!("queued")));
     assert_ne!(again["buildId"], build_id.as_str());
 }
 

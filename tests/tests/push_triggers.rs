@@ -4,13 +4,12 @@
 
 use std::time::Duration;
 
-use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
-use sha2::Sha256;
 
-use artifacts_tests::{manifest, repo_root, require_docker, unique_name as name, GitRepo, TestApp, ADMIN_KEY};
-
-const SECRET: &str = "test-webhook-secret";
+use artifacts_tests::{
+    manifest, require_docker, sign_webhook as sign, unique_name as name, webhook_fixture as fixture, GitRepo, TestApp,
+    ADMIN_KEY, WEBHOOK_SECRET as SECRET,
+};
 const GITLAB_TOKEN: &str = "test-gitlab-token";
 
 async fn app() -> TestApp {
@@ -22,19 +21,6 @@ async fn app() -> TestApp {
         s.hooks.gitlab.token = Some(artifacts_runtime::configuration::Secret::new(GITLAB_TOKEN));
     })
     .await
-}
-
-fn fixture(name: &str) -> Value {
-    let path = repo_root().parent().unwrap().join("shared/fixtures/webhooks").join(name);
-    let text =
-        std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("fixture {} is missing: {err}", path.display()));
-    serde_json::from_str(&text).unwrap()
-}
-
-fn sign(body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(body);
-    hex::encode(mac.finalize().into_bytes())
 }
 
 async fn github(app: &TestApp, event: &str, delivery: &str, body: &[u8], signature: Option<String>) -> (u16, Value) {
@@ -276,7 +262,7 @@ async fn a_branch_push_rebuilds_the_images_of_that_component_and_branch() {
 }
 
 #[tokio::test]
-async fn a_newer_push_joins_the_queued_build_of_an_older_one() {
+async fn a_newer_push_cancels_the_queued_build_of_an_older_one() {
     require_docker().await;
     let app = TestApp::spawn_with(|s| {
         artifacts_tests::allow_local_repositories(s);
@@ -317,28 +303,20 @@ async fn a_newer_push_joins_the_queued_build_of_an_older_one() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    for commit in ["3", "4"] {
-        let event = json!({"repository": repo.url(), "ref": "refs/heads/main", "after": commit.repeat(40)});
+    for version in ["3", "4"] {
+        repo.commit_and_tag(&[("artifact.toml", &manifest("echo x > /out/x", &[]), false)], &format!("v{version}"))
+            .await;
+        let event = json!({"repository": repo.url(), "ref": "refs/heads/main", "after": repo.head().await});
         app.publish_push(&event).await;
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
-    // The second push finds the first one's build still queued: it will clone the newest commit, so the
-    // push joins it rather than queueing the same work twice.
-    let builds = wait_triggered(&app, &component, 1).await;
-    assert_eq!(builds.len(), 1, "{builds:#?}");
-    assert_eq!(builds[0]["status"], "succeeded", "{builds:#?}");
-    let head = repo_head(&repo).await;
-    assert_eq!(builds[0]["result"]["commit"], head.as_str(), "it built the newest commit");
-}
-
-async fn repo_head(repo: &GitRepo) -> String {
-    let url = repo.url();
-    let output = tokio::process::Command::new("git")
-        .args(["-C", url.trim_start_matches("file://"), "rev-parse", "HEAD"])
-        .output()
-        .await
-        .unwrap();
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    // The second push finds the first one's build still queued: a different commit, so a different
+    // build, and the older one is cancelled rather than built for nothing.
+    let builds = wait_triggered(&app, &component, 2).await;
+    let statuses: Vec<&str> = builds.iter().map(|b| b["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["cancelled", "succeeded"], "{builds:#?}");
+    let head = repo.head().await;
+    assert_eq!(builds[1]["result"]["commit"], head.as_str(), "it built the newest commit");
 }
 
 /// Issue 10: a lookup arriving while a push-triggered build of the same component, tag and architecture
@@ -351,7 +329,7 @@ async fn a_lookup_during_a_pushed_build_joins_it() {
     repo.commit_and_tag(&[("artifact.toml", &manifest("echo v1 > /out/version", &[]), false)], "v1").await;
     build_component(&app, &repo.url(), &component, "v1").await;
     repo.commit_and_tag(&[("artifact.toml", &manifest("sleep 3 && echo v2 > /out/version", &[]), false)], "v2").await;
-    app.publish_push(&json!({"repository": repo.url(), "ref": "refs/tags/v2", "after": "b".repeat(40)})).await;
+    app.publish_push(&json!({"repository": repo.url(), "ref": "refs/tags/v2", "after": repo.head().await})).await;
 
     let pushed = tokio::time::timeout(std::time::Duration::from_secs(20), async {
         loop {

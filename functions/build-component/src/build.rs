@@ -17,7 +17,7 @@ use artifacts_schemas::messages::keys::glob_matches;
 use artifacts_schemas::names::slug_with_hash;
 use artifacts_schemas::{
     BuildId, BuildStatus, ComponentBuildRequest, ComponentJob, ComponentQuery, ComponentRecord, ComponentSource,
-    DependencyUsed, Timestamp,
+    DependencyUsed, RebuiltForPush, Timestamp,
 };
 
 use crate::container::{pack_inputs, Container};
@@ -65,27 +65,27 @@ impl Build for ComponentBuild {
         format!("component {} tag {} for {}", self.job.component, self.job.tag, self.job.architecture)
     }
 
-    async fn run(&self, log: &mut BuildLog) -> Result<ComponentRecord, BuildFailure> {
+    async fn run(&self, work_dir: &Path, log: &mut BuildLog) -> Result<ComponentRecord, BuildFailure> {
         let job = &self.job;
         let settings = &self.settings;
         // Checked again here: the roots or the file system may have changed since the submission.
         let url = submit::checked_url(&job.url, &settings.git).map_err(|err| BuildFailure::Permanent(err.message))?;
         let shown_url = redact_url(url.as_str());
         log.write(&format!("cloning {shown_url} at {}", job.tag)).await;
-        let checkout = git::clone(&url, &job.tag, &settings.git).await?;
+        let checkout = git::clone(&url, &job.tag, &settings.git, work_dir).await?;
         log.write(&format!("commit {}", checkout.commit)).await;
         let recipe = recipe::read(&checkout.path).map_err(BuildFailure::Permanent)?;
 
-        let work = tempfile::tempdir().map_err(|err| BuildFailure::Passing(format!("no room to build: {err}")))?;
-        let dependencies = self.fetch_dependencies(&recipe.depends, work.path(), log).await?;
+        let dependencies = self.fetch_dependencies(&recipe.depends, work_dir, log).await?;
 
         let docker = artifacts_runtime::docker::connect(settings).await.map_err(BuildFailure::Passing)?;
         let image = recipe.image.clone().unwrap_or_else(|| settings.builder_image(job.architecture).to_owned());
         log.write(&format!("running {:?} in {image}", recipe.command)).await;
         let user = settings.build_user();
         let platform = job.architecture.platform();
-        let container = Container::create(&docker, &settings.build, &image, &recipe, platform, user).await?;
-        let inputs = work.path().join("inputs.tar");
+        let container =
+            Container::create(&docker, &settings.build, &image, &recipe, platform, user, &job.build_id).await?;
+        let inputs = work_dir.join("inputs.tar");
         let unpacked: Vec<_> = dependencies.iter().map(|(used, path)| (used.component.clone(), path.clone())).collect();
         let (source, output_dir, limits, packed) =
             (checkout.path.clone(), recipe.output.clone(), self.limits(), inputs.clone());
@@ -129,6 +129,7 @@ impl Build for ComponentBuild {
                     let _ = self.nats.stores.archives.delete(&previous.object).await;
                 }
                 log.write(&format!("component {}@{} is {}", record.component, record.tag, record.digest)).await;
+                self.rebuild_dependents(record).await?;
             }
             Moved::Behind { newer } => {
                 log.write(&format!(
@@ -143,6 +144,31 @@ impl Build for ComponentBuild {
 }
 
 impl ComponentBuild {
+    /// A build for a push hands its dependents to the git trigger (durably: a lost message would leave
+    /// them on the old version).
+    async fn rebuild_dependents(&self, record: &ComponentRecord) -> Result<(), String> {
+        let Some(trigger) = &self.job.trigger else { return Ok(()) };
+        let mut rebuilt = self.job.rebuilt_for_push.clone();
+        rebuilt.push(Self::label(record.component.as_str(), record.tag.as_str()));
+        let built = RebuiltForPush {
+            component: record.component.clone(),
+            tag: record.tag.clone(),
+            architecture: record.architecture,
+            trigger: trigger.clone(),
+            rebuilt,
+        };
+        let payload = serde_json::to_vec(&built).expect("messages serialise");
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", format!("dependents-{}", self.job.build_id).as_str());
+        let subject = self.nats.subjects.git_push_dependents();
+        async {
+            self.nats.jetstream.publish_with_headers(subject, headers, payload.into()).await?.await?;
+            Ok::<_, async_nats::Error>(())
+        }
+        .await
+        .map_err(|err| format!("cannot hand the dependents to the git trigger: {err}"))
+    }
+
     /// Downloads each dependency's tarball into `dir`. A dependency that is absent but whose source is
     /// known is submitted, and this build waits for it (without counting an attempt); a cycle, an unknown
     /// source or a failed dependency build fails this build.
@@ -228,17 +254,20 @@ impl ComponentBuild {
             component: dependency.component.clone(),
             tag: dependency.tag.clone(),
             architecture: self.job.architecture,
+            // It is absent from the store, so an identical build that succeeded is gone (deleted).
+            force: true,
         };
         let record = builds::read(&self.nats, &self.job.build_id).await.ok().flatten();
         let submitter = Submitter {
             requested_by: record.map(|r| r.requested_by).unwrap_or_default(),
             component_patterns: self.job.component_patterns.clone(),
             trigger: None,
+            rebuilt_for_push: Vec::new(),
             // Built again with this build's chain, so that a cycle is named; a dependency that fails
             // again fails this build (see `dependency_failed_before`).
             rerun_failed: true,
         };
-        let accepted = submit::queue(&self.nats, &request, &submitter, chain.to_vec())
+        let accepted = submit::queue(&self.nats, &self.settings, &request, &submitter, chain.to_vec())
             .await
             .map_err(|err| BuildFailure::Passing(err.message))?;
         Ok(format!("{label} (build {})", accepted.build_id))

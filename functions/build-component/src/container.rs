@@ -1,13 +1,14 @@
 //! The build container: the builder image, the source and dependencies copied in (no host mounts), the
 //! network off by default, every capability dropped, `no-new-privileges`, and limits on memory, CPU and
-//! processes. The container is removed however the build ends, timeouts and cancellations included.
+//! processes. The container is labelled with its build id; the attempt loop removes it however the
+//! build ends (`artifacts_runtime::leftovers`).
 
 use std::path::{Path, PathBuf};
 
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+    UploadToContainerOptionsBuilder,
 };
 use bollard::Docker;
 use bytes::Bytes;
@@ -17,8 +18,9 @@ use tokio_util::io::ReaderStream;
 use artifacts_runtime::archive::{self, ArchiveError, Limits};
 use artifacts_runtime::attempt::BuildFailure;
 use artifacts_runtime::configuration::BuildSettings;
+use artifacts_runtime::leftovers;
 use artifacts_runtime::logs::BuildLog;
-use artifacts_schemas::ComponentName;
+use artifacts_schemas::{BuildId, ComponentName};
 
 use crate::recipe::Recipe;
 
@@ -30,18 +32,6 @@ pub struct Container {
     id: String,
 }
 
-impl Drop for Container {
-    fn drop(&mut self) {
-        let (docker, id) = (self.docker.clone(), self.id.clone());
-        tokio::spawn(async move {
-            let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
-            if let Err(err) = docker.remove_container(&id, Some(options)).await {
-                tracing::warn!(%err, container = %id, "could not remove a build container");
-            }
-        });
-    }
-}
-
 impl Container {
     pub async fn create(
         docker: &Docker,
@@ -50,6 +40,7 @@ impl Container {
         recipe: &Recipe,
         platform: &str,
         user: Option<(u64, u64)>,
+        build_id: &BuildId,
     ) -> Result<Self, BuildFailure> {
         let host_config = HostConfig {
             network_mode: Some(settings.network.clone()),
@@ -68,6 +59,7 @@ impl Container {
             env: Some(vec![format!("ARTIFACT_OUT={}", recipe.output)]),
             network_disabled: Some(settings.network == "none"),
             user: user.map(|(uid, gid)| format!("{uid}:{gid}")),
+            labels: Some(leftovers::container_labels(build_id)),
             host_config: Some(host_config),
             ..Default::default()
         };

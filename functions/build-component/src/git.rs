@@ -17,8 +17,6 @@ use artifacts_runtime::configuration::{redact_url, GitSettings};
 use artifacts_schemas::{GitUrl, RequestError, TagName};
 
 pub struct Checkout {
-    /// Holds the clone and the empty `HOME` git ran with; both go when this does.
-    _dir: tempfile::TempDir,
     pub path: PathBuf,
     pub commit: String,
 }
@@ -60,10 +58,11 @@ pub fn check_file_root(url: &GitUrl, settings: &GitSettings) -> Result<(), Reque
     }
 }
 
-pub async fn clone(url: &GitUrl, tag: &TagName, settings: &GitSettings) -> Result<Checkout, BuildFailure> {
-    let dir = tempfile::tempdir().map_err(|err| BuildFailure::Passing(format!("no room for a clone: {err}")))?;
-    let home = dir.path().join("home");
-    let path = dir.path().join("src");
+/// Clones into `dir` (the build's work directory): the source under `src`, and the empty `HOME` git runs
+/// with.
+pub async fn clone(url: &GitUrl, tag: &TagName, settings: &GitSettings, dir: &Path) -> Result<Checkout, BuildFailure> {
+    let home = dir.join("home");
+    let path = dir.join("src");
     std::fs::create_dir(&home).map_err(|err| BuildFailure::Passing(format!("no room for a clone: {err}")))?;
     let shown = redact_url(url.as_str());
     let mut clone = git(&home, settings);
@@ -95,7 +94,43 @@ pub async fn clone(url: &GitUrl, tag: &TagName, settings: &GitSettings) -> Resul
         });
     }
     let commit = rev_parse(&home, &path, settings).await?;
-    Ok(Checkout { _dir: dir, path, commit })
+    Ok(Checkout { path, commit })
+}
+
+/// How long asking a repository which commit a ref names may take (a submission waits for it).
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The commit `tag` (a branch or a tag, as `git clone --branch` takes it) names in the repository now:
+/// with the rest of a submission it identifies identical builds. A ref the repository lacks and a
+/// repository that cannot be read are the submitter's to fix (400); a slow one is 503.
+pub async fn resolve(url: &GitUrl, tag: &TagName, settings: &GitSettings) -> Result<String, RequestError> {
+    let home = tempfile::tempdir().map_err(|err| RequestError::unavailable(format!("no room to run git: {err}")))?;
+    let shown = redact_url(url.as_str());
+    let (branch, tag_ref) = (format!("refs/heads/{tag}"), format!("refs/tags/{tag}"));
+    let peeled = format!("{tag_ref}^{{}}");
+    let mut command = git(home.path(), settings);
+    command.args(["ls-remote", "--"]).arg(url.as_str()).args([&branch, &tag_ref]);
+    let output = match tokio::time::timeout(RESOLVE_TIMEOUT, command.output()).await {
+        Err(_) => {
+            return Err(RequestError::unavailable(format!(
+                "{shown} did not answer within {}s",
+                RESOLVE_TIMEOUT.as_secs()
+            )))
+        }
+        Ok(Err(err)) => return Err(RequestError::unavailable(format!("cannot run git: {err}"))),
+        Ok(Ok(output)) => output,
+    };
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr).replace(url.as_str(), &shown);
+        return Err(RequestError::invalid(format!("cannot read the refs of {shown}: {}", stderr.trim())));
+    }
+    let listed = String::from_utf8_lossy(&output.stdout);
+    let refs: Vec<(&str, &str)> = listed.lines().filter_map(|line| line.split_once('\t')).collect();
+    // `git clone --branch` prefers a branch to a tag; an annotated tag names its commit when peeled.
+    [branch.as_str(), peeled.as_str(), tag_ref.as_str()]
+        .iter()
+        .find_map(|wanted| refs.iter().find(|(_, name)| name == wanted).map(|(commit, _)| commit.to_string()))
+        .ok_or_else(|| RequestError::invalid(format!("tag or branch {tag} was not found in {shown}")))
 }
 
 async fn rev_parse(home: &Path, repository: &Path, settings: &GitSettings) -> Result<String, BuildFailure> {

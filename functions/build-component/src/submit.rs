@@ -43,9 +43,10 @@ async fn accept(nats: &Nats, settings: &Settings, request: &Request) -> Result<B
         requested_by: request.requested_by.clone(),
         component_patterns: source.component_patterns,
         trigger: None,
+        rebuilt_for_push: Vec::new(),
         rerun_failed: request.message.headers.as_ref().is_none_or(|h| h.get(LOOKUP_HEADER).is_none()),
     };
-    queue(nats, &build, &submitter, Vec::new()).await
+    queue(nats, settings, &build, &submitter, Vec::new()).await
 }
 
 /// A URL this deployment may clone: an allowed scheme, and for `file://` a path under `git.file_roots`.
@@ -95,6 +96,14 @@ async fn record_source(nats: &Nats, source: &ComponentSource, caller_is_admin: b
     }
 }
 
+/// Whether `trigger` is a push of the request's own repository and tag, so that its commit is the one to
+/// build (a dependent rebuilt for a push elsewhere asks its repository).
+fn pushed(trigger: &Trigger, request: &ComponentBuildRequest) -> bool {
+    let pushed_ref = trigger.git_ref.strip_prefix("refs/tags/").or_else(|| trigger.git_ref.strip_prefix("refs/heads/"));
+    normalize_repository(&trigger.repository) == normalize_repository(&request.url)
+        && pushed_ref == Some(request.tag.as_str())
+}
+
 /// On whose behalf a build runs.
 pub struct Submitter {
     pub requested_by: RequestedBy,
@@ -102,22 +111,32 @@ pub struct Submitter {
     pub component_patterns: Option<Vec<String>>,
     /// The push a triggered build answers.
     pub trigger: Option<Trigger>,
+    /// What the push has rebuilt so far (`component@tag`).
+    pub rebuilt_for_push: Vec<String>,
     /// Whether an identical build that failed is run again (not for lookups).
     pub rerun_failed: bool,
 }
 
-/// Queues a checked request. `dependents` are the builds waiting for this one (for cycle detection).
+/// Queues a checked request, or answers with the identical build: the same commit of the same component,
+/// tag and architecture, queued, running, or (unless `force`) built successfully. `dependents` are the
+/// builds waiting for this one (for cycle detection).
 pub async fn queue(
     nats: &Nats,
+    settings: &Settings,
     request: &ComponentBuildRequest,
     submitter: &Submitter,
     dependents: Vec<String>,
 ) -> Result<BuildAccepted, RequestError> {
+    let commit = match submitter.trigger.as_ref().filter(|t| pushed(t, request)) {
+        Some(trigger) => trigger.commit.clone(),
+        None => git::resolve(&checked_url(&request.url, &settings.git)?, &request.tag, &settings.git).await?,
+    };
     let summary = ComponentBuildSummary {
         url: redact_url(&request.url),
         component: request.component.clone(),
         tag: request.tag.clone(),
         architecture: request.architecture,
+        commit,
         trigger: submitter.trigger.clone(),
     };
     let submitted = builds::submit(
@@ -135,14 +154,13 @@ pub async fn queue(
                 architecture: request.architecture,
                 dependents: dependents.clone(),
                 component_patterns: submitter.component_patterns.clone(),
+                trigger: submitter.trigger.clone(),
+                rebuilt_for_push: submitter.rebuilt_for_push.clone(),
             },
             rerun_failed: submitter.rerun_failed,
-            join_running: submitter.trigger.is_none(),
+            force: request.force,
         },
     )
     .await?;
-    Ok(match submitted.failed {
-        Some(error) => BuildAccepted::failed(submitted.build_id, error),
-        None => BuildAccepted::queued(submitted.build_id, None),
-    })
+    Ok(submitted.accepted(None))
 }

@@ -3,17 +3,16 @@
 
 use std::collections::HashMap;
 use std::io::Read as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bollard::query_parameters::{
-    BuildImageOptionsBuilder, BuilderVersion, PushImageOptionsBuilder, TagImageOptionsBuilder,
-};
+use bollard::query_parameters::{BuildImageOptionsBuilder, BuilderVersion, PushImageOptionsBuilder};
 use bollard::Docker;
 use futures::StreamExt;
 use tokio::io::AsyncReadExt;
 use tokio_util::io::ReaderStream;
 
+use crate::registry;
 use artifacts_runtime::archive::{self, ArchiveError, Limits};
 use artifacts_runtime::attempt::{Build, BuildFailure};
 use artifacts_runtime::latest::{move_forward, Moved};
@@ -43,8 +42,8 @@ impl Build for ImageBuild {
         format!("component {} branch {} for {}", self.job.component, self.job.branch, self.job.architecture)
     }
 
-    async fn run(&self, log: &mut BuildLog) -> Result<ImageBuildResult, BuildFailure> {
-        build_and_push(&self.nats, &self.settings, &self.job, log).await
+    async fn run(&self, work_dir: &Path, log: &mut BuildLog) -> Result<ImageBuildResult, BuildFailure> {
+        build_and_push(&self.nats, &self.settings, &self.job, work_dir, log).await
     }
 
     async fn store(&self, built: &ImageBuildResult, log: &mut BuildLog) -> Result<(), String> {
@@ -61,7 +60,12 @@ impl Build for ImageBuild {
             built_at: Timestamp::now(),
         };
         match move_forward(&self.nats.stores.images, &query.record_key(), &image).await.map_err(|err| err.message)? {
-            Moved::Forward { .. } => log.write(&format!("pushed {} ({})", built.image_name, built.digest)).await,
+            Moved::Forward { .. } => {
+                let repository = ImageRepository::new(&job.component, &job.branch).to_string();
+                let address = &self.settings.registry.address;
+                registry::copy_tag(address, &repository, &immutable_tag(job), job.architecture.short()).await?;
+                log.write(&format!("pushed {} ({})", built.image_name, built.digest)).await
+            }
             Moved::Behind { newer } => {
                 log.write(&format!("pushed {}; build {newer} is newer and stays the latest", built.immutable_name))
                     .await
@@ -75,15 +79,14 @@ async fn build_and_push(
     nats: &Nats,
     settings: &Settings,
     job: &ImageJob,
+    work_dir: &Path,
     log: &mut BuildLog,
 ) -> Result<ImageBuildResult, BuildFailure> {
     let docker = artifacts_runtime::docker::connect(settings).await.map_err(BuildFailure::Passing)?;
-    let workdir =
-        tempfile::tempdir().map_err(|err| BuildFailure::Passing(format!("no room for the build context: {err}")))?;
-    let context = assemble_context(nats, settings, job, workdir.path().to_path_buf()).await?;
+    let context = assemble_context(nats, settings, job, work_dir.to_path_buf()).await?;
 
     let repository = format!("{}/{}", settings.registry.address, ImageRepository::new(&job.component, &job.branch));
-    let immutable_tag = format!("{}-{}", job.architecture.short(), job.build_id);
+    let immutable_tag = immutable_tag(job);
     let immutable_name = format!("{repository}:{immutable_tag}");
     let build_args: HashMap<String, String> = job.build_args.clone().into_iter().collect();
     let cpu_period = 100_000;
@@ -123,17 +126,15 @@ async fn build_and_push(
         }
     }
     drop(output);
-    docker
-        .tag_image(
-            &immutable_name,
-            Some(TagImageOptionsBuilder::default().repo(&repository).tag(job.architecture.short()).build()),
-        )
-        .await
-        .map_err(|err| BuildFailure::Passing(format!("cannot tag the image: {err}")))?;
+    // Only the build's own tag is pushed; `store` points the architecture tag at it in the registry.
     let digest = push(&docker, &repository, &immutable_tag, settings, log).await?;
-    push(&docker, &repository, job.architecture.short(), settings, log).await?;
     let image_name = format!("{repository}:{}", job.architecture.short());
     Ok(ImageBuildResult { pull_command: pull_command(&image_name, &digest), image_name, immutable_name, digest })
+}
+
+/// The tag only this build pushes: `<arch>-<build id>`.
+fn immutable_tag(job: &ImageJob) -> String {
+    format!("{}-{}", job.architecture.short(), job.build_id)
 }
 
 fn build_failed(error: &str, log: &BuildLog) -> BuildFailure {

@@ -4,6 +4,7 @@
 
 pub mod build;
 pub mod dockerfile;
+mod registry;
 pub mod submit;
 
 use tokio_util::sync::CancellationToken;

@@ -105,7 +105,9 @@ fn context_hex(object: &str) -> Result<&str, RequestError> {
         .ok_or_else(|| RequestError::invalid("context must name an uploaded object `contexts/<sha256 hex>`"))
 }
 
-/// Stores the Dockerfile and queues a checked request. `trigger` is the push a triggered build answers.
+/// Stores the Dockerfile and queues a checked request, or answers with the identical build (same
+/// Dockerfile, context, arguments and target) queued, running or (unless `force`) built successfully.
+/// `trigger` is the push a triggered build answers.
 pub async fn queue(
     nats: &Nats,
     settings: &Settings,
@@ -152,7 +154,7 @@ pub async fn queue(
                 build_args: request.build_args.clone(),
             },
             rerun_failed: true,
-            join_running: trigger.is_none(),
+            force: request.force,
         },
     )
     .await?;
@@ -162,7 +164,7 @@ pub async fn queue(
         ImageRepository::new(&request.component, &request.branch),
         request.architecture.short()
     );
-    Ok(BuildAccepted::queued(submitted.build_id, Some(image_name)))
+    Ok(submitted.accepted(Some(image_name)))
 }
 
 /// A context must already be in the uploads store as `contexts/<sha256 hex>`, and its content must hash

@@ -5,7 +5,11 @@
 //!   architecture it was built for before.
 //! - A branch push rebuilds the components whose tag is that branch, and the images registered for that
 //!   component and branch (from their last Dockerfile and context).
-//! - Components that depend on a rebuilt component are rebuilt after it, transitively, each once.
+//! - Components that depend on a rebuilt component are rebuilt after it, transitively, each once: a
+//!   push's build that succeeds hands its dependents back here (`<prefix>.git.push.dependents`), so no
+//!   handler waits for a build.
+//! - A push or hand-over that fails at each of its deliveries goes to the dead-letter stream
+//!   (`<prefix>.dead.git.push.…`), is logged as an error and counted (`artifacts_jobs_dead_lettered_total`).
 //! - A deleted ref builds nothing; the same (repository, ref, commit) never builds twice; a newer push
 //!   for the same target cancels the older build if it is still queued.
 //!
@@ -24,23 +28,29 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use artifacts_runtime::auth::Authenticator;
-use artifacts_runtime::jobs::{self, WorkerSpec};
+use artifacts_runtime::jobs::{self, DeadLetter, Delivery, WorkerSpec};
 use artifacts_runtime::nats::ResourceNames;
 use artifacts_runtime::service::{self, ServiceSpec};
 use artifacts_runtime::{Nats, Settings};
-use artifacts_schemas::{Endpoint, GitPushEvent};
+use artifacts_schemas::{Endpoint, GitPushEvent, RebuiltForPush};
 
 /// Pushes handled at once.
 const SLOTS: usize = 4;
 
+/// Deliveries of one push (5 s apart at least) before it goes to the dead-letter stream.
+const MAX_DELIVERIES: i64 = 10;
+
 pub async fn run(settings: Settings, nats: Nats, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let spec = WorkerSpec {
+    let consumer_of = |consumer: &str, subject: String| WorkerSpec {
         stream: ResourceNames::new(&nats.subjects).push_stream(),
-        consumer: "git-trigger".into(),
-        subject: nats.subjects.git_push_accepted(),
+        consumer: consumer.into(),
+        dead_letter: Some(DeadLetter { subject: nats.subjects.dead_letter(&subject), max_deliveries: MAX_DELIVERIES }),
+        subject,
         slots: SLOTS,
         ack_wait: Duration::from_secs(settings.build.ack_wait_secs),
     };
+    let pushes_spec = consumer_of("git-trigger", nats.subjects.git_push_accepted());
+    let dependents_spec = consumer_of("git-trigger-dependents", nats.subjects.git_push_dependents());
     let authenticator = Authenticator::start(settings.admin_key(), &nats, shutdown.clone());
     let accept_nats = nats.clone();
     let pushes = service::serve(
@@ -58,11 +68,21 @@ pub async fn run(settings: Settings, nats: Nats, shutdown: CancellationToken) ->
         },
         shutdown.clone(),
     );
-    let (handler_nats, settings) = (nats.clone(), Arc::new(settings));
-    let handle = move |event: GitPushEvent| {
-        let (nats, settings) = (handler_nats.clone(), Arc::clone(&settings));
+    let settings = Arc::new(settings);
+    let (push_nats, push_settings) = (nats.clone(), Arc::clone(&settings));
+    let handle_push = move |event: GitPushEvent, _: Delivery| {
+        let (nats, settings) = (push_nats.clone(), Arc::clone(&push_settings));
         async move { trigger::handle(&nats, &settings, event).await }
     };
-    tokio::try_join!(pushes, jobs::work(&nats, spec, handle, shutdown))?;
+    let dependents_nats = nats.clone();
+    let handle_dependents = move |built: RebuiltForPush, _: Delivery| {
+        let (nats, settings) = (dependents_nats.clone(), Arc::clone(&settings));
+        async move { trigger::handle_dependents(&nats, &settings, built).await }
+    };
+    tokio::try_join!(
+        pushes,
+        jobs::work(&nats, pushes_spec, handle_push, shutdown.clone()),
+        jobs::work(&nats, dependents_spec, handle_dependents, shutdown),
+    )?;
     Ok(())
 }

@@ -11,7 +11,7 @@ use tokio::io::AsyncReadExt;
 
 use artifacts_build_component::submit::Submitter;
 use artifacts_runtime::builder::ensure_buildable;
-use artifacts_runtime::builds::{self, wait_until_finished};
+use artifacts_runtime::builds;
 use artifacts_runtime::jobs::Outcome;
 use artifacts_runtime::nats::{read_json, unavailable};
 use artifacts_runtime::{Nats, Settings};
@@ -19,14 +19,27 @@ use artifacts_schemas::names::slug_with_hash;
 use artifacts_schemas::{
     normalize_repository, Architecture, BranchName, BuildAccepted, BuildId, BuildRecord, BuildStatus,
     ComponentBuildRequest, ComponentName, ComponentRecord, ComponentSource, GitPushEvent, ImageBuildRequest,
-    ImageBuildSummary, ImageRecord, RequestError, RequestedBy, TagName, Trigger,
+    ImageBuildSummary, ImageRecord, RebuiltForPush, RequestError, RequestedBy, TagName, Trigger,
 };
 
+/// A push: submits the builds it asks for and returns; their dependents follow when they succeed
+/// ([`handle_dependents`]).
 pub async fn handle(nats: &Nats, settings: &Settings, event: GitPushEvent) -> Outcome {
     match handle_push(nats, settings, &event).await {
         Ok(()) => Outcome::Done,
         Err(err) => {
             tracing::warn!(%err, repository = %event.repository, "cannot handle a push now; retrying");
+            Outcome::Retry(Duration::from_secs(5))
+        }
+    }
+}
+
+/// A component a push rebuilt has been built: rebuilds the components built on it, each once per push.
+pub async fn handle_dependents(nats: &Nats, settings: &Settings, built: RebuiltForPush) -> Outcome {
+    match rebuild_dependents(nats, settings, &built).await {
+        Ok(()) => Outcome::Done,
+        Err(err) => {
+            tracing::warn!(%err, component = %built.component, "cannot rebuild dependents now; retrying");
             Outcome::Retry(Duration::from_secs(5))
         }
     }
@@ -60,7 +73,7 @@ async fn handle_push(nats: &Nats, settings: &Settings, event: &GitPushEvent) -> 
         .filter(|source: &ComponentSource| normalize_repository(&source.url) == repository)
         .collect();
     let records: Vec<ComponentRecord> = all(&nats.stores.components, "").await?;
-    let mut wave = Vec::new();
+    let mut rebuilds = Vec::new();
     for source in &sources {
         let built = records.iter().filter(|r| r.component == source.component);
         match pushed {
@@ -68,12 +81,12 @@ async fn handle_push(nats: &Nats, settings: &Settings, event: &GitPushEvent) -> 
                 let Ok(tag) = TagName::parse(tag) else { continue };
                 let architectures: BTreeSet<Architecture> = built.map(|r| r.architecture).collect();
                 for architecture in architectures {
-                    wave.push(rebuild(source, &tag, architecture));
+                    rebuilds.push(rebuild(source, &tag, architecture));
                 }
             }
             Pushed::Branch(branch) => {
                 for record in built.filter(|r| r.tag.as_str() == branch) {
-                    wave.push(rebuild(source, &record.tag, record.architecture));
+                    rebuilds.push(rebuild(source, &record.tag, record.architecture));
                 }
                 if let Ok(branch) = BranchName::parse(branch) {
                     rebuild_images(nats, settings, &source.component, &branch, &trigger).await?;
@@ -81,52 +94,47 @@ async fn handle_push(nats: &Nats, settings: &Settings, event: &GitPushEvent) -> 
             }
         }
     }
-    tracing::info!(%repository, git_ref = %event.git_ref, components = wave.len(), "push matched");
-
-    // Each wave's builds, then the components that depend on what succeeded, each target once.
-    let mut visited: BTreeSet<(ComponentName, TagName, Architecture)> =
-        wave.iter().map(|(r, _)| (r.component.clone(), r.tag.clone(), r.architecture)).collect();
-    let wait = Duration::from_secs(settings.build.timeout_secs * u64::from(settings.build.max_attempts) + 60);
-    while !wave.is_empty() {
-        let mut submitted = Vec::new();
-        for (request, patterns) in wave {
-            let submitter = Submitter {
-                requested_by: RequestedBy::default(),
-                component_patterns: patterns,
-                trigger: Some(trigger.clone()),
-                rerun_failed: true,
-            };
-            let queued = submit_component(nats, settings, &request, &submitter).await;
-            if let Some(build_id) = supersede(nats, &target_key(&request), queued).await? {
-                submitted.push((request, build_id));
-            }
-        }
-        let mut next = Vec::new();
-        for (built, build_id) in submitted {
-            let succeeded =
-                wait_until_finished(nats, &build_id, wait).await.is_some_and(|r| r.status == BuildStatus::Succeeded);
-            if !succeeded {
-                continue;
-            }
-            let dependents = records.iter().filter(|r| {
-                r.architecture == built.architecture
-                    && r.dependencies.iter().any(|d| d.component == built.component && d.tag == built.tag)
-            });
-            for dependent in dependents {
-                if !visited.insert((dependent.component.clone(), dependent.tag.clone(), dependent.architecture)) {
-                    continue;
-                }
-                let source: Option<ComponentSource> =
-                    read_json(&nats.stores.sources, &slug_with_hash(dependent.component.as_str())).await?;
-                if let Some(source) = source {
-                    next.push(rebuild(&source, &dependent.tag, dependent.architecture));
-                }
-            }
-        }
-        wave = next;
+    tracing::info!(%repository, git_ref = %event.git_ref, components = rebuilds.len(), "push matched");
+    for (request, patterns) in rebuilds {
+        let submitter = Submitter {
+            requested_by: RequestedBy::default(),
+            component_patterns: patterns,
+            trigger: Some(trigger.clone()),
+            rebuilt_for_push: Vec::new(),
+            rerun_failed: true,
+        };
+        let queued = submit_component(nats, settings, &request, &submitter).await;
+        supersede(nats, &target_key(&request), queued).await?;
     }
     let record = serde_json::to_vec(event).expect("events serialise");
     nats.stores.pushes.put(&handled, record.into()).await.map_err(unavailable)?;
+    Ok(())
+}
+
+async fn rebuild_dependents(nats: &Nats, settings: &Settings, built: &RebuiltForPush) -> Result<(), RequestError> {
+    let records: Vec<ComponentRecord> = all(&nats.stores.components, "").await?;
+    let dependents = records.iter().filter(|r| {
+        r.architecture == built.architecture
+            && r.dependencies.iter().any(|d| d.component == built.component && d.tag == built.tag)
+            && !built.rebuilt.contains(&format!("{}@{}", r.component, r.tag))
+    });
+    for dependent in dependents {
+        let source: Option<ComponentSource> =
+            read_json(&nats.stores.sources, &slug_with_hash(dependent.component.as_str())).await?;
+        let Some(source) = source else { continue };
+        let (mut request, patterns) = rebuild(&source, &dependent.tag, dependent.architecture);
+        // Its own commit may be unchanged: what changed is a dependency, so build it again regardless.
+        request.force = true;
+        let submitter = Submitter {
+            requested_by: RequestedBy::default(),
+            component_patterns: patterns,
+            trigger: Some(built.trigger.clone()),
+            rebuilt_for_push: built.rebuilt.clone(),
+            rerun_failed: true,
+        };
+        let queued = submit_component(nats, settings, &request, &submitter).await;
+        supersede(nats, &target_key(&request), queued).await?;
+    }
     Ok(())
 }
 
@@ -142,6 +150,7 @@ fn rebuild(
         component: source.component.clone(),
         tag: tag.clone(),
         architecture,
+        force: false,
     };
     (request, source.component_patterns.clone())
 }
@@ -154,7 +163,7 @@ async fn submit_component(
 ) -> Result<BuildAccepted, RequestError> {
     use artifacts_build_component::{submit, SERVICE_NAME};
     ensure_buildable(nats, settings, SERVICE_NAME, request.architecture).await?;
-    submit::queue(nats, request, submitter, Vec::new()).await
+    submit::queue(nats, settings, request, submitter, Vec::new()).await
 }
 
 fn target_key(request: &ComponentBuildRequest) -> String {
@@ -187,6 +196,8 @@ async fn rebuild_images(
             context: summary
                 .context_digest
                 .and_then(|d| d.strip_prefix("sha256:").map(|hex| format!("contexts/{hex}"))),
+            // The same Dockerfile and context as the last build: a push asks for a fresh build of them.
+            force: true,
         };
         let key = format!(
             "latest-{}",

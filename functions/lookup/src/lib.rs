@@ -107,6 +107,8 @@ async fn component(nats: &Nats, base_url: &str, request: &Request) -> Result<Rep
         component: query.component.clone(),
         tag: query.tag.clone(),
         architecture: query.architecture,
+        // Absent from the store: an identical build that succeeded is gone (deleted), so build it again.
+        force: true,
     };
     let payload = serde_json::to_vec(&build).expect("requests serialise");
     // The caller's own headers: the submission authenticates the same key.
@@ -120,7 +122,10 @@ async fn component(nats: &Nats, base_url: &str, request: &Request) -> Result<Rep
     Ok(match accepted.status {
         // Still absent: a 404 whose body says why and names the failed build.
         AcceptedStatus::Failed => Reply::with_code(404, &ComponentLookupReply::failed(accepted)),
-        AcceptedStatus::Queued => Reply::with_code(202, &ComponentLookupReply::building(accepted)),
+        // Succeeded: it was stored since this lookup read the store; the next lookup finds it.
+        AcceptedStatus::Queued | AcceptedStatus::Succeeded => {
+            Reply::with_code(202, &ComponentLookupReply::building(accepted))
+        }
     })
 }
 

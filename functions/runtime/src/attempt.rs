@@ -4,20 +4,47 @@
 //! Failures are of three kinds. Permanent ones (a bad Dockerfile, a failing command, a missing base
 //! image, a refused archive, a timeout) fail the build at once. Passing ones (the Docker engine or the
 //! registry unreachable, JetStream hiccups) send the job back to the queue with a delay. Waiting (a
-//! dependency is being built first) sends it back without counting the attempt.
+//! dependency is being built first) sends it back without counting the attempt. So does a worker that
+//! is stopping: it lets a running build finish within `build.shutdown_grace_secs`, then hands it back
+//! for another worker. Attempts count failures and crashes, never restarts.
+//!
+//! A build's states:
+//!
+//! ```text
+//!            submit            a worker takes it             it ends
+//!  (none) ──────────> queued ─────────────────> running ───────────────> succeeded | failed
+//!                       │  ^                      │  (attempts += 1)
+//!                       │  └──────────────────────┘  a passing failure, a dependency to wait for, or
+//!                       │                            a hand-back at shutdown (not counted); a worker
+//!                       │                            killed outright: its lease (renewed in the record
+//!                       │                            as its job's progress is reported) runs out, and
+//!                       │                            JetStream redelivers after ack_wait (counted), up
+//!                       │                            to build.max_attempts; a second delivery while the
+//!                       │                            lease holds is left alone
+//!                       └─> cancelled (a newer push for the same target, or a user)
+//! ```
+//!
+//! The job is published before the record is written, so a record never names a job that does not
+//! exist; a job whose record never appeared (its submitter died in between) is dropped after a while.
 
 use std::future::Future;
 use std::time::Duration;
 
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use artifacts_schemas::{BuildId, BuildStatus, Timestamp};
 
 use crate::builds;
-use crate::configuration::BuildSettings;
-use crate::jobs::Outcome;
+use crate::jobs::{Delivery, Outcome};
+use crate::leftovers;
 use crate::logs::BuildLog;
 use crate::nats::Nats;
+use crate::Settings;
+
+/// A job whose build record is still missing this long after it was queued was never recorded (its
+/// submitter died between queueing and recording it): it is dropped.
+const UNRECORDED_JOB_AGE: Duration = Duration::from_secs(30);
 
 #[derive(Debug)]
 pub enum BuildFailure {
@@ -35,25 +62,54 @@ pub trait Build: Send + Sync {
     /// A line for the log's header, e.g. `component libfoo tag v1 for linux/amd64`.
     fn describe(&self) -> String;
 
-    fn run(&self, log: &mut BuildLog) -> impl Future<Output = Result<Self::Output, BuildFailure>> + Send;
+    /// Runs the build in `work_dir`, a fresh directory that is removed after the attempt.
+    fn run(
+        &self,
+        work_dir: &std::path::Path,
+        log: &mut BuildLog,
+    ) -> impl Future<Output = Result<Self::Output, BuildFailure>> + Send;
 
     /// Stores what the build made (the image or component record), before the build record says it
     /// succeeded.
     fn store(&self, output: &Self::Output, log: &mut BuildLog) -> impl Future<Output = Result<(), String>> + Send;
 }
 
-pub async fn attempt<B: Build>(nats: &Nats, settings: &BuildSettings, build: &B) -> Outcome {
+pub async fn attempt<B: Build>(
+    nats: &Nats,
+    settings: &Settings,
+    build: &B,
+    delivery: Delivery,
+    stopping: &CancellationToken,
+) -> Outcome {
     let build_id = build.build_id();
+    let lease = lease(settings);
+    let mut held_elsewhere = false;
     let started = builds::update(nats, build_id, |record| {
-        if !record.status.is_finished() {
+        held_elsewhere = record.status == BuildStatus::Running
+            && record.lease_expires_at.is_some_and(|until| until > Timestamp::now());
+        if !record.status.is_finished() && !held_elsewhere {
             record.status = BuildStatus::Running;
             record.attempts += 1;
             record.started_at.get_or_insert_with(Timestamp::now);
+            record.lease_expires_at = Some(Timestamp::after(lease));
         }
     })
     .await;
+    if held_elsewhere {
+        tracing::info!(%build_id, "a second delivery of a build whose worker holds its lease: leaving it");
+        return Outcome::HeldElsewhere;
+    }
     let record = match started {
         Ok(record) => record,
+        Err(err) if err.failure.code() == 404 => {
+            let age = time::OffsetDateTime::now_utc() - delivery.queued_at;
+            if age > UNRECORDED_JOB_AGE {
+                tracing::warn!(%build_id, "dropping a job whose build was never recorded (its submitter stopped)");
+                return Outcome::Done;
+            }
+            // Its submitter records it right after queueing it.
+            return Outcome::Retry(Duration::from_millis(200));
+        }
         Err(err) => {
             tracing::warn!(%err, %build_id, "cannot update the build record; retrying later");
             return Outcome::Retry(Duration::from_secs(5));
@@ -63,14 +119,30 @@ pub async fn attempt<B: Build>(nats: &Nats, settings: &BuildSettings, build: &B)
         return Outcome::Done;
     }
     let mut log = BuildLog::new(nats, build_id);
-    let max_attempts = settings.max_attempts;
+    let max_attempts = settings.build.max_attempts;
     if record.attempts > max_attempts {
         let last = record.error_message.unwrap_or_else(|| "the worker stopped during the build".into());
         return conclude(nats, build, &mut log, Err(format!("gave up after {max_attempts} attempts: {last}"))).await;
     }
     log.write(&format!("== attempt {} of {max_attempts}: {} ==", record.attempts, build.describe())).await;
-    let timeout = Duration::from_secs(settings.timeout_secs);
-    match tokio::time::timeout(timeout, build.run(&mut log)).await {
+    // What an earlier attempt of this build left, if its worker was killed.
+    leftovers::remove(settings, build_id).await;
+    let ended = match leftovers::fresh_work_dir(build_id).await {
+        Ok(work_dir) => run_until_stopped(nats, settings, build, &work_dir, &mut log, stopping).await,
+        Err(message) => Some(Ok(Err(BuildFailure::Passing(message)))),
+    };
+    leftovers::remove(settings, build_id).await;
+    let Some(ended) = ended else {
+        let message = format!(
+            "the worker stopped and handed the build back after waiting {}s (build.shutdown_grace_secs)",
+            settings.build.shutdown_grace_secs
+        );
+        log.write(&message).await;
+        requeue(nats, build_id, message, true).await;
+        return Outcome::Retry(Duration::ZERO);
+    };
+    let timeout = Duration::from_secs(settings.build.timeout_secs);
+    match ended {
         Err(_) => {
             let message = format!("the build timed out after {}s (build.timeout_secs)", timeout.as_secs());
             conclude(nats, build, &mut log, Err(message)).await
@@ -96,6 +168,7 @@ pub async fn attempt<B: Build>(nats: &Nats, settings: &BuildSettings, build: &B)
 async fn requeue(nats: &Nats, build_id: &BuildId, message: String, uncount: bool) {
     let requeued = builds::update(nats, build_id, |record| {
         record.status = BuildStatus::Queued;
+        record.lease_expires_at = None;
         record.error_message = Some(message.clone());
         if uncount {
             record.attempts = record.attempts.saturating_sub(1);
@@ -104,6 +177,53 @@ async fn requeue(nats: &Nats, build_id: &BuildId, message: String, uncount: bool
     .await;
     if let Err(err) = requeued {
         tracing::warn!(%err, %build_id, "cannot mark the build queued again");
+    }
+}
+
+/// Runs the build under its timeout; `None` when the worker began stopping and the build did not end
+/// within the grace period.
+async fn run_until_stopped<B: Build>(
+    nats: &Nats,
+    settings: &Settings,
+    build: &B,
+    work_dir: &std::path::Path,
+    log: &mut BuildLog,
+    stopping: &CancellationToken,
+) -> Option<Result<Result<B::Output, BuildFailure>, tokio::time::error::Elapsed>> {
+    let timeout = Duration::from_secs(settings.build.timeout_secs);
+    let grace = Duration::from_secs(settings.build.shutdown_grace_secs);
+    let grace_over = async {
+        stopping.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        ended = tokio::time::timeout(timeout, build.run(work_dir, log)) => Some(ended),
+        _ = grace_over => None,
+        _ = renew_lease(nats, build.build_id(), lease(settings)) => None,
+    }
+}
+
+/// How long a worker's lease on a build lasts: half of `ack_wait`, renewed at a third of that, so a dead
+/// worker's lease has run out before JetStream redelivers its job (`ack_wait` after its last progress
+/// report), and a live worker's never does.
+fn lease(settings: &Settings) -> Duration {
+    Duration::from_secs(settings.build.ack_wait_secs) / 2
+}
+
+/// Keeps the build's lease, as the job's progress reports keep JetStream from handing it to another
+/// worker. Never ends.
+async fn renew_lease(nats: &Nats, build_id: &BuildId, lease: Duration) {
+    loop {
+        tokio::time::sleep(lease / 3).await;
+        let renewed = builds::update(nats, build_id, |record| {
+            if record.status == BuildStatus::Running {
+                record.lease_expires_at = Some(Timestamp::after(lease));
+            }
+        })
+        .await;
+        if let Err(err) = renewed {
+            tracing::warn!(%err, %build_id, "could not renew the lease on a build");
+        }
     }
 }
 

@@ -18,7 +18,8 @@ use artifacts_schemas::{Architecture, BuildKind, Endpoint, RequestError};
 
 use crate::attempt::{attempt, Build};
 use crate::auth::Authenticator;
-use crate::jobs::{self, WorkerSpec};
+use crate::jobs::{self, Delivery, WorkerSpec};
+use crate::leftovers;
 use crate::nats::{unavailable, ResourceNames};
 use crate::service::{self, Reply, Request, ServiceSpec};
 use crate::{Nats, Settings};
@@ -67,6 +68,7 @@ where
         move |request| submit(submit_nats.clone(), Arc::clone(&submit_settings), request),
         shutdown.clone(),
     );
+    leftovers::sweep(&nats, &settings).await;
     let workers = architectures.into_iter().map(|architecture| {
         let worker = WorkerSpec {
             stream: ResourceNames::new(&nats.subjects).jobs_stream(),
@@ -74,15 +76,16 @@ where
             subject: nats.subjects.jobs(spec.kind, architecture),
             slots: settings.build.slots,
             ack_wait: Duration::from_secs(settings.build.ack_wait_secs),
+            dead_letter: None,
         };
         let (nats, settings, make_build, shutdown) =
             (nats.clone(), Arc::clone(&settings), make_build.clone(), shutdown.clone());
         async move {
-            let handler_nats = nats.clone();
-            let handle = move |job: J| {
+            let (handler_nats, stopping) = (nats.clone(), shutdown.clone());
+            let handle = move |job: J, delivery: Delivery| {
                 let build = make_build(handler_nats.clone(), Arc::clone(&settings), job);
-                let (nats, settings) = (handler_nats.clone(), Arc::clone(&settings));
-                async move { attempt(&nats, &settings.build, &build).await }
+                let (nats, settings, stopping) = (handler_nats.clone(), Arc::clone(&settings), stopping.clone());
+                async move { attempt(&nats, &settings, &build, delivery, &stopping).await }
             };
             jobs::work(&nats, worker, handle, shutdown).await
         }

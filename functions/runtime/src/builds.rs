@@ -2,8 +2,9 @@
 //!
 //! A submission is answered only after its record is written and its job is stored in the JetStream
 //! work queue, so nothing answered 202 is ever lost. Identical submissions (same content hash) share one
-//! build while it is queued or running: the `artifacts_active` bucket maps the hash to the build, and a
-//! key-value `create` (atomic) decides which of many concurrent submitters starts it.
+//! build while it is queued or running, and one that succeeded answers later ones unless they say
+//! `force`: the `artifacts_active` bucket maps the hash to the last such build, and a key-value `create`
+//! or compare-and-set `update` (atomic) decides which of many concurrent submitters starts a new one.
 
 use std::time::Duration;
 
@@ -11,7 +12,9 @@ use async_nats::jetstream::kv;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use artifacts_schemas::{BuildId, BuildKind, BuildRecord, BuildStatus, RequestError, RequestedBy, Timestamp};
+use artifacts_schemas::{
+    AcceptedStatus, BuildAccepted, BuildId, BuildKind, BuildRecord, BuildStatus, RequestError, RequestedBy, Timestamp,
+};
 
 use crate::nats::{read_json, unavailable, Nats};
 
@@ -27,19 +30,24 @@ pub struct Submission<J> {
     /// Whether an identical build that failed is run again. Lookups say no: a client polling a failing
     /// component would otherwise start a build at every poll.
     pub rerun_failed: bool,
-    /// Whether it may join an identical build that is already running. A push says no: the running build
-    /// may have cloned an older commit than the one pushed (a queued one will clone the newest).
-    pub join_running: bool,
+    /// Whether an identical build that succeeded is run again (otherwise the answer is that build).
+    pub force: bool,
 }
 
-/// The answer to a submission.
+/// The answer to a submission: the new build, or the identical one that answers it.
 pub struct Submitted {
     pub build_id: BuildId,
-    /// True when an identical build was already queued or running and this is its id.
-    pub duplicate: bool,
-    /// Set when nothing was queued because the last identical build failed (and `rerun_failed` was
-    /// false): that build's error; `build_id` is that build.
-    pub failed: Option<String>,
+    /// `queued` (new, or an identical build queued or running), `succeeded` (an identical build did and
+    /// `force` was not asked), `failed` (the last identical build failed and `rerun_failed` was false).
+    pub status: AcceptedStatus,
+    /// Why the identical build failed.
+    pub error: Option<String>,
+}
+
+impl Submitted {
+    pub fn accepted(self, image_name: Option<String>) -> BuildAccepted {
+        BuildAccepted::new(self.status, self.build_id, self.error, image_name)
+    }
 }
 
 /// A claimed key whose build record never appeared (its submitter died) is taken over after this.
@@ -68,19 +76,23 @@ pub async fn submit<J: Serialize>(
         };
         let still_active = match (&claimed_by, &existing) {
             (Some(_), Some(record)) => match record.status {
-                BuildStatus::Queued => true,
-                BuildStatus::Running => submission.join_running,
-                _ => false,
+                BuildStatus::Queued | BuildStatus::Running => true,
+                BuildStatus::Succeeded => !submission.force,
+                BuildStatus::Failed | BuildStatus::Cancelled => false,
             },
             (Some(_), None) => time::OffsetDateTime::now_utc() - entry.created < ORPHAN_CLAIM_AGE,
             (None, _) => false,
         };
         if let (true, Some(id)) = (still_active, &claimed_by) {
-            return Ok(Submitted { build_id: id.clone(), duplicate: true, failed: None });
+            let status = match existing.map(|r| r.status) {
+                Some(BuildStatus::Succeeded) => AcceptedStatus::Succeeded,
+                _ => AcceptedStatus::Queued,
+            };
+            return Ok(Submitted { build_id: id.clone(), status, error: None });
         }
         if let Some(record) = existing.filter(|r| r.status == BuildStatus::Failed && !submission.rerun_failed) {
             let error = record.error_message.unwrap_or_else(|| "the build failed".into());
-            return Ok(Submitted { build_id: record.build_id, duplicate: true, failed: Some(error) });
+            return Ok(Submitted { build_id: record.build_id, status: AcceptedStatus::Failed, error: Some(error) });
         }
         // The build it names has ended: claim the key, unless another submitter just did.
         if active.update(&key, build_id.as_str().to_owned().into(), entry.revision).await.is_ok() {
@@ -94,6 +106,20 @@ async fn start<J: Serialize>(
     build_id: BuildId,
     submission: &Submission<impl Fn(&BuildId) -> J>,
 ) -> Result<Submitted, RequestError> {
+    // The job first, then its record: a crash in between leaves a job whose record is missing (workers
+    // drop it after a while) and a dedup claim without a record (taken over after ORPHAN_CLAIM_AGE),
+    // never a record of a build that no job will run.
+    let job = serde_json::to_vec(&(submission.job)(&build_id)).expect("jobs serialise");
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", build_id.as_str());
+    let queued = async {
+        nats.jetstream.publish_with_headers(submission.job_subject.clone(), headers, job.into()).await?.await?;
+        Ok::<_, async_nats::Error>(())
+    }
+    .await;
+    if let Err(err) = queued {
+        return Err(RequestError::unavailable(format!("the build could not be queued: {err}")));
+    }
     let record = BuildRecord {
         build_id: build_id.clone(),
         kind: submission.kind,
@@ -106,26 +132,15 @@ async fn start<J: Serialize>(
         result: None,
         error_message: None,
         attempts: 0,
+        lease_expires_at: None,
     };
     put(nats, &record).await?;
-    let job = serde_json::to_vec(&(submission.job)(&build_id)).expect("jobs serialise");
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Nats-Msg-Id", build_id.as_str());
-    let queued = async {
-        nats.jetstream.publish_with_headers(submission.job_subject.clone(), headers, job.into()).await?.await?;
-        Ok::<_, async_nats::Error>(())
-    }
-    .await;
-    if let Err(err) = queued {
-        let message = format!("the build could not be queued: {err}");
-        let _ = update(nats, &build_id, |r| finish(r, BuildStatus::Failed, None, Some(message.clone()))).await;
-        return Err(RequestError::unavailable(message));
-    }
-    Ok(Submitted { build_id, duplicate: false, failed: None })
+    Ok(Submitted { build_id, status: AcceptedStatus::Queued, error: None })
 }
 
-/// SHA-256 of the kind and what is built: the summary without `trigger`, so a lookup, a push and a
-/// submission of the same thing share one build whoever asked (serde_json writes object keys in order,
+/// SHA-256 of the kind and what is built (for components the commit, for images the Dockerfile and
+/// context digests, with the target and build arguments): the summary without `trigger`, so a lookup, a
+/// push and a submission of the same thing share one build whoever asked (serde_json writes object keys in order,
 /// so equal summaries hash equal).
 fn content_hash(kind: BuildKind, summary: &serde_json::Value) -> String {
     let mut built = summary.clone();
@@ -147,12 +162,12 @@ async fn put(nats: &Nats, record: &BuildRecord) -> Result<(), RequestError> {
     Ok(())
 }
 
-/// Changes a record with compare-and-set, retrying when another writer got there first, and publishes
+/// Changes a record with compare-and-set, again when another writer got there first, and publishes
 /// the new state on `<prefix>.events.build.<id>`.
 pub async fn update(
     nats: &Nats,
     build_id: &BuildId,
-    change: impl Fn(&mut BuildRecord),
+    mut change: impl FnMut(&mut BuildRecord),
 ) -> Result<BuildRecord, RequestError> {
     let builds = &nats.stores.builds;
     loop {
@@ -165,9 +180,13 @@ pub async fn update(
             .map_err(|err| RequestError::internal(format!("build record {build_id} is unreadable: {err}")))?;
         change(&mut record);
         let bytes = serde_json::to_vec(&record).expect("records serialise");
-        if builds.update(build_id.as_str(), bytes.into(), entry.revision).await.is_ok() {
-            publish_event(nats, &record).await;
-            return Ok(record);
+        match builds.update(build_id.as_str(), bytes.into(), entry.revision).await {
+            Ok(_) => {
+                publish_event(nats, &record).await;
+                return Ok(record);
+            }
+            Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+            Err(err) => return Err(unavailable(err)),
         }
     }
 }
@@ -176,6 +195,7 @@ pub async fn update(
 pub fn finish(record: &mut BuildRecord, status: BuildStatus, result: Option<serde_json::Value>, error: Option<String>) {
     record.status = status;
     record.finished_at = Some(Timestamp::now());
+    record.lease_expires_at = None;
     record.result = result;
     record.error_message = error;
 }

@@ -110,6 +110,9 @@ pub struct BuildSettings {
     /// How long a job may go without a sign of life before JetStream hands it to another worker; workers
     /// report progress at a third of it.
     pub ack_wait_secs: u64,
+    /// On SIGTERM, how long a worker lets running builds go on before handing them back to the queue
+    /// (without counting the attempt).
+    pub shutdown_grace_secs: u64,
     /// The largest build context accepted, in bytes (uncompressed).
     pub max_context_bytes: u64,
     /// The image component build commands run in when `artifact.toml` names none.
@@ -223,6 +226,7 @@ impl Default for BuildSettings {
             network: "none".into(),
             max_attempts: 3,
             ack_wait_secs: 60,
+            shutdown_grace_secs: 30,
             max_context_bytes: 1024 * 1024 * 1024,
             builder_image: "busybox:latest".into(),
             builder_images: Default::default(),
@@ -254,6 +258,12 @@ pub enum SettingsError {
 }
 
 impl Settings {
+    /// How long a process may take to stop after SIGTERM: the builds' grace period, then settling with
+    /// NATS.
+    pub fn stop_within(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.build.shutdown_grace_secs) + crate::shutdown::GRACE
+    }
+
     /// Loads the layers. `file` is `--config FILE`; without it, `ARTIFACTS_CONFIG` names the file, and
     /// without that there is none.
     pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {

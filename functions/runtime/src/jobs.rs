@@ -2,9 +2,13 @@
 //!
 //! A worker fetches a job only when it has a slot for it (no prefetching: a buffered job would burn its
 //! `ack_wait` waiting), reports progress at a third of `ack_wait` while the job runs, and settles it
-//! explicitly: ack when done, nak with a delay to retry, term to give up. If the worker dies, JetStream
-//! hands the unacknowledged job to another worker after `ack_wait`. At shutdown a worker stops fetching
-//! and hands the jobs in hand back at once.
+//! explicitly: ack when done, nak with a delay to retry, term to give up. The unacknowledged job is the
+//! worker's lease on it: if the worker dies, its progress reports stop and JetStream hands the job to
+//! another worker after `ack_wait`. At shutdown a worker stops fetching and lets each handler finish or
+//! hand its job back (builds do so within `build.shutdown_grace_secs`).
+//!
+//! A job that keeps failing is not retried forever where the spec bounds its deliveries: after the last
+//! one it goes to the dead-letter subject, with the reason, and leaves the queue.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -27,6 +31,9 @@ pub enum Outcome {
     Done,
     /// A passing failure: deliver it again after the delay.
     Retry(Duration),
+    /// A second delivery of a job another handler holds (at-least-once delivery): left alone, so that
+    /// the holder's progress reports and its own settling decide.
+    HeldElsewhere,
 }
 
 pub struct WorkerSpec {
@@ -37,13 +44,33 @@ pub struct WorkerSpec {
     pub subject: String,
     pub slots: usize,
     pub ack_wait: Duration,
+    /// Where a job goes after its last allowed delivery, and how many deliveries it has; `None`: no limit
+    /// (the handler counts attempts itself, as builds do in their records).
+    pub dead_letter: Option<DeadLetter>,
 }
+
+pub struct DeadLetter {
+    pub subject: String,
+    pub max_deliveries: i64,
+}
+
+/// What JetStream says about the job in hand.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery {
+    /// When the job was queued.
+    pub queued_at: time::OffsetDateTime,
+    /// 1 for the first delivery.
+    pub delivered: i64,
+}
+
+/// The header naming why a job was dead-lettered.
+pub const DEAD_LETTER_REASON_HEADER: &str = "Artifacts-Dead-Letter-Reason";
 
 /// Runs jobs until `shutdown`. `handle` gets each job; a payload that is not a job is dropped for good.
 pub async fn work<J, H, F>(nats: &Nats, spec: WorkerSpec, handle: H, shutdown: CancellationToken) -> anyhow::Result<()>
 where
     J: DeserializeOwned + Send + 'static,
-    H: Fn(J) -> F + Send + Sync + 'static,
+    H: Fn(J, Delivery) -> F + Send + Sync + 'static,
     F: Future<Output = Outcome> + Send + 'static,
 {
     let consumer = consumer(nats, &spec).await?;
@@ -70,16 +97,33 @@ where
             }
         };
         let handle = Arc::clone(&handle);
-        let shutdown = shutdown.clone();
-        let ack_wait = spec.ack_wait;
+        let (ack_wait, nats) = (spec.ack_wait, nats.clone());
+        let dead_letter = spec.dead_letter.as_ref().map(|d| (d.subject.clone(), d.max_deliveries));
         in_hand.spawn(async move {
             let _slot = slot;
-            run_one(message, handle.as_ref(), ack_wait, shutdown).await;
+            run_one(&nats, message, handle.as_ref(), ack_wait, dead_letter).await;
         });
     }
     in_hand.close();
     in_hand.wait().await;
     Ok(())
+}
+
+/// Stores a job that failed at every delivery on the dead-letter subject, where an operator can read and
+/// replay it.
+async fn bury(nats: &Nats, message: &async_nats::jetstream::Message, subject: &str, deliveries: i64) {
+    let reason = format!("failed at each of {deliveries} deliveries");
+    tracing::error!(subject = %message.subject, dead_letter = %subject, "{reason}: moved to the dead-letter stream");
+    metrics::counter!("artifacts_jobs_dead_lettered_total", "subject" => subject.to_owned()).increment(1);
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(DEAD_LETTER_REASON_HEADER, reason.as_str());
+    let stored = async {
+        nats.jetstream.publish_with_headers(subject.to_owned(), headers, message.payload.clone()).await?.await?;
+        Ok::<_, async_nats::Error>(())
+    };
+    if let Err(err) = stored.await {
+        tracing::error!(%err, "could not store a dead letter; the job is dropped");
+    }
 }
 
 async fn consumer(nats: &Nats, spec: &WorkerSpec) -> anyhow::Result<PullConsumer> {
@@ -100,7 +144,8 @@ async fn consumer(nats: &Nats, spec: &WorkerSpec) -> anyhow::Result<PullConsumer
                 filter_subject: spec.subject.clone(),
                 ack_policy: AckPolicy::Explicit,
                 ack_wait: spec.ack_wait,
-                // Attempts are counted in the build record, which can say why a build gave up.
+                // Builds count attempts in their record, which can say why a build gave up; other jobs
+                // are bounded here and dead-lettered after the last delivery.
                 max_deliver: -1,
                 max_ack_pending: 10_000,
                 ..Default::default()
@@ -117,13 +162,14 @@ async fn fetch_one(consumer: &PullConsumer) -> Result<Option<async_nats::jetstre
 }
 
 async fn run_one<J, H, F>(
+    nats: &Nats,
     message: async_nats::jetstream::Message,
     handle: &H,
     ack_wait: Duration,
-    shutdown: CancellationToken,
+    dead_letter: Option<(String, i64)>,
 ) where
     J: DeserializeOwned,
-    H: Fn(J) -> F,
+    H: Fn(J, Delivery) -> F,
     F: Future<Output = Outcome>,
 {
     let job: J = match serde_json::from_slice(&message.payload) {
@@ -142,16 +188,22 @@ async fn run_one<J, H, F>(
             }
         }
     };
-    let outcome = tokio::select! {
-        outcome = handle(job) => Some(outcome),
-        _ = heartbeat => None,
-        _ = shutdown.cancelled() => None,
+    let delivery = match message.info() {
+        Ok(info) => Delivery { queued_at: info.published, delivered: info.delivered },
+        Err(_) => Delivery { queued_at: time::OffsetDateTime::now_utc(), delivered: 1 },
     };
-    let settled = match outcome {
-        Some(Outcome::Done) => message.double_ack().await,
-        Some(Outcome::Retry(delay)) => message.ack_with(AckKind::Nak(Some(delay))).await,
-        // Shutting down: hand the job back for another worker now rather than after ack_wait.
-        None => message.ack_with(AckKind::Nak(None)).await,
+    let outcome = tokio::select! {
+        outcome = handle(job, delivery) => outcome,
+        _ = heartbeat => unreachable!("the heartbeat never ends"),
+    };
+    let settled = match (outcome, dead_letter) {
+        (Outcome::HeldElsewhere, _) => return,
+        (Outcome::Done, _) => message.double_ack().await,
+        (Outcome::Retry(_), Some((subject, max))) if delivery.delivered >= max => {
+            bury(nats, &message, &subject, max).await;
+            message.ack_with(AckKind::Term).await
+        }
+        (Outcome::Retry(delay), _) => message.ack_with(AckKind::Nak(Some(delay))).await,
     };
     if let Err(err) = settled {
         tracing::warn!(%err, "could not settle a job; JetStream will deliver it again");

@@ -20,6 +20,7 @@ pub mod configuration;
 pub mod docker;
 pub mod jobs;
 pub mod latest;
+pub mod leftovers;
 pub mod logs;
 pub mod nats;
 pub mod nats_users;
@@ -63,6 +64,7 @@ where
     };
     telemetry::init(&settings.log);
     let shutdown = shutdown::on_signal();
+    let stop_within = settings.stop_within();
     let working = async {
         let nats = tokio::select! {
             nats = nats::connect(&settings, process_name) => nats?,
@@ -73,12 +75,12 @@ where
     // Finishing cleanly may need NATS, which may be stopping too: past the grace period, stop anyway.
     let overdue = async {
         shutdown.cancelled().await;
-        tokio::time::sleep(shutdown::GRACE).await;
+        tokio::time::sleep(stop_within).await;
     };
     let result = tokio::select! {
         result = working => result,
         _ = overdue => {
-            tracing::warn!("{process_name} did not finish within {}s of the shutdown signal; stopping anyway", shutdown::GRACE.as_secs());
+            tracing::warn!("{process_name} did not finish within {}s of the shutdown signal; stopping anyway", stop_within.as_secs());
             Ok(())
         }
     };

@@ -98,6 +98,9 @@ impl ResourceNames {
     pub fn push_stream(&self) -> String {
         format!("{}_PUSH", self.base.to_uppercase())
     }
+    pub fn dead_letter_stream(&self) -> String {
+        format!("{}_DEAD_LETTERS", self.base.to_uppercase())
+    }
 }
 
 /// The inbox prefix of the stack's own processes. Clients may subscribe only to `_INBOX_<their key id>.>`
@@ -205,7 +208,7 @@ async fn create_resources(js: &jetstream::Context, subjects: &Subjects) -> anyho
     js.create_or_update_stream(stream::Config {
         name: names.push_stream(),
         description: Some("Git push events from webhooks and CI systems, checked before they are stored".into()),
-        subjects: vec![subjects.git_push_accepted()],
+        subjects: vec![subjects.git_push_accepted(), subjects.git_push_dependents()],
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
         max_age: Duration::from_secs(7 * 24 * 3600),
@@ -217,6 +220,19 @@ async fn create_resources(js: &jetstream::Context, subjects: &Subjects) -> anyho
     })
     .await
     .context("push stream")?;
+    js.get_or_create_stream(stream::Config {
+        name: names.dead_letter_stream(),
+        description: Some("Jobs that failed at every allowed delivery, kept for an operator to read and replay".into()),
+        subjects: vec![subjects.dead_letters_wildcard()],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        max_age: Duration::from_secs(30 * 24 * 3600),
+        max_bytes: PUSH_STREAM_BYTES,
+        discard: stream::DiscardPolicy::Old,
+        ..Default::default()
+    })
+    .await
+    .context("dead-letter stream")?;
     js.get_or_create_stream(stream::Config {
         name: names.logs_stream(),
         description: Some("Build log lines, one subject per build".into()),

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-/// How long a process may take to finish after the shutdown signal before it stops anyway (`artifacts
-/// up` waits a little longer before SIGKILL).
+/// How long a process may take to settle with NATS after the shutdown signal (and after the builds'
+/// grace period) before it stops anyway (`artifacts up` waits a little longer before SIGKILL).
 pub const GRACE: Duration = Duration::from_secs(8);
 
 /// A token cancelled at the first SIGINT or SIGTERM, or when the process that started this one is gone

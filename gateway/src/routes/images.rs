@@ -114,7 +114,7 @@ async fn parse_submission(request: Request, state: &AppState) -> Result<(ImageBu
 
 async fn from_multipart(mut multipart: Multipart, state: &AppState) -> Result<ImageBuildRequest, ApiError> {
     let (mut dockerfile, mut component, mut branch, mut architecture, mut context) = (None, None, None, None, None);
-    let mut build_args = BTreeMap::new();
+    let (mut build_args, mut force) = (BTreeMap::new(), false);
     while let Some(field) = multipart.next_field().await.map_err(malformed)? {
         let name = field.name().unwrap_or("").to_owned();
         match name.as_str() {
@@ -122,10 +122,10 @@ async fn from_multipart(mut multipart: Multipart, state: &AppState) -> Result<Im
                 context = Some(upload_context(state, field).await?);
                 continue;
             }
-            "dockerfile" | "component" | "branch" | "architecture" | "buildArgs" => {}
+            "dockerfile" | "component" | "branch" | "architecture" | "buildArgs" | "force" => {}
             other => {
                 return Err(RequestError::invalid(format!(
-                    "unknown part {other:?}: expected dockerfile, component, branch, architecture, context or buildArgs"
+                    "unknown part {other:?}: expected dockerfile, component, branch, architecture, context, buildArgs or force"
                 ))
                 .into())
             }
@@ -141,6 +141,7 @@ async fn from_multipart(mut multipart: Multipart, state: &AppState) -> Result<Im
             "component" => component = Some(ComponentName::parse(text.trim())?),
             "branch" => branch = Some(BranchName::parse(text.trim())?),
             "architecture" => architecture = Some(Architecture::parse(text.trim())?),
+            "force" => force = text.trim().parse().map_err(|_| RequestError::invalid("force must be true or false"))?,
             _ => {
                 build_args = serde_json::from_str(&text).map_err(|_| {
                     RequestError::invalid("buildArgs must be a JSON object of strings, e.g. {\"VERSION\": \"1.2\"}")
@@ -156,6 +157,7 @@ async fn from_multipart(mut multipart: Multipart, state: &AppState) -> Result<Im
         architecture: architecture.ok_or_else(|| missing("architecture"))?,
         build_args,
         context,
+        force,
     })
 }
 

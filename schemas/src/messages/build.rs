@@ -61,6 +61,11 @@ impl Timestamp {
     pub fn now() -> Self {
         Self(time::OffsetDateTime::now_utc())
     }
+
+    /// `duration` from now.
+    pub fn after(duration: std::time::Duration) -> Self {
+        Self(time::OffsetDateTime::now_utc() + duration)
+    }
 }
 
 impl std::fmt::Display for Timestamp {
@@ -139,8 +144,12 @@ pub struct BuildRecord {
     pub result: Option<serde_json::Value>,
     /// Why the build failed, with the last lines of its log.
     pub error_message: Option<String>,
-    /// How many times a worker has started this build.
+    /// How many times a worker has started this build (a hand-back at shutdown is not counted).
     pub attempts: u32,
+    /// While running: until when the worker's lease on the build holds. The worker renews it; a build
+    /// whose lease ran out (its worker died) is taken by another worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_expires_at: Option<Timestamp>,
 }
 
 impl BuildRecord {

@@ -20,6 +20,9 @@ pub struct ComponentBuildRequest {
     pub component: ComponentName,
     pub tag: TagName,
     pub architecture: Architecture,
+    /// Build again even when this commit was built successfully before (default: answer with that build).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
 }
 
 /// Which component: `GET /components`, `<prefix>.component.get`.
@@ -73,6 +76,25 @@ pub struct ComponentJob {
     /// cannot read another team's component by depending on it. Absent: every component.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub component_patterns: Option<Vec<String>>,
+    /// The push this build answers: when it succeeds, the git trigger rebuilds its dependents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<Trigger>,
+    /// What this push has rebuilt so far (`component@tag`), so that each target is rebuilt once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rebuilt_for_push: Vec<String>,
+}
+
+/// A component a push rebuilt has been built (`<prefix>.git.push.dependents`, JetStream): the git
+/// trigger rebuilds the components that depend on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RebuiltForPush {
+    pub component: ComponentName,
+    pub tag: TagName,
+    pub architecture: Architecture,
+    pub trigger: Trigger,
+    /// What this push has rebuilt so far (`component@tag`), this one included.
+    pub rebuilt: Vec<String>,
 }
 
 /// What a component build's record shows of its submission.
@@ -84,6 +106,9 @@ pub struct ComponentBuildSummary {
     pub component: ComponentName,
     pub tag: TagName,
     pub architecture: Architecture,
+    /// The commit the tag named when the build was submitted: with the rest, what identifies identical
+    /// builds.
+    pub commit: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger: Option<Trigger>,
 }

@@ -53,6 +53,10 @@ pub struct ImageBuildRequest {
     /// the key that uploaded it or by keys building the component it was uploaded for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<String>,
+    /// Build again even when the same Dockerfile, context and arguments were built successfully before
+    /// (default: answer with that build).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
 }
 
 /// What a build-image worker needs to build (JetStream, `<prefix>.jobs.image.<arch>`): sources are

@@ -10,7 +10,10 @@ use super::build::BuildId;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AcceptedStatus {
+    /// Queued now, or joined an identical build that is queued or running.
     Queued,
+    /// An identical build already succeeded: this is it (say `force` to build again).
+    Succeeded,
     /// Only for a lookup's build: the last identical build failed, and a lookup does not run it again.
     Failed,
 }
@@ -31,15 +34,15 @@ pub struct BuildAccepted {
 }
 
 impl BuildAccepted {
-    /// The answer when the last identical build failed and is not run again.
-    pub fn failed(build_id: BuildId, error: String) -> Self {
-        Self { status: AcceptedStatus::Failed, error_message: Some(error), ..Self::queued(build_id, None) }
-    }
-
-    pub fn queued(build_id: BuildId, image_name: Option<String>) -> Self {
+    pub fn new(
+        status: AcceptedStatus,
+        build_id: BuildId,
+        error_message: Option<String>,
+        image_name: Option<String>,
+    ) -> Self {
         Self {
-            status: AcceptedStatus::Queued,
-            error_message: None,
+            status,
+            error_message,
             image_name,
             status_url: format!("/api/v1/builds/{build_id}"),
             logs_url: format!("/api/v1/builds/{build_id}/logs"),

@@ -1,0 +1,155 @@
+//! The whole stack as `artifacts up` runs it: nats-server, the registry, the gateway and every function
+//! as real processes, supervised. For tests that kill processes.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::workspace_binary;
+
+pub struct UpStack {
+    pub child: Child,
+    pub data: tempfile::TempDir,
+    pub gateway: String,
+    pub nats_port: u16,
+    pub admin_key: String,
+    pub http: reqwest::Client,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("an address").port()
+}
+
+impl UpStack {
+    /// Starts `artifacts up` on free ports with these extra environment variables, and waits until it says
+    /// the stack is up.
+    pub async fn start(env: &[(&str, &str)]) -> Self {
+        let data = tempfile::tempdir().expect("temporary directory");
+        let (gateway, nats_port, registry) = (free_port(), free_port(), free_port());
+        let mut command = Command::new(workspace_binary("artifacts"));
+        command
+            .args(["up", "--data-dir"])
+            .arg(data.path())
+            .env("ARTIFACTS__GATEWAY__LISTEN", format!("127.0.0.1:{gateway}"))
+            .env("NATS_URL", format!("nats://127.0.0.1:{nats_port}"))
+            .env("ARTIFACTS__REGISTRY__ADDRESS", format!("127.0.0.1:{registry}"))
+            .env_remove("ARTIFACTS_ADMIN_KEY")
+            .env_remove("ARTIFACTS_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("artifacts up starts");
+        let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+        let mut admin_key = None;
+        let started = tokio::time::timeout(Duration::from_secs(90), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(rest) = line.trim().strip_prefix("admin key: ") {
+                    admin_key = rest.split_whitespace().next().map(str::to_owned);
+                }
+                if line.starts_with("Press Ctrl-C") {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(started.is_ok(), "artifacts up did not come up in 90s");
+        // The stack's own log, shown with the test's output when it fails.
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("{line}");
+            }
+        });
+        let admin_key = admin_key.expect("up prints the admin key it made");
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("a client");
+        Self { child, data, gateway: format!("http://127.0.0.1:{gateway}"), nats_port, admin_key, http }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.gateway)
+    }
+
+    /// The pid of the stack's process running `program` (a binary name such as `artifacts-build-image`).
+    pub fn pid_of(&self, program: &str) -> Option<u32> {
+        children(self.child.id()?).into_iter().find(|(_, name)| name == program).map(|(pid, _)| pid)
+    }
+
+    /// Waits until `/readyz` answers 200; how long that took.
+    pub async fn wait_ready(&self, limit: Duration) -> Duration {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            let answer = self.http.get(self.url("/readyz")).send().await;
+            if answer.is_ok_and(|a| a.status() == 200) {
+                return started.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the stack was not ready within {limit:?}");
+    }
+
+    /// GET with the admin key; `None` while the stack does not answer (a process is restarting).
+    pub async fn get(&self, path: &str) -> Option<Value> {
+        let answer = self.http.get(self.url(path)).bearer_auth(&self.admin_key).send().await.ok()?;
+        answer.json().await.ok()
+    }
+
+    /// The build's record once `done` holds for it, or `None` after `limit`.
+    pub async fn wait_for(&self, build_id: &str, limit: Duration, done: impl Fn(&Value) -> bool) -> Option<Value> {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if let Some(record) = self.get(&format!("/api/v1/builds/{build_id}")).await.filter(|r| done(r)) {
+                return Some(record);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
+    }
+
+    /// The build's log as the gateway streams it (server-sent events), for a build that has ended.
+    pub async fn log(&self, build_id: &str) -> String {
+        let answer = self.http.get(self.url(&format!("/api/v1/builds/{build_id}/logs"))).bearer_auth(&self.admin_key);
+        match tokio::time::timeout(Duration::from_secs(5), async { answer.send().await?.text().await }).await {
+            Ok(Ok(text)) => text,
+            _ => "(the log could not be read)".into(),
+        }
+    }
+
+    /// Every build record of a component.
+    pub async fn builds_of(&self, component: &str) -> Vec<Value> {
+        for _ in 0..100 {
+            if let Some(list) = self.get(&format!("/api/v1/builds?component={component}&limit=500")).await {
+                if let Some(builds) = list["builds"].as_array() {
+                    return builds.clone();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the builds of {component} could not be listed");
+    }
+}
+
+/// The processes whose parent is `pid`: (pid, the base name of the program they run).
+pub fn children(pid: u32) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
+        // `pid (comm) state ppid ...`: the name may hold spaces, so read after the last ')'.
+        let Some(close) = stat.rfind(')') else { continue };
+        let parent = stat[close + 1..].split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok());
+        if parent != Some(pid) {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(format!("/proc/{child}/cmdline")) else { continue };
+        let program = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+        let name = Path::new(&*String::from_utf8_lossy(program)).file_name().map(|n| n.to_string_lossy().into_owned());
+        found.push((child, name.unwrap_or_default()));
+    }
+    found
+}
