@@ -15,7 +15,8 @@ pub mod schema;
 pub mod subjects;
 
 pub use messages::build::{
-    BuildId, BuildKind, BuildList, BuildListQuery, BuildQuery, BuildRecord, BuildStatus, RequestedBy, Timestamp,
+    BuildId, BuildKind, BuildList, BuildListQuery, BuildQuery, BuildRecord, BuildResult, BuildStatus, BuildWork,
+    RequestedBy, Timestamp,
 };
 pub use messages::component::{
     ArchiveTransfer, ComponentBuildRequest, ComponentBuildSummary, ComponentJob, ComponentLookupReply,

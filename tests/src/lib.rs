@@ -385,12 +385,41 @@ impl TestApp {
         status: artifacts_schemas::BuildStatus,
         component: &str,
     ) -> artifacts_schemas::BuildId {
-        use artifacts_schemas::{BuildId, BuildRecord, RequestedBy, Timestamp};
+        use artifacts_schemas::{
+            Architecture, BranchName, BuildId, BuildKind, BuildRecord, BuildWork, ComponentBuildSummary, ComponentName,
+            ImageBuildSummary, RequestedBy, TagName, Timestamp,
+        };
+        let component = ComponentName::parse(component).expect("a valid component name");
+        let architecture = Architecture::parse("amd64").expect("an architecture");
+        let work = match kind {
+            BuildKind::Image => BuildWork::Image {
+                request: ImageBuildSummary {
+                    component,
+                    branch: BranchName::parse("main").expect("a branch"),
+                    architecture,
+                    dockerfile_digest: format!("sha256:{}", "0".repeat(64)),
+                    context_digest: None,
+                    build_args: Default::default(),
+                    trigger: None,
+                },
+                result: None,
+            },
+            BuildKind::Component => BuildWork::Component {
+                request: ComponentBuildSummary {
+                    url: "https://example.com/component.git".into(),
+                    component,
+                    tag: TagName::parse("v1").expect("a tag"),
+                    architecture,
+                    commit: "0".repeat(40),
+                    trigger: None,
+                },
+                result: None,
+            },
+        };
         let record = BuildRecord {
             build_id: BuildId::generate(),
-            kind,
+            work,
             status,
-            request: serde_json::json!({"component": component}),
             requested_by: RequestedBy {
                 linux_username: Some("alice".into()),
                 github_username: None,
@@ -399,7 +428,6 @@ impl TestApp {
             created_at: Timestamp::now(),
             started_at: None,
             finished_at: None,
-            result: None,
             error_message: None,
             attempts: 0,
             lease_expires_at: None,

@@ -16,8 +16,8 @@ use artifacts_runtime::{Nats, Settings};
 use artifacts_schemas::messages::keys::Scope;
 use artifacts_schemas::names::slug_with_hash;
 use artifacts_schemas::{
-    normalize_repository, parse_json, BuildAccepted, BuildId, BuildKind, ComponentBuildRequest, ComponentBuildSummary,
-    ComponentJob, ComponentSource, Failure, GitUrl, RequestError, RequestedBy, Trigger,
+    normalize_repository, parse_json, BuildAccepted, BuildId, BuildKind, BuildWork, ComponentBuildRequest,
+    ComponentBuildSummary, ComponentJob, ComponentSource, Failure, GitUrl, RequestError, RequestedBy, Trigger,
 };
 
 use crate::git;
@@ -142,8 +142,7 @@ pub async fn queue(
     let submitted = builds::submit(
         nats,
         Submission {
-            kind: BuildKind::Component,
-            summary: serde_json::to_value(&summary).expect("summaries serialise"),
+            work: BuildWork::Component { request: summary, result: None },
             requested_by: submitter.requested_by.clone(),
             job_subject: nats.subjects.jobs(BuildKind::Component, request.architecture),
             job: |build_id: &BuildId| ComponentJob {

@@ -16,8 +16,8 @@ use artifacts_runtime::{auth::Caller, Nats, Settings};
 use artifacts_schemas::messages::image::MAX_DOCKERFILE_BYTES;
 use artifacts_schemas::messages::keys::Scope;
 use artifacts_schemas::{
-    parse_json, Architecture, BuildAccepted, BuildKind, Failure, ImageBuildRequest, ImageBuildSummary, ImageJob,
-    ImageRecord, ImageRepository, RequestError, RequestedBy, Trigger,
+    parse_json, Architecture, BuildAccepted, BuildKind, BuildWork, Failure, ImageBuildRequest, ImageBuildSummary,
+    ImageJob, ImageRecord, ImageRepository, RequestError, RequestedBy, Trigger,
 };
 
 use crate::dockerfile::{may_name_image_id, referenced_images, registry_repository};
@@ -140,8 +140,7 @@ pub async fn queue(
     let submitted = builds::submit(
         nats,
         Submission {
-            kind: BuildKind::Image,
-            summary: serde_json::to_value(&summary).expect("summaries serialise"),
+            work: BuildWork::Image { request: summary, result: None },
             requested_by,
             job_subject: nats.subjects.jobs(BuildKind::Image, request.architecture),
             job: |build_id: &artifacts_schemas::BuildId| ImageJob {

@@ -17,9 +17,9 @@ use artifacts_runtime::nats::{read_json, unavailable};
 use artifacts_runtime::{Nats, Settings};
 use artifacts_schemas::names::slug_with_hash;
 use artifacts_schemas::{
-    normalize_repository, Architecture, BranchName, BuildAccepted, BuildId, BuildRecord, BuildStatus,
+    normalize_repository, Architecture, BranchName, BuildAccepted, BuildId, BuildRecord, BuildStatus, BuildWork,
     ComponentBuildRequest, ComponentName, ComponentRecord, ComponentSource, GitPushEvent, ImageBuildRequest,
-    ImageBuildSummary, ImageRecord, RebuiltForPush, RequestError, RequestedBy, TagName, Trigger,
+    ImageRecord, RebuiltForPush, RequestError, RequestedBy, TagName, Trigger,
 };
 
 /// A push: submits the builds it asks for and returns; their dependents follow when they succeed
@@ -185,7 +185,7 @@ async fn rebuild_images(
     let images: Vec<ImageRecord> = all(&nats.stores.images, &prefix).await?;
     for image in images {
         let Some(last) = builds::read(nats, &image.build_id).await? else { continue };
-        let Ok(summary) = serde_json::from_value::<ImageBuildSummary>(last.request) else { continue };
+        let BuildWork::Image { request: summary, .. } = last.work else { continue };
         let Some(dockerfile) = dockerfile_text(nats, &summary.dockerfile_digest).await else { continue };
         let request = ImageBuildRequest {
             dockerfile,

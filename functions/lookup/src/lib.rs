@@ -132,7 +132,7 @@ async fn component(nats: &Nats, base_url: &str, request: &Request) -> Result<Rep
 async fn build(builds: &kv::Store, caller: &Caller, payload: &[u8]) -> Result<Reply, RequestError> {
     let query: BuildQuery = parse_json(payload)?;
     match read_json::<BuildRecord>(builds, query.build_id.as_str()).await? {
-        Some(record) if caller.allows(record.component()) => Ok(Reply::ok(&record)),
+        Some(record) if caller.allows(record.work.component().as_str()) => Ok(Reply::ok(&record)),
         Some(_) => Err(RequestError::forbidden("this API key may not see builds of that component")),
         None => Err(RequestError::not_found(format!("no build has id {}", query.build_id))),
     }
@@ -151,10 +151,10 @@ async fn builds(builds: &kv::Store, caller: &Caller, payload: &[u8]) -> Result<R
         let Some(record) = read_json::<BuildRecord>(builds, &key).await? else {
             continue;
         };
-        let matches = caller.allows(record.component())
-            && query.kind.is_none_or(|kind| kind == record.kind)
+        let matches = caller.allows(record.work.component().as_str())
+            && query.kind.is_none_or(|kind| kind == record.work.kind())
             && query.status.is_none_or(|status| status == record.status)
-            && query.component.as_ref().is_none_or(|component| record.component() == component.as_str());
+            && query.component.as_ref().is_none_or(|component| record.work.component() == component);
         if matches {
             found.push(record);
         }

@@ -30,10 +30,9 @@
 use std::future::Future;
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use artifacts_schemas::{BuildId, BuildStatus, Timestamp};
+use artifacts_schemas::{BuildId, BuildResult, BuildStatus, Timestamp};
 
 use crate::builds;
 use crate::jobs::{Delivery, Outcome};
@@ -55,7 +54,7 @@ pub enum BuildFailure {
 
 /// A kind of build, as the attempt loop sees it.
 pub trait Build: Send + Sync {
-    type Output: Serialize + Send + Sync;
+    type Output: Into<BuildResult> + Send + Sync;
 
     fn build_id(&self) -> &BuildId;
 
@@ -237,8 +236,8 @@ async fn conclude<B: Build>(nats: &Nats, build: &B, log: &mut BuildLog, result: 
         }
     }
     let status = if result.is_ok() { BuildStatus::Succeeded } else { BuildStatus::Failed };
-    let (output, error) = match result {
-        Ok(output) => (Some(serde_json::to_value(output).expect("results serialise")), None),
+    let (output, error): (Option<BuildResult>, _) = match result {
+        Ok(output) => (Some(output.into()), None),
         Err(message) => {
             log.write(&format!("failed: {message}")).await;
             (None, Some(message))

@@ -13,16 +13,17 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use artifacts_schemas::{
-    AcceptedStatus, BuildAccepted, BuildId, BuildKind, BuildRecord, BuildStatus, RequestError, RequestedBy, Timestamp,
+    AcceptedStatus, BuildAccepted, BuildId, BuildRecord, BuildResult, BuildStatus, BuildWork, RequestError,
+    RequestedBy, Timestamp,
 };
 
 use crate::nats::{read_json, unavailable, Nats};
 
 /// A new build, as its submitter describes it.
 pub struct Submission<J> {
-    pub kind: BuildKind,
-    /// What the record shows of the request; hashed with `kind` to find identical builds.
-    pub summary: serde_json::Value,
+    /// What is built (the record's `kind` and `request`; its result is empty); hashed to find identical
+    /// builds.
+    pub work: BuildWork,
     pub requested_by: RequestedBy,
     /// The work-queue subject of the job.
     pub job_subject: String,
@@ -59,7 +60,7 @@ pub async fn submit<J: Serialize>(
     nats: &Nats,
     submission: Submission<impl Fn(&BuildId) -> J>,
 ) -> Result<Submitted, RequestError> {
-    let key = content_hash(submission.kind, &submission.summary);
+    let key = content_hash(&submission.work);
     let active = &nats.stores.active;
     loop {
         let build_id = BuildId::generate();
@@ -122,14 +123,12 @@ async fn start<J: Serialize>(
     }
     let record = BuildRecord {
         build_id: build_id.clone(),
-        kind: submission.kind,
+        work: submission.work.clone(),
         status: BuildStatus::Queued,
-        request: submission.summary.clone(),
         requested_by: submission.requested_by.clone(),
         created_at: Timestamp::now(),
         started_at: None,
         finished_at: None,
-        result: None,
         error_message: None,
         attempts: 0,
         lease_expires_at: None,
@@ -139,16 +138,18 @@ async fn start<J: Serialize>(
 }
 
 /// SHA-256 of the kind and what is built (for components the commit, for images the Dockerfile and
-/// context digests, with the target and build arguments): the summary without `trigger`, so a lookup, a
-/// push and a submission of the same thing share one build whoever asked (serde_json writes object keys in order,
-/// so equal summaries hash equal).
-fn content_hash(kind: BuildKind, summary: &serde_json::Value) -> String {
-    let mut built = summary.clone();
-    if let Some(fields) = built.as_object_mut() {
-        fields.remove("trigger");
+/// context digests, with the target and build arguments): the request without `trigger`, so a lookup, a
+/// push and a submission of the same thing share one build whoever asked (serde_json writes object keys
+/// in order, so equal requests hash equal).
+fn content_hash(work: &BuildWork) -> String {
+    let mut identity = serde_json::to_value(work).expect("requests serialise");
+    if let Some(fields) = identity.as_object_mut() {
+        fields.remove("result");
+        if let Some(request) = fields.get_mut("request").and_then(serde_json::Value::as_object_mut) {
+            request.remove("trigger");
+        }
     }
-    let canonical = serde_json::to_vec(&(kind, built)).expect("values serialise");
-    hex::encode(Sha256::digest(canonical))
+    hex::encode(Sha256::digest(serde_json::to_vec(&identity).expect("values serialise")))
 }
 
 pub async fn read(nats: &Nats, build_id: &BuildId) -> Result<Option<BuildRecord>, RequestError> {
@@ -192,11 +193,11 @@ pub async fn update(
 }
 
 /// Marks a record as ended.
-pub fn finish(record: &mut BuildRecord, status: BuildStatus, result: Option<serde_json::Value>, error: Option<String>) {
+pub fn finish(record: &mut BuildRecord, status: BuildStatus, result: Option<BuildResult>, error: Option<String>) {
     record.status = status;
     record.finished_at = Some(Timestamp::now());
     record.lease_expires_at = None;
-    record.result = result;
+    record.work.set_result(result);
     record.error_message = error;
 }
 

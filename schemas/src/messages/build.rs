@@ -6,6 +6,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::component::{ComponentBuildSummary, ComponentRecord};
+use super::image::{ImageBuildResult, ImageBuildSummary};
 use crate::names::{ComponentName, InvalidName};
 use crate::schema::string_schema;
 
@@ -126,22 +128,83 @@ pub struct BuildQuery {
     pub build_id: BuildId,
 }
 
+/// What a build builds (`request`: its submission, as accepted) and what it made once it succeeded
+/// (`result`), typed by `kind`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BuildWork {
+    Image {
+        request: ImageBuildSummary,
+        /// The image name, immutable name, digest and pull command.
+        result: Option<ImageBuildResult>,
+    },
+    Component {
+        request: ComponentBuildSummary,
+        /// The stored component.
+        result: Option<ComponentRecord>,
+    },
+}
+
+/// What a build made, of either kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BuildResult {
+    Image(ImageBuildResult),
+    Component(Box<ComponentRecord>),
+}
+
+impl From<ImageBuildResult> for BuildResult {
+    fn from(result: ImageBuildResult) -> Self {
+        Self::Image(result)
+    }
+}
+
+impl From<ComponentRecord> for BuildResult {
+    fn from(record: ComponentRecord) -> Self {
+        Self::Component(Box::new(record))
+    }
+}
+
+impl BuildWork {
+    pub fn kind(&self) -> BuildKind {
+        match self {
+            Self::Image { .. } => BuildKind::Image,
+            Self::Component { .. } => BuildKind::Component,
+        }
+    }
+
+    /// The component the build is for.
+    pub fn component(&self) -> &ComponentName {
+        match self {
+            Self::Image { request, .. } => &request.component,
+            Self::Component { request, .. } => &request.component,
+        }
+    }
+
+    /// Records what the build made (a result of the other kind cannot happen and is dropped).
+    pub fn set_result(&mut self, made: Option<BuildResult>) {
+        match (self, made) {
+            (Self::Image { result, .. }, Some(BuildResult::Image(made))) => *result = Some(made),
+            (Self::Component { result, .. }, Some(BuildResult::Component(made))) => *result = Some(*made),
+            (Self::Image { result, .. }, _) => *result = None,
+            (Self::Component { result, .. }, _) => *result = None,
+        }
+    }
+}
+
 /// A build, from submission to its end.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BuildRecord {
     pub build_id: BuildId,
-    pub kind: BuildKind,
+    /// `kind`, `request` and `result`.
+    #[serde(flatten)]
+    pub work: BuildWork,
     /// The build's state.
     pub status: BuildStatus,
-    /// The submission, as accepted.
-    pub request: serde_json::Value,
     pub requested_by: RequestedBy,
     pub created_at: Timestamp,
     pub started_at: Option<Timestamp>,
     pub finished_at: Option<Timestamp>,
-    /// What the build produced (image name and digest, or component digest and size).
-    pub result: Option<serde_json::Value>,
     /// Why the build failed, with the last lines of its log.
     pub error_message: Option<String>,
     /// How many times a worker has started this build (a hand-back at shutdown is not counted).
@@ -150,13 +213,6 @@ pub struct BuildRecord {
     /// whose lease ran out (its worker died) is taken by another worker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_expires_at: Option<Timestamp>,
-}
-
-impl BuildRecord {
-    /// The component the build is for (every kind of request names one).
-    pub fn component(&self) -> &str {
-        self.request.get("component").and_then(|c| c.as_str()).unwrap_or_default()
-    }
 }
 
 pub const DEFAULT_BUILD_LIST_LIMIT: u32 = 50;

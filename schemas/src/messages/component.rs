@@ -107,7 +107,8 @@ pub struct ComponentBuildSummary {
     pub tag: TagName,
     pub architecture: Architecture,
     /// The commit the tag named when the build was submitted: with the rest, what identifies identical
-    /// builds.
+    /// builds (empty in records from before it was recorded).
+    #[serde(default)]
     pub commit: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger: Option<Trigger>,
