@@ -22,6 +22,7 @@ use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 use artifacts_runtime::nats_users::{self, SERVICE_USER};
+use artifacts_runtime::registry_auth::{self, SigningFiles};
 use artifacts_runtime::service::unanswered_services;
 use artifacts_runtime::{Nats, Settings};
 use artifacts_schemas::Subjects;
@@ -87,12 +88,20 @@ pub async fn run(config: Option<PathBuf>, data_dir: PathBuf) -> anyhow::Result<E
         false
     };
 
+    // The registry trusts tokens that the gateway signs with this key (see registry_auth).
+    let signing = match (&settings.registry.token_key_file, &settings.registry.token_certificate_file) {
+        (Some(key), Some(certificate)) => SigningFiles { key: key.clone(), certificate: certificate.clone() },
+        _ => registry_auth::ensure_signing_files(&data_dir).context("the registry token signing key")?,
+    };
     let registry = &settings.registry.address;
     if answers(registry).await {
-        println!("a registry already answers at {registry}: using it");
+        println!(
+            "a registry already answers at {registry}: using it (to put it behind API keys, see the README's \"Registry\")"
+        );
     } else if let Some(bin) = find_program("docker-registry").or_else(|| find_program("registry")) {
         let conf = data_dir.join("registry.yml");
-        std::fs::write(&conf, REGISTRY_CONFIG)?;
+        let auth = registry_auth::registry_auth_config(&settings.public_url(), &signing.certificate);
+        std::fs::write(&conf, format!("{REGISTRY_CONFIG}{auth}"))?;
         let (address, storage) = (registry.clone(), data_dir.join("registry"));
         stack.spawn("registry", move || {
             let mut command = Command::new(&bin);
@@ -125,8 +134,12 @@ pub async fn run(config: Option<PathBuf>, data_dir: PathBuf) -> anyhow::Result<E
                 continue;
             }
             let (config, service_url, admin_key) = (config.clone(), service_url.clone(), admin_key.clone());
+            let signing = signing.clone();
             stack.spawn(name.trim_start_matches("artifacts-"), move || {
                 let mut command = Command::new(&bin);
+                command
+                    .env("ARTIFACTS__REGISTRY__TOKEN_KEY_FILE", &signing.key)
+                    .env("ARTIFACTS__REGISTRY__TOKEN_CERTIFICATE_FILE", &signing.certificate);
                 if let Some(config) = &config {
                     command.env("ARTIFACTS_CONFIG", config);
                 }

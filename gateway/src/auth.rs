@@ -94,10 +94,17 @@ impl FromRequestParts<AppState> for Caller {
                 "an API key is required: send `Authorization: Bearer <key>` or `X-API-Key: <key>`",
             )
         })?;
-        let caller = state.keys.authenticator.authenticate(presented).await?;
-        state.keys.admit(&caller.key_id)?;
+        let caller = authenticate(state, presented).await?;
         Ok(Self { caller, key: presented.to_owned() })
     }
+}
+
+/// Authenticates a key presented another way than the API's headers (as the registry's Basic password),
+/// with the same rate limit.
+pub async fn authenticate(state: &AppState, key: &str) -> Result<auth::Caller, ApiError> {
+    let caller = state.keys.authenticator.authenticate(key).await?;
+    state.keys.admit(&caller.key_id)?;
+    Ok(caller)
 }
 
 fn presented_key(headers: &HeaderMap) -> Option<&str> {

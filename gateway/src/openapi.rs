@@ -23,6 +23,7 @@ use crate::routes;
         routes::keys::create,
         routes::keys::list,
         routes::keys::revoke,
+        routes::registry::token,
         routes::health::healthz,
         routes::health::readyz,
         routes::health::metrics,
@@ -50,6 +51,11 @@ impl Modify for Security {
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
         components.add_security_scheme("apiKey", SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))));
+        // The registry token endpoint: the API key as the Basic password, as `docker login` sends it.
+        components.add_security_scheme(
+            "basic",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
+        );
         let error = || ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorReply"))).build();
         for item in openapi.paths.paths.values_mut() {
             for operation in [&mut item.get, &mut item.post, &mut item.delete].into_iter().flatten() {

@@ -20,6 +20,7 @@ use crate::auth::Keys;
 use crate::error::ApiError;
 use crate::metrics::{self, Metrics};
 use crate::openapi::ApiDoc;
+use crate::routes::registry::{self, TokenSigner};
 use crate::routes::{builds, components, health, hooks, images, keys};
 use crate::state::AppState;
 
@@ -40,7 +41,9 @@ impl Application {
         }
         let stopped = CancellationToken::new();
         let authenticator = Authenticator::start(settings.admin_key(), &nats, stopped.clone());
+        let registry_tokens = TokenSigner::load(&settings)?.map(Arc::new);
         let state = AppState {
+            registry_tokens,
             keys: Arc::new(Keys::new(authenticator, settings.gateway.rate_limit_per_minute)),
             nats,
             metrics: Arc::new(Metrics::default()),
@@ -72,7 +75,8 @@ pub fn router(state: AppState) -> Router {
         .route("/builds/{build_id}/logs", get(builds::build_logs))
         .route("/hooks/{forge}", post(hooks::receive))
         .route("/keys", post(keys::create).get(keys::list))
-        .route("/keys/{key_id}", axum::routing::delete(keys::revoke));
+        .route("/keys/{key_id}", axum::routing::delete(keys::revoke))
+        .route("/registry/token", get(registry::token));
     // Docs, health and metrics answer at the root and, since the contract lists them under the API's base
     // path, below `/api/v1` too.
     let open = Router::new()

@@ -6,6 +6,7 @@ use artifacts_runtime::{Nats, Settings};
 
 use crate::auth::Keys;
 use crate::metrics::Metrics;
+use crate::routes::registry::TokenSigner;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -13,4 +14,6 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub keys: Arc<Keys>,
     pub metrics: Arc<Metrics>,
+    /// Signs registry tokens when `registry.token_key_file` is set.
+    pub registry_tokens: Option<Arc<TokenSigner>>,
 }

@@ -155,13 +155,20 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// An open registry on a free port.
     pub async fn start() -> Self {
+        Self::start_at(&format!("127.0.0.1:{}", free_port()), "").await
+    }
+
+    /// A registry at `address` (from [`free_port`]) with `extra` appended to its configuration (an
+    /// `auth:` section, say).
+    pub async fn start_at(address: &str, extra: &str) -> Self {
         let bin = require_program("docker-registry", "docker-registry");
         let storage = tempfile::tempdir().expect("temporary directory");
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let address = format!("127.0.0.1:{port}");
+        let address = address.to_owned();
         let config = storage.path().join("config.yml");
-        std::fs::write(&config, "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /unused\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:5000\n").unwrap();
+        let base = "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /unused\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:5000\n";
+        std::fs::write(&config, format!("{base}{extra}")).unwrap();
         let child = Command::new(bin)
             .arg("serve")
             .arg(&config)
@@ -180,6 +187,11 @@ impl Registry {
         }
         panic!("docker-registry did not listen on {address}");
     }
+}
+
+/// A port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("an address").port()
 }
 
 /// Fails, naming the fix, unless a Docker engine answers.

@@ -9,7 +9,7 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::workspace_binary;
+use crate::{free_port, workspace_binary};
 
 pub struct UpStack {
     pub child: Child,
@@ -18,10 +18,6 @@ pub struct UpStack {
     pub nats_port: u16,
     pub admin_key: String,
     pub http: reqwest::Client,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("an address").port()
 }
 
 impl UpStack {

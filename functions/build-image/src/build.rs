@@ -62,8 +62,7 @@ impl Build for ImageBuild {
         match move_forward(&self.nats.stores.images, &query.record_key(), &image).await.map_err(|err| err.message)? {
             Moved::Forward { .. } => {
                 let repository = ImageRepository::new(&job.component, &job.branch).to_string();
-                let address = &self.settings.registry.address;
-                registry::copy_tag(address, &repository, &immutable_tag(job), job.architecture.short()).await?;
+                registry::copy_tag(&self.settings, &repository, &immutable_tag(job), job.architecture.short()).await?;
                 log.write(&format!("pushed {} ({})", built.image_name, built.digest)).await
             }
             Moved::Behind { newer } => {
@@ -105,7 +104,11 @@ async fn build_and_push(
         .build();
     let file = tokio::fs::File::open(&context).await.map_err(|err| BuildFailure::Passing(err.to_string()))?;
     let body = bollard::body_try_stream(ReaderStream::with_capacity(file, 128 * 1024));
-    let mut output = docker.build_image(options, None, Some(body));
+    // Base images from this service's registry are pulled as the workers (the submission checked that
+    // the caller may read them).
+    let credentials = registry::builder_credentials(settings)
+        .map(|credentials| HashMap::from([(settings.registry.address.clone(), credentials)]));
+    let mut output = docker.build_image(options, credentials, Some(body));
     while let Some(item) = output.next().await {
         match item {
             Ok(info) => {
@@ -153,7 +156,8 @@ async fn push(
     let unreachable = |why: String| {
         BuildFailure::Passing(format!("cannot push to the registry at {}: {why}", settings.registry.address))
     };
-    let mut progress = docker.push_image(repository, Some(PushImageOptionsBuilder::default().tag(tag).build()), None);
+    let options = PushImageOptionsBuilder::default().tag(tag).build();
+    let mut progress = docker.push_image(repository, Some(options), registry::builder_credentials(settings));
     let mut digest = None;
     while let Some(item) = progress.next().await {
         let info = item.map_err(|err| unreachable(err.to_string()))?;

@@ -1,9 +1,13 @@
 //! The registry's HTTP API, for what the Docker engine cannot do without a race: pointing a build's
 //! architecture tag (`:amd64`) at the manifest that build pushed. Tagging in a shared engine and pushing
 //! the tag lets two concurrent builds of one repository push each other's image; copying the manifest
-//! from the build's own immutable tag cannot.
+//! from the build's own immutable tag cannot. A registry behind token authentication is answered with a
+//! token for the workers' own identity (`artifacts_runtime::registry_auth`).
 
 use std::time::Duration;
+
+use artifacts_runtime::registry_auth::{builder_password, BUILDER_USER};
+use artifacts_runtime::Settings;
 
 /// The manifest kinds Docker and the registry exchange, newest first.
 const MANIFEST_TYPES: &str = "application/vnd.docker.distribution.manifest.v2+json, \
@@ -12,26 +16,86 @@ const MANIFEST_TYPES: &str = "application/vnd.docker.distribution.manifest.v2+js
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Makes `to_tag` name the manifest `from_tag` names, in `repository` of the registry at `address`.
-pub async fn copy_tag(address: &str, repository: &str, from_tag: &str, to_tag: &str) -> Result<(), String> {
+/// The workers' registry credentials, when the admin key they derive from is set.
+pub fn builder_credentials(settings: &Settings) -> Option<bollard::auth::DockerCredentials> {
+    let password = builder_password(settings.admin_key()?);
+    Some(bollard::auth::DockerCredentials {
+        username: Some(BUILDER_USER.to_owned()),
+        password: Some(password.expose().to_owned()),
+        serveraddress: Some(settings.registry.address.clone()),
+        ..Default::default()
+    })
+}
+
+/// Makes `to_tag` name the manifest `from_tag` names, in `repository` of the registry.
+pub async fn copy_tag(settings: &Settings, repository: &str, from_tag: &str, to_tag: &str) -> Result<(), String> {
     let client = reqwest::Client::builder().timeout(TIMEOUT).build().map_err(|err| err.to_string())?;
-    let manifests = format!("http://{address}/v2/{repository}/manifests");
-    let fetched = client
-        .get(format!("{manifests}/{from_tag}"))
-        .header(reqwest::header::ACCEPT, MANIFEST_TYPES)
-        .send()
-        .await
-        .and_then(reqwest::Response::error_for_status)
-        .map_err(|err| format!("cannot read the manifest of {repository}:{from_tag}: {err}"))?;
+    let manifests = format!("http://{}/v2/{repository}/manifests", settings.registry.address);
+    let read = |token: Option<&str>| {
+        let mut request = client.get(format!("{manifests}/{from_tag}")).header(reqwest::header::ACCEPT, MANIFEST_TYPES);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    let unreadable = |err: reqwest::Error| format!("cannot read the manifest of {repository}:{from_tag}: {err}");
+    let mut fetched = read(None).await.map_err(unreadable)?;
+    let mut token = None;
+    if fetched.status() == reqwest::StatusCode::UNAUTHORIZED {
+        let challenge = fetched.headers().get(reqwest::header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok());
+        let challenge = challenge.ok_or("the registry refused without saying how to authenticate")?.to_owned();
+        token = Some(fetch_token(&client, settings, &challenge, repository).await?);
+        fetched = read(token.as_deref()).await.map_err(unreadable)?;
+    }
+    let fetched = fetched.error_for_status().map_err(unreadable)?;
     let content_type = fetched.headers().get(reqwest::header::CONTENT_TYPE).cloned();
     let manifest = fetched.bytes().await.map_err(|err| format!("cannot read the manifest: {err}"))?;
     let mut put = client.put(format!("{manifests}/{to_tag}")).body(manifest);
     if let Some(content_type) = content_type {
         put = put.header(reqwest::header::CONTENT_TYPE, content_type);
     }
+    if let Some(token) = &token {
+        put = put.bearer_auth(token);
+    }
     put.send()
         .await
         .and_then(reqwest::Response::error_for_status)
         .map_err(|err| format!("cannot tag {repository}:{to_tag}: {err}"))?;
     Ok(())
+}
+
+/// A token for pull and push on `repository`, from the realm the registry's challenge names
+/// (`Bearer realm="…",service="…",scope="…"`).
+async fn fetch_token(
+    client: &reqwest::Client,
+    settings: &Settings,
+    challenge: &str,
+    repository: &str,
+) -> Result<String, String> {
+    let parameter = |name: &str| {
+        let start = challenge.find(&format!("{name}=\""))? + name.len() + 2;
+        let end = challenge[start..].find('"')? + start;
+        Some(challenge[start..end].to_owned())
+    };
+    let realm = parameter("realm").ok_or_else(|| format!("the registry's challenge names no realm: {challenge}"))?;
+    let service = parameter("service").unwrap_or_default();
+    let password = settings
+        .admin_key()
+        .map(builder_password)
+        .ok_or("the registry wants a token, and without an admin key the workers have no registry identity")?;
+    #[derive(serde::Deserialize)]
+    struct Token {
+        token: String,
+    }
+    let scope = format!("repository:{repository}:pull,push");
+    let answer = client
+        .get(realm)
+        .query(&[("service", service.as_str()), ("scope", scope.as_str())])
+        .basic_auth(BUILDER_USER, Some(password.expose()))
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|err| format!("cannot get a registry token: {err}"))?;
+    let token: Token = answer.json().await.map_err(|err| format!("the token endpoint answered no token: {err}"))?;
+    Ok(token.token)
 }

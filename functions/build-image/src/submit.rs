@@ -5,19 +5,21 @@
 //! registry it names (`FROM`, `COPY --from`) must belong to components the caller may read, and an
 //! uploaded context must have been uploaded by the caller or for the same component.
 
+use async_nats::jetstream::kv;
 use sha2::{Digest, Sha256};
 
 use artifacts_runtime::builder::ensure_buildable;
 use artifacts_runtime::builds::{self, Submission};
 use artifacts_runtime::nats::{read_json, unavailable};
+use artifacts_runtime::registry_auth;
 use artifacts_runtime::service::{Reply, Request};
 use artifacts_runtime::uploads::require_grant;
 use artifacts_runtime::{auth::Caller, Nats, Settings};
 use artifacts_schemas::messages::image::MAX_DOCKERFILE_BYTES;
 use artifacts_schemas::messages::keys::Scope;
 use artifacts_schemas::{
-    parse_json, Architecture, BuildAccepted, BuildKind, BuildWork, Failure, ImageBuildRequest, ImageBuildSummary,
-    ImageJob, ImageRecord, ImageRepository, RequestError, RequestedBy, Trigger,
+    parse_json, Architecture, BuildAccepted, BuildKind, BuildWork, ComponentName, Failure, ImageBuildRequest,
+    ImageBuildSummary, ImageJob, ImageRecord, ImageRepository, RequestError, RequestedBy, Trigger,
 };
 
 use crate::dockerfile::{may_name_image_id, referenced_images, registry_repository};
@@ -137,6 +139,7 @@ pub async fn queue(
         build_args: request.build_args.clone(),
         trigger: trigger.clone(),
     };
+    record_repository(nats, &ImageRepository::new(&request.component, &request.branch), &request.component).await?;
     let submitted = builds::submit(
         nats,
         Submission {
@@ -164,6 +167,21 @@ pub async fn queue(
         request.architecture.short()
     );
     Ok(submitted.accepted(Some(image_name)))
+}
+
+/// Notes which component the repository holds images of, for registry tokens (the name does not say:
+/// branches are slugged). A repository's name follows from its component, so the first note stands.
+async fn record_repository(
+    nats: &Nats,
+    repository: &ImageRepository,
+    component: &ComponentName,
+) -> Result<(), RequestError> {
+    let key = registry_auth::repository_key(repository.as_str()).map_err(RequestError::internal)?;
+    match nats.stores.repositories.create(&key, component.as_str().to_owned().into()).await {
+        Ok(_) => Ok(()),
+        Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => Ok(()),
+        Err(err) => Err(unavailable(err)),
+    }
 }
 
 /// A context must already be in the uploads store as `contexts/<sha256 hex>`, and its content must hash

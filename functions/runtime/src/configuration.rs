@@ -78,6 +78,12 @@ pub struct NatsSettings {
 pub struct RegistrySettings {
     /// `host:port` of the container registry.
     pub address: String,
+    /// The PEM private key (P-256) that signs registry tokens (`GET /api/v1/registry/token`); unset: the
+    /// token endpoint is off and the registry must be open (or guarded otherwise). `artifacts up` makes one
+    /// in its data directory.
+    pub token_key_file: Option<PathBuf>,
+    /// The PEM certificate of that key, which the registry trusts (`auth.token.rootcertbundle`).
+    pub token_certificate_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -205,7 +211,7 @@ impl Default for NatsSettings {
 
 impl Default for RegistrySettings {
     fn default() -> Self {
-        Self { address: "127.0.0.1:5000".into() }
+        Self { address: "127.0.0.1:5000".into(), token_key_file: None, token_certificate_file: None }
     }
 }
 

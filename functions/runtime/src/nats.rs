@@ -46,6 +46,9 @@ pub struct Stores {
     /// Who may use an uploaded build context: `<sha256 hex>/key/<key id>` (the uploader) and
     /// `<sha256 hex>/component/<component slug>` (the component it was uploaded for).
     pub upload_grants: kv::Store,
+    /// The component each registry repository holds images of, so registry tokens follow component
+    /// patterns (repository names are not reversible: branches are slugged).
+    pub repositories: kv::Store,
 }
 
 /// Names of the JetStream resources under a subject prefix: `artifacts` gives `artifacts_builds`,
@@ -85,6 +88,9 @@ impl ResourceNames {
     }
     pub fn active_bucket(&self) -> String {
         format!("{}_active", self.base)
+    }
+    pub fn repositories_bucket(&self) -> String {
+        format!("{}_repositories", self.base)
     }
     pub fn upload_grants_bucket(&self) -> String {
         format!("{}_upload_grants", self.base)
@@ -259,7 +265,21 @@ async fn create_resources(js: &jetstream::Context, subjects: &Subjects) -> anyho
         key_value(js, names.components_bucket(), "Latest component per component/tag/architecture", 10).await?;
     let archives = object_store(js, names.archives_bucket(), "Component tarballs (.tar.gz)").await?;
     let uploads = object_store(js, names.uploads_bucket(), "Build sources: Dockerfiles and contexts").await?;
-    Ok(Stores { builds, images, components, archives, uploads, active, sources, pushes, keys, upload_grants })
+    let repositories =
+        key_value(js, names.repositories_bucket(), "The component of each registry repository", 1).await?;
+    Ok(Stores {
+        builds,
+        images,
+        components,
+        archives,
+        uploads,
+        active,
+        sources,
+        pushes,
+        keys,
+        upload_grants,
+        repositories,
+    })
 }
 
 /// The largest push event accepted: a push is a few hundred bytes of JSON.

@@ -125,6 +125,12 @@ pub fn pull_command(image_name: &str, digest: &str) -> String {
     format!("docker pull {repository}@{digest}")
 }
 
+/// `echo "$ARTIFACTS_KEY" | docker login <registry> --username artifacts --password-stdin`.
+pub fn login_command(image_name: &str) -> String {
+    let registry = image_name.split('/').next().unwrap_or(image_name);
+    format!("echo \"$ARTIFACTS_KEY\" | docker login {registry} --username artifacts --password-stdin")
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LookupStatus {
@@ -141,6 +147,9 @@ pub struct ImageLookupReply {
     pub image_name: Option<String>,
     /// A command that pulls exactly this build, by digest.
     pub pull_command: Option<String>,
+    /// What to run once before pulling from a registry behind API keys: the key goes on standard input,
+    /// as the password (any user name).
+    pub login_command: Option<String>,
     pub digest: Option<String>,
     pub build_id: Option<BuildId>,
     pub built_at: Option<Timestamp>,
@@ -152,6 +161,7 @@ impl ImageLookupReply {
             status: LookupStatus::Found,
             error_message: None,
             pull_command: Some(pull_command(&record.image_name, &record.digest)),
+            login_command: Some(login_command(&record.image_name)),
             image_name: Some(record.image_name),
             digest: Some(record.digest),
             build_id: Some(record.build_id),
@@ -168,6 +178,7 @@ impl ImageLookupReply {
             )),
             image_name: None,
             pull_command: None,
+            login_command: None,
             digest: None,
             build_id: None,
             built_at: None,
