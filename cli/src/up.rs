@@ -43,8 +43,13 @@ http:
 ";
 
 /// The function binaries, started in this order, after NATS and before the gateway.
-const FUNCTIONS: &[&str] =
-    &["artifacts-lookup", "artifacts-build-image", "artifacts-build-component", "artifacts-git-trigger"];
+const FUNCTIONS: &[&str] = &[
+    "artifacts-lookup",
+    "artifacts-build-image",
+    "artifacts-build-component",
+    "artifacts-git-trigger",
+    "artifacts-gc",
+];
 
 /// Beyond a process's own time to stop (`Settings::stop_within`), before `up` kills it.
 const KILL_MARGIN: Duration = Duration::from_secs(2);

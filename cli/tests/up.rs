@@ -91,8 +91,11 @@ async fn up_starts_everything_and_ctrl_c_stops_everything() {
     assert_eq!(lookup.status(), 404);
     let body: Value = lookup.json().await.unwrap();
     assert_eq!(body["status"], "not_found");
+    // The registry answers only with a token from the gateway.
     let registry_answer = http.get(format!("http://127.0.0.1:{registry}/v2/")).send().await.unwrap();
-    assert_eq!(registry_answer.status(), 200);
+    assert_eq!(registry_answer.status(), 401);
+    let challenge = registry_answer.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    assert!(challenge.contains(&format!("realm=\"http://127.0.0.1:{gateway}/api/v1/registry/token\"")), "{challenge}");
 
     // Issue 9's attacks, replayed on the stack `up` runs. A connection without credentials listens to
     // every inbox it may, asks a service with a stolen admin key in a header, and a read key asks a lookup

@@ -21,7 +21,7 @@ use crate::error::ApiError;
 use crate::metrics::{self, Metrics};
 use crate::openapi::ApiDoc;
 use crate::routes::registry::{self, TokenSigner};
-use crate::routes::{builds, components, health, hooks, images, keys};
+use crate::routes::{builds, components, health, hooks, images, keys, manage};
 use crate::state::AppState;
 
 pub struct Application {
@@ -73,6 +73,13 @@ pub fn router(state: AppState) -> Router {
         .route("/builds", get(builds::list_builds))
         .route("/builds/{build_id}", get(builds::get_build))
         .route("/builds/{build_id}/logs", get(builds::build_logs))
+        .route("/builds/{build_id}/cancel", post(manage::cancel))
+        .route("/builds/{build_id}/pin", post(manage::pin).delete(manage::unpin))
+        .route("/images/{component}/{branch}/{architecture}", axum::routing::delete(manage::delete_image))
+        .route("/components/{component}/{tag}/{architecture}", axum::routing::delete(manage::delete_component))
+        .route("/catalog/images", get(manage::images))
+        .route("/catalog/components", get(manage::components))
+        .route("/gc", post(manage::gc))
         .route("/hooks/{forge}", post(hooks::receive))
         .route("/keys", post(keys::create).get(keys::list))
         .route("/keys/{key_id}", axum::routing::delete(keys::revoke))

@@ -22,6 +22,14 @@ pub enum Endpoint {
     BuildList,
     /// `<prefix>.git.push`: a push event, checked and stored in JetStream.
     GitPush,
+    BuildCancel,
+    BuildPin,
+    ImageDelete,
+    ComponentDelete,
+    CatalogImages,
+    CatalogComponents,
+    /// `<prefix>.gc.run`: a collection now (admin).
+    GcRun,
 }
 
 impl Endpoint {
@@ -36,6 +44,13 @@ impl Endpoint {
             Self::BuildGet => "build.get",
             Self::BuildList => "build.list",
             Self::GitPush => "git.push",
+            Self::BuildCancel => "build.cancel",
+            Self::BuildPin => "build.pin",
+            Self::ImageDelete => "image.delete",
+            Self::ComponentDelete => "component.delete",
+            Self::CatalogImages => "catalog.images",
+            Self::CatalogComponents => "catalog.components",
+            Self::GcRun => "gc.run",
         }
     }
 
@@ -50,21 +65,39 @@ impl Endpoint {
             Self::BuildGet => "build-get",
             Self::BuildList => "build-list",
             Self::GitPush => "git-push",
+            Self::BuildCancel => "build-cancel",
+            Self::BuildPin => "build-pin",
+            Self::ImageDelete => "image-delete",
+            Self::ComponentDelete => "component-delete",
+            Self::CatalogImages => "catalog-images",
+            Self::CatalogComponents => "catalog-components",
+            Self::GcRun => "gc-run",
         }
     }
 
     /// The scope a key needs to use the endpoint at all (component patterns are checked by each handler).
     pub fn scope(self) -> Scope {
         match self {
-            Self::ImageGet | Self::ComponentGet | Self::ComponentArchive | Self::BuildGet | Self::BuildList => {
-                Scope::Read
-            }
-            Self::ImageBuild | Self::ComponentBuild | Self::GitPush => Scope::Build,
+            Self::ImageGet
+            | Self::ComponentGet
+            | Self::ComponentArchive
+            | Self::BuildGet
+            | Self::BuildList
+            | Self::CatalogImages
+            | Self::CatalogComponents => Scope::Read,
+            Self::ImageBuild
+            | Self::ComponentBuild
+            | Self::GitPush
+            | Self::BuildCancel
+            | Self::BuildPin
+            | Self::ImageDelete
+            | Self::ComponentDelete => Scope::Build,
+            Self::GcRun => Scope::Admin,
         }
     }
 
     /// Every endpoint, for permission lists.
-    pub const ALL: [Endpoint; 8] = [
+    pub const ALL: [Endpoint; 15] = [
         Self::ImageBuild,
         Self::ImageGet,
         Self::ComponentBuild,
@@ -73,6 +106,13 @@ impl Endpoint {
         Self::BuildGet,
         Self::BuildList,
         Self::GitPush,
+        Self::BuildCancel,
+        Self::BuildPin,
+        Self::ImageDelete,
+        Self::ComponentDelete,
+        Self::CatalogImages,
+        Self::CatalogComponents,
+        Self::GcRun,
     ];
 }
 

@@ -293,6 +293,8 @@ impl TestApp {
 
         let lookup_nats = artifacts_runtime::nats::connect(&settings, "test-lookup").await.expect("NATS connects");
         tokio::spawn(artifacts_lookup::run(settings.clone(), lookup_nats, shutdown.clone()));
+        let gc_nats = artifacts_runtime::nats::connect(&settings, "test-gc").await.expect("NATS connects");
+        tokio::spawn(artifacts_gc::run(settings.clone(), gc_nats, shutdown.clone()));
         if with_builder {
             let builder_nats =
                 artifacts_runtime::nats::connect(&settings, "test-build-image").await.expect("NATS connects");
@@ -319,6 +321,7 @@ impl TestApp {
             nats_server,
         };
         test_app.wait_for_service("artifacts-lookup").await;
+        test_app.wait_for_service("artifacts-gc").await;
         if with_builder {
             test_app.wait_for_service("artifacts-build-image").await;
             test_app.wait_for_service("artifacts-build-component").await;
@@ -443,6 +446,7 @@ impl TestApp {
             error_message: None,
             attempts: 0,
             lease_expires_at: None,
+            pinned: false,
         };
         let bytes = serde_json::to_vec(&record).expect("records serialise");
         self.nats.stores.builds.put(record.build_id.as_str(), bytes.into()).await.expect("JetStream stores the record");

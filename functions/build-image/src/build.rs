@@ -12,11 +12,11 @@ use futures::StreamExt;
 use tokio::io::AsyncReadExt;
 use tokio_util::io::ReaderStream;
 
-use crate::registry;
 use artifacts_runtime::archive::{self, ArchiveError, Limits};
 use artifacts_runtime::attempt::{Build, BuildFailure};
 use artifacts_runtime::latest::{move_forward, Moved};
 use artifacts_runtime::logs::BuildLog;
+use artifacts_runtime::registry;
 use artifacts_runtime::{Nats, Settings};
 use artifacts_schemas::messages::image::pull_command;
 use artifacts_schemas::{BuildId, ImageBuildResult, ImageJob, ImageQuery, ImageRecord, ImageRepository, Timestamp};
@@ -131,6 +131,12 @@ async fn build_and_push(
     drop(output);
     // Only the build's own tag is pushed; `store` points the architecture tag at it in the registry.
     let digest = push(&docker, &repository, &immutable_tag, settings, log).await?;
+    // The registry holds it now; the engine does not need to (nothing else ever collects it there).
+    if let Err(err) =
+        docker.remove_image(&immutable_name, None::<bollard::query_parameters::RemoveImageOptions>, None).await
+    {
+        tracing::warn!(%err, image = %immutable_name, "could not remove a pushed image from the engine");
+    }
     let image_name = format!("{repository}:{}", job.architecture.short());
     Ok(ImageBuildResult { pull_command: pull_command(&image_name, &digest), image_name, immutable_name, digest })
 }

@@ -4,7 +4,6 @@
 
 pub mod build;
 pub mod dockerfile;
-mod registry;
 pub mod submit;
 
 use tokio_util::sync::CancellationToken;

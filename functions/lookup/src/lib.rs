@@ -8,6 +8,7 @@
 //! may build that component; a `read` key is told that building needs the `build` scope.
 
 mod archive;
+mod catalog;
 
 use std::sync::Arc;
 
@@ -43,6 +44,8 @@ pub async fn run(settings: Settings, nats: Nats, shutdown: CancellationToken) ->
                 Endpoint::ComponentArchive,
                 Endpoint::BuildGet,
                 Endpoint::BuildList,
+                Endpoint::CatalogImages,
+                Endpoint::CatalogComponents,
             ],
             metadata: Default::default(),
         },
@@ -66,6 +69,8 @@ async fn answer(nats: &Nats, base_url: &str, request: &Request) -> Reply {
         Endpoint::ComponentArchive => archive::start(nats, caller, payload).await,
         Endpoint::BuildGet => build(&stores.builds, caller, payload).await,
         Endpoint::BuildList => builds(&stores.builds, caller, payload).await,
+        Endpoint::CatalogImages => catalog::images(&stores.images, caller, payload).await,
+        Endpoint::CatalogComponents => catalog::components(&stores.components, caller, payload).await,
         other => Err(RequestError::internal(format!("lookup does not serve {}", other.suffix()))),
     };
     result.unwrap_or_else(Reply::from)

@@ -126,19 +126,27 @@ pub async fn attempt<B: Build>(
     log.write(&format!("== attempt {} of {max_attempts}: {} ==", record.attempts, build.describe())).await;
     // What an earlier attempt of this build left, if its worker was killed.
     leftovers::remove(settings, build_id).await;
-    let ended = match leftovers::fresh_work_dir(build_id).await {
+    let stopped = match leftovers::fresh_work_dir(build_id).await {
         Ok(work_dir) => run_until_stopped(nats, settings, build, &work_dir, &mut log, stopping).await,
-        Err(message) => Some(Ok(Err(BuildFailure::Passing(message)))),
+        Err(message) => Stopped::Ended(Ok(Err(BuildFailure::Passing(message)))),
     };
     leftovers::remove(settings, build_id).await;
-    let Some(ended) = ended else {
-        let message = format!(
-            "the worker stopped and handed the build back after waiting {}s (build.shutdown_grace_secs)",
-            settings.build.shutdown_grace_secs
-        );
-        log.write(&message).await;
-        requeue(nats, build_id, message, true).await;
-        return Outcome::Retry(Duration::ZERO);
+    let ended = match stopped {
+        Stopped::Ended(ended) => ended,
+        Stopped::Cancelled => {
+            log.write("cancelled").await;
+            log.end(BuildStatus::Cancelled).await;
+            return Outcome::Done;
+        }
+        Stopped::HandedBack => {
+            let message = format!(
+                "the worker stopped and handed the build back after waiting {}s (build.shutdown_grace_secs)",
+                settings.build.shutdown_grace_secs
+            );
+            log.write(&message).await;
+            requeue(nats, build_id, message, true).await;
+            return Outcome::Retry(Duration::ZERO);
+        }
     };
     let timeout = Duration::from_secs(settings.build.timeout_secs);
     match ended {
@@ -179,8 +187,18 @@ async fn requeue(nats: &Nats, build_id: &BuildId, message: String, uncount: bool
     }
 }
 
-/// Runs the build under its timeout; `None` when the worker began stopping and the build did not end
-/// within the grace period.
+/// How a running build stopped.
+enum Stopped<T> {
+    /// It ended by itself, or hit its timeout.
+    Ended(Result<Result<T, BuildFailure>, tokio::time::error::Elapsed>),
+    /// The worker began stopping and the build did not end within the grace period.
+    HandedBack,
+    /// Someone cancelled it.
+    Cancelled,
+}
+
+/// Runs the build under its timeout, until it ends, the worker's grace period runs out or it is
+/// cancelled.
 async fn run_until_stopped<B: Build>(
     nats: &Nats,
     settings: &Settings,
@@ -188,7 +206,7 @@ async fn run_until_stopped<B: Build>(
     work_dir: &std::path::Path,
     log: &mut BuildLog,
     stopping: &CancellationToken,
-) -> Option<Result<Result<B::Output, BuildFailure>, tokio::time::error::Elapsed>> {
+) -> Stopped<B::Output> {
     let timeout = Duration::from_secs(settings.build.timeout_secs);
     let grace = Duration::from_secs(settings.build.shutdown_grace_secs);
     let grace_over = async {
@@ -196,10 +214,26 @@ async fn run_until_stopped<B: Build>(
         tokio::time::sleep(grace).await;
     };
     tokio::select! {
-        ended = tokio::time::timeout(timeout, build.run(work_dir, log)) => Some(ended),
-        _ = grace_over => None,
-        _ = renew_lease(nats, build.build_id(), lease(settings)) => None,
+        ended = tokio::time::timeout(timeout, build.run(work_dir, log)) => Stopped::Ended(ended),
+        _ = grace_over => Stopped::HandedBack,
+        _ = renew_lease(nats, build.build_id(), lease(settings)) => Stopped::HandedBack,
+        _ = cancelled(nats, build.build_id()) => Stopped::Cancelled,
     }
+}
+
+/// Resolves when the build's record says it was cancelled (never, if the watch cannot be made: the
+/// lease renewal then sees the cancellation instead).
+async fn cancelled(nats: &Nats, build_id: &BuildId) {
+    use futures::StreamExt as _;
+    if let Ok(mut changes) = nats.stores.builds.watch(build_id.as_str()).await {
+        while let Some(Ok(entry)) = changes.next().await {
+            let record: Option<artifacts_schemas::BuildRecord> = serde_json::from_slice(&entry.value).ok();
+            if record.is_some_and(|r| r.status == BuildStatus::Cancelled) {
+                return;
+            }
+        }
+    }
+    std::future::pending().await
 }
 
 /// How long a worker's lease on a build lasts: half of `ack_wait`, renewed at a third of that, so a dead
@@ -243,8 +277,13 @@ async fn conclude<B: Build>(nats: &Nats, build: &B, log: &mut BuildLog, result: 
             (None, Some(message))
         }
     };
-    if let Err(err) = builds::update(nats, build_id, |r| builds::finish(r, status, output.clone(), error.clone())).await
-    {
+    // A build cancelled in the meantime stays cancelled.
+    let recorded = builds::update(nats, build_id, |r| {
+        if !r.status.is_finished() {
+            builds::finish(r, status, output.clone(), error.clone())
+        }
+    });
+    if let Err(err) = recorded.await {
         tracing::warn!(%err, %build_id, "cannot record the end of the build; retrying the job");
         return Outcome::Retry(Duration::from_secs(5));
     }

@@ -132,6 +132,7 @@ async fn start<J: Serialize>(
         error_message: None,
         attempts: 0,
         lease_expires_at: None,
+        pinned: false,
     };
     put(nats, &record).await?;
     Ok(Submitted { build_id, status: AcceptedStatus::Queued, error: None })

@@ -45,8 +45,28 @@ pub struct Settings {
     pub hooks: HookSettings,
     pub log: LogSettings,
     pub build: BuildSettings,
+    pub retention: RetentionSettings,
     /// The bootstrap admin API key (env `ARTIFACTS_ADMIN_KEY`).
     pub admin_key: Option<Secret>,
+}
+
+/// What the collector keeps (`artifacts-gc`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Successful builds kept per target (image: component/branch/architecture; component:
+    /// component/tag/architecture), the latest always among them.
+    pub keep_successful: usize,
+    /// Failed and cancelled builds, and their logs, are kept this many days.
+    pub failed_days: u64,
+    /// How often the collector runs by itself (0: only on demand).
+    pub gc_interval_secs: u64,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self { keep_successful: 10, failed_days: 14, gc_interval_secs: 3600 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

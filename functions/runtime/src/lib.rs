@@ -24,6 +24,7 @@ pub mod leftovers;
 pub mod logs;
 pub mod nats;
 pub mod nats_users;
+pub mod registry;
 pub mod registry_auth;
 pub mod service;
 pub mod shutdown;

@@ -172,8 +172,9 @@ pub const LOOKUP_SERVICE: &str = "artifacts-lookup";
 pub const BUILD_IMAGE_SERVICE: &str = "artifacts-build-image";
 pub const BUILD_COMPONENT_SERVICE: &str = "artifacts-build-component";
 pub const GIT_TRIGGER_SERVICE: &str = "artifacts-git-trigger";
-pub const FUNCTION_SERVICES: [&str; 4] =
-    [LOOKUP_SERVICE, BUILD_IMAGE_SERVICE, BUILD_COMPONENT_SERVICE, GIT_TRIGGER_SERVICE];
+pub const GC_SERVICE: &str = "artifacts-gc";
+pub const FUNCTION_SERVICES: [&str; 5] =
+    [LOOKUP_SERVICE, BUILD_IMAGE_SERVICE, BUILD_COMPONENT_SERVICE, GIT_TRIGGER_SERVICE, GC_SERVICE];
 
 /// The function services that do not answer `$SRV.PING.<name>` within a second, in that order.
 pub async fn unanswered_services(nats: &Nats) -> Vec<&'static str> {

@@ -7,6 +7,7 @@ pub mod health;
 pub mod hooks;
 pub mod images;
 pub mod keys;
+pub mod manage;
 pub mod registry;
 
 use std::time::Duration;

@@ -213,6 +213,9 @@ pub struct BuildRecord {
     /// whose lease ran out (its worker died) is taken by another worker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_expires_at: Option<Timestamp>,
+    /// A pinned build's artifact is never collected.
+    #[serde(default)]
+    pub pinned: bool,
 }
 
 pub const DEFAULT_BUILD_LIST_LIMIT: u32 = 50;

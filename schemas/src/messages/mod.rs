@@ -6,6 +6,7 @@ pub mod build;
 pub mod component;
 pub mod image;
 pub mod keys;
+pub mod manage;
 pub mod push;
 pub mod reply;
 pub mod submission;

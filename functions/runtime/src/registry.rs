@@ -1,13 +1,13 @@
-//! The registry's HTTP API, for what the Docker engine cannot do without a race: pointing a build's
-//! architecture tag (`:amd64`) at the manifest that build pushed. Tagging in a shared engine and pushing
-//! the tag lets two concurrent builds of one repository push each other's image; copying the manifest
-//! from the build's own immutable tag cannot. A registry behind token authentication is answered with a
-//! token for the workers' own identity (`artifacts_runtime::registry_auth`).
+//! The registry's HTTP API, as the workers' own identity (a registry behind token authentication is
+//! answered with a token for it, see `registry_auth`): pointing a build's architecture tag (`:amd64`) at
+//! the manifest that build pushed, which the Docker engine cannot do without a race (tagging in a shared
+//! engine and pushing the tag lets two concurrent builds of one repository push each other's image), and
+//! deleting manifests for the collector.
 
 use std::time::Duration;
 
-use artifacts_runtime::registry_auth::{builder_password, BUILDER_USER};
-use artifacts_runtime::Settings;
+use crate::registry_auth::{builder_password, BUILDER_USER};
+use crate::Settings;
 
 /// The manifest kinds Docker and the registry exchange, newest first.
 const MANIFEST_TYPES: &str = "application/vnd.docker.distribution.manifest.v2+json, \
@@ -39,14 +39,7 @@ pub async fn copy_tag(settings: &Settings, repository: &str, from_tag: &str, to_
         request.send()
     };
     let unreadable = |err: reqwest::Error| format!("cannot read the manifest of {repository}:{from_tag}: {err}");
-    let mut fetched = read(None).await.map_err(unreadable)?;
-    let mut token = None;
-    if fetched.status() == reqwest::StatusCode::UNAUTHORIZED {
-        let challenge = fetched.headers().get(reqwest::header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok());
-        let challenge = challenge.ok_or("the registry refused without saying how to authenticate")?.to_owned();
-        token = Some(fetch_token(&client, settings, &challenge, repository).await?);
-        fetched = read(token.as_deref()).await.map_err(unreadable)?;
-    }
+    let (fetched, token) = with_token(&client, settings, repository, read).await.map_err(unreadable)?;
     let fetched = fetched.error_for_status().map_err(unreadable)?;
     let content_type = fetched.headers().get(reqwest::header::CONTENT_TYPE).cloned();
     let manifest = fetched.bytes().await.map_err(|err| format!("cannot read the manifest: {err}"))?;
@@ -64,7 +57,52 @@ pub async fn copy_tag(settings: &Settings, repository: &str, from_tag: &str, to_
     Ok(())
 }
 
-/// A token for pull and push on `repository`, from the realm the registry's challenge names
+/// Deletes the manifest `digest` of `repository` (its tags go with it). An absent one is no error.
+pub async fn delete_manifest(settings: &Settings, repository: &str, digest: &str) -> Result<(), String> {
+    let client = reqwest::Client::builder().timeout(TIMEOUT).build().map_err(|err| err.to_string())?;
+    let url = format!("http://{}/v2/{repository}/manifests/{digest}", settings.registry.address);
+    let delete = |token: Option<&str>| {
+        let mut request = client.delete(&url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    let failed = |err: reqwest::Error| format!("cannot delete {repository}@{digest}: {err}");
+    let (answer, _) = with_token(&client, settings, repository, delete).await.map_err(failed)?;
+    if answer.status() == reqwest::StatusCode::NOT_FOUND {
+        return Ok(());
+    }
+    answer.error_for_status().map(drop).map_err(failed)
+}
+
+/// Sends a request; when the registry asks for a token, gets one for the workers and sends it again.
+async fn with_token<F, Fut>(
+    client: &reqwest::Client,
+    settings: &Settings,
+    repository: &str,
+    send: F,
+) -> Result<(reqwest::Response, Option<String>), reqwest::Error>
+where
+    F: Fn(Option<&str>) -> Fut,
+    Fut: std::future::Future<Output = Result<reqwest::Response, reqwest::Error>>,
+{
+    let answer = send(None).await?;
+    if answer.status() != reqwest::StatusCode::UNAUTHORIZED {
+        return Ok((answer, None));
+    }
+    let challenge = answer.headers().get(reqwest::header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok());
+    let Some(challenge) = challenge.map(str::to_owned) else { return Ok((answer, None)) };
+    match fetch_token(client, settings, &challenge, repository).await {
+        Ok(token) => Ok((send(Some(&token)).await?, Some(token))),
+        Err(err) => {
+            tracing::warn!(%err, "cannot get a registry token");
+            Ok((answer, None))
+        }
+    }
+}
+
+/// A token for every action on `repository`, from the realm the registry's challenge names
 /// (`Bearer realm="…",service="…",scope="…"`).
 async fn fetch_token(
     client: &reqwest::Client,
@@ -87,7 +125,7 @@ async fn fetch_token(
     struct Token {
         token: String,
     }
-    let scope = format!("repository:{repository}:pull,push");
+    let scope = format!("repository:{repository}:pull,push,delete");
     let answer = client
         .get(realm)
         .query(&[("service", service.as_str()), ("scope", scope.as_str())])

@@ -1,0 +1,198 @@
+//! The collector: what the retention policy lets go.
+//!
+//! Kept: per target, the newest `retention.keep_successful` successful builds; the build each image or
+//! component record names (the latest); every build a kept component build depends on; pinned builds;
+//! failed and cancelled builds younger than `retention.failed_days`. Everything else goes: its registry
+//! manifest (by digest, unless a kept build of the repository has the same one) or its component
+//! archive, its log, then its record, in that order, so that a collection stopped half-way leaves only
+//! records whose artifacts the next one deletes again (deleting what is gone is no error). Uploads
+//! (Dockerfiles and contexts) go once no remaining build names them and they are a day old.
+//!
+//! Registry blobs: deleting a manifest frees no disk by itself; the registry's own
+//! `garbage-collect --delete-untagged` reclaims the blobs, and must run while the registry takes no
+//! pushes (the README's "Registry" says how).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use futures::TryStreamExt;
+
+use artifacts_runtime::nats::{read_json, unavailable, ResourceNames};
+use artifacts_runtime::{registry, Nats, Settings};
+use artifacts_schemas::messages::build::ListStatus;
+use artifacts_schemas::messages::manage::{GcReport, Removed};
+use artifacts_schemas::{
+    BuildId, BuildRecord, BuildStatus, BuildWork, ComponentRecord, ImageRecord, ImageRepository, RequestError,
+};
+
+/// Uploads younger than this stay, whoever refers to them: a submission may be on its way.
+const UPLOAD_GRACE: Duration = Duration::from_secs(24 * 3600);
+
+pub async fn collect(nats: &Nats, settings: &Settings, dry_run: bool) -> Result<GcReport, RequestError> {
+    let records = all_values::<BuildRecord>(&nats.stores.builds).await?;
+    let images = all_values::<ImageRecord>(&nats.stores.images).await?;
+    let components = all_values::<ComponentRecord>(&nats.stores.components).await?;
+
+    let mut kept: BTreeSet<BuildId> = images.iter().map(|i| i.build_id.clone()).collect();
+    kept.extend(components.iter().map(|c| c.build_id.clone()));
+    let mut by_target: BTreeMap<String, Vec<&BuildRecord>> = BTreeMap::new();
+    let failed_before = time::OffsetDateTime::now_utc() - Duration::from_secs(settings.retention.failed_days * 86_400);
+    for record in &records {
+        match record.status {
+            _ if record.pinned => {
+                kept.insert(record.build_id.clone());
+            }
+            BuildStatus::Queued | BuildStatus::Running => {
+                kept.insert(record.build_id.clone());
+            }
+            BuildStatus::Succeeded => by_target.entry(target(&record.work)).or_default().push(record),
+            BuildStatus::Failed | BuildStatus::Cancelled => {
+                if record.finished_at.is_none_or(|finished| finished.0 > failed_before) {
+                    kept.insert(record.build_id.clone());
+                }
+            }
+        }
+    }
+    for builds in by_target.values_mut() {
+        builds.sort_by(|a, b| b.build_id.cmp(&a.build_id));
+        kept.extend(builds.iter().take(settings.retention.keep_successful).map(|r| r.build_id.clone()));
+    }
+    // What kept component builds depend on stays, transitively.
+    let by_id: BTreeMap<&BuildId, &BuildRecord> = records.iter().map(|r| (&r.build_id, r)).collect();
+    let mut pending: Vec<BuildId> = kept.iter().cloned().collect();
+    while let Some(build_id) = pending.pop() {
+        let Some(BuildWork::Component { result: Some(made), .. }) = by_id.get(&build_id).map(|r| &r.work) else {
+            continue;
+        };
+        for dependency in &made.dependencies {
+            if kept.insert(dependency.build_id.clone()) {
+                pending.push(dependency.build_id.clone());
+            }
+        }
+    }
+
+    let kept_digests: BTreeSet<(String, String)> = records
+        .iter()
+        .filter(|r| kept.contains(&r.build_id))
+        .filter_map(|r| match &r.work {
+            BuildWork::Image { request, result: Some(made) } => {
+                Some((ImageRepository::new(&request.component, &request.branch).to_string(), made.digest.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    let mut removed = Removed::default();
+    let logs =
+        nats.jetstream.get_stream(ResourceNames::new(&nats.subjects).logs_stream()).await.map_err(unavailable)?;
+    for record in records.iter().filter(|r| !kept.contains(&r.build_id)) {
+        removed.builds += 1;
+        match &record.work {
+            BuildWork::Image { request, result: Some(made) } => {
+                let repository = ImageRepository::new(&request.component, &request.branch).to_string();
+                removed.images += 1;
+                if !dry_run && !kept_digests.contains(&(repository.clone(), made.digest.clone())) {
+                    registry::delete_manifest(settings, &repository, &made.digest)
+                        .await
+                        .map_err(RequestError::unavailable)?;
+                }
+            }
+            BuildWork::Component { result: Some(made), .. } => {
+                removed.components += 1;
+                removed.bytes += made.size;
+                if !dry_run {
+                    let _ = nats.stores.archives.delete(&made.object).await;
+                }
+            }
+            _ => {}
+        }
+        if !dry_run {
+            let _ = logs.purge().filter(nats.subjects.build_log(&record.build_id)).await;
+            nats.stores.builds.purge(record.build_id.as_str()).await.map_err(unavailable)?;
+        }
+    }
+    remove_uploads(nats, &records, &kept, dry_run, &mut removed).await?;
+    for (what, count) in [
+        ("builds", removed.builds),
+        ("images", removed.images),
+        ("components", removed.components),
+        ("uploads", removed.uploads),
+    ] {
+        metrics::counter!("artifacts_gc_removed_total", "kind" => what).increment(if dry_run { 0 } else { count });
+    }
+    metrics::counter!("artifacts_gc_removed_bytes_total").increment(if dry_run { 0 } else { removed.bytes });
+    Ok(GcReport { status: ListStatus::Ok, dry_run, removed })
+}
+
+/// Dockerfiles and contexts no remaining build names, a day after they were uploaded.
+async fn remove_uploads(
+    nats: &Nats,
+    records: &[BuildRecord],
+    kept: &BTreeSet<BuildId>,
+    dry_run: bool,
+    removed: &mut Removed,
+) -> Result<(), RequestError> {
+    let named: BTreeSet<String> = records
+        .iter()
+        .filter(|r| kept.contains(&r.build_id))
+        .filter_map(|r| match &r.work {
+            BuildWork::Image { request, .. } => Some(request),
+            BuildWork::Component { .. } => None,
+        })
+        .flat_map(|request| {
+            let hex = |digest: &str| digest.trim_start_matches("sha256:").to_owned();
+            [
+                Some(format!("dockerfiles/{}", hex(&request.dockerfile_digest))),
+                request.context_digest.as_deref().map(|d| format!("contexts/{}", hex(d))),
+            ]
+        })
+        .flatten()
+        .collect();
+    let old_enough = time::OffsetDateTime::now_utc() - UPLOAD_GRACE;
+    let objects: Vec<_> =
+        nats.stores.uploads.list().await.map_err(unavailable)?.try_collect().await.map_err(unavailable)?;
+    for object in objects {
+        if named.contains(&object.name) || object.modified.is_none_or(|modified| modified > old_enough) {
+            continue;
+        }
+        removed.uploads += 1;
+        removed.bytes += object.size as u64;
+        if !dry_run {
+            let _ = nats.stores.uploads.delete(&object.name).await;
+        }
+    }
+    Ok(())
+}
+
+/// A stored component built on `record`'s component, tag and architecture (any build of it), if any.
+pub async fn dependant_of(nats: &Nats, record: &ComponentRecord) -> Result<Option<ComponentRecord>, RequestError> {
+    let components = all_values::<ComponentRecord>(&nats.stores.components).await?;
+    Ok(components.into_iter().find(|c| {
+        c.architecture == record.architecture
+            && c.dependencies.iter().any(|d| d.component == record.component && d.tag == record.tag)
+    }))
+}
+
+/// What a build builds, as retention counts: kind, component, branch or tag, architecture.
+fn target(work: &BuildWork) -> String {
+    match work {
+        BuildWork::Image { request, .. } => {
+            format!("image {} {} {}", request.component, request.branch, request.architecture.short())
+        }
+        BuildWork::Component { request, .. } => {
+            format!("component {} {} {}", request.component, request.tag, request.architecture.short())
+        }
+    }
+}
+
+async fn all_values<T: serde::de::DeserializeOwned>(
+    store: &async_nats::jetstream::kv::Store,
+) -> Result<Vec<T>, RequestError> {
+    let keys: Vec<String> = store.keys().await.map_err(unavailable)?.try_collect().await.map_err(unavailable)?;
+    let mut values = Vec::with_capacity(keys.len());
+    for key in keys {
+        if let Some(value) = read_json(store, &key).await? {
+            values.push(value);
+        }
+    }
+    Ok(values)
+}

@@ -1,0 +1,102 @@
+//! Cancelling, pinning and deleting, each by a caller who may build the component concerned.
+
+use artifacts_runtime::auth::Caller;
+use artifacts_runtime::builds;
+use artifacts_runtime::nats::{read_json, unavailable};
+use artifacts_runtime::service::Reply;
+use artifacts_runtime::Nats;
+use artifacts_schemas::messages::keys::Scope;
+use artifacts_schemas::messages::manage::{BuildPinRequest, Deleted, DeletedStatus};
+use artifacts_schemas::{
+    parse_json, BuildQuery, BuildRecord, BuildStatus, ComponentQuery, ComponentRecord, Failure, ImageQuery,
+    RequestError,
+};
+
+/// The record of a build the caller may manage (404 for a build it may not see).
+async fn managed_build(
+    nats: &Nats,
+    caller: &Caller,
+    build_id: &artifacts_schemas::BuildId,
+) -> Result<BuildRecord, RequestError> {
+    let record = builds::read(nats, build_id)
+        .await?
+        .filter(|record| caller.allows(record.work.component().as_str()))
+        .ok_or_else(|| RequestError::not_found(format!("no build has id {build_id}")))?;
+    caller.require_for(Scope::Build, record.work.component())?;
+    Ok(record)
+}
+
+pub async fn cancel(nats: &Nats, caller: &Caller, payload: &[u8]) -> Result<Reply, RequestError> {
+    let query: BuildQuery = parse_json(payload)?;
+    managed_build(nats, caller, &query.build_id).await?;
+    let mut ended_before = None;
+    let message = format!("cancelled by key {}", caller.key_id);
+    let record = builds::update(nats, &query.build_id, |record| {
+        ended_before = record.status.is_finished().then_some(record.status);
+        if ended_before.is_none() {
+            builds::finish(record, BuildStatus::Cancelled, None, Some(message.clone()));
+        }
+    })
+    .await?;
+    if let Some(status) = ended_before {
+        let status = serde_json::to_value(status).unwrap_or_default();
+        return Err(RequestError::new(
+            Failure::Conflict,
+            format!(
+                "build {} already ended ({}): only a queued or running build can be cancelled",
+                query.build_id,
+                status.as_str().unwrap_or_default()
+            ),
+        ));
+    }
+    Ok(Reply::ok(&record))
+}
+
+pub async fn pin(nats: &Nats, caller: &Caller, payload: &[u8]) -> Result<Reply, RequestError> {
+    let asked: BuildPinRequest = parse_json(payload)?;
+    managed_build(nats, caller, &asked.build_id).await?;
+    let record = builds::update(nats, &asked.build_id, |record| record.pinned = asked.pinned).await?;
+    Ok(Reply::ok(&record))
+}
+
+/// The image target answers 404 from now on; its registry manifests go at the next collection (the
+/// collector deletes manifests no retained build names).
+pub async fn delete_image(nats: &Nats, caller: &Caller, payload: &[u8]) -> Result<Reply, RequestError> {
+    let query: ImageQuery = parse_json(payload)?;
+    caller.require_for(Scope::Build, &query.component)?;
+    let key = query.record_key();
+    if nats.stores.images.get(&key).await.map_err(unavailable)?.is_none() {
+        return Err(RequestError::not_found(format!(
+            "no image is stored for component {} on branch {} for {}",
+            query.component, query.branch, query.architecture
+        )));
+    }
+    nats.stores.images.purge(&key).await.map_err(unavailable)?;
+    Ok(Reply::ok(&Deleted { status: DeletedStatus::Deleted }))
+}
+
+/// The component version answers 404 from now on and its archive goes at once, unless a stored
+/// component depends on it (409 naming it).
+pub async fn delete_component(nats: &Nats, caller: &Caller, payload: &[u8]) -> Result<Reply, RequestError> {
+    let query: ComponentQuery = parse_json(payload)?;
+    caller.require_for(Scope::Build, &query.component)?;
+    let key = query.record_key();
+    let Some(record) = read_json::<ComponentRecord>(&nats.stores.components, &key).await? else {
+        return Err(RequestError::not_found(format!(
+            "no component {}@{} is stored for {}",
+            query.component, query.tag, query.architecture
+        )));
+    };
+    if let Some(dependant) = crate::collect::dependant_of(nats, &record).await? {
+        return Err(RequestError::new(
+            Failure::Conflict,
+            format!(
+                "{}@{} for {} is a dependency of {}@{}: delete that first",
+                query.component, query.tag, query.architecture, dependant.component, dependant.tag
+            ),
+        ));
+    }
+    nats.stores.components.purge(&key).await.map_err(unavailable)?;
+    let _ = nats.stores.archives.delete(&record.object).await;
+    Ok(Reply::ok(&Deleted { status: DeletedStatus::Deleted }))
+}
