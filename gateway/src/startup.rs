@@ -2,6 +2,7 @@
 //! it serves.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::response::Redirect;
@@ -21,11 +22,13 @@ use crate::error::ApiError;
 use crate::metrics::{self, Metrics};
 use crate::openapi::ApiDoc;
 use crate::routes::{builds, components, health, hooks, images, keys};
+use crate::serve::{serve, ConnectionLimits};
 use crate::state::AppState;
 
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    limits: ConnectionLimits,
     /// Stops what serving needs in the background (the watch on API keys) once serving stops.
     stopped: CancellationToken,
 }
@@ -40,13 +43,17 @@ impl Application {
         }
         let stopped = CancellationToken::new();
         let authenticator = Authenticator::start(settings.admin_key(), &nats, stopped.clone());
+        let limits = ConnectionLimits {
+            header_timeout: Duration::from_secs(settings.gateway.header_timeout_secs),
+            max_connections: settings.gateway.max_connections,
+        };
         let state = AppState {
             keys: Arc::new(Keys::new(authenticator, settings.gateway.rate_limit_per_minute)),
             nats,
             metrics: Arc::new(Metrics::default()),
             settings: Arc::new(settings),
         };
-        Ok(Self { listener, router: router(state), stopped })
+        Ok(Self { listener, router: router(state), limits, stopped })
     }
 
     pub fn port(&self) -> u16 {
@@ -57,7 +64,8 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         tracing::info!(address = %self.listener.local_addr()?, "gateway listening");
         let _stop_background = self.stopped.drop_guard();
-        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown.cancelled_owned()).await
+        serve(self.listener, self.router, self.limits, shutdown).await;
+        Ok(())
     }
 }
 
