@@ -1,7 +1,8 @@
 //! `POST /api/v1/hooks/{github,gitlab,gitea}`: push webhooks. The delivery is verified, normalised into a
 //! push event and stored in JetStream with `<forge>:<delivery id>` as `Nats-Msg-Id`, so a redelivered
 //! webhook collapses into one event; the answer comes within milliseconds, and the git trigger does the
-//! rest. A forge whose secret is not configured has no hook (404).
+//! rest. A forge whose secret is not configured has no hook (404). Everything that can be refused from the
+//! headers is refused before the body is read, and the body is capped (`gateway.max_webhook_bytes`).
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -39,6 +40,7 @@ pub struct HookReply {
         (status = 400, description = "Malformed body", body = ErrorReply),
         (status = 401, description = "Bad or missing signature", body = ErrorReply),
         (status = 404, description = "No secret is configured for this forge", body = ErrorReply),
+        (status = 413, description = "Larger than gateway.max_webhook_bytes", body = ErrorReply),
         (status = 503, description = "NATS is unavailable", body = ErrorReply),
     )
 )]
@@ -49,8 +51,9 @@ pub async fn receive(
     request: Request,
 ) -> Result<Response, ApiError> {
     let forge = Forge::parse(&forge)?;
-    let body = body_bytes(request, &state).await?;
-    forge.verify(&state.settings.hooks, &headers, &body)?;
+    let signature = forge.check_headers(&state.settings.hooks, &headers)?;
+    let body = body_bytes(request, state.settings.gateway.max_webhook_bytes).await?;
+    signature.verify(&body)?;
     let reply = |code: StatusCode, status, duplicate| {
         (code, Json(HookReply { status, error_message: None, duplicate })).into_response()
     };
