@@ -40,7 +40,9 @@ pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
 
 /// The whole body, at most `limit` bytes: 413 past it, at once when `Content-Length` says so.
 pub async fn body_bytes(req: Request, limit: usize) -> Result<Bytes, ApiError> {
-    let too_large = || ApiError::new(Failure::TooLarge, format!("the request body is larger than this route accepts ({limit} bytes)"));
+    let too_large = || {
+        ApiError::new(Failure::TooLarge, format!("the request body is larger than this route accepts ({limit} bytes)"))
+    };
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|length| length > limit as u64) {
         return Err(too_large());

@@ -19,7 +19,7 @@ use artifacts_schemas::{Failure, RequestError};
 
 use crate::auth::Keys;
 use crate::error::ApiError;
-use crate::metrics::{self, Metrics};
+use crate::metrics;
 use crate::openapi::ApiDoc;
 use crate::routes::{builds, components, health, hooks, images, keys};
 use crate::serve::{serve, ConnectionLimits};
@@ -41,6 +41,8 @@ impl Application {
         if settings.admin_key.is_none() {
             tracing::warn!("no admin key is set (ARTIFACTS_ADMIN_KEY): every authenticated route will answer 401");
         }
+        // Already installed when the gateway runs as its own process; tests build gateways in theirs.
+        artifacts_runtime::metrics::install("artifacts-gateway");
         let stopped = CancellationToken::new();
         let authenticator = Authenticator::start(settings.admin_key(), &nats, stopped.clone());
         let limits = ConnectionLimits {
@@ -50,7 +52,6 @@ impl Application {
         let state = AppState {
             keys: Arc::new(Keys::new(authenticator, settings.gateway.rate_limit_per_minute)),
             nats,
-            metrics: Arc::new(Metrics::default()),
             settings: Arc::new(settings),
         };
         Ok(Self { listener, router: router(state), limits, stopped })
@@ -101,6 +102,6 @@ pub fn router(state: AppState) -> Router {
             ApiError::new(Failure::Invalid, "this route does not accept that method: see /docs")
         })
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(middleware::from_fn(metrics::track))
         .with_state(state)
 }

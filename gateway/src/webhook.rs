@@ -194,6 +194,9 @@ mod tests {
         assert!(signature.verify(b"Hello, World!").is_ok());
         assert!(signature.verify(b"Hello, World?").is_err());
         assert_eq!(Forge::Gitea.check_headers(&hooks, &headers).err().unwrap().failure, Failure::NotFound);
-        assert_eq!(Forge::GitHub.check_headers(&hooks, &HeaderMap::new()).err().unwrap().failure, Failure::Unauthorized);
+        assert_eq!(
+            Forge::GitHub.check_headers(&hooks, &HeaderMap::new()).err().unwrap().failure,
+            Failure::Unauthorized
+        );
     }
 }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::io::Read as _;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, BuilderVersion, PushImageOptionsBuilder, TagImageOptionsBuilder,
@@ -18,9 +19,12 @@ use artifacts_runtime::archive::{self, ArchiveError, Limits};
 use artifacts_runtime::attempt::{Build, BuildFailure};
 use artifacts_runtime::latest::{move_forward, Moved};
 use artifacts_runtime::logs::BuildLog;
+use artifacts_runtime::metrics::record_stage;
 use artifacts_runtime::{Nats, Settings};
 use artifacts_schemas::messages::image::pull_command;
-use artifacts_schemas::{BuildId, ImageBuildResult, ImageJob, ImageQuery, ImageRecord, ImageRepository, Timestamp};
+use artifacts_schemas::{
+    BuildId, BuildKind, ImageBuildResult, ImageJob, ImageQuery, ImageRecord, ImageRepository, Timestamp,
+};
 
 /// Where the submitted Dockerfile sits in the assembled context (a name no user file is likely to have).
 const DOCKERFILE_IN_CONTEXT: &str = ".artifacts.Dockerfile";
@@ -102,6 +106,7 @@ async fn build_and_push(
         .build();
     let file = tokio::fs::File::open(&context).await.map_err(|err| BuildFailure::Passing(err.to_string()))?;
     let body = bollard::body_try_stream(ReaderStream::with_capacity(file, 128 * 1024));
+    let building = Instant::now();
     let mut output = docker.build_image(options, None, Some(body));
     while let Some(item) = output.next().await {
         match item {
@@ -123,6 +128,7 @@ async fn build_and_push(
         }
     }
     drop(output);
+    record_stage(BuildKind::Image, "build", building.elapsed());
     docker
         .tag_image(
             &immutable_name,
@@ -130,8 +136,10 @@ async fn build_and_push(
         )
         .await
         .map_err(|err| BuildFailure::Passing(format!("cannot tag the image: {err}")))?;
+    let pushing = Instant::now();
     let digest = push(&docker, &repository, &immutable_tag, settings, log).await?;
     push(&docker, &repository, job.architecture.short(), settings, log).await?;
+    record_stage(BuildKind::Image, "push", pushing.elapsed());
     let image_name = format!("{repository}:{}", job.architecture.short());
     Ok(ImageBuildResult { pull_command: pull_command(&image_name, &digest), image_name, immutable_name, digest })
 }

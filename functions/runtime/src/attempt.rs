@@ -124,11 +124,15 @@ async fn conclude<B: Build>(nats: &Nats, build: &B, log: &mut BuildLog, result: 
             (None, Some(message))
         }
     };
-    if let Err(err) = builds::update(nats, build_id, |r| builds::finish(r, status, output.clone(), error.clone())).await
-    {
-        tracing::warn!(%err, %build_id, "cannot record the end of the build; retrying the job");
-        return Outcome::Retry(Duration::from_secs(5));
-    }
+    let finished =
+        match builds::update(nats, build_id, |r| builds::finish(r, status, output.clone(), error.clone())).await {
+            Ok(record) => record,
+            Err(err) => {
+                tracing::warn!(%err, %build_id, "cannot record the end of the build; retrying the job");
+                return Outcome::Retry(Duration::from_secs(5));
+            }
+        };
+    crate::metrics::count_build(finished.kind, status);
     log.end(status).await;
     tracing::info!(%build_id, ?status, "build ended");
     Outcome::Done

@@ -2,7 +2,7 @@
 //!
 //! A function binary is a small `main` that calls [`run`] with its own work: the runtime reads the
 //! layered [`configuration`], starts [`telemetry`], connects to [`nats`] (ensuring the JetStream streams
-//! and buckets), and cancels a token on SIGINT/SIGTERM ([`shutdown`]). Request/reply endpoints are NATS
+//! and buckets), installs its [`metrics`] recorder, and cancels a token on SIGINT/SIGTERM ([`shutdown`]). Request/reply endpoints are NATS
 //! micro services built with [`service::serve`]; the gateway calls them with [`service::call`].
 //!
 //! ```text
@@ -21,6 +21,7 @@ pub mod docker;
 pub mod jobs;
 pub mod latest;
 pub mod logs;
+pub mod metrics;
 pub mod nats;
 pub mod nats_users;
 pub mod service;
@@ -62,12 +63,15 @@ where
         }
     };
     telemetry::init(&settings.log);
+    crate::metrics::install(process_name);
     let shutdown = shutdown::on_signal();
     let working = async {
         let nats = tokio::select! {
             nats = nats::connect(&settings, process_name) => nats?,
             _ = shutdown.cancelled() => return Ok(()),
         };
+        tokio::spawn(crate::metrics::keep_up(shutdown.clone()));
+        tokio::spawn(crate::metrics::answer_scrapes(nats.clone(), shutdown.clone()));
         work(settings, nats, shutdown.clone()).await
     };
     // Finishing cleanly may need NATS, which may be stopping too: past the grace period, stop anyway.
