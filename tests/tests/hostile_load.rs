@@ -132,3 +132,29 @@ async fn a_revoked_key_is_refused_within_a_second() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test]
+async fn a_build_log_is_cut_at_its_byte_cap_with_a_marker() {
+    use artifacts_runtime::logs::{BuildLog, CUT_MARKER, MAX_LOG_BYTES_PER_BUILD};
+    use artifacts_runtime::nats::ResourceNames;
+    use artifacts_schemas::{BuildId, BuildStatus};
+
+    let app = TestApp::spawn().await;
+    let build_id = BuildId::generate();
+    let mut log = BuildLog::new(&app.nats, &build_id);
+    let line = "x".repeat(16 * 1024);
+    for _ in 0..(2 * MAX_LOG_BYTES_PER_BUILD / line.len()) {
+        log.write(&line).await;
+    }
+    log.write("the last words").await;
+    assert!(log.tail().ends_with("the last words"), "the tail still follows the build after the cut");
+    log.end(BuildStatus::Failed).await;
+
+    let mut stream = app.nats.jetstream.get_stream(ResourceNames::new(&app.nats.subjects).logs_stream()).await.unwrap();
+    let state = stream.info().await.unwrap().state.clone();
+    let kept = (MAX_LOG_BYTES_PER_BUILD / line.len()) as u64;
+    assert_eq!(state.messages, kept + 2, "the lines within the cap, the marker and the end");
+    assert!(state.bytes < (MAX_LOG_BYTES_PER_BUILD + 1024 * 1024) as u64, "{} bytes kept", state.bytes);
+    let marker = stream.get_raw_message(state.last_sequence - 1).await.unwrap();
+    assert_eq!(marker.payload, CUT_MARKER.as_bytes());
+}
