@@ -51,7 +51,7 @@ impl Application {
         };
         let state = AppState {
             keys: Arc::new(Keys::new(authenticator, settings.gateway.rate_limit_per_minute)),
-            nats,
+            nats: Arc::new(nats),
             settings: Arc::new(settings),
         };
         Ok(Self { listener, router: router(state), limits, stopped })

@@ -8,7 +8,9 @@ use crate::auth::Keys;
 
 #[derive(Clone)]
 pub struct AppState {
-    pub nats: Nats,
+    /// Shared, not cloned: axum clones the state for every extractor that takes it, and a `Nats` holds
+    /// every store's stream description.
+    pub nats: Arc<Nats>,
     pub settings: Arc<Settings>,
     pub keys: Arc<Keys>,
 }
