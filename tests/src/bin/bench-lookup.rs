@@ -6,10 +6,14 @@
 //!     cargo build --release --workspace --bins
 //!     cargo run --release -p artifacts-tests --bin bench-lookup [-- REQUESTS]
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Mutex;
 
 use artifacts_tests::{key_header, GatewayProcess, TestApp};
 
@@ -74,14 +78,58 @@ async fn raw_nats(client: &async_nats::Client, key: &str, requests: usize, concu
     .await
 }
 
-async fn gateway(http: &reqwest::Client, url: &str, key: &str, requests: usize, concurrency: usize) -> Run {
-    let (http, url, key) = (http.clone(), url.to_owned(), key.to_owned());
+/// A keep-alive HTTP/1.1 connection that sends one prepared request at a time and reads the answer by
+/// its `Content-Length`: a client as lean as wrk, so the figures are the gateway's, not a client library's.
+struct HttpConnection {
+    stream: TcpStream,
+    buffer: Vec<u8>,
+}
+
+impl HttpConnection {
+    async fn open(address: &str) -> Self {
+        let stream = TcpStream::connect(address).await.expect("the gateway accepts");
+        stream.set_nodelay(true).expect("TCP_NODELAY");
+        Self { stream, buffer: Vec::with_capacity(4096) }
+    }
+
+    /// Sends `request` and answers the status of the response, read to its end.
+    async fn exchange(&mut self, request: &[u8]) -> u16 {
+        self.stream.write_all(request).await.expect("the request is sent");
+        self.buffer.clear();
+        loop {
+            let mut chunk = [0u8; 4096];
+            let n = self.stream.read(&mut chunk).await.expect("the answer arrives");
+            assert!(n > 0, "the gateway closed the connection");
+            self.buffer.extend_from_slice(&chunk[..n]);
+            let Some(end) = self.buffer.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+            let head = String::from_utf8_lossy(&self.buffer[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length:"))
+                .and_then(|value| value.trim().parse().ok())
+                .expect("answers carry Content-Length");
+            if self.buffer.len() >= end + 4 + length {
+                return head.split(' ').nth(1).and_then(|code| code.parse().ok()).expect("a status line");
+            }
+        }
+    }
+}
+
+async fn gateway(address: &str, key: &str, requests: usize, concurrency: usize) -> Run {
+    let request: Arc<[u8]> =
+        format!("GET {PATH} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {key}\r\n\r\n").into_bytes().into();
+    let mut connections = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        connections.push(Arc::new(Mutex::new(HttpConnection::open(address).await)));
+    }
+    let next = Arc::new(AtomicUsize::new(0));
     timed(requests, concurrency, move || {
-        let request = http.get(&url).bearer_auth(&key);
+        // Each worker takes the next idle connection; with one connection per worker none ever waits.
+        let connection = Arc::clone(&connections[next.fetch_add(1, Ordering::Relaxed) % connections.len()]);
+        let request = Arc::clone(&request);
         async move {
-            let response = request.send().await.expect("answer");
-            assert_eq!(response.status(), 404);
-            response.bytes().await.expect("body");
+            let status = connection.lock().await.exchange(&request).await;
+            assert_eq!(status, 404);
         }
     })
     .await
@@ -105,17 +153,16 @@ async fn main() {
     let app = TestApp::spawn().await;
     let (key, _) = app.create_key(json!({"name": "bench-lookup", "scopes": ["read"]})).await;
     let gateway_process = GatewayProcess::start(&app, &[("ARTIFACTS__GATEWAY__RATE_LIMIT_PER_MINUTE", "0")]).await;
-    let url = gateway_process.url(PATH);
-    let http = reqwest::Client::builder().pool_max_idle_per_host(256).build().expect("HTTP client");
+    let address = gateway_process.address();
     // Warm up connections and caches on both paths.
     raw_nats(&app.nats.client, &key, 2_000, 8).await;
-    gateway(&http, &url, &key, 2_000, 8).await;
+    gateway(&address, &key, 2_000, 8).await;
 
     println!("| path | requests | req/s | p50 ms | p99 ms | rate vs raw | p50 vs raw |");
     println!("|---|---|---|---|---|---|---|");
     for concurrency in [1, 64] {
         let raw = raw_nats(&app.nats.client, &key, requests, concurrency).await;
-        let http = gateway(&http, &url, &key, requests, concurrency).await;
+        let http = gateway(&address, &key, requests, concurrency).await;
         row(&format!("raw NATS request/reply, {concurrency} in flight"), &raw, &raw);
         row(&format!("GET /images via gateway, {concurrency} in flight"), &http, &raw);
     }
