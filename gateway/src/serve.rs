@@ -2,8 +2,10 @@
 //! lacks. A client must send each request head within `gateway.header_timeout_secs` (this also closes a
 //! kept-alive connection that sits idle that long), at most `gateway.max_connections` connections are
 //! served at once (past that, new ones wait in the listen backlog until a slot frees), and on shutdown
-//! every connection finishes the request it is answering and then closes.
+//! every connection finishes the request it is answering and then closes. Memory freed by closed
+//! connections is given back to the system.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +29,8 @@ pub struct ConnectionLimits {
 pub async fn serve(listener: TcpListener, router: Router, limits: ConnectionLimits, shutdown: CancellationToken) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let connections = TaskTracker::new();
+    let closed = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(give_back_memory(Arc::clone(&closed), shutdown.clone()));
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).keep_alive(true);
     loop {
@@ -52,7 +56,7 @@ pub async fn serve(listener: TcpListener, router: Router, limits: ConnectionLimi
         // connection's service with `Router::with_state(())`, which rebuilds every route: 1.6 MB a
         // connection with this router, which the allocator then kept after the connection closed.
         let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router.clone()));
-        let shutdown = shutdown.clone();
+        let (shutdown, closed) = (shutdown.clone(), Arc::clone(&closed));
         connections.spawn(async move {
             let _slot = slot;
             let mut connection = std::pin::pin!(connection);
@@ -67,8 +71,40 @@ pub async fn serve(listener: TcpListener, router: Router, limits: ConnectionLimi
             if let Err(err) = ended {
                 tracing::debug!(%err, "connection ended");
             }
+            closed.fetch_add(1, Ordering::Relaxed);
         });
     }
     connections.close();
     connections.wait().await;
 }
+
+/// Connections closed since the last trim that make the next one worth its few milliseconds.
+const TRIM_AFTER_CLOSED: usize = 100;
+
+/// glibc keeps freed heap memory for reuse, so a burst of connections (10,000 half-sent heads hold
+/// about 130 MB) would otherwise leave the gateway at its peak for good: after connections close, what
+/// they freed goes back to the system.
+async fn give_back_memory(closed: Arc<AtomicUsize>, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        if closed.swap(0, Ordering::Relaxed) >= TRIM_AFTER_CLOSED {
+            let _ = tokio::task::spawn_blocking(trim).await;
+        }
+    }
+}
+
+#[cfg(target_env = "gnu")]
+fn trim() {
+    // SAFETY: malloc_trim only returns free memory of the allocator's arenas to the system.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Other C libraries' allocators give memory back by themselves.
+#[cfg(not(target_env = "gnu"))]
+fn trim() {}

@@ -260,6 +260,12 @@ impl GatewayProcess {
         self.status_mib("VmHWM:")
     }
 
+    /// Starts `VmHWM` over from the current resident memory (Linux's `clear_refs` 5).
+    pub fn reset_peak_rss(&self) {
+        let pid = self.child.id().expect("the gateway runs");
+        std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("/proc/<pid>/clear_refs is writable");
+    }
+
     fn status_mib(&self, field: &str) -> f64 {
         let pid = self.child.id().expect("the gateway runs");
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
