@@ -20,6 +20,8 @@ use artifacts_schemas::{BuildKind, BuildStatus};
 
 use crate::nats::Nats;
 
+/// When the process started (seconds since 1970), one series per process: shows which answered a scrape.
+pub const PROCESS_START_TIME: &str = "artifacts_process_start_time_seconds";
 /// Requests answered by the gateway, by method, route template and status.
 pub const HTTP_REQUESTS: &str = "artifacts_http_requests_total";
 /// Time to answer, by method, route template and status.
@@ -66,6 +68,8 @@ pub fn install(process: &str) -> &'static PrometheusHandle {
         if metrics::set_global_recorder(recorder).is_err() {
             tracing::warn!("another metrics recorder is installed: this process's metrics are not exported");
         }
+        let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        metrics::gauge!(PROCESS_START_TIME).set(started.as_secs_f64());
         Installed { handle, instance }
     });
     &installed.handle

@@ -7,6 +7,8 @@
 //!    resident memory while they are open, and how long `/healthz` takes on a new connection meanwhile.
 //! 3. 60 parallel 60 MiB webhook posts without a signature: peak resident memory.
 //!
+//! Run it with
+//!
 //!     cargo build --release --workspace --bins
 //!     cargo run --release -p artifacts-tests --bin bench-gateway-load
 //!
