@@ -4,7 +4,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use axum::http::header;
+use axum::http::{header, HeaderMap};
 use http_body_util::LengthLimitError;
 use serde::de::DeserializeOwned;
 
@@ -38,13 +38,17 @@ pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
     serde_urlencoded::from_str(query).map_err(|err| RequestError::invalid(format!("invalid query: {err}")).into())
 }
 
+/// The body's length as its `Content-Length` declares it.
+pub fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok())
+}
+
 /// The whole body, at most `limit` bytes: 413 past it, at once when `Content-Length` says so.
 pub async fn body_bytes(req: Request, limit: usize) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(Failure::TooLarge, format!("the request body is larger than this route accepts ({limit} bytes)"))
     };
-    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit as u64) {
+    if declared_length(req.headers()).is_some_and(|length| length > limit as u64) {
         return Err(too_large());
     }
     axum::body::to_bytes(req.into_body(), limit).await.map_err(|err| {

@@ -9,6 +9,7 @@ use axum::response::Redirect;
 use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
@@ -51,6 +52,9 @@ impl Application {
         };
         let state = AppState {
             keys: Arc::new(Keys::new(authenticator, settings.gateway.rate_limit_per_minute)),
+            webhook_bodies: Arc::new(Semaphore::new(
+                hooks::kib(settings.gateway.max_webhook_bytes) as usize * hooks::WEBHOOK_BODIES_HELD,
+            )),
             nats: Arc::new(nats),
             settings: Arc::new(settings),
         };

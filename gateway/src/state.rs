@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use tokio::sync::Semaphore;
+
 use artifacts_runtime::{Nats, Settings};
 
 use crate::auth::Keys;
@@ -13,4 +15,6 @@ pub struct AppState {
     pub nats: Arc<Nats>,
     pub settings: Arc<Settings>,
     pub keys: Arc<Keys>,
+    /// KiB of webhook bodies that may be held at once (`routes::hooks`).
+    pub webhook_bodies: Arc<Semaphore>,
 }

@@ -158,3 +158,35 @@ async fn a_build_log_is_cut_at_its_byte_cap_with_a_marker() {
     let marker = stream.get_raw_message(state.last_sequence - 1).await.unwrap();
     assert_eq!(marker.payload, CUT_MARKER.as_bytes());
 }
+
+#[tokio::test]
+async fn webhook_bodies_held_at_once_are_bounded() {
+    let app = TestApp::spawn_with(|s| {
+        s.hooks.github.secret = Some(Secret::new("webhook-secret"));
+        s.gateway.max_webhook_bytes = 1024 * 1024;
+    })
+    .await;
+    // A made-up signature passes the header checks; the body is needed to find it wrong.
+    let head = format!(
+        "POST /api/v1/hooks/github HTTP/1.1\r\nHost: x\r\nX-Hub-Signature-256: sha256={}\r\nContent-Length: {}\r\n\r\n",
+        "0".repeat(64),
+        1024 * 1024
+    );
+    let mut slow = Vec::new();
+    for _ in 0..4 {
+        let mut stream = connect(&app).await;
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(&[b'{'; 1024]).await.unwrap();
+        slow.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut next = connect(&app).await;
+    next.write_all(head.as_bytes()).await.unwrap();
+    assert_eq!(status_within(&mut next, Duration::from_secs(2)).await, Some(503), "a fifth full body is read");
+    drop(slow);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut after = connect(&app).await;
+    after.write_all(head.as_bytes()).await.unwrap();
+    after.write_all(&vec![b'{'; 1024 * 1024]).await.unwrap();
+    assert_eq!(status_within(&mut after, Duration::from_secs(5)).await, Some(401), "the budget is given back");
+}

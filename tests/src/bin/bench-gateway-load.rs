@@ -5,7 +5,8 @@
 //!    memory after they are gone.
 //! 2. 10,000 connections that send nothing or half a request head stay open (until the head timeout):
 //!    resident memory while they are open, and how long `/healthz` takes on a new connection meanwhile.
-//! 3. 60 parallel 60 MiB webhook posts without a signature: peak resident memory.
+//! 3. 60 parallel 60 MiB webhook posts without a signature, then 60 parallel 5 MiB posts with a made-up
+//!    one (read, up to the budget of bodies held at once, to find it wrong): peak resident memory.
 //!
 //! Run it with
 //!
@@ -102,18 +103,21 @@ async fn idle_connections(gateway: &GatewayProcess) -> (f64, Duration, f64) {
     (rss, slowest, gateway.rss_mib())
 }
 
-/// Posts `size` bytes to an unsigned GitHub webhook; answers the status (sending stops at the answer).
-async fn unsigned_webhook(address: String, size: usize) -> u16 {
+/// Posts `size` bytes to the GitHub webhook, unsigned or with a made-up signature; answers the status
+/// (sending stops at the answer).
+async fn webhook(address: String, size: usize, made_up_signature: bool) -> u16 {
     let mut stream = TcpStream::connect(address).await.expect("the gateway accepts");
+    let signature =
+        if made_up_signature { format!("X-Hub-Signature-256: sha256={}\r\n", "0".repeat(64)) } else { String::new() };
     let head = format!(
-        "POST /api/v1/hooks/github HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: push\r\nContent-Length: {size}\r\n\r\n"
+        "POST /api/v1/hooks/github HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: push\r\n{signature}Content-Length: {size}\r\n\r\n"
     );
     stream.write_all(head.as_bytes()).await.unwrap();
     let (mut reader, mut writer) = stream.into_split();
     let sending = async move {
         let chunk = vec![b'{'; 1024 * 1024];
-        for _ in 0..size / chunk.len() {
-            if writer.write_all(&chunk).await.is_err() {
+        for _ in 0..size.div_ceil(chunk.len()) {
+            if writer.write_all(&chunk[..chunk.len().min(size)]).await.is_err() {
                 return;
             }
         }
@@ -145,11 +149,22 @@ async fn main() {
 
     gateway.reset_peak_rss();
     let started = Instant::now();
-    let posts = (0..60).map(|_| tokio::spawn(unsigned_webhook(gateway.address(), 60 * 1024 * 1024)));
+    let posts = (0..60).map(|_| tokio::spawn(webhook(gateway.address(), 60 * 1024 * 1024, false)));
     let codes: Vec<u16> = futures::future::join_all(posts).await.into_iter().map(|code| code.unwrap()).collect();
     let took = started.elapsed();
     assert!(codes.iter().all(|code| *code == 401), "every unsigned post is refused: {codes:?}");
     let peak = gateway.peak_rss_mib();
+
+    // A made-up signature passes the header checks: bodies up to the cap are read to find it wrong.
+    settle().await;
+    gateway.reset_peak_rss();
+    let signed_started = Instant::now();
+    let posts = (0..60).map(|_| tokio::spawn(webhook(gateway.address(), 5 * 1024 * 1024, true)));
+    let codes: Vec<u16> = futures::future::join_all(posts).await.into_iter().map(|code| code.unwrap()).collect();
+    let signed_took = signed_started.elapsed();
+    assert!(codes.iter().all(|code| matches!(code, 401 | 503)), "every made-up signature is refused: {codes:?}");
+    let refused = codes.iter().filter(|code| **code == 503).count();
+    let signed_peak = gateway.peak_rss_mib();
 
     println!("| measure | gateway RSS MiB | target |");
     println!("|---|---|---|");
@@ -164,5 +179,10 @@ async fn main() {
     println!(
         "| peak through 60 parallel 60 MiB unsigned webhook posts (all 401, {:.2} s) | {peak:.1} | < 128 |",
         took.as_secs_f64()
+    );
+    println!(
+        "| peak through 60 parallel 5 MiB webhook posts with a made-up signature ({} read and 401, {refused} 503 at once, {:.2} s) | {signed_peak:.1} | |",
+        60 - refused,
+        signed_took.as_secs_f64()
     );
 }
