@@ -69,7 +69,7 @@ pub async fn receive(
     let cap = state.settings.gateway.max_webhook_bytes;
     // A body is held whole until its signature is checked, and anyone can send a made-up signature: what
     // all deliveries together hold is bounded, and a slow one cannot hold its share for long.
-    let held = declared_length(&headers).map_or(cap, |length| (length as usize).min(cap));
+    let held = declared_length(&headers).map_or(cap, |length| usize::try_from(length).unwrap_or(usize::MAX).min(cap));
     let _held = state.webhook_bodies.try_acquire_many(kib(held)).map_err(|_| {
         ApiError::new(Failure::Unavailable, "too many webhook deliveries are arriving at once: retry shortly")
             .retry_after(1)
