@@ -4,6 +4,8 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
+use axum::http::{header, HeaderMap};
+use http_body_util::LengthLimitError;
 use serde::de::DeserializeOwned;
 
 use artifacts_schemas::{parse_json, Failure, RequestError};
@@ -12,15 +14,19 @@ use crate::error::ApiError;
 
 pub struct QueryOrJson<T>(pub T);
 
+/// The cap of bodies that are small JSON documents (lookups, component submissions, key requests): a
+/// few hundred bytes each.
+pub const SMALL_JSON_BODY_BYTES: usize = 64 * 1024;
+
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for QueryOrJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, _: &S) -> Result<Self, Self::Rejection> {
         let query = req.uri().query().unwrap_or("").to_owned();
         if !query.is_empty() {
             return parse_query(&query).map(QueryOrJson);
         }
-        let body = body_bytes(req, state).await?;
+        let body = body_bytes(req, SMALL_JSON_BODY_BYTES).await?;
         if body.iter().all(u8::is_ascii_whitespace) {
             return parse_query("").map(QueryOrJson);
         }
@@ -32,16 +38,25 @@ pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
     serde_urlencoded::from_str(query).map_err(|err| RequestError::invalid(format!("invalid query: {err}")).into())
 }
 
-/// The whole body, within the configured limit (413 past it).
-pub async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
-    Bytes::from_request(req, state).await.map_err(|rejection| {
-        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                Failure::TooLarge,
-                "the request body is larger than this gateway accepts (gateway.max_body_bytes)",
-            )
+/// The body's length as its `Content-Length` declares it.
+pub fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok())
+}
+
+/// The whole body, at most `limit` bytes: 413 past it, at once when `Content-Length` says so.
+pub async fn body_bytes(req: Request, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(Failure::TooLarge, format!("the request body is larger than this route accepts ({limit} bytes)"))
+    };
+    if declared_length(req.headers()).is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(req.into_body(), limit).await.map_err(|err| {
+        let err = err.into_inner();
+        if err.is::<LengthLimitError>() {
+            too_large()
         } else {
-            ApiError::new(Failure::Invalid, format!("cannot read the request body: {rejection}"))
+            ApiError::new(Failure::Invalid, format!("cannot read the request body: {err}"))
         }
     })
 }

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod relay;
 pub mod routes;
+pub mod serve;
 pub mod startup;
 pub mod state;
 pub mod webhook;

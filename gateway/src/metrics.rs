@@ -1,67 +1,99 @@
-//! Prometheus metrics of the gateway: requests by method, route and status, and their total duration.
+//! Prometheus metrics of the gateway, through `artifacts_runtime::metrics`: requests and their duration
+//! by method, route and status, and at each scrape what JetStream holds (jobs waiting per kind and
+//! architecture, bytes per stream).
+//!
+//! Labels are bounded whatever clients send: the route is the template (`/api/v1/builds/{build_id}`),
+//! never the raw path, and a path that matches no route is `unmatched`; a method outside HTTP's
+//! registered few is `other`.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::Mutex;
-use std::time::Instant;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
+use futures::TryStreamExt;
 
-use crate::state::AppState;
+use artifacts_runtime::metrics::{gather, HTTP_REQUESTS, HTTP_REQUEST_DURATION};
+use artifacts_runtime::nats::ResourceNames;
+use artifacts_runtime::Nats;
+use artifacts_schemas::{Architecture, BuildKind};
 
-/// (method, route, status) -> (count, seconds).
-type Requests = BTreeMap<(String, String, u16), (u64, f64)>;
+/// Jobs waiting in the jobs stream, by kind and architecture.
+const QUEUE_DEPTH: &str = "artifacts_queue_depth";
+/// Bytes each JetStream stream holds (build logs, archives, uploads, ...).
+const STREAM_BYTES: &str = "artifacts_stream_bytes";
 
-#[derive(Default)]
-pub struct Metrics {
-    requests: Mutex<Requests>,
-}
+/// How long a scrape waits for the other processes' answers.
+const SCRAPE_WAIT: Duration = Duration::from_millis(250);
 
-impl Metrics {
-    fn record(&self, method: &str, route: &str, status: u16, seconds: f64) {
-        let mut requests = self.requests.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let entry = requests.entry((method.to_owned(), route.to_owned(), status)).or_default();
-        entry.0 += 1;
-        entry.1 += seconds;
-    }
-
-    /// The Prometheus text exposition format.
-    pub fn render(&self) -> String {
-        let requests = self.requests.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut out = String::new();
-        out.push_str("# HELP artifacts_http_requests_total HTTP requests answered by the gateway.\n");
-        out.push_str("# TYPE artifacts_http_requests_total counter\n");
-        for ((method, route, status), (count, _)) in requests.iter() {
-            let _ = writeln!(
-                out,
-                "artifacts_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {count}"
-            );
-        }
-        out.push_str("# HELP artifacts_http_request_duration_seconds_sum Time spent answering, by route.\n");
-        out.push_str("# TYPE artifacts_http_request_duration_seconds_sum counter\n");
-        for ((method, route, status), (_, seconds)) in requests.iter() {
-            let _ = writeln!(
-                out,
-                "artifacts_http_request_duration_seconds_sum{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {seconds:.6}"
-            );
-        }
-        out
-    }
-}
-
-/// Middleware: labels by the route template (`/api/v1/builds/{build_id}`), never by the raw path, so
-/// ids and names cannot blow up the number of series.
-pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// Middleware: counts and times every answer.
+pub async fn track(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().as_str().to_owned();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|path| path.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
+    let method = method_label(request.method());
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched".to_owned(), |p| p.as_str().to_owned());
     let response = next.run(request).await;
-    state.metrics.record(&method, &route, response.status().as_u16(), started.elapsed().as_secs_f64());
+    let status = response.status().as_str().to_owned();
+    let labels = [("method", method.to_owned()), ("route", route), ("status", status)];
+    metrics::counter!(HTTP_REQUESTS, &labels).increment(1);
+    metrics::histogram!(HTTP_REQUEST_DURATION, &labels).record(started.elapsed());
     response
+}
+
+fn method_label(method: &Method) -> &'static str {
+    const KNOWN: [Method; 9] = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::PATCH,
+        Method::OPTIONS,
+        Method::CONNECT,
+        Method::TRACE,
+    ];
+    KNOWN.iter().find(|known| *known == method).map_or("other", |known| known.as_str())
+}
+
+/// The text of `/metrics`: JetStream's figures as of now, then every process's metrics.
+pub async fn render(nats: &Nats) -> String {
+    if let Err(err) = record_jetstream(nats).await {
+        tracing::debug!(%err, "JetStream figures are missing from this scrape");
+    }
+    gather(nats, SCRAPE_WAIT).await
+}
+
+async fn record_jetstream(nats: &Nats) -> Result<(), async_nats::Error> {
+    let names = ResourceNames::new(&nats.subjects);
+    let jobs = nats.jetstream.get_stream(names.jobs_stream()).await?;
+    // Only subjects holding jobs are listed: every other queue is empty, and its gauge says 0.
+    let waiting: HashMap<String, usize> =
+        jobs.info_with_subjects(nats.subjects.jobs_wildcard()).await?.try_collect().await?;
+    for kind in [BuildKind::Image, BuildKind::Component] {
+        for architecture in Architecture::ALL {
+            let count = waiting.get(&nats.subjects.jobs(kind, architecture)).copied().unwrap_or(0);
+            metrics::gauge!(QUEUE_DEPTH, "kind" => kind.as_str(), "architecture" => architecture.short())
+                .set(count as f64);
+        }
+    }
+    let mut streams = nats.jetstream.stream_names();
+    while let Some(name) = streams.try_next().await? {
+        if let Ok(stream) = nats.jetstream.get_stream(&name).await {
+            let bytes = stream.cached_info().state.bytes;
+            metrics::gauge!(STREAM_BYTES, "stream" => name).set(bytes as f64);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn made_up_methods_fold_into_one_label() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::from_bytes(b"MADEUP").unwrap()), "other");
+    }
 }

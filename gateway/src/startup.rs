@@ -2,12 +2,14 @@
 //! it serves.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::response::Redirect;
 use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
@@ -18,15 +20,17 @@ use artifacts_schemas::{Failure, RequestError};
 
 use crate::auth::Keys;
 use crate::error::ApiError;
-use crate::metrics::{self, Metrics};
+use crate::metrics;
 use crate::openapi::ApiDoc;
 use crate::routes::registry::{self, TokenSigner};
 use crate::routes::{builds, components, health, hooks, images, keys, manage};
+use crate::serve::{serve, ConnectionLimits};
 use crate::state::AppState;
 
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    limits: ConnectionLimits,
     /// Stops what serving needs in the background (the watch on API keys) once serving stops.
     stopped: CancellationToken,
 }
@@ -39,17 +43,25 @@ impl Application {
         if settings.admin_key.is_none() {
             tracing::warn!("no admin key is set (ARTIFACTS_ADMIN_KEY): every authenticated route will answer 401");
         }
+        // Already installed when the gateway runs as its own process; tests build gateways in theirs.
+        artifacts_runtime::metrics::install("artifacts-gateway");
         let stopped = CancellationToken::new();
         let authenticator = Authenticator::start(settings.admin_key(), &nats, stopped.clone());
         let registry_tokens = TokenSigner::load(&settings)?.map(Arc::new);
+        let limits = ConnectionLimits {
+            header_timeout: Duration::from_secs(settings.gateway.header_timeout_secs),
+            max_connections: settings.gateway.max_connections,
+        };
         let state = AppState {
             registry_tokens,
             keys: Arc::new(Keys::new(authenticator, settings.gateway.rate_limit_per_minute)),
-            nats,
-            metrics: Arc::new(Metrics::default()),
+            webhook_bodies: Arc::new(Semaphore::new(
+                hooks::kib(settings.gateway.max_webhook_bytes) as usize * hooks::WEBHOOK_BODIES_HELD,
+            )),
+            nats: Arc::new(nats),
             settings: Arc::new(settings),
         };
-        Ok(Self { listener, router: router(state), stopped })
+        Ok(Self { listener, router: router(state), limits, stopped })
     }
 
     pub fn port(&self) -> u16 {
@@ -60,7 +72,8 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         tracing::info!(address = %self.listener.local_addr()?, "gateway listening");
         let _stop_background = self.stopped.drop_guard();
-        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown.cancelled_owned()).await
+        serve(self.listener, self.router, self.limits, shutdown).await;
+        Ok(())
     }
 }
 
@@ -104,6 +117,6 @@ pub fn router(state: AppState) -> Router {
             ApiError::new(Failure::Invalid, "this route does not accept that method: see /docs")
         })
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(middleware::from_fn(metrics::track))
         .with_state(state)
 }

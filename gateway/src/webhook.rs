@@ -1,5 +1,6 @@
-//! Push webhooks of GitHub, GitLab and Gitea: verified before anything reads the body, then normalised
-//! into the `<prefix>.git.push` event.
+//! Push webhooks of GitHub, GitLab and Gitea: the headers are checked before the body is read (a
+//! delivery to an unconfigured forge, or without its signature, costs its sender nothing but the head),
+//! the body's signature after, then the delivery is normalised into the `<prefix>.git.push` event.
 //!
 //! GitHub signs the raw body with HMAC-SHA256 (`X-Hub-Signature-256: sha256=<hex>`), Gitea likewise
 //! (`X-Gitea-Signature: <hex>`), GitLab sends a shared token (`X-Gitlab-Token`). Every comparison is in
@@ -11,7 +12,7 @@ use serde_json::Value;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use artifacts_runtime::configuration::HookSettings;
+use artifacts_runtime::configuration::{HookSettings, Secret};
 use artifacts_schemas::{Failure, GitPushEvent, RequestError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,9 +49,9 @@ impl Forge {
         }
     }
 
-    /// Checks the delivery's signature or token against the configured secret. A forge with no secret
-    /// has no hook (404).
-    pub fn verify(self, hooks: &HookSettings, headers: &HeaderMap, body: &[u8]) -> Result<(), RequestError> {
+    /// Checks what can be checked before the body is read: the forge is configured, and the delivery
+    /// carries its signature, or (GitLab) the right token. A forge with no secret has no hook (404).
+    pub fn check_headers(self, hooks: &HookSettings, headers: &HeaderMap) -> Result<Signature, RequestError> {
         let unconfigured = |setting: &str| {
             RequestError::not_found(format!("the {} webhook is not configured: set {setting}", self.name()))
         };
@@ -62,26 +63,26 @@ impl Forge {
                     Self::GitHub => (&hooks.github.secret, "hooks.github.secret"),
                     _ => (&hooks.gitea.secret, "hooks.gitea.secret"),
                 };
-                let secret = secret.as_ref().ok_or_else(|| unconfigured(setting))?;
+                let secret = secret.clone().ok_or_else(|| unconfigured(setting))?;
                 let signature = match self {
                     Self::GitHub => header("x-hub-signature-256").and_then(|s| s.strip_prefix("sha256=")),
                     _ => header("x-gitea-signature")
                         .or_else(|| header("x-hub-signature-256").and_then(|s| s.strip_prefix("sha256="))),
                 }
-                .ok_or_else(|| unauthorized("the delivery is not signed"))?;
-                let expected = hex::encode(hmac_sha256(secret.expose().as_bytes(), body));
-                if bool::from(expected.as_bytes().ct_eq(signature.trim().to_ascii_lowercase().as_bytes())) {
-                    Ok(())
-                } else {
-                    Err(unauthorized("the delivery's signature does not match the configured secret"))
+                .ok_or_else(|| unauthorized("the delivery is not signed"))?
+                .trim()
+                .to_ascii_lowercase();
+                if signature.len() != 64 || !signature.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(unauthorized("the delivery's signature is not a SHA-256 digest in hex"));
                 }
+                Ok(Signature::Hmac { secret, presented: signature })
             }
             Self::GitLab => {
                 let token = hooks.gitlab.token.as_ref().ok_or_else(|| unconfigured("hooks.gitlab.token"))?;
                 let presented =
                     header("x-gitlab-token").ok_or_else(|| unauthorized("the delivery carries no X-Gitlab-Token"))?;
                 if bool::from(token.expose().as_bytes().ct_eq(presented.as_bytes())) {
-                    Ok(())
+                    Ok(Signature::Checked)
                 } else {
                     Err(unauthorized("the delivery's X-Gitlab-Token does not match the configured token"))
                 }
@@ -144,6 +145,29 @@ impl Forge {
     }
 }
 
+/// What is left to check once the body is read.
+pub enum Signature {
+    /// Nothing: the token in the headers was the proof.
+    Checked,
+    /// The body's HMAC-SHA256 under the forge's secret must equal the presented hex digest.
+    Hmac { secret: Secret, presented: String },
+}
+
+impl Signature {
+    pub fn verify(&self, body: &[u8]) -> Result<(), RequestError> {
+        let Self::Hmac { secret, presented } = self else { return Ok(()) };
+        let expected = hex::encode(hmac_sha256(secret.expose().as_bytes(), body));
+        if bool::from(expected.as_bytes().ct_eq(presented.as_bytes())) {
+            Ok(())
+        } else {
+            Err(RequestError::new(
+                Failure::Unauthorized,
+                "the delivery's signature does not match the configured secret".to_owned(),
+            ))
+        }
+    }
+}
+
 fn hmac_sha256(key: &[u8], body: &[u8]) -> [u8; 32] {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
     mac.update(body);
@@ -153,7 +177,7 @@ fn hmac_sha256(key: &[u8], body: &[u8]) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use artifacts_runtime::configuration::{HmacHook, Secret};
+    use artifacts_runtime::configuration::HmacHook;
 
     #[test]
     fn githubs_published_test_vector() {
@@ -166,8 +190,13 @@ mod tests {
         };
         let mut headers = HeaderMap::new();
         headers.insert("x-hub-signature-256", format!("sha256={signature}").parse().unwrap());
-        assert!(Forge::GitHub.verify(&hooks, &headers, b"Hello, World!").is_ok());
-        assert!(Forge::GitHub.verify(&hooks, &headers, b"Hello, World?").is_err());
-        assert_eq!(Forge::Gitea.verify(&hooks, &headers, b"Hello, World!").unwrap_err().failure, Failure::NotFound);
+        let signature = Forge::GitHub.check_headers(&hooks, &headers).unwrap();
+        assert!(signature.verify(b"Hello, World!").is_ok());
+        assert!(signature.verify(b"Hello, World?").is_err());
+        assert_eq!(Forge::Gitea.check_headers(&hooks, &headers).err().unwrap().failure, Failure::NotFound);
+        assert_eq!(
+            Forge::GitHub.check_headers(&hooks, &HeaderMap::new()).err().unwrap().failure,
+            Failure::Unauthorized
+        );
     }
 }

@@ -189,6 +189,11 @@ impl Subjects {
         format!("{}.logs.>", self.prefix)
     }
 
+    /// Scrapes of every process's metrics (plain NATS request, one reply per process; stack only).
+    pub fn metrics(&self) -> String {
+        format!("{}.metrics", self.prefix)
+    }
+
     /// The build record, published at each change of state (plain NATS, for watchers).
     pub fn build_events(&self, build_id: &BuildId) -> String {
         format!("{}.events.build.{}", self.prefix, build_id)

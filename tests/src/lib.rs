@@ -225,6 +225,73 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     binary
 }
 
+/// An `artifacts-gateway` process of its own on the app's NATS server, for benchmarks that read its memory
+/// from `/proc`; killed on drop.
+pub struct GatewayProcess {
+    child: Child,
+    pub port: u16,
+}
+
+impl GatewayProcess {
+    /// Starts the release (or debug, as the caller was built) binary with `env` on top of the app's
+    /// settings, and waits until it accepts connections.
+    pub async fn start(app: &TestApp, env: &[(&str, &str)]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(workspace_binary("artifacts-gateway"))
+            .env("ARTIFACTS__NATS__URL", app.nats_server.url())
+            .env("ARTIFACTS__GATEWAY__LISTEN", format!("127.0.0.1:{port}"))
+            .env("ARTIFACTS_ADMIN_KEY", ADMIN_KEY)
+            .env("ARTIFACTS__LOG__FILTER", "warn")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the gateway starts");
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                return Self { child, port };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the gateway did not listen on port {port}");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Resident memory now (`VmRSS`), in MiB.
+    pub fn rss_mib(&self) -> f64 {
+        self.status_mib("VmRSS:")
+    }
+
+    /// The most resident memory so far (`VmHWM`), in MiB.
+    pub fn peak_rss_mib(&self) -> f64 {
+        self.status_mib("VmHWM:")
+    }
+
+    /// Starts `VmHWM` over from the current resident memory (Linux's `clear_refs` 5).
+    pub fn reset_peak_rss(&self) {
+        let pid = self.child.id().expect("the gateway runs");
+        std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("/proc/<pid>/clear_refs is writable");
+    }
+
+    fn status_mib(&self, field: &str) -> f64 {
+        let pid = self.child.id().expect("the gateway runs");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let kib: f64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix(field))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0.0);
+        kib / 1024.0
+    }
+}
+
 /// Settings for a test: everything on loopback, the gateway on port 0.
 pub fn test_settings(nats_url: &str) -> Settings {
     let mut settings = Settings::default();

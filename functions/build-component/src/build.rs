@@ -11,13 +11,14 @@ use artifacts_runtime::builds;
 use artifacts_runtime::configuration::redact_url;
 use artifacts_runtime::latest::{move_forward, Moved};
 use artifacts_runtime::logs::BuildLog;
+use artifacts_runtime::metrics::{count_stored, timed};
 use artifacts_runtime::nats::{read_json, ResourceNames};
 use artifacts_runtime::{Nats, Settings};
 use artifacts_schemas::messages::keys::glob_matches;
 use artifacts_schemas::names::slug_with_hash;
 use artifacts_schemas::{
-    BuildId, BuildStatus, ComponentBuildRequest, ComponentJob, ComponentQuery, ComponentRecord, ComponentSource,
-    DependencyUsed, RebuiltForPush, Timestamp,
+    BuildId, BuildKind, BuildStatus, ComponentBuildRequest, ComponentJob, ComponentQuery, ComponentRecord,
+    ComponentSource, DependencyUsed, RebuiltForPush, Timestamp,
 };
 
 use crate::container::{pack_inputs, Container};
@@ -72,7 +73,8 @@ impl Build for ComponentBuild {
         let url = submit::checked_url(&job.url, &settings.git).map_err(|err| BuildFailure::Permanent(err.message))?;
         let shown_url = redact_url(url.as_str());
         log.write(&format!("cloning {shown_url} at {}", job.tag)).await;
-        let checkout = git::clone(&url, &job.tag, &settings.git, work_dir).await?;
+        let checkout =
+            timed(BuildKind::Component, "clone", git::clone(&url, &job.tag, &settings.git, work_dir)).await?;
         log.write(&format!("commit {}", checkout.commit)).await;
         let recipe = recipe::read(&checkout.path).map_err(BuildFailure::Permanent)?;
 
@@ -95,13 +97,14 @@ impl Build for ComponentBuild {
             .map_err(|err| BuildFailure::Passing(format!("packing the inputs stopped: {err}")))?
             .map_err(|err| BuildFailure::Permanent(format!("a dependency or the source: {err}")))?;
         container.upload(&inputs).await?;
-        container.run(log).await?;
+        timed(BuildKind::Component, "build", container.run(log)).await?;
 
         let query = self.query();
         let object = format!("{}/{}.tar.gz", query.record_key(), job.build_id);
-        let stored =
-            output::store(container.download(&recipe.output), &self.nats.stores.archives, &object, self.limits())
-                .await?;
+        let storing =
+            output::store(container.download(&recipe.output), &self.nats.stores.archives, &object, self.limits());
+        let stored = timed(BuildKind::Component, "store", storing).await?;
+        count_stored(BuildKind::Component, stored.size);
         log.write(&format!("stored {} bytes as {object} ({})", stored.size, stored.digest)).await;
         Ok(ComponentRecord {
             component: job.component.clone(),

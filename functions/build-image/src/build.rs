@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bollard::query_parameters::{BuildImageOptionsBuilder, BuilderVersion, PushImageOptionsBuilder};
 use bollard::Docker;
@@ -16,10 +17,13 @@ use artifacts_runtime::archive::{self, ArchiveError, Limits};
 use artifacts_runtime::attempt::{Build, BuildFailure};
 use artifacts_runtime::latest::{move_forward, Moved};
 use artifacts_runtime::logs::BuildLog;
+use artifacts_runtime::metrics::record_stage;
 use artifacts_runtime::registry;
 use artifacts_runtime::{Nats, Settings};
 use artifacts_schemas::messages::image::pull_command;
-use artifacts_schemas::{BuildId, ImageBuildResult, ImageJob, ImageQuery, ImageRecord, ImageRepository, Timestamp};
+use artifacts_schemas::{
+    BuildId, BuildKind, ImageBuildResult, ImageJob, ImageQuery, ImageRecord, ImageRepository, Timestamp,
+};
 
 /// Where the submitted Dockerfile sits in the assembled context (a name no user file is likely to have).
 const DOCKERFILE_IN_CONTEXT: &str = ".artifacts.Dockerfile";
@@ -108,6 +112,7 @@ async fn build_and_push(
     // the caller may read them).
     let credentials = registry::builder_credentials(settings)
         .map(|credentials| HashMap::from([(settings.registry.address.clone(), credentials)]));
+    let building = Instant::now();
     let mut output = docker.build_image(options, credentials, Some(body));
     while let Some(item) = output.next().await {
         match item {
@@ -129,8 +134,11 @@ async fn build_and_push(
         }
     }
     drop(output);
+    record_stage(BuildKind::Image, "build", building.elapsed());
     // Only the build's own tag is pushed; `store` points the architecture tag at it in the registry.
+    let pushing = Instant::now();
     let digest = push(&docker, &repository, &immutable_tag, settings, log).await?;
+    record_stage(BuildKind::Image, "push", pushing.elapsed());
     // The registry holds it now; the engine does not need to (nothing else ever collects it there).
     if let Err(err) =
         docker.remove_image(&immutable_name, None::<bollard::query_parameters::RemoveImageOptions>, None).await

@@ -283,10 +283,14 @@ async fn conclude<B: Build>(nats: &Nats, build: &B, log: &mut BuildLog, result: 
             builds::finish(r, status, output.clone(), error.clone())
         }
     });
-    if let Err(err) = recorded.await {
-        tracing::warn!(%err, %build_id, "cannot record the end of the build; retrying the job");
-        return Outcome::Retry(Duration::from_secs(5));
-    }
+    let finished = match recorded.await {
+        Ok(record) => record,
+        Err(err) => {
+            tracing::warn!(%err, %build_id, "cannot record the end of the build; retrying the job");
+            return Outcome::Retry(Duration::from_secs(5));
+        }
+    };
+    crate::metrics::count_build(finished.work.kind(), finished.status);
     log.end(status).await;
     tracing::info!(%build_id, ?status, "build ended");
     Outcome::Done

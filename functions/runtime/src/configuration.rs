@@ -73,8 +73,15 @@ impl Default for RetentionSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct GatewaySettings {
     pub listen: SocketAddr,
-    /// The largest request body accepted, in bytes.
+    /// The largest request body accepted, in bytes (uploads: Dockerfiles with their build context).
     pub max_body_bytes: usize,
+    /// The largest webhook delivery accepted, in bytes.
+    pub max_webhook_bytes: usize,
+    /// A client that has not sent a request head this long after connecting (or after its previous
+    /// answer, on a kept-alive connection) is disconnected.
+    pub header_timeout_secs: u64,
+    /// Connections served at once; further ones wait until one closes.
+    pub max_connections: usize,
     /// Requests one API key may make per minute on one gateway (0: no limit).
     pub rate_limit_per_minute: u32,
     /// The gateway's address as clients reach it, for download URLs given over NATS (default
@@ -212,6 +219,9 @@ impl Default for GatewaySettings {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 64 * 1024 * 1024,
+            max_webhook_bytes: 5 * 1024 * 1024,
+            header_timeout_secs: 10,
+            max_connections: 10_000,
             rate_limit_per_minute: 6000,
             public_url: None,
         }
@@ -337,6 +347,11 @@ impl Settings {
                 self.build.user
             )));
         }
+        if self.gateway.header_timeout_secs == 0 || self.gateway.max_connections == 0 {
+            return Err(SettingsError::Invalid(
+                "gateway.header_timeout_secs and gateway.max_connections must be at least 1".into(),
+            ));
+        }
         if self.build.slots == 0 || self.build.max_attempts == 0 || self.build.ack_wait_secs < 3 {
             return Err(SettingsError::Invalid(
                 "build.slots and build.max_attempts must be at least 1, build.ack_wait_secs at least 3".into(),
@@ -436,6 +451,8 @@ mod tests {
         assert_eq!(s.registry.address, "127.0.0.1:5000");
         assert_eq!(s.git.allowed_schemes, vec!["https"]);
         assert!(s.hooks.github.secret.is_none());
+        assert_eq!(s.gateway.header_timeout_secs, 10);
+        assert_eq!(s.gateway.max_connections, 10_000);
     }
 
     #[test]

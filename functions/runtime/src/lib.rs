@@ -2,7 +2,7 @@
 //!
 //! A function binary is a small `main` that calls [`run`] with its own work: the runtime reads the
 //! layered [`configuration`], starts [`telemetry`], connects to [`nats`] (ensuring the JetStream streams
-//! and buckets), and cancels a token on SIGINT/SIGTERM ([`shutdown`]). Request/reply endpoints are NATS
+//! and buckets), installs its [`metrics`] recorder, and cancels a token on SIGINT/SIGTERM ([`shutdown`]). Request/reply endpoints are NATS
 //! micro services built with [`service::serve`]; the gateway calls them with [`service::call`].
 //!
 //! ```text
@@ -22,6 +22,7 @@ pub mod jobs;
 pub mod latest;
 pub mod leftovers;
 pub mod logs;
+pub mod metrics;
 pub mod nats;
 pub mod nats_users;
 pub mod registry;
@@ -65,6 +66,7 @@ where
         }
     };
     telemetry::init(&settings.log);
+    crate::metrics::install(process_name);
     let shutdown = shutdown::on_signal();
     let stop_within = settings.stop_within();
     let working = async {
@@ -72,6 +74,8 @@ where
             nats = nats::connect(&settings, process_name) => nats?,
             _ = shutdown.cancelled() => return Ok(()),
         };
+        tokio::spawn(crate::metrics::keep_up(shutdown.clone()));
+        tokio::spawn(crate::metrics::answer_scrapes(nats.clone(), shutdown.clone()));
         work(settings, nats, shutdown.clone()).await
     };
     // Finishing cleanly may need NATS, which may be stopping too: past the grace period, stop anyway.

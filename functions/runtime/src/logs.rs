@@ -1,6 +1,9 @@
 //! Build logs: every line is published to JetStream on `<prefix>.logs.<buildId>` as it arrives, so a
 //! log outlives the worker that wrote it and anyone can replay it from the start. The last message of a
 //! build carries the header `Artifacts-Log-End` with the final status.
+//!
+//! A build keeps at most [`MAX_LOG_BYTES_PER_BUILD`] of log: past it one marker line says where the log
+//! was cut, and later lines go only to the tail kept for a failed build's `errorMessage`.
 
 use std::collections::VecDeque;
 
@@ -13,15 +16,28 @@ pub const END_HEADER: &str = "Artifacts-Log-End";
 /// Lines kept for a failed build's `errorMessage`.
 const TAIL_LINES: usize = 15;
 
+/// Bytes of log lines one build publishes; the marker line comes on top.
+pub const MAX_LOG_BYTES_PER_BUILD: usize = 8 * 1024 * 1024;
+
+/// The line that replaces everything past the cap.
+pub const CUT_MARKER: &str = "[log cut: this build wrote more than 8 MiB of log; later lines are not kept]";
+
 pub struct BuildLog {
     jetstream: async_nats::jetstream::Context,
     subject: String,
     tail: VecDeque<String>,
+    /// Bytes published so far; `None` once the log was cut.
+    published: Option<usize>,
 }
 
 impl BuildLog {
     pub fn new(nats: &Nats, build_id: &BuildId) -> Self {
-        Self { jetstream: nats.jetstream.clone(), subject: nats.subjects.build_log(build_id), tail: VecDeque::new() }
+        Self {
+            jetstream: nats.jetstream.clone(),
+            subject: nats.subjects.build_log(build_id),
+            tail: VecDeque::new(),
+            published: Some(0),
+        }
     }
 
     /// Publishes each line of `text` (trailing line breaks dropped; empty lines kept).
@@ -32,6 +48,14 @@ impl BuildLog {
                 self.tail.pop_front();
             }
             self.tail.push_back(line.to_owned());
+            let Some(published) = self.published else { continue };
+            let line = if published + line.len() <= MAX_LOG_BYTES_PER_BUILD {
+                self.published = Some(published + line.len());
+                line
+            } else {
+                self.published = None;
+                CUT_MARKER
+            };
             // Acks are not awaited line by line: ordering holds on one connection and the end marker's ack
             // is awaited, which confirms everything before it.
             if let Err(err) = self.jetstream.publish(self.subject.clone(), line.to_owned().into()).await {
@@ -46,9 +70,9 @@ impl BuildLog {
     }
 
     pub async fn end(&mut self, status: BuildStatus) {
-        let status = serde_json::to_value(status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        let status = status.as_str();
         let mut headers = async_nats::HeaderMap::new();
-        headers.insert(END_HEADER, status.as_str());
+        headers.insert(END_HEADER, status);
         let line = format!("build {status}");
         let published = async {
             self.jetstream.publish_with_headers(self.subject.clone(), headers, line.into()).await?.await?;

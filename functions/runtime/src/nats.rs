@@ -199,13 +199,18 @@ pub async fn ensure_resources(js: &jetstream::Context, subjects: &Subjects) -> a
 
 async fn create_resources(js: &jetstream::Context, subjects: &Subjects) -> anyhow::Result<Stores> {
     let names = ResourceNames::new(subjects);
-    js.get_or_create_stream(stream::Config {
+    // Created or updated, as the logs and push streams: byte caps reach deployments made before them.
+    js.create_or_update_stream(stream::Config {
         name: names.jobs_stream(),
         description: Some("Durable build jobs, one consumer per kind and architecture".into()),
         subjects: vec![subjects.jobs_wildcard()],
         retention: stream::RetentionPolicy::WorkQueue,
         storage: stream::StorageType::File,
         duplicate_window: Duration::from_secs(10 * 60),
+        max_bytes: JOBS_STREAM_BYTES,
+        max_message_size: MAX_RECORD_BYTES,
+        // A full queue refuses new builds rather than dropping queued ones.
+        discard: stream::DiscardPolicy::New,
         ..Default::default()
     })
     .await
@@ -226,7 +231,7 @@ async fn create_resources(js: &jetstream::Context, subjects: &Subjects) -> anyho
     })
     .await
     .context("push stream")?;
-    js.get_or_create_stream(stream::Config {
+    js.create_or_update_stream(stream::Config {
         name: names.dead_letter_stream(),
         description: Some("Jobs that failed at every allowed delivery, kept for an operator to read and replay".into()),
         subjects: vec![subjects.dead_letters_wildcard()],
@@ -239,13 +244,15 @@ async fn create_resources(js: &jetstream::Context, subjects: &Subjects) -> anyho
     })
     .await
     .context("dead-letter stream")?;
-    js.get_or_create_stream(stream::Config {
+    js.create_or_update_stream(stream::Config {
         name: names.logs_stream(),
         description: Some("Build log lines, one subject per build".into()),
         subjects: vec![subjects.logs_wildcard()],
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
         max_messages_per_subject: MAX_LOG_LINES_PER_BUILD,
+        max_bytes: LOGS_STREAM_BYTES,
+        max_message_size: MAX_RECORD_BYTES,
         max_age: Duration::from_secs(30 * 24 * 3600),
         discard: stream::DiscardPolicy::Old,
         ..Default::default()
@@ -263,8 +270,9 @@ async fn create_resources(js: &jetstream::Context, subjects: &Subjects) -> anyho
     let images = key_value(js, names.images_bucket(), "Latest image per component/branch/architecture", 10).await?;
     let components =
         key_value(js, names.components_bucket(), "Latest component per component/tag/architecture", 10).await?;
-    let archives = object_store(js, names.archives_bucket(), "Component tarballs (.tar.gz)").await?;
-    let uploads = object_store(js, names.uploads_bucket(), "Build sources: Dockerfiles and contexts").await?;
+    let archives = object_store(js, names.archives_bucket(), "Component tarballs (.tar.gz)", ARCHIVES_BYTES).await?;
+    let uploads =
+        object_store(js, names.uploads_bucket(), "Build sources: Dockerfiles and contexts", UPLOADS_BYTES).await?;
     let repositories =
         key_value(js, names.repositories_bucket(), "The component of each registry repository", 1).await?;
     Ok(Stores {
@@ -288,13 +296,33 @@ pub const MAX_PUSH_EVENT_BYTES: usize = 64 * 1024;
 /// What the push stream may hold; past it the oldest events go (a week's pushes are far smaller).
 pub const PUSH_STREAM_BYTES: i64 = 256 * 1024 * 1024;
 
-/// Each build keeps at most this many log lines (the oldest go first).
+/// Each build keeps at most this many log lines (the oldest go first); its bytes are capped by the
+/// writer (`logs::MAX_LOG_BYTES_PER_BUILD`).
 pub const MAX_LOG_LINES_PER_BUILD: i64 = 20_000;
+
+/// The largest message of the jobs and logs streams and of a key-value record: the server's own
+/// `max_payload`.
+pub const MAX_RECORD_BYTES: i32 = 1024 * 1024;
+
+/// Every stream has a byte cap, so no client can fill the server's disk. Jobs and records are a few KiB
+/// each; logs go oldest first; the object stores refuse what does not fit (the build or upload fails).
+/// The server reserves every cap in full against its `max_file_store` (100 GB in
+/// `nats/nats-server.conf`), so together they stay below it: about 80 GiB.
+pub const JOBS_STREAM_BYTES: i64 = 256 * MIB;
+pub const LOGS_STREAM_BYTES: i64 = 4 * GIB;
+/// Each of the ten key-value buckets.
+pub const KEY_VALUE_BYTES: i64 = 256 * MIB;
+pub const ARCHIVES_BYTES: i64 = 64 * GIB;
+pub const UPLOADS_BYTES: i64 = 8 * GIB;
+
+const MIB: i64 = 1024 * 1024;
+const GIB: i64 = 1024 * MIB;
 
 async fn object_store(
     js: &jetstream::Context,
     bucket: String,
     description: &str,
+    max_bytes: i64,
 ) -> anyhow::Result<object_store::ObjectStore> {
     if let Ok(store) = js.get_object_store(&bucket).await {
         return Ok(store);
@@ -303,6 +331,7 @@ async fn object_store(
         bucket: bucket.clone(),
         description: Some(description.into()),
         storage: stream::StorageType::File,
+        max_bytes,
         ..Default::default()
     })
     .await
@@ -323,6 +352,8 @@ async fn key_value(
         description: Some(description.into()),
         subjects: vec![format!("$KV.{bucket}.>")],
         max_messages_per_subject: history,
+        max_bytes: KEY_VALUE_BYTES,
+        max_message_size: MAX_RECORD_BYTES,
         storage: stream::StorageType::File,
         allow_rollup: true,
         deny_delete: true,

@@ -1,6 +1,7 @@
 //! `GET /api/v1/builds/{buildId}`, `GET /api/v1/builds`, `GET /api/v1/builds/{buildId}/logs`.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, pull::Ordered, DeliverPolicy};
@@ -130,7 +131,7 @@ async fn log_lines(nats: &Nats, build_id: &BuildId) -> Result<Ordered, ApiError>
 const SILENCE_CHECK: Duration = Duration::from_secs(5);
 
 /// Server-sent events: `data` events for lines, then one `end` event whose data is the final status.
-fn log_events(nats: Nats, build_id: BuildId, lines: Ordered) -> impl Stream<Item = Result<Event, Infallible>> {
+fn log_events(nats: Arc<Nats>, build_id: BuildId, lines: Ordered) -> impl Stream<Item = Result<Event, Infallible>> {
     futures::stream::unfold(Some((nats, build_id, lines)), |state| async move {
         let (nats, build_id, mut lines) = state?;
         loop {

@@ -18,7 +18,7 @@ use artifacts_schemas::messages::keys::Scope;
 
 use crate::auth::{Caller, Identity};
 use crate::error::ApiError;
-use crate::input::{body_bytes, PathParams, QueryOrJson};
+use crate::input::{body_bytes, PathParams, QueryOrJson, SMALL_JSON_BODY_BYTES};
 use crate::relay::relay;
 use crate::state::AppState;
 
@@ -98,7 +98,7 @@ pub async fn post_component(
     http_request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Build)?;
-    let submission: ComponentBuildRequest = parse_json(&body_bytes(http_request, &state).await?)?;
+    let submission: ComponentBuildRequest = parse_json(&body_bytes(http_request, SMALL_JSON_BODY_BYTES).await?)?;
     caller.require_for(Scope::Build, &submission.component)?;
     GitUrl::parse(&submission.url, &state.settings.git.allowed_schemes)?;
     let by = identity.requested_by(&caller)?;

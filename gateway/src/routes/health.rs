@@ -1,5 +1,5 @@
 //! `GET /healthz` (the process answers), `GET /readyz` (NATS, every function and the registry answer),
-//! `GET /metrics`.
+//! `GET /metrics` (every process's metrics, gathered over NATS).
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -57,5 +57,5 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, content_type = "text/plain", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::render(&state.nats).await)
 }

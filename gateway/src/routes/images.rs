@@ -96,7 +96,7 @@ async fn parse_submission(request: Request, state: &AppState) -> Result<(ImageBu
             .map_err(|err| RequestError::invalid(format!("malformed multipart body: {err}")))?;
         from_multipart(multipart, state).await?
     } else if content_type.starts_with("application/json") {
-        parse_json(&body_bytes(request, state).await?)?
+        parse_json(&body_bytes(request, state.settings.gateway.max_body_bytes).await?)?
     } else {
         return Err(RequestError::invalid(
             "Content-Type must be multipart/form-data (with a `dockerfile` file part) or application/json",

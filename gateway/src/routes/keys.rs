@@ -22,7 +22,7 @@ use artifacts_runtime::nats_users;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::input::{body_bytes, PathParams};
+use crate::input::{body_bytes, PathParams, SMALL_JSON_BODY_BYTES};
 use crate::state::AppState;
 
 /// Create an API key (the secret is shown once).
@@ -36,7 +36,7 @@ use crate::state::AppState;
     security(("bearer" = []), ("apiKey" = [])))]
 pub async fn create(State(state): State<AppState>, caller: Caller, request: Request) -> Result<Response, ApiError> {
     caller.require(Scope::Admin)?;
-    let request: KeyCreateRequest = parse_json(&body_bytes(request, &state).await?)?;
+    let request: KeyCreateRequest = parse_json(&body_bytes(request, SMALL_JSON_BODY_BYTES).await?)?;
     let name = request.name.trim();
     if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
         return Err(RequestError::invalid("name must be 1 to 100 printable characters").into());

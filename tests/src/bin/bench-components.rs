@@ -16,7 +16,7 @@ use tokio::io::AsyncReadExt;
 
 use artifacts_runtime::archive::Limits;
 use artifacts_schemas::{Architecture, BuildId, ComponentName, ComponentQuery, ComponentRecord, TagName, Timestamp};
-use artifacts_tests::{workspace_binary, TestApp, ADMIN_KEY};
+use artifacts_tests::{GatewayProcess, TestApp, ADMIN_KEY};
 
 /// Incompressible bytes, quickly (xorshift).
 fn noise(len: usize, seed: u64) -> Vec<u8> {
@@ -34,16 +34,6 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
 
 fn mib_per_s(bytes: u64, took: Duration) -> f64 {
     bytes as f64 / (1024.0 * 1024.0) / took.as_secs_f64()
-}
-
-fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0.0);
-    kib / 1024.0
 }
 
 async fn download(app: &TestApp, size_mib: usize) {
@@ -80,23 +70,8 @@ async fn download(app: &TestApp, size_mib: usize) {
     app.nats.stores.components.put(query.record_key(), serde_json::to_vec(&record).unwrap().into()).await.unwrap();
 
     // The gateway under test runs as its own process, so its memory is its own.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut gateway = tokio::process::Command::new(workspace_binary("artifacts-gateway"))
-        .env("ARTIFACTS__NATS__URL", app.nats_server.url())
-        .env("ARTIFACTS__GATEWAY__LISTEN", format!("127.0.0.1:{port}"))
-        .env("ARTIFACTS_ADMIN_KEY", ADMIN_KEY)
-        .env("ARTIFACTS__LOG__FILTER", "warn")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let idle_rss = peak_rss_mib(gateway.id().unwrap());
+    let gateway = GatewayProcess::start(app, &[]).await;
+    let idle_rss = gateway.peak_rss_mib();
 
     let mut raw_runs = Vec::new();
     let mut gateway_runs = Vec::new();
@@ -115,7 +90,7 @@ async fn download(app: &TestApp, size_mib: usize) {
         assert_eq!(total, size as u64);
         raw_runs.push(started.elapsed());
 
-        let url = format!("http://127.0.0.1:{port}/api/v1/components/bench-big/v1/amd64/archive");
+        let url = gateway.url("/api/v1/components/bench-big/v1/amd64/archive");
         let started = Instant::now();
         let response =
             app.http.get(&url).bearer_auth(ADMIN_KEY).timeout(Duration::from_secs(600)).send().await.unwrap();
@@ -128,8 +103,8 @@ async fn download(app: &TestApp, size_mib: usize) {
         assert_eq!(total, size as u64);
         gateway_runs.push(started.elapsed());
     }
-    let peak = peak_rss_mib(gateway.id().unwrap());
-    let _ = gateway.kill().await;
+    let peak = gateway.peak_rss_mib();
+    drop(gateway);
     let best = |runs: &[Duration]| *runs.iter().min().unwrap();
     let (raw, through) = (best(&raw_runs), best(&gateway_runs));
     println!("### Download of a {size_mib} MiB component (best of 2)\n");
