@@ -359,19 +359,19 @@ impl TestApp {
         }
 
         let lookup_nats = artifacts_runtime::nats::connect(&settings, "test-lookup").await.expect("NATS connects");
-        tokio::spawn(artifacts_lookup::run(settings.clone(), lookup_nats, shutdown.clone()));
+        spawn_function(artifacts_lookup::run(settings.clone(), lookup_nats, shutdown.clone()));
         let gc_nats = artifacts_runtime::nats::connect(&settings, "test-gc").await.expect("NATS connects");
-        tokio::spawn(artifacts_gc::run(settings.clone(), gc_nats, shutdown.clone()));
+        spawn_function(artifacts_gc::run(settings.clone(), gc_nats, shutdown.clone()));
         if with_builder {
             let builder_nats =
                 artifacts_runtime::nats::connect(&settings, "test-build-image").await.expect("NATS connects");
-            tokio::spawn(artifacts_build_image::run(settings.clone(), builder_nats, shutdown.clone()));
+            spawn_function(artifacts_build_image::run(settings.clone(), builder_nats, shutdown.clone()));
             let component_nats =
                 artifacts_runtime::nats::connect(&settings, "test-build-component").await.expect("NATS connects");
-            tokio::spawn(artifacts_build_component::run(settings.clone(), component_nats, shutdown.clone()));
+            spawn_function(artifacts_build_component::run(settings.clone(), component_nats, shutdown.clone()));
             let trigger_nats =
                 artifacts_runtime::nats::connect(&settings, "test-git-trigger").await.expect("NATS connects");
-            tokio::spawn(artifacts_git_trigger::run(settings.clone(), trigger_nats, shutdown.clone()));
+            spawn_function(artifacts_git_trigger::run(settings.clone(), trigger_nats, shutdown.clone()));
         }
 
         let gateway_nats = artifacts_runtime::nats::connect(&settings, "test-gateway").await.expect("NATS connects");
@@ -597,6 +597,13 @@ pub fn sign_webhook(body: &[u8]) -> String {
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).expect("any key length");
     mac.update(body);
     hex::encode(mac.finalize().into_bytes())
+}
+
+/// Runs a function in the test's runtime. Its future is moved to the heap before it is first polled,
+/// so the first poll's stack frame (large in a debug build) is not on the test thread's stack on top of
+/// the test's own.
+fn spawn_function(function: impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static) {
+    tokio::spawn(Box::pin(function));
 }
 
 /// A name unique to this test process, so tests sharing a Docker engine never share a component.

@@ -63,7 +63,8 @@ async fn answer(nats: &Nats, settings: &Settings, request: &Request) -> Reply {
         Endpoint::ImageDelete => manage::delete_image(nats, &request.caller, payload).await,
         Endpoint::ComponentDelete => manage::delete_component(nats, &request.caller, payload).await,
         Endpoint::GcRun => match parse_json::<GcRequest>(if payload.is_empty() { b"{}" } else { payload }) {
-            Ok(asked) => collect(nats, settings, asked.dry_run).await.map(|report| Reply::ok(&report)),
+            // Boxed: the collection's state is large, the service's handler future stays small.
+            Ok(asked) => Box::pin(collect(nats, settings, asked.dry_run)).await.map(|report| Reply::ok(&report)),
             Err(err) => Err(err),
         },
         other => Err(artifacts_schemas::RequestError::internal(format!("{other:?} is not served here"))),
@@ -83,7 +84,7 @@ async fn periodically(nats: &Nats, settings: &Settings, shutdown: CancellationTo
             _ = shutdown.cancelled() => return Ok(()),
             _ = tokio::time::sleep(Duration::from_secs(interval)) => {}
         }
-        match collect(nats, settings, false).await {
+        match Box::pin(collect(nats, settings, false)).await {
             Ok(report) => tracing::info!(removed = ?report.removed, "collected"),
             Err(err) => tracing::warn!(%err, "the collection stopped; the next one finishes it"),
         }
