@@ -399,11 +399,18 @@ async fn keep_running(
 /// dies (even SIGKILL), so nothing outlives the stack.
 async fn start(name: &'static str, mut command: Command) -> anyhow::Result<tokio::process::Child> {
     command.process_group(0).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
-    // SAFETY: between fork and exec only prctl(2), which is async-signal-safe, runs.
+    let up = std::process::id();
+    // SAFETY: between fork and exec only prctl(2) and getppid(2), which are async-signal-safe, run.
     unsafe {
-        command.pre_exec(|| match libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) {
-            -1 => Err(std::io::Error::last_os_error()),
-            _ => Ok(()),
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // `up` died between the fork and the prctl: no signal will come, so do not start.
+            if u32::try_from(libc::getppid()).ok() != Some(up) {
+                return Err(std::io::Error::other("artifacts up is gone"));
+            }
+            Ok(())
         });
     }
     let mut child = spawner().spawn(command).await.with_context(|| format!("cannot start {name}"))?;

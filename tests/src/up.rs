@@ -76,6 +76,11 @@ impl UpStack {
         children(self.child.id()?).into_iter().find(|(_, name)| name == program).map(|(pid, _)| pid)
     }
 
+    /// Every process the stack runs: (pid, program).
+    pub fn processes(&self) -> Vec<(u32, String)> {
+        self.child.id().map(children).unwrap_or_default()
+    }
+
     /// Waits until `/readyz` answers 200; how long that took.
     pub async fn wait_ready(&self, limit: Duration) -> Duration {
         let started = Instant::now();
@@ -131,6 +136,14 @@ impl UpStack {
 }
 
 /// The processes whose parent is `pid`: (pid, the base name of the program they run).
+/// Whether `pid` still runs (a zombie no longer does: it waits only to be reaped).
+pub fn is_running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rfind(')').map(|close| stat[close + 1..].trim_start().to_owned()))
+        .is_some_and(|rest| !rest.starts_with('Z'))
+}
+
 pub fn children(pid: u32) -> Vec<(u32, String)> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {

@@ -8,13 +8,14 @@
 //! - SIGTERM of the worker three times during one long build: it succeeds with `attempts` = 1.
 //! - 50 polls of a failing component: no new build.
 //! - 20 concurrent requests for one component version through HTTP, NATS and a webhook: one build.
+//! - `kill -9` of `artifacts up` itself: every process it ran stops.
 
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use serde_json::{json, Value};
 
-use artifacts_tests::up::UpStack;
+use artifacts_tests::up::{is_running, UpStack};
 use artifacts_tests::{
     docker, key_header, manifest, require_docker, sign_webhook, unique_name, webhook_fixture, GitRepo, WEBHOOK_SECRET,
 };
@@ -79,7 +80,7 @@ async fn builds_survive_faults_and_identical_work_is_done_once() {
     require_docker().await;
     let repo = GitRepo::new().await;
     let temp = std::env::temp_dir().display().to_string();
-    let stack = UpStack::start(&[
+    let mut stack = UpStack::start(&[
         ("ARTIFACTS__BUILD__ACK_WAIT_SECS", ACK_WAIT_SECS),
         ("ARTIFACTS__BUILD__SHUTDOWN_GRACE_SECS", GRACE_SECS),
         ("ARTIFACTS__BUILD__SLOTS", "4"),
@@ -302,6 +303,27 @@ async fn builds_survive_faults_and_identical_work_is_done_once() {
     let labels =
         docker(&["ps", "-a", "--filter", "label=artifacts.build-id", "--format", "{{.Labels}} {{.Status}}"]).await;
     assert_eq!(left, 0, "no build container is left: {labels}");
+
+    // `up` itself killed with SIGKILL: every process it ran stops by itself (before, an orphan whose log
+    // pipe had closed panicked in its shutdown task and ran on for good).
+    let processes = stack.processes();
+    let killed = Instant::now();
+    stack.child.start_kill().unwrap();
+    let mut left = processes.clone();
+    while !left.is_empty() && killed.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        left.retain(|(pid, _)| is_running(*pid));
+    }
+    let line = format!(
+        "kill -9 of artifacts up: {} of {} processes still running {:.1}s later",
+        left.len(),
+        processes.len(),
+        killed.elapsed().as_secs_f64()
+    );
+    println!("{line}");
+    report.push(line);
+    assert!(processes.len() >= 8, "nats-server, the registry, the gateway and every function: {processes:?}");
+    assert!(left.is_empty(), "outlived up: {left:?}");
 
     println!("\n== faults ==\n{}", report.join("\n"));
 }

@@ -16,11 +16,13 @@ pub fn on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let cancel = token.clone();
     tokio::spawn(async move {
-        tokio::select! {
-            _ = wait_for_signal() => tracing::info!("shutdown signal received: finishing work in hand"),
-            _ = orphaned() => tracing::info!("the process that started this one is gone: finishing work in hand"),
-        }
+        let why = tokio::select! {
+            _ = wait_for_signal() => "shutdown signal received",
+            _ = orphaned() => "the process that started this one is gone",
+        };
+        // Cancel before logging: whatever becomes of the log line, the process stops.
         cancel.cancel();
+        tracing::info!("{why}: finishing work in hand");
     });
     token
 }
