@@ -515,8 +515,7 @@ impl TestApp {
             lease_expires_at: None,
             pinned: false,
         };
-        let bytes = serde_json::to_vec(&record).expect("records serialise");
-        self.nats.stores.builds.put(record.build_id.as_str(), bytes.into()).await.expect("JetStream stores the record");
+        artifacts_runtime::builds::create(&self.nats, &record).await.expect("JetStream stores the record");
         record.build_id
     }
 

@@ -1,7 +1,5 @@
 //! The lookup path end to end: HTTP -> gateway -> NATS -> lookup function -> JetStream KV -> reply.
 
-use std::time::Duration;
-
 use serde_json::{json, Value};
 
 use artifacts_schemas::{
@@ -152,7 +150,6 @@ async fn build_records_and_history() {
         (BuildKind::Image, BuildStatus::Queued, "two"),
     ] {
         ids.push(app.store_build(kind, status, component).await);
-        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 
     let one: Value = app.get(&format!("/api/v1/builds/{}", ids[0])).await.json().await.unwrap();
@@ -180,6 +177,46 @@ async fn build_records_and_history() {
     assert_eq!(bad.status(), 400);
     let bad_kind = app.get("/api/v1/builds?kind=banana").await;
     assert_eq!(bad_kind.status(), 400);
+}
+
+/// Listings come from the build index a page at a time, newest first, however long the history: more
+/// builds than one index page holds, two components interleaved, walked with the cursor.
+#[tokio::test]
+async fn build_listings_page_through_long_histories_with_a_cursor() {
+    let app = TestApp::spawn().await;
+    let (mut paged, mut every) = (Vec::new(), Vec::new());
+    for n in 0..230 {
+        let component = if n % 3 == 0 { "other" } else { "paged" };
+        let id = app.store_build(BuildKind::Component, BuildStatus::Succeeded, component).await.as_str().to_owned();
+        if component == "paged" {
+            paged.push(id.clone());
+        }
+        every.push(id);
+    }
+    paged.reverse();
+    every.reverse();
+
+    let mut walked = Vec::new();
+    let mut path = "/api/v1/builds?component=paged&limit=40".to_owned();
+    for _ in 0..10 {
+        let page: Value = app.get(&path).await.json().await.unwrap();
+        walked.extend(page["builds"].as_array().unwrap().iter().map(|b| b["buildId"].as_str().unwrap().to_owned()));
+        match page["nextCursor"].as_str() {
+            Some(cursor) => path = format!("/api/v1/builds?component=paged&limit=40&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(walked, paged, "every build of the component once, newest first");
+
+    let all: Value = app.get("/api/v1/builds?limit=500").await.json().await.unwrap();
+    let listed: Vec<&str> = all["builds"].as_array().unwrap().iter().map(|b| b["buildId"].as_str().unwrap()).collect();
+    assert_eq!(listed, every);
+    assert!(all["nextCursor"].is_null(), "{}", all["nextCursor"]);
+
+    let bad = app.get("/api/v1/builds?cursor=somewhere").await;
+    assert_eq!(bad.status(), 400);
+    let body: Value = bad.json().await.unwrap();
+    assert!(body["errorMessage"].as_str().unwrap().contains("nextCursor"), "{body}");
 }
 
 #[tokio::test]

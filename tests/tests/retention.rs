@@ -3,14 +3,18 @@
 
 use std::time::Duration;
 
+use futures::StreamExt;
 use serde_json::{json, Value};
 
+use artifacts_runtime::configuration::RetentionPolicy;
 use artifacts_tests::{
     allow_local_repositories, docker, manifest, require_docker, unique_name, GitRepo, Registry, TestApp, ADMIN_KEY,
 };
 
 const VERSIONS: usize = 8;
 const KEEP: usize = 3;
+/// What a policy for the image's component keeps instead (`[[retention.policies]]`).
+const IMAGE_KEEP: usize = 2;
 
 async fn post(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
     let answer = app.http.post(app.url(path)).bearer_auth(ADMIN_KEY).json(&body).send().await.unwrap();
@@ -52,6 +56,11 @@ async fn scenario() {
         settings.registry.address = address;
         settings.retention.keep_successful = KEEP;
         settings.retention.gc_interval_secs = 0;
+        settings.retention.policies = vec![RetentionPolicy {
+            components: "kept-image*".into(),
+            keep_successful: Some(IMAGE_KEEP),
+            failed_days: None,
+        }];
         allow_local_repositories(settings);
     })
     .await;
@@ -98,6 +107,8 @@ async fn scenario() {
     let (status, dry) = post(&app, "/api/v1/gc", json!({"dryRun": true})).await;
     assert_eq!(status, 200, "{dry}");
     assert_eq!(builds_of(&app, &image).await.len(), VERSIONS, "a dry run removes nothing");
+    let dedup_keys = || async { app.nats.stores.active.keys().await.unwrap().count().await };
+    let keys_before = dedup_keys().await;
     let (status, report) = post(&app, "/api/v1/gc", json!({})).await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(report["removed"], dry["removed"], "the dry run said what the collection removed");
@@ -105,7 +116,20 @@ async fn scenario() {
 
     let kept_images: Vec<String> =
         builds_of(&app, &image).await.iter().map(|b| b["buildId"].as_str().unwrap().to_owned()).collect();
-    assert_eq!(kept_images.len(), KEEP + 1, "the newest {KEEP} and the pinned one: {kept_images:?}");
+    assert_eq!(
+        kept_images.len(),
+        IMAGE_KEEP + 1,
+        "the policy's newest {IMAGE_KEEP} and the pinned one: {kept_images:?}"
+    );
+    let removed = report["removed"]["builds"].as_u64().unwrap() as usize;
+    assert_eq!(removed, (VERSIONS - IMAGE_KEEP - 1) + (VERSIONS - KEEP - 1), "{report}");
+    assert_eq!(dedup_keys().await, keys_before - removed, "each removed build's identical-work key went with it");
+    for (component, kept) in [(&image, IMAGE_KEEP + 1), (&library, KEEP + 1)] {
+        let key = format!("component/{}/0", artifacts_schemas::names::slug_with_hash(component));
+        let page = app.nats.stores.build_index.get(&key).await.unwrap().expect("an index page");
+        let ids: Vec<String> = serde_json::from_slice(&page).unwrap();
+        assert_eq!(ids.len(), kept, "removed builds left the index: {ids:?}");
+    }
     assert!(kept_images.contains(&pinned));
     for (n, build) in image_builds.iter().enumerate() {
         let immutable = build["result"]["immutableName"].as_str().unwrap();

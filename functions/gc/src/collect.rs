@@ -1,6 +1,7 @@
 //! The collector: what the retention policy lets go.
 //!
-//! Kept: per target, the newest `retention.keep_successful` successful builds; the build each image or
+//! Kept: per target, the newest `retention.keep_successful` successful builds (or what the first
+//! `retention.policies` entry whose pattern names the component says); the build each image or
 //! component record names (the latest); every build a kept component build depends on; pinned builds;
 //! failed and cancelled builds younger than `retention.failed_days`. Everything else goes: its registry
 //! manifest (by digest, unless a kept build of the repository has the same one) or its component
@@ -17,12 +18,14 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 
+use artifacts_runtime::build_index::{self, List};
 use artifacts_runtime::nats::{read_json, unavailable, ResourceNames};
-use artifacts_runtime::{registry, Nats, Settings};
+use artifacts_runtime::{builds, registry, Nats, Settings};
 use artifacts_schemas::messages::build::ListStatus;
 use artifacts_schemas::messages::manage::{GcReport, Removed};
 use artifacts_schemas::{
-    BuildId, BuildRecord, BuildStatus, BuildWork, ComponentRecord, ImageRecord, ImageRepository, RequestError,
+    BuildId, BuildRecord, BuildStatus, BuildWork, ComponentName, ComponentRecord, ImageRecord, ImageRepository,
+    RequestError,
 };
 
 /// Uploads younger than this stay, whoever refers to them: a submission may be on its way.
@@ -36,8 +39,10 @@ pub async fn collect(nats: &Nats, settings: &Settings, dry_run: bool) -> Result<
     let mut kept: BTreeSet<BuildId> = images.iter().map(|i| i.build_id.clone()).collect();
     kept.extend(components.iter().map(|c| c.build_id.clone()));
     let mut by_target: BTreeMap<String, Vec<&BuildRecord>> = BTreeMap::new();
-    let failed_before = time::OffsetDateTime::now_utc() - Duration::from_secs(settings.retention.failed_days * 86_400);
+    let now = time::OffsetDateTime::now_utc();
     for record in &records {
+        let (_, failed_days) = settings.retention.for_component(record.work.component().as_str());
+        let failed_before = now - Duration::from_secs(failed_days * 86_400);
         match record.status {
             _ if record.pinned => {
                 kept.insert(record.build_id.clone());
@@ -55,7 +60,8 @@ pub async fn collect(nats: &Nats, settings: &Settings, dry_run: bool) -> Result<
     }
     for builds in by_target.values_mut() {
         builds.sort_by(|a, b| b.build_id.cmp(&a.build_id));
-        kept.extend(builds.iter().take(settings.retention.keep_successful).map(|r| r.build_id.clone()));
+        let (keep, _) = settings.retention.for_component(builds[0].work.component().as_str());
+        kept.extend(builds.iter().take(keep).map(|r| r.build_id.clone()));
     }
     // What kept component builds depend on stays, transitively.
     let by_id: BTreeMap<&BuildId, &BuildRecord> = records.iter().map(|r| (&r.build_id, r)).collect();
@@ -107,8 +113,12 @@ pub async fn collect(nats: &Nats, settings: &Settings, dry_run: bool) -> Result<
         }
         if !dry_run {
             let _ = logs.purge().filter(nats.subjects.build_log(&record.build_id)).await;
+            release_dedup_key(nats, record).await?;
             nats.stores.builds.purge(record.build_id.as_str()).await.map_err(unavailable)?;
         }
+    }
+    if !dry_run {
+        drop_from_index(nats, &records, &kept).await?;
     }
     remove_uploads(nats, &records, &kept, dry_run, &mut removed).await?;
     for (what, count) in [
@@ -121,6 +131,37 @@ pub async fn collect(nats: &Nats, settings: &Settings, dry_run: bool) -> Result<
     }
     metrics::counter!("artifacts_gc_removed_bytes_total").increment(if dry_run { 0 } else { removed.bytes });
     Ok(GcReport { status: ListStatus::Ok, dry_run, removed })
+}
+
+/// The identical-work key of a removed build goes with it (when it still names that build): otherwise
+/// the bucket keeps one key per distinct build ever made.
+async fn release_dedup_key(nats: &Nats, record: &BuildRecord) -> Result<(), RequestError> {
+    let key = builds::content_hash(&record.work);
+    let Some(entry) = nats.stores.active.entry(&key).await.map_err(unavailable)? else { return Ok(()) };
+    if entry.value.as_ref() == record.build_id.as_str().as_bytes() {
+        // Revision-checked: a submitter that claimed the key meanwhile keeps it.
+        if let Err(err) = nats.stores.active.purge_expect_revision(&key, Some(entry.revision)).await {
+            tracing::debug!(%err, key, "the identical-work key moved on; kept");
+        }
+    }
+    Ok(())
+}
+
+/// Removed builds leave the listings: the list of every build and each component's.
+async fn drop_from_index(nats: &Nats, records: &[BuildRecord], kept: &BTreeSet<BuildId>) -> Result<(), RequestError> {
+    let removed: BTreeSet<&str> =
+        records.iter().filter(|r| !kept.contains(&r.build_id)).map(|r| r.build_id.as_str()).collect();
+    if removed.is_empty() {
+        return Ok(());
+    }
+    let index = &nats.stores.build_index;
+    build_index::remove(index, List::All, |id| removed.contains(id)).await?;
+    let components: BTreeSet<&ComponentName> =
+        records.iter().filter(|r| !kept.contains(&r.build_id)).map(|r| r.work.component()).collect();
+    for component in components {
+        build_index::remove(index, List::Component(component), |id| removed.contains(id)).await?;
+    }
+    Ok(())
 }
 
 /// Dockerfiles and contexts no remaining build names, a day after they were uploaded.

@@ -13,11 +13,11 @@ mod catalog;
 use std::sync::Arc;
 
 use async_nats::jetstream::kv;
-use futures::TryStreamExt;
 use tokio_util::sync::CancellationToken;
 
 use artifacts_runtime::auth::{Authenticator, Caller};
-use artifacts_runtime::nats::{read_json, unavailable};
+use artifacts_runtime::build_index::{self, List};
+use artifacts_runtime::nats::{read_json, Stores};
 use artifacts_runtime::service::{self, Reply, Request, ServiceSpec, LOOKUP_HEADER};
 use artifacts_runtime::{Nats, Settings};
 use artifacts_schemas::messages::build::ListStatus;
@@ -68,7 +68,7 @@ async fn answer(nats: &Nats, base_url: &str, request: &Request) -> Reply {
         Endpoint::ComponentGet => component(nats, base_url, request).await,
         Endpoint::ComponentArchive => archive::start(nats, caller, payload).await,
         Endpoint::BuildGet => build(&stores.builds, caller, payload).await,
-        Endpoint::BuildList => builds(&stores.builds, caller, payload).await,
+        Endpoint::BuildList => builds(stores, caller, payload).await,
         Endpoint::CatalogImages => catalog::images(&stores.images, caller, payload).await,
         Endpoint::CatalogComponents => catalog::components(&stores.components, caller, payload).await,
         other => Err(RequestError::internal(format!("lookup does not serve {}", other.suffix()))),
@@ -143,17 +143,19 @@ async fn build(builds: &kv::Store, caller: &Caller, payload: &[u8]) -> Result<Re
     }
 }
 
-/// Build ids are UUIDv7, so walking the keys in reverse order visits the newest builds first.
-async fn builds(builds: &kv::Store, caller: &Caller, payload: &[u8]) -> Result<Reply, RequestError> {
+/// Index pages one listing may read: filters that match little (a status, another team's builds) stop
+/// there and answer what they found with a cursor to go on from, so no request reads the whole history.
+const MAX_PAGES_PER_LISTING: usize = 50;
+
+/// Newest first, from the component's index list (or the list of every build), a page at a time.
+async fn builds(stores: &Stores, caller: &Caller, payload: &[u8]) -> Result<Reply, RequestError> {
     let query: BuildListQuery = if payload.is_empty() { BuildListQuery::default() } else { parse_json(payload)? };
-    let mut keys: Vec<String> = builds.keys().await.map_err(unavailable)?.try_collect().await.map_err(unavailable)?;
-    keys.sort_unstable_by(|a, b| b.cmp(a));
+    let list = query.component.as_ref().map_or(List::All, List::Component);
+    let mut walk = build_index::Walk::start(&stores.build_index, list, query.cursor.as_deref()).await?;
     let mut found = Vec::new();
-    for key in keys {
-        if found.len() == query.limit() {
-            break;
-        }
-        let Some(record) = read_json::<BuildRecord>(builds, &key).await? else {
+    while found.len() < query.limit() && walk.pages_read() <= MAX_PAGES_PER_LISTING {
+        let Some(build_id) = walk.next().await? else { break };
+        let Some(record) = read_json::<BuildRecord>(&stores.builds, &build_id).await? else {
             continue;
         };
         let matches = caller.allows(record.work.component().as_str())
@@ -164,5 +166,6 @@ async fn builds(builds: &kv::Store, caller: &Caller, payload: &[u8]) -> Result<R
             found.push(record);
         }
     }
-    Ok(Reply::ok(&BuildList { status: ListStatus::Ok, error_message: None, builds: found }))
+    let next_cursor = walk.cursor();
+    Ok(Reply::ok(&BuildList { status: ListStatus::Ok, error_message: None, builds: found, next_cursor }))
 }

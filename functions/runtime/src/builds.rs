@@ -17,6 +17,7 @@ use artifacts_schemas::{
     RequestedBy, Timestamp,
 };
 
+use crate::build_index::{self, List};
 use crate::nats::{read_json, unavailable, Nats};
 
 /// A new build, as its submitter describes it.
@@ -134,7 +135,7 @@ async fn start<J: Serialize>(
         lease_expires_at: None,
         pinned: false,
     };
-    put(nats, &record).await?;
+    create(nats, &record).await?;
     Ok(Submitted { build_id, status: AcceptedStatus::Queued, error: None })
 }
 
@@ -142,7 +143,7 @@ async fn start<J: Serialize>(
 /// context digests, with the target and build arguments): the request without `trigger`, so a lookup, a
 /// push and a submission of the same thing share one build whoever asked (serde_json writes object keys
 /// in order, so equal requests hash equal).
-fn content_hash(work: &BuildWork) -> String {
+pub fn content_hash(work: &BuildWork) -> String {
     let mut identity = serde_json::to_value(work).expect("requests serialise");
     if let Some(fields) = identity.as_object_mut() {
         fields.remove("result");
@@ -155,6 +156,14 @@ fn content_hash(work: &BuildWork) -> String {
 
 pub async fn read(nats: &Nats, build_id: &BuildId) -> Result<Option<BuildRecord>, RequestError> {
     read_json(&nats.stores.builds, build_id.as_str()).await
+}
+
+/// Stores a new build's record, listed first: a crash in between leaves an index entry without a record,
+/// which listings skip, never a record that no listing finds.
+pub async fn create(nats: &Nats, record: &BuildRecord) -> Result<(), RequestError> {
+    build_index::append(&nats.stores.build_index, List::All, &record.build_id).await?;
+    build_index::append(&nats.stores.build_index, List::Component(record.work.component()), &record.build_id).await?;
+    put(nats, record).await
 }
 
 async fn put(nats: &Nats, record: &BuildRecord) -> Result<(), RequestError> {

@@ -61,11 +61,35 @@ pub struct RetentionSettings {
     pub failed_days: u64,
     /// How often the collector runs by itself (0: only on demand).
     pub gc_interval_secs: u64,
+    /// Policies for some components, the first whose pattern matches winning over the defaults above.
+    pub policies: Vec<RetentionPolicy>,
 }
 
 impl Default for RetentionSettings {
     fn default() -> Self {
-        Self { keep_successful: 10, failed_days: 14, gc_interval_secs: 3600 }
+        Self { keep_successful: 10, failed_days: 14, gc_interval_secs: 3600, policies: Vec::new() }
+    }
+}
+
+/// `[[retention.policies]]`: what is kept of the components a glob pattern names (`team-a*`); a field
+/// left out is the default's.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionPolicy {
+    pub components: String,
+    pub keep_successful: Option<usize>,
+    pub failed_days: Option<u64>,
+}
+
+impl RetentionSettings {
+    /// (successful builds kept per target, days failed builds are kept) for `component`.
+    pub fn for_component(&self, component: &str) -> (usize, u64) {
+        let policy =
+            self.policies.iter().find(|p| artifacts_schemas::messages::keys::glob_matches(&p.components, component));
+        (
+            policy.and_then(|p| p.keep_successful).unwrap_or(self.keep_successful),
+            policy.and_then(|p| p.failed_days).unwrap_or(self.failed_days),
+        )
     }
 }
 

@@ -14,6 +14,7 @@
 pub mod archive;
 pub mod attempt;
 pub mod auth;
+pub mod build_index;
 pub mod builder;
 pub mod builds;
 pub mod configuration;

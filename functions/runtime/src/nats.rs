@@ -27,6 +27,8 @@ pub struct Nats {
 pub struct Stores {
     /// Build records by build id.
     pub builds: kv::Store,
+    /// Build ids newest first, of every build and per component ([`crate::build_index`]).
+    pub build_index: kv::Store,
     /// The latest successful image per component, branch and architecture.
     pub images: kv::Store,
     /// The latest stored component per component, tag and architecture.
@@ -64,6 +66,9 @@ impl ResourceNames {
 
     pub fn builds_bucket(&self) -> String {
         format!("{}_builds", self.base)
+    }
+    pub fn build_index_bucket(&self) -> String {
+        format!("{}_build_index", self.base)
     }
     pub fn images_bucket(&self) -> String {
         format!("{}_images", self.base)
@@ -260,6 +265,8 @@ async fn create_resources(js: &jetstream::Context, subjects: &Subjects) -> anyho
     .await
     .context("logs stream")?;
     let builds = key_value(js, names.builds_bucket(), "Build records by build id", 1).await?;
+    let build_index =
+        key_value(js, names.build_index_bucket(), "Build ids newest first: every build and per component", 1).await?;
     let active = key_value(js, names.active_bucket(), "Queued or running build per submission hash", 1).await?;
     let sources = key_value(js, names.sources_bucket(), "Where each component's source is known from", 1).await?;
     let pushes =
@@ -277,6 +284,7 @@ async fn create_resources(js: &jetstream::Context, subjects: &Subjects) -> anyho
         key_value(js, names.repositories_bucket(), "The component of each registry repository", 1).await?;
     Ok(Stores {
         builds,
+        build_index,
         images,
         components,
         archives,
@@ -310,7 +318,7 @@ pub const MAX_RECORD_BYTES: i32 = 1024 * 1024;
 /// `nats/nats-server.conf`), so together they stay below it: about 80 GiB.
 pub const JOBS_STREAM_BYTES: i64 = 256 * MIB;
 pub const LOGS_STREAM_BYTES: i64 = 4 * GIB;
-/// Each of the ten key-value buckets.
+/// Each of the eleven key-value buckets.
 pub const KEY_VALUE_BYTES: i64 = 256 * MIB;
 pub const ARCHIVES_BYTES: i64 = 64 * GIB;
 pub const UPLOADS_BYTES: i64 = 8 * GIB;

@@ -63,9 +63,10 @@ async fn visible_build(state: &AppState, caller: &Caller, build_id: &str) -> Res
         ("kind" = Option<String>, Query, description = "image or component"),
         ("status" = Option<String>, Query, description = "queued, running, succeeded, failed or cancelled"),
         ("limit" = Option<u32>, Query, description = "At most this many (default 50, at most 500)"),
+        ("cursor" = Option<String>, Query, description = "The nextCursor of the previous page: go on from there"),
     ),
     responses(
-        (status = 200, description = "Builds", body = BuildList),
+        (status = 200, description = "Builds, newest first, and nextCursor while older ones remain", body = BuildList),
         (status = 400, description = "Bad input", body = ErrorReply),
     ),
     security(("bearer" = []), ("apiKey" = []))

@@ -241,6 +241,8 @@ pub struct BuildListQuery {
     pub status: Option<BuildStatus>,
     /// At most this many records (default 50, at most 500).
     pub limit: Option<u32>,
+    /// Where to go on: the `nextCursor` of the previous page.
+    pub cursor: Option<String>,
 }
 
 impl BuildListQuery {
@@ -263,4 +265,6 @@ pub struct BuildList {
     pub error_message: Option<String>,
     /// Newest first.
     pub builds: Vec<BuildRecord>,
+    /// Pass as `cursor` for the next (older) page; null when there is none.
+    pub next_cursor: Option<String>,
 }
