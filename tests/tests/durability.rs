@@ -1,5 +1,6 @@
 //! Once a submission is answered, its build happens: through a worker killed mid-build and through a
 //! restart of nats-server. The build-image function runs here as a real process, so it can be killed.
+//! A job that fails at every delivery is not retried forever: it goes to the dead-letter stream.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -101,4 +102,76 @@ async fn queued_builds_survive_a_nats_server_restart() {
         let record = app.wait_for_build(build_id).await;
         assert_eq!(record["status"], "succeeded", "{record}");
     }
+}
+
+/// The worker loop the git trigger runs on, with a handler that always fails: after the last allowed
+/// delivery the job is stored on the dead-letter stream with the reason, and leaves the queue.
+#[tokio::test]
+async fn a_job_failing_at_every_delivery_goes_to_the_dead_letter_stream() {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::sync::Arc;
+
+    use artifacts_runtime::jobs::{self, DeadLetter, Outcome, WorkerSpec, DEAD_LETTER_REASON_HEADER};
+    use artifacts_runtime::nats::ResourceNames;
+
+    let app = TestApp::spawn().await;
+    let nats = app.nats.clone();
+    let subject = "artifacts.test.jobs".to_owned();
+    let stream = async_nats::jetstream::stream::Config {
+        name: "TEST_JOBS".into(),
+        subjects: vec![subject.clone()],
+        retention: async_nats::jetstream::stream::RetentionPolicy::WorkQueue,
+        ..Default::default()
+    };
+    nats.jetstream.create_stream(stream).await.unwrap();
+    nats.jetstream.publish(subject.clone(), r#"{"job":1}"#.into()).await.unwrap().await.unwrap();
+
+    let dead_subject = nats.subjects.dead_letter(&subject);
+    let spec = WorkerSpec {
+        stream: "TEST_JOBS".into(),
+        consumer: "test".into(),
+        subject,
+        slots: 1,
+        ack_wait: Duration::from_secs(3),
+        dead_letter: Some(DeadLetter { subject: dead_subject.clone(), max_deliveries: 3 }),
+    };
+    let deliveries = Arc::new(AtomicI64::new(0));
+    let seen = Arc::clone(&deliveries);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let (worker_nats, stop) = (nats.clone(), shutdown.clone());
+    let worker = tokio::spawn(async move {
+        let handle = move |_: Value, delivery: jobs::Delivery| {
+            seen.fetch_max(delivery.delivered, Ordering::SeqCst);
+            async { Outcome::Retry(Duration::ZERO) }
+        };
+        jobs::work(&worker_nats, spec, handle, stop).await
+    });
+
+    let dead_letters =
+        nats.jetstream.get_stream(ResourceNames::new(&nats.subjects).dead_letter_stream()).await.unwrap();
+    let mut buried = None;
+    for _ in 0..300 {
+        if let Ok(message) = dead_letters.get_last_raw_message_by_subject(&dead_subject).await {
+            buried = Some(message);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let buried = buried.expect("the job reached the dead-letter stream within 30 s");
+    assert_eq!(&buried.payload[..], br#"{"job":1}"#);
+    let reason = buried.headers.get(DEAD_LETTER_REASON_HEADER).map(|value| value.to_string());
+    assert_eq!(reason.as_deref(), Some("failed at each of 3 deliveries"));
+    assert_eq!(deliveries.load(Ordering::SeqCst), 3, "delivered three times, no more");
+    let mut queue = nats.jetstream.get_stream("TEST_JOBS").await.unwrap();
+    let mut left = u64::MAX;
+    for _ in 0..50 {
+        left = queue.info().await.unwrap().state.messages;
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, 0, "the job left the queue");
+    shutdown.cancel();
+    worker.await.unwrap().unwrap();
 }
