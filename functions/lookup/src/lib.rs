@@ -153,17 +153,26 @@ async fn builds(stores: &Stores, caller: &Caller, payload: &[u8]) -> Result<Repl
     let list = query.component.as_ref().map_or(List::All, List::Component);
     let mut walk = build_index::Walk::start(&stores.build_index, list, query.cursor.as_deref()).await?;
     let mut found = Vec::new();
-    while found.len() < query.limit() && walk.pages_read() <= MAX_PAGES_PER_LISTING {
-        let Some(build_id) = walk.next().await? else { break };
-        let Some(record) = read_json::<BuildRecord>(&stores.builds, &build_id).await? else {
-            continue;
-        };
-        let matches = caller.allows(record.work.component().as_str())
-            && query.kind.is_none_or(|kind| kind == record.work.kind())
-            && query.status.is_none_or(|status| status == record.status)
-            && query.component.as_ref().is_none_or(|component| record.work.component() == component);
-        if matches {
-            found.push(record);
+    // A round takes as many ids as builds are still wanted and reads their records at once, so a page
+    // costs a few round trips rather than one per build; the cursor stays exact (no id is read ahead).
+    'rounds: while found.len() < query.limit() && walk.pages_read() <= MAX_PAGES_PER_LISTING {
+        let mut ids = Vec::new();
+        while ids.len() < query.limit() - found.len() && walk.pages_read() <= MAX_PAGES_PER_LISTING {
+            match walk.next().await? {
+                Some(build_id) => ids.push(build_id),
+                None if ids.is_empty() => break 'rounds,
+                None => break,
+            }
+        }
+        let records = futures::future::try_join_all(ids.iter().map(|id| read_json::<BuildRecord>(&stores.builds, id)));
+        for record in records.await?.into_iter().flatten() {
+            let matches = caller.allows(record.work.component().as_str())
+                && query.kind.is_none_or(|kind| kind == record.work.kind())
+                && query.status.is_none_or(|status| status == record.status)
+                && query.component.as_ref().is_none_or(|component| record.work.component() == component);
+            if matches {
+                found.push(record);
+            }
         }
     }
     let next_cursor = walk.cursor();
