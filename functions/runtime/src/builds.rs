@@ -161,8 +161,12 @@ pub async fn read(nats: &Nats, build_id: &BuildId) -> Result<Option<BuildRecord>
 /// Stores a new build's record, listed first: a crash in between leaves an index entry without a record,
 /// which listings skip, never a record that no listing finds.
 pub async fn create(nats: &Nats, record: &BuildRecord) -> Result<(), RequestError> {
-    build_index::append(&nats.stores.build_index, List::All, &record.build_id).await?;
-    build_index::append(&nats.stores.build_index, List::Component(record.work.component()), &record.build_id).await?;
+    let index = &nats.stores.build_index;
+    // The two lists are independent: one round of round trips, not two, on every submission.
+    tokio::try_join!(
+        build_index::append(index, List::All, &record.build_id),
+        build_index::append(index, List::Component(record.work.component()), &record.build_id),
+    )?;
     put(nats, record).await
 }
 
