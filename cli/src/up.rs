@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use artifacts_runtime::nats_users::{self, SERVICE_USER};
 use artifacts_runtime::registry_auth::{self, SigningFiles};
 use artifacts_runtime::service::unanswered_services;
-use artifacts_runtime::{Nats, Settings};
+use artifacts_runtime::{find_program, Nats, Settings};
 use artifacts_schemas::Subjects;
 
 const NATS_CONFIG: &str = include_str!("../../nats/nats-server.conf");
@@ -99,6 +99,8 @@ pub async fn run(config: Option<PathBuf>, data_dir: PathBuf) -> anyhow::Result<E
         _ => registry_auth::ensure_signing_files(&data_dir).context("the registry token signing key")?,
     };
     let registry = &settings.registry.address;
+    // The storage of the registry `up` runs, where the collector sweeps blobs.
+    let mut registry_storage = settings.registry.storage_dir.clone();
     if answers(registry).await {
         println!(
             "a registry already answers at {registry}: using it (to put it behind API keys, see the README's \"Registry\")"
@@ -108,6 +110,7 @@ pub async fn run(config: Option<PathBuf>, data_dir: PathBuf) -> anyhow::Result<E
         let auth = registry_auth::registry_auth_config(&settings.public_url(), &signing.certificate);
         std::fs::write(&conf, format!("{REGISTRY_CONFIG}{auth}"))?;
         let (address, storage) = (registry.clone(), data_dir.join("registry"));
+        registry_storage = Some(storage.clone());
         stack.spawn("registry", move || {
             let mut command = Command::new(&bin);
             command
@@ -139,12 +142,15 @@ pub async fn run(config: Option<PathBuf>, data_dir: PathBuf) -> anyhow::Result<E
                 continue;
             }
             let (config, service_url, admin_key) = (config.clone(), service_url.clone(), admin_key.clone());
-            let signing = signing.clone();
+            let (signing, registry_storage) = (signing.clone(), registry_storage.clone());
             stack.spawn(name.trim_start_matches("artifacts-"), move || {
                 let mut command = Command::new(&bin);
                 command
                     .env("ARTIFACTS__REGISTRY__TOKEN_KEY_FILE", &signing.key)
                     .env("ARTIFACTS__REGISTRY__TOKEN_CERTIFICATE_FILE", &signing.certificate);
+                if let Some(storage) = &registry_storage {
+                    command.env("ARTIFACTS__REGISTRY__STORAGE_DIR", storage);
+                }
                 if let Some(config) = &config {
                     command.env("ARTIFACTS_CONFIG", config);
                 }
@@ -282,15 +288,6 @@ async fn wait_until_answers(address: &str, limit: Duration) -> bool {
     }
     eprintln!("artifacts up: nothing answers at {address} after {}s", limit.as_secs());
     false
-}
-
-/// Looks in `PATH` and in the system directories Debian installs daemons to.
-fn find_program(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/bin"].map(PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
 }
 
 /// Why builds will not work, if no Docker engine socket is there.

@@ -155,6 +155,11 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// Its filesystem storage (`storage.filesystem.rootdirectory`).
+    pub fn storage_dir(&self) -> PathBuf {
+        self._storage.path().join("data")
+    }
+
     /// An open registry on a free port.
     pub async fn start() -> Self {
         Self::start_at(&format!("127.0.0.1:{}", free_port()), "").await
@@ -517,6 +522,69 @@ impl TestApp {
         };
         artifacts_runtime::builds::create(&self.nats, &record).await.expect("JetStream stores the record");
         record.build_id
+    }
+
+    /// Stores a component as its builder does when a build succeeds, without building it: the source
+    /// (from `url`), the component record on `dependencies` (each at tag `main`), and the trigger index.
+    /// `indexed: false` leaves the index out, as a deployment of the previous version did.
+    pub async fn store_component(
+        &self,
+        component: &str,
+        tag: &str,
+        url: &str,
+        dependencies: &[&artifacts_schemas::ComponentRecord],
+        indexed: bool,
+    ) -> artifacts_schemas::ComponentRecord {
+        use artifacts_schemas::{
+            Architecture, BuildId, ComponentName, ComponentQuery, ComponentRecord, ComponentSource, DependencyUsed,
+            TagName, Timestamp,
+        };
+        let component = ComponentName::parse(component).expect("a valid component name");
+        let digest = format!("sha256:{}", "0".repeat(64));
+        let record = ComponentRecord {
+            component: component.clone(),
+            tag: TagName::parse(tag).expect("a tag"),
+            architecture: Architecture::Amd64,
+            url: url.into(),
+            commit: "0".repeat(40),
+            builder_image: "busybox".into(),
+            dependencies: dependencies
+                .iter()
+                .map(|d| DependencyUsed {
+                    component: d.component.clone(),
+                    tag: d.tag.clone(),
+                    digest: d.digest.clone(),
+                    build_id: d.build_id.clone(),
+                })
+                .collect(),
+            digest,
+            size: 1,
+            bucket: "none".into(),
+            object: "none".into(),
+            build_id: BuildId::generate(),
+            built_at: Timestamp::now(),
+        };
+        let stores = &self.nats.stores;
+        let source = ComponentSource {
+            component: component.clone(),
+            url: url.into(),
+            api_key_id: None,
+            component_patterns: None,
+        };
+        let source_key = artifacts_schemas::names::slug_with_hash(component.as_str());
+        stores.sources.put(source_key, serde_json::to_vec(&source).expect("serialises").into()).await.expect("stored");
+        let query = ComponentQuery { component, tag: record.tag.clone(), architecture: record.architecture, url: None };
+        let bytes = serde_json::to_vec(&record).expect("serialises");
+        stores.components.put(query.record_key(), bytes.into()).await.expect("stored");
+        if indexed {
+            let index = &stores.trigger_index;
+            use artifacts_runtime::trigger_index;
+            trigger_index::add_component(index, url, &record.component, Some(record.architecture))
+                .await
+                .expect("indexed");
+            trigger_index::record_dependencies(index, Some(&record), None).await.expect("indexed");
+        }
+        record
     }
 
     /// Publishes a push event as a CI system would, with a JetStream publish on `artifacts.git.push` and

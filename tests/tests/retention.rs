@@ -7,11 +7,12 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 
 use artifacts_runtime::configuration::RetentionPolicy;
+use artifacts_schemas::{BranchName, ComponentName, ImageRepository};
 use artifacts_tests::{
     allow_local_repositories, docker, manifest, require_docker, unique_name, GitRepo, Registry, TestApp, ADMIN_KEY,
 };
 
-const VERSIONS: usize = 8;
+const VERSIONS: usize = 40;
 const KEEP: usize = 3;
 /// What a policy for the image's component keeps instead (`[[retention.policies]]`).
 const IMAGE_KEEP: usize = 2;
@@ -29,6 +30,62 @@ async fn delete(app: &TestApp, path: &str) -> (u16, Value) {
 async fn builds_of(app: &TestApp, component: &str) -> Vec<Value> {
     let list: Value = app.get(&format!("/api/v1/builds?component={component}&limit=500")).await.json().await.unwrap();
     list["builds"].as_array().cloned().unwrap()
+}
+
+/// What the test's stores hold, as the issue counts it.
+#[derive(Debug)]
+struct Usage {
+    build_records: usize,
+    registry_tags: usize,
+    registry_blobs: usize,
+    registry_bytes: u64,
+    archive_bytes: u64,
+    worker_images: usize,
+}
+
+impl Usage {
+    async fn measure(app: &TestApp, registry: &Registry, image: &str) -> Self {
+        let count = |store: &async_nats::jetstream::kv::Store| {
+            let store = store.clone();
+            async move { store.keys().await.unwrap().count().await }
+        };
+        let (component, branch) = (ComponentName::parse(image).unwrap(), BranchName::parse("main").unwrap());
+        let repository = ImageRepository::new(&component, &branch).to_string();
+        let tags: Value = reqwest::get(format!("http://{}/v2/{repository}/tags/list", registry.address))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let (registry_blobs, registry_bytes) = blob_usage(&registry.storage_dir().join("docker/registry/v2/blobs"));
+        let archives = artifacts_runtime::nats::ResourceNames::new(&app.nats.subjects).archives_bucket();
+        let mut stream = app.nats.jetstream.get_stream(format!("OBJ_{archives}")).await.unwrap();
+        let worker_images = docker(&["images", "--format", "{{.Repository}}"]).await;
+        let worker_images = worker_images.lines().filter(|r| r.starts_with(&registry.address)).count();
+        Usage {
+            build_records: count(&app.nats.stores.builds).await,
+            registry_tags: tags["tags"].as_array().map_or(0, Vec::len),
+            registry_blobs,
+            registry_bytes,
+            archive_bytes: stream.info().await.unwrap().state.bytes,
+            worker_images,
+        }
+    }
+}
+
+/// Blob files (`data`) under a registry's blob directory, and their bytes.
+fn blob_usage(dir: &std::path::Path) -> (usize, u64) {
+    let mut usage = (0, 0);
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            let (blobs, bytes) = blob_usage(&path);
+            usage = (usage.0 + blobs, usage.1 + bytes);
+        } else if entry.file_name() == "data" {
+            usage = (usage.0 + 1, usage.1 + entry.metadata().unwrap().len());
+        }
+    }
+    usage
 }
 
 /// The registry's answer for a manifest (200 present, 404 gone).
@@ -51,9 +108,10 @@ fn the_collector_keeps_what_the_policy_says_and_users_cancel_pin_and_delete() {
 async fn scenario() {
     require_docker().await;
     let registry = Registry::start().await;
-    let address = registry.address.clone();
+    let (address, storage) = (registry.address.clone(), registry.storage_dir());
     let app = TestApp::spawn_with(|settings| {
         settings.registry.address = address;
+        settings.registry.storage_dir = Some(storage);
         settings.retention.keep_successful = KEEP;
         settings.retention.gc_interval_secs = 0;
         settings.retention.policies = vec![RetentionPolicy {
@@ -65,16 +123,22 @@ async fn scenario() {
     })
     .await;
 
-    // Versions of one image target; the second is pinned.
+    // Versions of one image target (submitted in order, built two at a time); the second is pinned.
     let image = unique_name("kept-image");
-    let mut image_builds = Vec::new();
+    let image_body = |n: usize| json!({"dockerfile": format!("FROM busybox\nRUN echo {n} > /n\n"), "component": image, "branch": "main", "architecture": "amd64"});
+    let mut image_ids = Vec::new();
     for n in 0..VERSIONS {
-        let body = json!({"dockerfile": format!("FROM busybox\nRUN echo {n} > /n\n"), "component": image, "branch": "main", "architecture": "amd64"});
-        let (status, record) = post(&app, "/api/v1/images?wait=120", body).await;
-        assert_eq!((status, &record["status"]), (200, &json!("succeeded")), "{record}");
+        let (status, accepted) = post(&app, "/api/v1/images", image_body(n)).await;
+        assert_eq!(status, 202, "{accepted}");
+        image_ids.push(accepted["buildId"].as_str().unwrap().to_owned());
+    }
+    let mut image_builds = Vec::new();
+    for id in &image_ids {
+        let record = app.wait_for_build(id).await;
+        assert_eq!(record["status"], "succeeded", "{record}");
         image_builds.push(record);
     }
-    let pinned = image_builds[1]["buildId"].as_str().unwrap().to_owned();
+    let pinned = image_ids[1].clone();
     let (status, record) = post(&app, &format!("/api/v1/builds/{pinned}/pin"), json!({})).await;
     assert_eq!((status, record["pinned"].as_bool()), (200, Some(true)), "{record}");
 
@@ -107,12 +171,83 @@ async fn scenario() {
     let (status, dry) = post(&app, "/api/v1/gc", json!({"dryRun": true})).await;
     assert_eq!(status, 200, "{dry}");
     assert_eq!(builds_of(&app, &image).await.len(), VERSIONS, "a dry run removes nothing");
-    let dedup_keys = || async { app.nats.stores.active.keys().await.unwrap().count().await };
-    let keys_before = dedup_keys().await;
-    let (status, report) = post(&app, "/api/v1/gc", json!({})).await;
+
+    let before = Usage::measure(&app, &registry, &image).await;
+    println!("before collecting: {before:?}");
+    assert_eq!(before.worker_images, 0, "pushed images leave the worker's engine at once");
+
+    // Builds go on while the collector runs: two more image versions and a component version,
+    // submitted with the collection.
+    let collecting = post(&app, "/api/v1/gc", json!({}));
+    let during = async {
+        let mut ids = Vec::new();
+        for n in [VERSIONS, VERSIONS + 1] {
+            let (status, accepted) = post(&app, "/api/v1/images", image_body(n)).await;
+            assert_eq!(status, 202, "{accepted}");
+            ids.push(accepted["buildId"].as_str().unwrap().to_owned());
+        }
+        let body = json!({"url": dependant_repo.url(), "component": dependant, "tag": "v1", "architecture": "amd64", "force": true});
+        let (status, accepted) = post(&app, "/api/v1/components", body).await;
+        assert_eq!(status, 202, "{accepted}");
+        ids.push(accepted["buildId"].as_str().unwrap().to_owned());
+        ids
+    };
+    let ((status, report), during_ids) = tokio::join!(collecting, during);
     assert_eq!(status, 200, "{report}");
-    assert_eq!(report["removed"], dry["removed"], "the dry run said what the collection removed");
-    println!("collected {VERSIONS} versions each of an image and a component, keeping {KEEP}: {report}");
+    for field in ["builds", "images", "components", "uploads"] {
+        assert_eq!(
+            report["removed"][field], dry["removed"][field],
+            "the dry run said what the collection removed: {report}"
+        );
+    }
+    let mut during_builds = Vec::new();
+    for id in &during_ids {
+        let record = app.wait_for_build(id).await;
+        assert_eq!(record["status"], "succeeded", "a build submitted during the collection: {record}");
+        during_builds.push(record);
+    }
+    // A second collection: the blobs of what the first removed are surely swept by now (the first may
+    // have met a push in flight), and the builds made meanwhile stay.
+    let (status, second) = post(&app, "/api/v1/gc", json!({})).await;
+    assert_eq!(status, 200, "{second}");
+    println!("collected {VERSIONS} versions each of an image and a component, keeping {KEEP}: {report}, then {second}");
+
+    let after = Usage::measure(&app, &registry, &image).await;
+    println!("after collecting: {after:?}");
+    let removed = report["removed"]["builds"].as_u64().unwrap() as usize;
+    assert_eq!(removed, (VERSIONS - IMAGE_KEEP - 1) + (VERSIONS - KEEP - 1), "{report}");
+    assert_eq!(second["removed"]["builds"], 2, "the two older of the versions built meanwhile: {second}");
+    assert_eq!(after.build_records, before.build_records + during_ids.len() - removed - 2, "{after:?}");
+    // Each removed build's identical-work key went with it: every key left names a build that is left.
+    let dedup_keys: Vec<String> = app.nats.stores.active.keys().await.unwrap().map(Result::unwrap).collect().await;
+    assert!(dedup_keys.len() <= after.build_records, "{after:?}");
+    for key in dedup_keys {
+        let build_id = app.nats.stores.active.get(&key).await.unwrap().unwrap();
+        let build_id = String::from_utf8(build_id.to_vec()).unwrap();
+        assert!(
+            app.nats.stores.builds.get(&build_id).await.unwrap().is_some(),
+            "key {key} names removed build {build_id}"
+        );
+    }
+    // The image keeps the policy's newest two and the pinned one, each with its own tag, plus `:amd64`.
+    assert_eq!(after.registry_tags, IMAGE_KEEP + 1 + 1, "{after:?}");
+    // Each image version is a manifest, a configuration and a layer; the base layer is shared.
+    assert_eq!(after.registry_blobs, 1 + 3 * (IMAGE_KEEP + 1), "{after:?}");
+    assert!(after.registry_bytes < before.registry_bytes, "blob space was reclaimed: {before:?} -> {after:?}");
+    let reclaimed = report["removed"]["blobs"].as_u64().unwrap() + second["removed"]["blobs"].as_u64().unwrap();
+    assert_eq!(reclaimed as usize, before.registry_blobs + 3 * 2 - after.registry_blobs, "{report} {second}");
+    // Six archives are left of 41 (four of the library, two of the dependant), with no marker for the rest.
+    assert!(
+        after.archive_bytes * 41 < before.archive_bytes * 6 * 2,
+        "archives of removed builds went: {before:?} -> {after:?}"
+    );
+    assert_eq!(after.worker_images, 0);
+    for (component, kept) in [(&image, IMAGE_KEEP + 1), (&library, KEEP + 1)] {
+        let key = format!("component/{}/0", artifacts_schemas::names::slug_with_hash(component));
+        let page = app.nats.stores.build_index.get(&key).await.unwrap().expect("an index page");
+        let ids: Vec<String> = serde_json::from_slice(&page).unwrap();
+        assert_eq!(ids.len(), kept, "removed builds left the index: {ids:?}");
+    }
 
     let kept_images: Vec<String> =
         builds_of(&app, &image).await.iter().map(|b| b["buildId"].as_str().unwrap().to_owned()).collect();
@@ -121,29 +256,35 @@ async fn scenario() {
         IMAGE_KEEP + 1,
         "the policy's newest {IMAGE_KEEP} and the pinned one: {kept_images:?}"
     );
-    let removed = report["removed"]["builds"].as_u64().unwrap() as usize;
-    assert_eq!(removed, (VERSIONS - IMAGE_KEEP - 1) + (VERSIONS - KEEP - 1), "{report}");
-    assert_eq!(dedup_keys().await, keys_before - removed, "each removed build's identical-work key went with it");
-    for (component, kept) in [(&image, IMAGE_KEEP + 1), (&library, KEEP + 1)] {
-        let key = format!("component/{}/0", artifacts_schemas::names::slug_with_hash(component));
-        let page = app.nats.stores.build_index.get(&key).await.unwrap().expect("an index page");
-        let ids: Vec<String> = serde_json::from_slice(&page).unwrap();
-        assert_eq!(ids.len(), kept, "removed builds left the index: {ids:?}");
-    }
     assert!(kept_images.contains(&pinned));
-    for (n, build) in image_builds.iter().enumerate() {
+    let all_images = image_builds.iter().chain(&during_builds[..2]);
+    for (n, build) in all_images.enumerate() {
         let immutable = build["result"]["immutableName"].as_str().unwrap();
         let id = build["buildId"].as_str().unwrap().to_owned();
         let expected = if kept_images.contains(&id) { 200 } else { 404 };
         assert_eq!(manifest_status(&registry.address, immutable).await, expected, "image version {n}");
+        if expected == 200 {
+            // Every retained image pulls, by its digest, after the sweep.
+            let repository = immutable.rsplit_once(':').unwrap().0;
+            docker(&["pull", &format!("{repository}@{}", build["result"]["digest"].as_str().unwrap())]).await;
+        }
     }
-    let latest = image_builds.last().unwrap()["result"]["imageName"].as_str().unwrap();
+    let latest = during_builds[1]["result"]["imageName"].as_str().unwrap();
     docker(&["pull", latest]).await;
 
-    let kept_library: Vec<String> =
-        builds_of(&app, &library).await.iter().map(|b| b["buildId"].as_str().unwrap().to_owned()).collect();
-    assert_eq!(kept_library.len(), KEEP + 1, "the newest {KEEP} and the one a stored component depends on");
-    assert!(kept_library.contains(&depended_upon));
+    let kept_library: Vec<Value> = builds_of(&app, &library).await;
+    let kept_ids: Vec<&str> = kept_library.iter().map(|b| b["buildId"].as_str().unwrap()).collect();
+    assert_eq!(kept_ids.len(), KEEP + 1, "the newest {KEEP} and the one a stored component depends on");
+    assert!(kept_ids.contains(&depended_upon.as_str()));
+    for build in &kept_library {
+        // Every retained component archive is still stored, with its digest.
+        let object = build["result"]["object"].as_str().unwrap();
+        let mut reader = app.nats.stores.archives.get(object).await.expect("a retained archive");
+        let mut bytes = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut bytes).await.unwrap();
+        let digest = format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)));
+        assert_eq!(digest, build["result"]["digest"].as_str().unwrap(), "archive of {}", build["buildId"]);
+    }
     let found: Value = app
         .get(&format!("/api/v1/components?component={library}&tag=main&architecture=amd64"))
         .await
@@ -158,7 +299,7 @@ async fn scenario() {
         app.get(&format!("/api/v1/catalog/components?component={library}&limit=1")).await.json().await.unwrap();
     assert_eq!(page["items"].as_array().unwrap().len(), 1, "{page}");
     let page: Value = app.get(&format!("/api/v1/catalog/images?component={image}")).await.json().await.unwrap();
-    assert_eq!(page["items"][0]["buildId"], image_builds.last().unwrap()["buildId"], "{page}");
+    assert_eq!(page["items"][0]["buildId"], during_builds[1]["buildId"], "{page}");
     assert!(page["nextCursor"].is_null());
 
     // Deleting: a depended-upon component is a 409 naming its dependant; the rest answer 404 at once.

@@ -13,7 +13,7 @@ use artifacts_runtime::latest::{move_forward, Moved};
 use artifacts_runtime::logs::BuildLog;
 use artifacts_runtime::metrics::{count_stored, timed};
 use artifacts_runtime::nats::{read_json, ResourceNames};
-use artifacts_runtime::{Nats, Settings};
+use artifacts_runtime::{trigger_index, Nats, Settings};
 use artifacts_schemas::messages::keys::glob_matches;
 use artifacts_schemas::names::slug_with_hash;
 use artifacts_schemas::{
@@ -127,10 +127,13 @@ impl Build for ComponentBuild {
         let key = self.query().record_key();
         match move_forward(&self.nats.stores.components, &key, record).await.map_err(|err| err.message)? {
             Moved::Forward { replaced } => {
-                if let Some(previous) = replaced.filter(|p| p.object != record.object) {
-                    // Downloads already streaming the old tarball may fail; new lookups see the new one.
-                    let _ = self.nats.stores.archives.delete(&previous.object).await;
-                }
+                let index = &self.nats.stores.trigger_index;
+                trigger_index::add_component(index, &record.url, &record.component, Some(record.architecture))
+                    .await
+                    .map_err(|err| err.message)?;
+                trigger_index::record_dependencies(index, Some(record), replaced.as_ref())
+                    .await
+                    .map_err(|err| err.message)?;
                 log.write(&format!("component {}@{} is {}", record.component, record.tag, record.digest)).await;
                 self.rebuild_dependents(record).await?;
             }

@@ -12,7 +12,7 @@ use artifacts_runtime::builds::{self, Submission};
 use artifacts_runtime::configuration::{redact_url, GitSettings};
 use artifacts_runtime::nats::unavailable;
 use artifacts_runtime::service::{Reply, Request, LOOKUP_HEADER};
-use artifacts_runtime::{Nats, Settings};
+use artifacts_runtime::{trigger_index, Nats, Settings};
 use artifacts_schemas::messages::keys::Scope;
 use artifacts_schemas::names::slug_with_hash;
 use artifacts_schemas::{
@@ -67,7 +67,7 @@ async fn record_source(nats: &Nats, source: &ComponentSource, caller_is_admin: b
         let current = sources.entry(&key).await.map_err(unavailable)?.filter(|e| e.operation == kv::Operation::Put);
         let Some(current) = current else {
             match sources.create(&key, bytes.clone()).await {
-                Ok(_) => return Ok(()),
+                Ok(_) => return index_source(nats, source, None).await,
                 Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => continue,
                 Err(err) => return Err(unavailable(err)),
             }
@@ -75,7 +75,7 @@ async fn record_source(nats: &Nats, source: &ComponentSource, caller_is_admin: b
         let recorded: Option<ComponentSource> = serde_json::from_slice(&current.value).ok();
         if let Some(recorded) = &recorded {
             if recorded.url == source.url {
-                return Ok(());
+                return index_source(nats, source, None).await;
             }
             if normalize_repository(&recorded.url) != normalize_repository(&source.url) && !caller_is_admin {
                 return Err(RequestError::new(
@@ -89,11 +89,25 @@ async fn record_source(nats: &Nats, source: &ComponentSource, caller_is_admin: b
             }
         }
         match sources.update(&key, bytes.clone(), current.revision).await {
-            Ok(_) => return Ok(()),
+            Ok(_) => return index_source(nats, source, recorded.as_ref()).await,
             Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
             Err(err) => return Err(unavailable(err)),
         }
     }
+}
+
+/// Pushes of the source's repository reach the component from now on (those of the repository it was
+/// built from before no longer do).
+async fn index_source(
+    nats: &Nats,
+    source: &ComponentSource,
+    previous: Option<&ComponentSource>,
+) -> Result<(), RequestError> {
+    let index = &nats.stores.trigger_index;
+    if let Some(previous) = previous.filter(|p| normalize_repository(&p.url) != normalize_repository(&source.url)) {
+        trigger_index::remove_component(index, &previous.url, &previous.component).await?;
+    }
+    trigger_index::add_component(index, &source.url, &source.component, None).await
 }
 
 /// Whether `trigger` is a push of the request's own repository and tag, so that its commit is the one to

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bollard::query_parameters::{BuildImageOptionsBuilder, BuilderVersion, PushImageOptionsBuilder};
 use bollard::Docker;
@@ -18,7 +18,7 @@ use artifacts_runtime::attempt::{Build, BuildFailure};
 use artifacts_runtime::latest::{move_forward, Moved};
 use artifacts_runtime::logs::BuildLog;
 use artifacts_runtime::metrics::record_stage;
-use artifacts_runtime::registry;
+use artifacts_runtime::{registry, registry_gate};
 use artifacts_runtime::{Nats, Settings};
 use artifacts_schemas::messages::image::pull_command;
 use artifacts_schemas::{
@@ -137,7 +137,12 @@ async fn build_and_push(
     record_stage(BuildKind::Image, "build", building.elapsed());
     // Only the build's own tag is pushed; `store` points the architecture tag at it in the registry.
     let pushing = Instant::now();
-    let digest = push(&docker, &repository, &immutable_tag, settings, log).await?;
+    // Never while the collector sweeps the registry's blobs (see registry_gate).
+    let gate_wait = registry_gate::SWEEP_LIMIT + Duration::from_secs(60);
+    let pushed = registry_gate::push(&nats.stores.registry_gate, job.build_id.as_str(), gate_wait, async {
+        push(&docker, &repository, &immutable_tag, settings, log).await
+    });
+    let digest = pushed.await.map_err(|err| BuildFailure::Passing(err.message))??;
     record_stage(BuildKind::Image, "push", pushing.elapsed());
     // The registry holds it now; the engine does not need to (nothing else ever collects it there).
     if let Err(err) =

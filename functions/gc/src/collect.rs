@@ -5,13 +5,14 @@
 //! component record names (the latest); every build a kept component build depends on; pinned builds;
 //! failed and cancelled builds younger than `retention.failed_days`. Everything else goes: its registry
 //! manifest (by digest, unless a kept build of the repository has the same one) or its component
-//! archive, its log, then its record, in that order, so that a collection stopped half-way leaves only
-//! records whose artifacts the next one deletes again (deleting what is gone is no error). Uploads
-//! (Dockerfiles and contexts) go once no remaining build names them and they are a day old.
+//! archive, its log and identical-work key, then its index entries, and last its record, so that a
+//! collection stopped half-way leaves only records whose artifacts the next one deletes again (deleting
+//! what is gone is no error). Uploads (Dockerfiles and contexts) go once no remaining build names them
+//! and they are a day old.
 //!
-//! Registry blobs: deleting a manifest frees no disk by itself; the registry's own
-//! `garbage-collect --delete-untagged` reclaims the blobs, and must run while the registry takes no
-//! pushes (the README's "Registry" says how).
+//! Registry blobs: deleting a manifest frees no disk by itself. With `registry.storage_dir` set, each
+//! collection then runs the registry's own `garbage-collect` there, between pushes
+//! ([`registry_gate`]); every run sweeps, so blobs a stopped collection left are swept by the next.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -19,8 +20,8 @@ use std::time::Duration;
 use futures::TryStreamExt;
 
 use artifacts_runtime::build_index::{self, List};
-use artifacts_runtime::nats::{read_json, unavailable, ResourceNames};
-use artifacts_runtime::{builds, registry, Nats, Settings};
+use artifacts_runtime::nats::{read_json, remove_object, unavailable, ResourceNames};
+use artifacts_runtime::{builds, registry, registry_gate, Nats, Settings};
 use artifacts_schemas::messages::build::ListStatus;
 use artifacts_schemas::messages::manage::{GcReport, Removed};
 use artifacts_schemas::{
@@ -28,10 +29,16 @@ use artifacts_schemas::{
     RequestError,
 };
 
+/// An index entry without a record is left alone this long: its record may be on its way.
+const INDEX_GRACE: Duration = Duration::from_secs(600);
+/// How long a collection waits for pushes in flight before it leaves the blob sweep to the next one.
+const PUSHES_WAIT: Duration = Duration::from_secs(120);
+
 /// Uploads younger than this stay, whoever refers to them: a submission may be on its way.
 const UPLOAD_GRACE: Duration = Duration::from_secs(24 * 3600);
 
 pub async fn collect(nats: &Nats, settings: &Settings, dry_run: bool) -> Result<GcReport, RequestError> {
+    let started = time::OffsetDateTime::now_utc();
     let records = all_values::<BuildRecord>(&nats.stores.builds).await?;
     let images = all_values::<ImageRecord>(&nats.stores.images).await?;
     let components = all_values::<ComponentRecord>(&nats.stores.components).await?;
@@ -88,8 +95,8 @@ pub async fn collect(nats: &Nats, settings: &Settings, dry_run: bool) -> Result<
         })
         .collect();
     let mut removed = Removed::default();
-    let logs =
-        nats.jetstream.get_stream(ResourceNames::new(&nats.subjects).logs_stream()).await.map_err(unavailable)?;
+    let names = ResourceNames::new(&nats.subjects);
+    let logs = nats.jetstream.get_stream(names.logs_stream()).await.map_err(unavailable)?;
     for record in records.iter().filter(|r| !kept.contains(&r.build_id)) {
         removed.builds += 1;
         match &record.work {
@@ -106,7 +113,8 @@ pub async fn collect(nats: &Nats, settings: &Settings, dry_run: bool) -> Result<
                 removed.components += 1;
                 removed.bytes += made.size;
                 if !dry_run {
-                    let _ = nats.stores.archives.delete(&made.object).await;
+                    remove_object(&nats.jetstream, &nats.stores.archives, &names.archives_bucket(), &made.object)
+                        .await?;
                 }
             }
             _ => {}
@@ -114,13 +122,31 @@ pub async fn collect(nats: &Nats, settings: &Settings, dry_run: bool) -> Result<
         if !dry_run {
             let _ = logs.purge().filter(nats.subjects.build_log(&record.build_id)).await;
             release_dedup_key(nats, record).await?;
-            nats.stores.builds.purge(record.build_id.as_str()).await.map_err(unavailable)?;
         }
     }
     if !dry_run {
-        drop_from_index(nats, &records, &kept).await?;
+        // Index entries before records: a collection stopped between the two finds the records again.
+        drop_from_index(nats, &records, &kept, started).await?;
+        for record in records.iter().filter(|r| !kept.contains(&r.build_id)) {
+            nats.stores.builds.purge(record.build_id.as_str()).await.map_err(unavailable)?;
+        }
     }
     remove_uploads(nats, &records, &kept, dry_run, &mut removed).await?;
+    if let (false, Some(storage)) = (dry_run, &settings.registry.storage_dir) {
+        let swept =
+            registry_gate::sweep(&nats.stores.registry_gate, PUSHES_WAIT, registry::sweep_blobs(storage)).await?;
+        match swept {
+            Some(Ok(swept)) => {
+                tracing::info!(blobs = swept.blobs, bytes = swept.bytes, "swept the registry's unreferenced blobs");
+                removed.blobs = swept.blobs;
+                removed.bytes += swept.bytes;
+            }
+            Some(Err(err)) => {
+                tracing::warn!(%err, "cannot sweep the registry's blobs; the next collection tries again")
+            }
+            None => tracing::info!("the registry's blobs are swept by a later collection"),
+        }
+    }
     for (what, count) in [
         ("builds", removed.builds),
         ("images", removed.images),
@@ -147,19 +173,26 @@ async fn release_dedup_key(nats: &Nats, record: &BuildRecord) -> Result<(), Requ
     Ok(())
 }
 
-/// Removed builds leave the listings: the list of every build and each component's.
-async fn drop_from_index(nats: &Nats, records: &[BuildRecord], kept: &BTreeSet<BuildId>) -> Result<(), RequestError> {
-    let removed: BTreeSet<&str> =
-        records.iter().filter(|r| !kept.contains(&r.build_id)).map(|r| r.build_id.as_str()).collect();
-    if removed.is_empty() {
-        return Ok(());
-    }
+/// Removed builds leave the listings: the list of every build and each component's. So do ids without a
+/// record that are older than [`INDEX_GRACE`] before this collection read the records: their
+/// submission stopped between writing the index and the record (a new build's index entry comes first).
+async fn drop_from_index(
+    nats: &Nats,
+    records: &[BuildRecord],
+    kept: &BTreeSet<BuildId>,
+    started: time::OffsetDateTime,
+) -> Result<(), RequestError> {
+    let ids = |keep: bool| -> BTreeSet<&str> {
+        records.iter().filter(|r| kept.contains(&r.build_id) == keep).map(|r| r.build_id.as_str()).collect()
+    };
+    let (kept_ids, removed) = (ids(true), ids(false));
+    let horizon = uuid_v7_prefix(started - INDEX_GRACE);
+    let gone = |id: &str| removed.contains(id) || (id < horizon.as_str() && !kept_ids.contains(id));
     let index = &nats.stores.build_index;
-    build_index::remove(index, List::All, |id| removed.contains(id)).await?;
-    let components: BTreeSet<&ComponentName> =
-        records.iter().filter(|r| !kept.contains(&r.build_id)).map(|r| r.work.component()).collect();
+    build_index::remove(index, List::All, gone).await?;
+    let components: BTreeSet<&ComponentName> = records.iter().map(|r| r.work.component()).collect();
     for component in components {
-        build_index::remove(index, List::Component(component), |id| removed.contains(id)).await?;
+        build_index::remove(index, List::Component(component), gone).await?;
     }
     Ok(())
 }
@@ -198,19 +231,18 @@ async fn remove_uploads(
         removed.uploads += 1;
         removed.bytes += object.size as u64;
         if !dry_run {
-            let _ = nats.stores.uploads.delete(&object.name).await;
+            let bucket = ResourceNames::new(&nats.subjects).uploads_bucket();
+            remove_object(&nats.jetstream, &nats.stores.uploads, &bucket, &object.name).await?;
         }
     }
     Ok(())
 }
 
-/// A stored component built on `record`'s component, tag and architecture (any build of it), if any.
-pub async fn dependant_of(nats: &Nats, record: &ComponentRecord) -> Result<Option<ComponentRecord>, RequestError> {
-    let components = all_values::<ComponentRecord>(&nats.stores.components).await?;
-    Ok(components.into_iter().find(|c| {
-        c.architecture == record.architecture
-            && c.dependencies.iter().any(|d| d.component == record.component && d.tag == record.tag)
-    }))
+/// The start of a UUIDv7 made at `at` (its first 48 bits are the Unix time in milliseconds), so that
+/// ids compare with it as times do.
+fn uuid_v7_prefix(at: time::OffsetDateTime) -> String {
+    let millis = (at.unix_timestamp_nanos() / 1_000_000) as u64;
+    format!("{:08x}-{:04x}", millis >> 16, millis & 0xffff)
 }
 
 /// What a build builds, as retention counts: kind, component, branch or tag, architecture.

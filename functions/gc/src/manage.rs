@@ -2,9 +2,9 @@
 
 use artifacts_runtime::auth::Caller;
 use artifacts_runtime::builds;
-use artifacts_runtime::nats::{read_json, unavailable};
+use artifacts_runtime::nats::{read_json, remove_object, unavailable};
 use artifacts_runtime::service::Reply;
-use artifacts_runtime::Nats;
+use artifacts_runtime::{trigger_index, Nats};
 use artifacts_schemas::messages::keys::Scope;
 use artifacts_schemas::messages::manage::{BuildPinRequest, Deleted, DeletedStatus};
 use artifacts_schemas::{
@@ -87,7 +87,8 @@ pub async fn delete_component(nats: &Nats, caller: &Caller, payload: &[u8]) -> R
             query.component, query.tag, query.architecture
         )));
     };
-    if let Some(dependant) = crate::collect::dependant_of(nats, &record).await? {
+    let dependants = trigger_index::dependants_of(&nats.stores, &record.component, &record.tag, record.architecture);
+    if let Some(dependant) = dependants.await?.first() {
         return Err(RequestError::new(
             Failure::Conflict,
             format!(
@@ -97,6 +98,7 @@ pub async fn delete_component(nats: &Nats, caller: &Caller, payload: &[u8]) -> R
         ));
     }
     nats.stores.components.purge(&key).await.map_err(unavailable)?;
-    let _ = nats.stores.archives.delete(&record.object).await;
+    trigger_index::record_dependencies(&nats.stores.trigger_index, None, Some(&record)).await?;
+    remove_object(&nats.jetstream, &nats.stores.archives, &record.bucket, &record.object).await?;
     Ok(Reply::ok(&Deleted { status: DeletedStatus::Deleted }))
 }

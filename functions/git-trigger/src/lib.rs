@@ -22,6 +22,8 @@
 mod accept;
 mod trigger;
 
+pub use trigger::{matching, Matched};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,6 +53,8 @@ pub async fn run(settings: Settings, nats: Nats, shutdown: CancellationToken) ->
     };
     let pushes_spec = consumer_of("git-trigger", nats.subjects.git_push_accepted());
     let dependents_spec = consumer_of("git-trigger-dependents", nats.subjects.git_push_dependents());
+    // Pushes find what they rebuild in the trigger index; records older than it are indexed first.
+    artifacts_runtime::trigger_index::backfill(&nats.stores).await?;
     let authenticator = Authenticator::start(settings.admin_key(), &nats, shutdown.clone());
     let accept_nats = nats.clone();
     let pushes = service::serve(

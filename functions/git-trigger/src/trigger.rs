@@ -1,24 +1,19 @@
 //! What one push rebuilds. See the crate documentation for the rules.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
-use async_nats::jetstream::kv;
-use futures::TryStreamExt;
-use serde::de::DeserializeOwned;
-use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
 use artifacts_build_component::submit::Submitter;
 use artifacts_runtime::builder::ensure_buildable;
 use artifacts_runtime::builds;
 use artifacts_runtime::jobs::Outcome;
-use artifacts_runtime::nats::{read_json, unavailable};
-use artifacts_runtime::{Nats, Settings};
+use artifacts_runtime::nats::{key_hash as hash, read_json, unavailable};
+use artifacts_runtime::{trigger_index, Nats, Settings};
 use artifacts_schemas::names::slug_with_hash;
 use artifacts_schemas::{
     normalize_repository, Architecture, BranchName, BuildAccepted, BuildId, BuildRecord, BuildStatus, BuildWork,
-    ComponentBuildRequest, ComponentName, ComponentRecord, ComponentSource, GitPushEvent, ImageBuildRequest,
+    ComponentBuildRequest, ComponentName, ComponentQuery, ComponentSource, GitPushEvent, ImageBuildRequest, ImageQuery,
     ImageRecord, RebuiltForPush, RequestError, RequestedBy, TagName, Trigger,
 };
 
@@ -45,9 +40,43 @@ pub async fn handle_dependents(nats: &Nats, settings: &Settings, built: RebuiltF
     }
 }
 
-enum Pushed<'a> {
-    Tag(&'a str),
-    Branch(&'a str),
+/// What a push asks for: component builds (each with the component patterns it runs with), and the
+/// components whose images on the pushed branch are rebuilt.
+#[derive(Debug, Default)]
+pub struct Matched {
+    pub components: Vec<(ComponentBuildRequest, Option<Vec<String>>)>,
+    pub images_of: Vec<ComponentName>,
+}
+
+/// What a push of `git_ref` (`refs/tags/…` or `refs/heads/…`) to `repository` rebuilds, read from the
+/// trigger index: a few reads per component built from the repository, whatever the history holds.
+pub async fn matching(nats: &Nats, repository: &str, git_ref: &str) -> Result<Matched, RequestError> {
+    let mut matched = Matched::default();
+    let (tag, branch) = (git_ref.strip_prefix("refs/tags/"), git_ref.strip_prefix("refs/heads/"));
+    if tag.is_none() && branch.is_none() {
+        return Ok(matched);
+    }
+    for (source, architectures) in trigger_index::built_from(&nats.stores, repository).await? {
+        if let Some(tag) = tag {
+            let Ok(tag) = TagName::parse(tag) else { continue };
+            for &architecture in &architectures {
+                matched.components.push(rebuild(&source, &tag, architecture));
+            }
+            continue;
+        }
+        let branch = branch.unwrap_or_default();
+        if let Ok(tag) = TagName::parse(branch) {
+            for &architecture in &architectures {
+                let query =
+                    ComponentQuery { component: source.component.clone(), tag: tag.clone(), architecture, url: None };
+                if nats.stores.components.get(query.record_key()).await.map_err(unavailable)?.is_some() {
+                    matched.components.push(rebuild(&source, &tag, architecture));
+                }
+            }
+        }
+        matched.images_of.push(source.component.clone());
+    }
+    Ok(matched)
 }
 
 async fn handle_push(nats: &Nats, settings: &Settings, event: &GitPushEvent) -> Result<(), RequestError> {
@@ -61,37 +90,11 @@ async fn handle_push(nats: &Nats, settings: &Settings, event: &GitPushEvent) -> 
         tracing::info!(%repository, git_ref = %event.git_ref, commit = %event.after, "this push was handled already");
         return Ok(());
     }
-    let pushed = match (event.git_ref.strip_prefix("refs/tags/"), event.git_ref.strip_prefix("refs/heads/")) {
-        (Some(tag), _) => Pushed::Tag(tag),
-        (_, Some(branch)) => Pushed::Branch(branch),
-        _ => return Ok(()),
-    };
     let trigger = event.trigger();
-    let sources: Vec<ComponentSource> = all(&nats.stores.sources, "")
-        .await?
-        .into_iter()
-        .filter(|source: &ComponentSource| normalize_repository(&source.url) == repository)
-        .collect();
-    let records: Vec<ComponentRecord> = all(&nats.stores.components, "").await?;
-    let mut rebuilds = Vec::new();
-    for source in &sources {
-        let built = records.iter().filter(|r| r.component == source.component);
-        match pushed {
-            Pushed::Tag(tag) => {
-                let Ok(tag) = TagName::parse(tag) else { continue };
-                let architectures: BTreeSet<Architecture> = built.map(|r| r.architecture).collect();
-                for architecture in architectures {
-                    rebuilds.push(rebuild(source, &tag, architecture));
-                }
-            }
-            Pushed::Branch(branch) => {
-                for record in built.filter(|r| r.tag.as_str() == branch) {
-                    rebuilds.push(rebuild(source, &record.tag, record.architecture));
-                }
-                if let Ok(branch) = BranchName::parse(branch) {
-                    rebuild_images(nats, settings, &source.component, &branch, &trigger).await?;
-                }
-            }
+    let Matched { components: rebuilds, images_of } = matching(nats, &repository, &event.git_ref).await?;
+    if let Some(branch) = event.git_ref.strip_prefix("refs/heads/").and_then(|b| BranchName::parse(b).ok()) {
+        for component in &images_of {
+            rebuild_images(nats, settings, component, &branch, &trigger).await?;
         }
     }
     tracing::info!(%repository, git_ref = %event.git_ref, components = rebuilds.len(), "push matched");
@@ -112,12 +115,9 @@ async fn handle_push(nats: &Nats, settings: &Settings, event: &GitPushEvent) -> 
 }
 
 async fn rebuild_dependents(nats: &Nats, settings: &Settings, built: &RebuiltForPush) -> Result<(), RequestError> {
-    let records: Vec<ComponentRecord> = all(&nats.stores.components, "").await?;
-    let dependents = records.iter().filter(|r| {
-        r.architecture == built.architecture
-            && r.dependencies.iter().any(|d| d.component == built.component && d.tag == built.tag)
-            && !built.rebuilt.contains(&format!("{}@{}", r.component, r.tag))
-    });
+    let dependents =
+        trigger_index::dependants_of(&nats.stores, &built.component, &built.tag, built.architecture).await?;
+    let dependents = dependents.iter().filter(|r| !built.rebuilt.contains(&format!("{}@{}", r.component, r.tag)));
     for dependent in dependents {
         let source: Option<ComponentSource> =
             read_json(&nats.stores.sources, &slug_with_hash(dependent.component.as_str())).await?;
@@ -181,9 +181,9 @@ async fn rebuild_images(
     branch: &BranchName,
     trigger: &Trigger,
 ) -> Result<(), RequestError> {
-    let prefix = format!("{}/{}/", slug_with_hash(component.as_str()), slug_with_hash(branch.as_str()));
-    let images: Vec<ImageRecord> = all(&nats.stores.images, &prefix).await?;
-    for image in images {
+    for architecture in Architecture::ALL {
+        let query = ImageQuery { component: component.clone(), branch: branch.clone(), architecture };
+        let Some(image) = read_json::<ImageRecord>(&nats.stores.images, &query.record_key()).await? else { continue };
         let Some(last) = builds::read(nats, &image.build_id).await? else { continue };
         let BuildWork::Image { request: summary, .. } = last.work else { continue };
         let Some(dockerfile) = dockerfile_text(nats, &summary.dockerfile_digest).await else { continue };
@@ -259,20 +259,4 @@ async fn supersede(
     nats.stores.pushes.put(target, new.as_str().to_owned().into()).await.map_err(unavailable)?;
     tracing::info!(build_id = %new, "triggered a build");
     Ok(Some(new))
-}
-
-/// Every record of a bucket whose key starts with `prefix`.
-async fn all<T: DeserializeOwned>(store: &kv::Store, prefix: &str) -> Result<Vec<T>, RequestError> {
-    let keys: Vec<String> = store.keys().await.map_err(unavailable)?.try_collect().await.map_err(unavailable)?;
-    let mut records = Vec::new();
-    for key in keys.iter().filter(|k| k.starts_with(prefix)) {
-        if let Some(record) = read_json(store, key).await? {
-            records.push(record);
-        }
-    }
-    Ok(records)
-}
-
-fn hash(parts: &[&str]) -> String {
-    hex::encode(Sha256::digest(parts.join("\n").as_bytes()))
 }

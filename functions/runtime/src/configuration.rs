@@ -135,6 +135,11 @@ pub struct RegistrySettings {
     pub token_key_file: Option<PathBuf>,
     /// The PEM certificate of that key, which the registry trusts (`auth.token.rootcertbundle`).
     pub token_certificate_file: Option<PathBuf>,
+    /// The registry's filesystem storage (its `storage.filesystem.rootdirectory`), where the collector
+    /// runs. Set, the collector reclaims the blobs of deleted manifests there with the registry's own
+    /// `garbage-collect`, while pushes wait; unset, blob space is reclaimed by hand (README, "Registry").
+    /// `artifacts up` sets it for the registry it starts.
+    pub storage_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -265,7 +270,7 @@ impl Default for NatsSettings {
 
 impl Default for RegistrySettings {
     fn default() -> Self {
-        Self { address: "127.0.0.1:5000".into(), token_key_file: None, token_certificate_file: None }
+        Self { address: "127.0.0.1:5000".into(), token_key_file: None, token_certificate_file: None, storage_dir: None }
     }
 }
 

@@ -28,9 +28,11 @@ pub mod nats;
 pub mod nats_users;
 pub mod registry;
 pub mod registry_auth;
+pub mod registry_gate;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
+pub mod trigger_index;
 pub mod uploads;
 
 use std::future::Future;
@@ -101,4 +103,13 @@ where
             ExitCode::FAILURE
         }
     }
+}
+
+/// `name` on the `PATH`, or in the system directories a service's `PATH` may lack.
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
 }

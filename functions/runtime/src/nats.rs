@@ -51,6 +51,12 @@ pub struct Stores {
     /// The component each registry repository holds images of, so registry tokens follow component
     /// patterns (repository names are not reversible: branches are slugged).
     pub repositories: kv::Store,
+    /// What a push reaches: the components built from each repository, the dependants of each component
+    /// version ([`crate::trigger_index`]).
+    pub trigger_index: kv::Store,
+    /// Registry pushes in flight and the registry's blob collection, which never overlap
+    /// ([`crate::registry_gate`]).
+    pub registry_gate: kv::Store,
 }
 
 /// Names of the JetStream resources under a subject prefix: `artifacts` gives `artifacts_builds`,
@@ -99,6 +105,12 @@ impl ResourceNames {
     }
     pub fn upload_grants_bucket(&self) -> String {
         format!("{}_upload_grants", self.base)
+    }
+    pub fn trigger_index_bucket(&self) -> String {
+        format!("{}_trigger_index", self.base)
+    }
+    pub fn registry_gate_bucket(&self) -> String {
+        format!("{}_registry_gate", self.base)
     }
     pub fn logs_stream(&self) -> String {
         format!("{}_LOGS", self.base.to_uppercase())
@@ -282,6 +294,15 @@ async fn create_resources(js: &jetstream::Context, subjects: &Subjects) -> anyho
         object_store(js, names.uploads_bucket(), "Build sources: Dockerfiles and contexts", UPLOADS_BYTES).await?;
     let repositories =
         key_value(js, names.repositories_bucket(), "The component of each registry repository", 1).await?;
+    let trigger_index = key_value(
+        js,
+        names.trigger_index_bucket(),
+        "Components per repository and dependants per component version, for the git trigger",
+        1,
+    )
+    .await?;
+    let registry_gate =
+        key_value(js, names.registry_gate_bucket(), "Registry pushes in flight and the blob collection", 1).await?;
     Ok(Stores {
         builds,
         build_index,
@@ -295,6 +316,8 @@ async fn create_resources(js: &jetstream::Context, subjects: &Subjects) -> anyho
         keys,
         upload_grants,
         repositories,
+        trigger_index,
+        registry_gate,
     })
 }
 
@@ -318,7 +341,7 @@ pub const MAX_RECORD_BYTES: i32 = 1024 * 1024;
 /// `nats/nats-server.conf`), so together they stay below it: about 80 GiB.
 pub const JOBS_STREAM_BYTES: i64 = 256 * MIB;
 pub const LOGS_STREAM_BYTES: i64 = 4 * GIB;
-/// Each of the eleven key-value buckets.
+/// Each of the thirteen key-value buckets.
 pub const KEY_VALUE_BYTES: i64 = 256 * MIB;
 pub const ARCHIVES_BYTES: i64 = 64 * GIB;
 pub const UPLOADS_BYTES: i64 = 8 * GIB;
@@ -384,6 +407,75 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
     serde_json::from_slice(&bytes)
         .map(Some)
         .map_err(|err| RequestError::internal(format!("stored record {key} is unreadable: {err}")))
+}
+
+/// Changes the JSON record at `key` (the default value when there is none) with compare-and-set, again
+/// when another writer got there first; `change` says whether it changed anything (nothing is written
+/// otherwise). Returns the record as it now stands.
+pub async fn update_json<T>(
+    store: &kv::Store,
+    key: &str,
+    mut change: impl FnMut(&mut T) -> bool,
+) -> Result<T, RequestError>
+where
+    T: Default + serde::Serialize + serde::de::DeserializeOwned,
+{
+    loop {
+        let entry = store.entry(key).await.map_err(unavailable)?;
+        let mut value: T = entry
+            .as_ref()
+            .filter(|entry| entry.operation == kv::Operation::Put)
+            .map(|entry| serde_json::from_slice(&entry.value))
+            .transpose()
+            .map_err(|err| RequestError::internal(format!("stored record {key} is unreadable: {err}")))?
+            .unwrap_or_default();
+        if !change(&mut value) {
+            return Ok(value);
+        }
+        let bytes: bytes::Bytes = serde_json::to_vec(&value).expect("records serialise").into();
+        let written = match &entry {
+            Some(entry) => store
+                .update(key, bytes, entry.revision)
+                .await
+                .map_err(|err| (err.kind() == kv::UpdateErrorKind::WrongLastRevision, err.to_string())),
+            None => store
+                .create(key, bytes)
+                .await
+                .map_err(|err| (err.kind() == kv::CreateErrorKind::AlreadyExists, err.to_string())),
+        };
+        match written {
+            Ok(_) => return Ok(value),
+            Err((true, _)) => continue,
+            Err((false, err)) => return Err(unavailable(err)),
+        }
+    }
+}
+
+/// Deletes object `name` and the marker the object store leaves for a deleted name: with a name per
+/// build, markers alone would grow the bucket by one for every build ever collected. An absent object
+/// is no error.
+pub async fn remove_object(
+    js: &jetstream::Context,
+    store: &object_store::ObjectStore,
+    bucket: &str,
+    name: &str,
+) -> Result<(), RequestError> {
+    use base64::Engine as _;
+    match store.delete(name).await {
+        Ok(()) => {}
+        Err(err) if err.kind() == object_store::DeleteErrorKind::NotFound => {}
+        Err(err) => return Err(unavailable(err)),
+    }
+    let marker = format!("$O.{bucket}.M.{}", base64::engine::general_purpose::URL_SAFE.encode(name));
+    let stream = js.get_stream(format!("OBJ_{bucket}")).await.map_err(unavailable)?;
+    stream.purge().filter(marker).await.map_err(unavailable)?;
+    Ok(())
+}
+
+/// A hash of `parts` that is a valid key and subject token (hex SHA-256 of the parts, one per line).
+pub fn key_hash(parts: &[&str]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(parts.join("\n").as_bytes()))
 }
 
 /// A JetStream failure as the 503 a client gets.

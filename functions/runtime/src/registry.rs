@@ -137,3 +137,70 @@ async fn fetch_token(
     let token: Token = answer.json().await.map_err(|err| format!("the token endpoint answered no token: {err}"))?;
     Ok(token.token)
 }
+
+/// What a blob sweep freed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Swept {
+    pub blobs: u64,
+    pub bytes: u64,
+}
+
+/// Runs the registry's own `garbage-collect` over its filesystem storage at `storage_dir`, which deletes
+/// the blobs no manifest refers to any more (after [`delete_manifest`]). Must run with no push in
+/// flight ([`crate::registry_gate::sweep`]). Killed after [`crate::registry_gate::SWEEP_LIMIT`].
+pub async fn sweep_blobs(storage_dir: &std::path::Path) -> Result<Swept, String> {
+    let program = crate::find_program("docker-registry")
+        .or_else(|| crate::find_program("registry"))
+        .ok_or("docker-registry is not installed here (Debian: apt-get install docker-registry)")?;
+    // The command needs only the storage section; the registry's own file may name another root (its
+    // environment overrides it) or not be readable here.
+    let config = storage_dir.with_file_name(".artifacts-gc-registry.yml");
+    let text = format!(
+        "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n",
+        serde_json::to_string(&storage_dir.display().to_string()).expect("strings serialise")
+    );
+    tokio::fs::write(&config, text).await.map_err(|err| format!("cannot write {}: {err}", config.display()))?;
+    let before = blob_usage(storage_dir).await;
+    let run = tokio::process::Command::new(&program)
+        .arg("garbage-collect")
+        .arg(&config)
+        .env("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", storage_dir)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(crate::registry_gate::SWEEP_LIMIT, run)
+        .await
+        .map_err(|_| "the registry's garbage-collect ran out of time".to_owned())?
+        .map_err(|err| format!("cannot run {}: {err}", program.display()))?;
+    if !output.status.success() {
+        let said = String::from_utf8_lossy(&output.stderr);
+        let last = said.lines().rev().find(|line| !line.trim().is_empty()).unwrap_or_default();
+        return Err(format!("the registry's garbage-collect failed ({}): {last}", output.status));
+    }
+    let after = blob_usage(storage_dir).await;
+    Ok(Swept { blobs: before.blobs.saturating_sub(after.blobs), bytes: before.bytes.saturating_sub(after.bytes) })
+}
+
+/// Blobs under the registry's storage and their bytes.
+async fn blob_usage(storage_dir: &std::path::Path) -> Swept {
+    fn walk(dir: &std::path::Path, usage: &mut Swept) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for entry in entries.flatten() {
+            let Ok(kind) = entry.file_type() else { continue };
+            if kind.is_dir() {
+                walk(&entry.path(), usage);
+            } else if kind.is_file() && entry.file_name() == "data" {
+                usage.blobs += 1;
+                usage.bytes += entry.metadata().map_or(0, |m| m.len());
+            }
+        }
+    }
+    let blobs = storage_dir.join("docker/registry/v2/blobs");
+    tokio::task::spawn_blocking(move || {
+        let mut usage = Swept::default();
+        walk(&blobs, &mut usage);
+        usage
+    })
+    .await
+    .unwrap_or_default()
+}

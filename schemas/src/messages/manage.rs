@@ -94,6 +94,11 @@ pub struct Removed {
     pub images: u64,
     pub components: u64,
     pub uploads: u64,
+    /// Registry blobs the sweep deleted (0 on a dry run, or when the collector has no
+    /// `registry.storage_dir`).
+    #[serde(default)]
+    pub blobs: u64,
+    /// Bytes of the component archives, uploads and registry blobs removed.
     pub bytes: u64,
 }
 

@@ -1,5 +1,6 @@
-//! Benchmark: `GET /api/v1/builds?component=C&limit=20` with 1,000 and with 100,000 build records, against
-//! the raw read of one record from the key-value bucket in the same run; then the collector's time for
+//! Benchmark: `GET /api/v1/builds?component=C&limit=20` with 1,000 and with 100,000 build records, and a
+//! push's matching (what the git trigger rebuilds) with 1,000 and 100,000 component records, against the
+//! raw read of one record from the key-value bucket in the same run; then the collector's time for
 //! 10,000 records. One nats-server, the gateway and lookup in this process. Prints Markdown rows for
 //! BENCHMARKS.md.
 //!
@@ -73,6 +74,46 @@ async fn main() {
             raw.as_secs_f64() * 1e3,
             listed.as_secs_f64() / raw.as_secs_f64(),
             listed.as_secs_f64() / base.as_secs_f64()
+        );
+    }
+
+    // A push's matching: the repository pushed to builds 3 of the components; the others come from
+    // 1,000 other repositories.
+    let app = TestApp::spawn_with(|_| {}).await;
+    let probe = app.store_build(BuildKind::Image, BuildStatus::Succeeded, "probe").await;
+    let pushed = "https://git.example.com/acme/pushed.git";
+    let mut components = 0;
+    println!("\n| component records | push matching p50 ms | raw KV get p50 ms | matching vs raw | vs 1,000 |");
+    println!("|---|---|---|---|---|");
+    let mut first = None;
+    for total in [1_000, large] {
+        let filling = Instant::now();
+        while components < total {
+            let url = if components < 3 {
+                pushed.to_owned()
+            } else {
+                format!("https://git.example.com/r{}.git", components % 1000)
+            };
+            app.store_component(&format!("c-{components}"), "main", &url, &[], true).await;
+            components += 1;
+        }
+        eprintln!("stored {total} component records ({:.1}s)", filling.elapsed().as_secs_f64());
+        let mut samples = Vec::with_capacity(REQUESTS);
+        for _ in 0..REQUESTS {
+            let started = Instant::now();
+            let matched = artifacts_git_trigger::matching(&app.nats, pushed, "refs/heads/main").await.expect("matches");
+            assert_eq!(matched.components.len(), 3, "{matched:?}");
+            samples.push(started.elapsed());
+        }
+        let matched = p50(samples);
+        let raw = raw_get(&app, probe.as_str()).await;
+        let base = *first.get_or_insert(matched);
+        println!(
+            "| {total} | {:.3} | {:.3} | {:.1}x | {:.2}x |",
+            matched.as_secs_f64() * 1e3,
+            raw.as_secs_f64() * 1e3,
+            matched.as_secs_f64() / raw.as_secs_f64(),
+            matched.as_secs_f64() / base.as_secs_f64()
         );
     }
 

@@ -1,0 +1,113 @@
+//! Issue 13: the registry's blob sweep is safe with concurrent pushes, and what a push reaches is read
+//! from an index. Before this round the blobs of deleted manifests stayed on disk (the sweep was left to
+//! an operator, who had to stop pushes by hand), and every push read every source and component record.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use artifacts_runtime::{registry_gate, trigger_index};
+use artifacts_schemas::{Architecture, TagName};
+use artifacts_tests::TestApp;
+
+const LONG: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn a_sweep_waits_for_the_pushes_in_flight_and_pushes_wait_for_the_sweep() {
+    let app = TestApp::spawn_without_builder(|_| {}).await;
+    let gate = &app.nats.stores.registry_gate;
+
+    // A push in flight holds off a sweep until it ends.
+    let (end_push, push_ended) = oneshot::channel::<()>();
+    let pushing = AtomicBool::new(false);
+    let push = registry_gate::push(gate, "build-1", LONG, async {
+        pushing.store(true, Ordering::SeqCst);
+        push_ended.await.unwrap();
+        pushing.store(false, Ordering::SeqCst);
+    });
+    let sweep = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(pushing.load(Ordering::SeqCst), "the push is in flight when the sweep asks");
+        let swept = registry_gate::sweep(gate, LONG, async { !pushing.load(Ordering::SeqCst) });
+        let outcome = tokio::join!(swept, async {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            end_push.send(()).unwrap();
+        });
+        outcome.0
+    };
+    let (pushed, swept) = tokio::join!(push, sweep);
+    pushed.unwrap();
+    assert_eq!(swept.unwrap(), Some(true), "the sweep ran, and only once the push had ended");
+
+    // A sweep running holds off a push until it ends.
+    let (end_sweep, sweep_ended) = oneshot::channel::<()>();
+    let sweeping = AtomicBool::new(false);
+    let sweep = registry_gate::sweep(gate, LONG, async {
+        sweeping.store(true, Ordering::SeqCst);
+        sweep_ended.await.unwrap();
+        sweeping.store(false, Ordering::SeqCst);
+    });
+    let push = async {
+        while !sweeping.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let pushed = registry_gate::push(gate, "build-2", LONG, async { !sweeping.load(Ordering::SeqCst) });
+        let outcome = tokio::join!(pushed, async {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            end_sweep.send(()).unwrap();
+        });
+        outcome.0
+    };
+    let (swept, pushed) = tokio::join!(sweep, push);
+    assert_eq!(swept.unwrap(), Some(()));
+    assert!(pushed.unwrap(), "the push ran, and only once the sweep had ended");
+
+    // A push that does not end in time leaves the sweep to a later collection, and the gate opens again.
+    let (end_push, push_ended) = oneshot::channel::<()>();
+    let push = registry_gate::push(gate, "build-3", LONG, async { push_ended.await.unwrap() });
+    let sweep = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let swept = registry_gate::sweep(gate, Duration::from_millis(500), async {}).await.unwrap();
+        let next = registry_gate::push(gate, "build-4", Duration::from_millis(500), async {}).await;
+        end_push.send(()).unwrap();
+        (swept, next.is_ok())
+    };
+    let (pushed, (swept, next_entered)) = tokio::join!(push, sweep);
+    pushed.unwrap();
+    assert_eq!(swept, None, "the sweep did not run while a push was in flight");
+    assert!(next_entered, "pushes enter again once the sweep gave up");
+}
+
+#[tokio::test]
+async fn pushes_find_sources_and_dependants_recorded_before_the_index_existed() {
+    let app = TestApp::spawn_without_builder(|_| {}).await;
+    let stores = &app.nats.stores;
+    let url = "https://git.example.com/acme/libfoo.git";
+    let app_url = "https://git.example.com/acme/app.git";
+    // Written straight into the buckets, as a deployment of the previous version left them.
+    let library_record = app.store_component("old-lib", "main", url, &[], false).await;
+    let dependant = app.store_component("old-app", "v1", app_url, &[&library_record], false).await;
+    let library = library_record.component.clone();
+    stores.trigger_index.purge("backfilled").await.unwrap();
+    let main = TagName::parse("main").unwrap();
+    assert!(trigger_index::built_from(stores, url).await.unwrap().is_empty(), "not indexed yet");
+
+    trigger_index::backfill(stores).await.unwrap();
+    // The same repository under another spelling, as forges send it.
+    let found = trigger_index::built_from(stores, "https://git.example.com/acme/libfoo").await.unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(
+        (found[0].0.component.as_str(), found[0].1.iter().copied().collect::<Vec<_>>()),
+        ("old-lib", vec![Architecture::Amd64])
+    );
+    let dependants = trigger_index::dependants_of(stores, &library, &main, Architecture::Amd64).await.unwrap();
+    assert_eq!(dependants.iter().map(|d| d.component.as_str()).collect::<Vec<_>>(), vec!["old-app"]);
+    assert!(trigger_index::dependants_of(stores, &library, &main, Architecture::Arm64).await.unwrap().is_empty());
+
+    // A dependant rebuilt without the dependency leaves its list.
+    let rebuilt = app.store_component("old-app", "v1", app_url, &[], false).await;
+    trigger_index::record_dependencies(&stores.trigger_index, Some(&rebuilt), Some(&dependant)).await.unwrap();
+    let dependants = trigger_index::dependants_of(stores, &library, &main, Architecture::Amd64).await.unwrap();
+    assert!(dependants.is_empty(), "{dependants:?}");
+}
