@@ -152,6 +152,7 @@ pub async fn collect(nats: &Nats, settings: &Settings, dry_run: bool) -> Result<
         ("images", removed.images),
         ("components", removed.components),
         ("uploads", removed.uploads),
+        ("blobs", removed.blobs),
     ] {
         metrics::counter!("artifacts_gc_removed_total", "kind" => what).increment(if dry_run { 0 } else { count });
     }
