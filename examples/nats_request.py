@@ -84,19 +84,22 @@ async def main() -> int:
         headers["github_username"] = args.github_username
 
     user = key_id(args.key)
+    connecting = nats.connect(
+        args.server,
+        user=user,
+        password=args.key,
+        inbox_prefix=f"_INBOX_{user}".encode(),
+        connect_timeout=5,
+        max_reconnect_attempts=0,
+        allow_reconnect=False,
+        error_cb=quiet,
+    )
     try:
-        nc = await nats.connect(
-            args.server,
-            user=user,
-            password=args.key,
-            inbox_prefix=f"_INBOX_{user}".encode(),
-            connect_timeout=5,
-            max_reconnect_attempts=0,
-            allow_reconnect=False,
-            error_cb=quiet,
-        )
-    except (OSError, NatsError) as err:
-        print(f"cannot connect to NATS at {args.server}: {err or type(err).__name__}", file=sys.stderr)
+        # nats-py can keep trying a server that refuses connections: bound the whole attempt.
+        nc = await asyncio.wait_for(connecting, timeout=10)
+    except (OSError, NatsError, asyncio.TimeoutError) as err:
+        why = str(err) or "nothing answered within 10 s"
+        print(f"cannot connect to NATS at {args.server}: {why} (is the stack up? see the README)", file=sys.stderr)
         return 2
     try:
         if args.download:

@@ -23,7 +23,7 @@ use crate::error::ApiError;
 use crate::metrics;
 use crate::openapi::ApiDoc;
 use crate::routes::registry::{self, TokenSigner};
-use crate::routes::{builds, components, health, hooks, images, keys, manage};
+use crate::routes::{builds, components, health, home, hooks, images, keys, manage};
 use crate::serve::{serve, ConnectionLimits};
 use crate::state::AppState;
 
@@ -108,13 +108,14 @@ pub fn router(state: AppState) -> Router {
         .route("/docs", get(|| async { Redirect::permanent("/docs/") }))
         .route("/docs/", get(|| async { Redirect::permanent("/docs/") }));
     Router::new()
+        .route("/", get(home::home))
         .nest("/api/v1", api)
         .merge(open)
         .merge(SwaggerUi::new("/docs").url("/api/v1/openapi.json", ApiDoc::openapi()))
         .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
         .fallback(|| async { ApiError::from(RequestError::not_found("no such route: see /docs")) })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(Failure::Invalid, "this route does not accept that method: see /docs")
+            ApiError::new(Failure::MethodNotAllowed, "this route does not take that method (Allow lists those it takes): see /docs")
         })
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(metrics::track))

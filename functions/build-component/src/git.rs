@@ -83,18 +83,29 @@ pub async fn clone(url: &GitUrl, tag: &TagName, settings: &GitSettings, dir: &Pa
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr).replace(url.as_str(), &shown);
         let stderr = stderr.trim();
-        let missing =
-            ["not found in upstream", "does not appear to be a git repository", "Repository not found", "not found"];
-        return Err(if stderr.contains("not found in upstream") {
-            BuildFailure::Permanent(format!("tag or branch {tag} was not found in {shown}"))
-        } else if missing.iter().any(|m| stderr.contains(m)) {
-            BuildFailure::Permanent(format!("cannot clone {shown}: {stderr}"))
-        } else {
-            BuildFailure::Passing(format!("cannot clone {shown}: {stderr}"))
-        });
+        return Err(clone_failure(stderr, &shown, tag));
     }
     let commit = rev_parse(&home, &path, settings).await?;
     Ok(Checkout { path, commit })
+}
+
+/// Why a clone failed, in plain words: what no retry can change (an unknown host, no repository there,
+/// no such tag) fails the build at once; the rest (a refused or dropped connection) is tried again.
+fn clone_failure(stderr: &str, shown: &str, tag: &TagName) -> BuildFailure {
+    if stderr.contains("not found in upstream") {
+        return BuildFailure::Permanent(format!("tag or branch {tag} was not found in {shown}"));
+    }
+    if let Some(host) = stderr.split("Could not resolve host: ").nth(1) {
+        let host = host.split_whitespace().next().unwrap_or_default();
+        return BuildFailure::Permanent(format!(
+            "cannot clone {shown}: the host {host} is not known (DNS has no address for it); check the URL"
+        ));
+    }
+    let missing = ["does not appear to be a git repository", "Repository not found", "not found"];
+    if missing.iter().any(|m| stderr.contains(m)) {
+        return BuildFailure::Permanent(format!("cannot clone {shown}: there is no git repository there"));
+    }
+    BuildFailure::Passing(format!("cannot clone {shown}: {stderr}"))
 }
 
 /// How long asking a repository which commit a ref names may take (a submission waits for it).

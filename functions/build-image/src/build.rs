@@ -160,7 +160,30 @@ fn immutable_tag(job: &ImageJob) -> String {
 }
 
 fn build_failed(error: &str, log: &BuildLog) -> BuildFailure {
-    BuildFailure::Permanent(format!("docker build failed: {}\nlast log lines:\n{}", error.trim(), log.tail()))
+    let tail = log.tail();
+    if let Some(message) = missing_base_image(error, &tail) {
+        return BuildFailure::Permanent(message);
+    }
+    BuildFailure::Permanent(format!("docker build failed: {}\nlast log lines:\n{tail}", error.trim()))
+}
+
+/// A plain message for a `FROM` image that the engine lacks and cannot pull, instead of the engine's
+/// registry error (`Get "https://registry-1.docker.io/v2/": dial tcp: lookup …: no such host`).
+fn missing_base_image(error: &str, tail: &str) -> Option<String> {
+    let unreachable = ["no such host", "dial tcp", "connection refused", "i/o timeout"];
+    let absent = ["pull access denied", "manifest unknown", "repository does not exist", "not found"];
+    let offline = unreachable.iter().any(|m| error.contains(m));
+    if !offline && !absent.iter().any(|m| error.contains(m)) {
+        return None;
+    }
+    // The classic builder logs `Step 1/4 : FROM <image> [AS <name>]` before it pulls.
+    let image = tail.lines().rev().find_map(|line| line.split_once(" : FROM ")).map(|(_, rest)| rest)?;
+    let image = image.split_whitespace().next().unwrap_or(image);
+    let why = if offline { "its registry cannot be reached from the worker" } else { "its registry has no such image" };
+    Some(format!(
+        "base image {image} is not in the worker's Docker engine, and it cannot be pulled: {why}. Load it into \
+         the engine (docker load or docker import), or build it here and name it by its registry address"
+    ))
 }
 
 /// Pushes one tag (always one: without a tag Docker pushes every tag of the repository) and returns the

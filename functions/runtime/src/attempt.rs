@@ -176,7 +176,7 @@ async fn requeue(nats: &Nats, build_id: &BuildId, message: String, uncount: bool
     let requeued = builds::update(nats, build_id, |record| {
         record.status = BuildStatus::Queued;
         record.lease_expires_at = None;
-        record.error_message = Some(message.clone());
+        record.error_message = Some(crate::logs::strip_terminal_codes(&message).into_owned());
         if uncount {
             record.attempts = record.attempts.saturating_sub(1);
         }

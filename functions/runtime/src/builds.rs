@@ -212,7 +212,7 @@ pub fn finish(record: &mut BuildRecord, status: BuildStatus, result: Option<Buil
     record.finished_at = Some(Timestamp::now());
     record.lease_expires_at = None;
     record.work.set_result(result);
-    record.error_message = error;
+    record.error_message = error.map(|message| crate::logs::strip_terminal_codes(&message).into_owned());
 }
 
 async fn publish_event(nats: &Nats, record: &BuildRecord) {

@@ -42,6 +42,8 @@ impl BuildLog {
 
     /// Publishes each line of `text` (trailing line breaks dropped; empty lines kept).
     pub async fn write(&mut self, text: &str) {
+        // Colour and cursor codes are for terminals: logs are read in browsers, files and error messages.
+        let text = strip_terminal_codes(text);
         for line in text.trim_end_matches(['\n', '\r']).split('\n') {
             let line = line.trim_end_matches('\r');
             if self.tail.len() == TAIL_LINES {
@@ -81,5 +83,57 @@ impl BuildLog {
         if let Err(err) = published.await {
             tracing::warn!(%err, subject = %self.subject, "could not publish the end of a log");
         }
+    }
+}
+
+/// `text` without terminal escape sequences: CSI (`ESC [ … final`, colours and cursor moves), OSC
+/// (`ESC ] … BEL` or `ESC \\`, titles and links) and two-byte escapes.
+pub fn strip_terminal_codes(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains('\u{1b}') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('[') => {
+                // Parameters and intermediates, then one final byte in '@'..='~'.
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            Some(']') => {
+                while let Some(c) = chars.next() {
+                    if c == '\u{7}' || (c == '\u{1b}' && chars.next_if_eq(&'\\').is_some()) {
+                        break;
+                    }
+                }
+            }
+            // Character set designations take one more character.
+            Some('(' | ')' | '*' | '+') => {
+                chars.next();
+            }
+            _ => {}
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminal_codes_are_stripped() {
+        let coloured = "\u{1b}[1;31merror\u{1b}[0m: \u{1b}]8;;http://x\u{7}link\u{1b}]8;;\u{1b}\\ done\u{1b}(B";
+        assert_eq!(strip_terminal_codes(coloured), "error: link done");
+        assert_eq!(strip_terminal_codes("plain"), "plain");
+        assert_eq!(strip_terminal_codes("cut \u{1b}[1;3"), "cut ");
     }
 }

@@ -83,10 +83,13 @@ pub async fn list_builds(
 /// A build's log as server-sent events: every line from the start, then live lines until it ends.
 #[utoipa::path(
     get, path = "/api/v1/builds/{build_id}/logs", tag = "builds",
-    params(("build_id" = String, Path, description = "Build id")),
+    params(
+        ("build_id" = String, Path, description = "Build id"),
+        ("format" = Option<String>, Query, description = "`events` (the default): server-sent events, `data` per line and a last `end` event whose data is the status; `text`: plain lines, the last one `build <status>`"),
+    ),
     responses(
-        (status = 200, description = "Log lines", content_type = "text/event-stream", body = String),
-        (status = 400, description = "Not a build id", body = ErrorReply),
+        (status = 200, description = "Log lines, from the first, then live until the build ends", content_type = "text/event-stream", body = String),
+        (status = 400, description = "Not a build id, or an unknown format", body = ErrorReply),
         (status = 403, description = "The key may not see that component", body = ErrorReply),
         (status = 404, description = "No such build", body = ErrorReply),
     ),
@@ -96,14 +99,46 @@ pub async fn build_logs(
     State(state): State<AppState>,
     caller: Caller,
     PathParams(build_id): PathParams<String>,
+    QueryOrJson(query): QueryOrJson<LogQuery>,
 ) -> Result<Response, ApiError> {
+    let text = match query.format.as_deref() {
+        None | Some("events") => false,
+        Some("text") => true,
+        Some(other) => {
+            return Err(RequestError::invalid(format!("format {other:?} is not known: use events or text")).into())
+        }
+    };
     let reply = visible_build(&state, &caller, &build_id).await?;
     if reply.is_failure() {
         return Ok(relay(reply));
     }
     let build_id = BuildId::parse(&build_id)?;
     let lines = log_lines(&state.nats, &build_id).await?;
-    Ok(Sse::new(log_events(state.nats.clone(), build_id, lines)).keep_alive(KeepAlive::default()).into_response())
+    let log = log_stream(state.nats.clone(), build_id, lines);
+    if text {
+        let body = log.map(|line| {
+            Ok::<_, Infallible>(match line {
+                LogLine::Text(text) => format!("{text}\n"),
+                LogLine::End(status) => format!("build {status}\n"),
+                LogLine::Error(error) => format!("the log stopped: {error}\n"),
+            })
+        });
+        let headers = [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")];
+        return Ok((headers, axum::body::Body::from_stream(body)).into_response());
+    }
+    let events = log.map(|line| {
+        Ok::<_, Infallible>(match line {
+            LogLine::Text(text) => Event::default().data(text),
+            LogLine::End(status) => Event::default().event("end").data(status),
+            LogLine::Error(error) => Event::default().event("error").data(error),
+        })
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct LogQuery {
+    format: Option<String>,
 }
 
 /// Every line of the build's log from the first, then live lines: an ordered consumer on its subject.
@@ -131,8 +166,15 @@ async fn log_lines(nats: &Nats, build_id: &BuildId) -> Result<Ordered, ApiError>
 /// without writing the end of its log, such as one refused before it started).
 const SILENCE_CHECK: Duration = Duration::from_secs(5);
 
-/// Server-sent events: `data` events for lines, then one `end` event whose data is the final status.
-fn log_events(nats: Arc<Nats>, build_id: BuildId, lines: Ordered) -> impl Stream<Item = Result<Event, Infallible>> {
+/// What a log stream carries: lines, then the build's final status (or why the log stopped).
+enum LogLine {
+    Text(String),
+    End(String),
+    Error(String),
+}
+
+/// The log's lines, then its end.
+fn log_stream(nats: Arc<Nats>, build_id: BuildId, lines: Ordered) -> impl Stream<Item = LogLine> {
     futures::stream::unfold(Some((nats, build_id, lines)), |state| async move {
         let (nats, build_id, mut lines) = state?;
         loop {
@@ -142,20 +184,19 @@ fn log_events(nats: Arc<Nats>, build_id: BuildId, lines: Ordered) -> impl Stream
                     let text = String::from_utf8_lossy(&message.payload).into_owned();
                     let end = message.headers.as_ref().and_then(|h| h.get(END_HEADER)).map(|v| v.as_str().to_owned());
                     return Some(match end {
-                        Some(status) => (Ok(Event::default().event("end").data(status)), None),
-                        None => (Ok(Event::default().data(text)), Some((nats, build_id, lines))),
+                        Some(status) => (LogLine::End(status), None),
+                        None => (LogLine::Text(text), Some((nats, build_id, lines))),
                     });
                 }
                 Ok(Some(Err(err))) => {
                     tracing::warn!(%err, %build_id, "log consumer error");
-                    return Some((Ok(Event::default().event("error").data(err.to_string())), None));
+                    return Some((LogLine::Error(err.to_string()), None));
                 }
                 Ok(None) => return None,
                 Err(_silence) => {
                     if let Ok(Some(record)) = read(&nats, &build_id).await {
                         if record.status.is_finished() {
-                            let status = serde_json::to_value(record.status).ok()?.as_str()?.to_owned();
-                            return Some((Ok(Event::default().event("end").data(status)), None));
+                            return Some((LogLine::End(record.status.as_str().to_owned()), None));
                         }
                     }
                 }

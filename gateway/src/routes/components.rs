@@ -57,7 +57,9 @@ pub async fn get_component(
     let mut answer: ComponentLookupReply = parse_json(&reply.body)?;
     if answer.status == ComponentLookupStatus::Found {
         // The address this client reached the gateway by, rather than the configured one.
-        answer.component = Some(query.download_url(&base_url(&state, &headers)));
+        let url = query.download_url(&base_url(&state, &headers));
+        answer.component = Some(url.clone());
+        answer.download_url = Some(url);
     }
     // Bucket and object are for NATS clients, which read the object store themselves.
     answer.bucket = None;

@@ -51,11 +51,36 @@ pub async fn get_image(
     Ok(forward(&state, &caller, Endpoint::ImageGet, &query).await)
 }
 
+/// The multipart form of `POST /images`, as the API documentation shows it (the handler reads the
+/// parts one by one, checking each as it streams).
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "camelCase")]
+#[allow(dead_code)]
+pub struct ImageUpload {
+    /// The Dockerfile.
+    #[schema(value_type = String, format = Binary)]
+    dockerfile: Vec<u8>,
+    /// A tar archive of the build context (optional).
+    #[schema(value_type = Option<String>, format = Binary)]
+    context: Option<Vec<u8>>,
+    component: String,
+    branch: String,
+    /// amd64, arm64, arm/v7 or 386 (or an alias).
+    architecture: String,
+    /// A JSON object of build arguments, e.g. `{"VERSION":"1.2"}`.
+    build_args: Option<String>,
+    /// `true`: build again even if an identical build succeeded.
+    force: Option<bool>,
+}
+
 /// Build a Dockerfile and push the image to the registry.
 #[utoipa::path(
     post, path = "/api/v1/images", tag = "images",
     params(("wait" = Option<u64>, Query, description = "Wait up to this many seconds for the build to end")),
-    request_body(content = ImageBuildRequest, description = "multipart/form-data with a `dockerfile` file part and `component`, `branch`, `architecture` text parts (optional `context` tarball and `buildArgs` JSON), or the same as JSON", content_type = "application/json"),
+    request_body(
+        description = "A Dockerfile upload (multipart, with an optional context tarball), or the same as JSON with the Dockerfile as text",
+        content((ImageUpload = "multipart/form-data"), (ImageBuildRequest = "application/json")),
+    ),
     responses(
         (status = 202, description = "Queued", body = BuildAccepted),
         (status = 200, description = "With `wait`: the build ended in time", body = BuildRecord),

@@ -4,6 +4,7 @@
 pub mod builds;
 pub mod components;
 pub mod health;
+pub mod home;
 pub mod hooks;
 pub mod images;
 pub mod keys;

@@ -217,8 +217,12 @@ pub enum ComponentLookupStatus {
 pub struct ComponentLookupReply {
     pub status: ComponentLookupStatus,
     pub error_message: Option<String>,
-    /// Download URL of the `.tar.gz` (over NATS: at `gateway.public_url`).
+    /// Download URL of the `.tar.gz` (over NATS: at `gateway.public_url`); the same as `downloadUrl`,
+    /// under the name the design page gives it.
     pub component: Option<String>,
+    /// Download URL of the `.tar.gz`.
+    #[serde(default)]
+    pub download_url: Option<String>,
     pub digest: Option<String>,
     pub size: Option<u64>,
     pub build_id: Option<BuildId>,
@@ -242,6 +246,7 @@ impl ComponentLookupReply {
             status: ComponentLookupStatus::Found,
             error_message: None,
             component: Some(query.download_url(base_url)),
+            download_url: Some(query.download_url(base_url)),
             digest: Some(record.digest),
             size: Some(record.size),
             build_id: Some(record.build_id),
@@ -267,6 +272,7 @@ impl ComponentLookupReply {
             status: ComponentLookupStatus::Building,
             error_message: None,
             component: None,
+            download_url: None,
             digest: None,
             size: None,
             build_id: Some(accepted.build_id),
@@ -286,6 +292,7 @@ impl ComponentLookupReply {
                 query.component, query.tag, query.architecture
             )),
             component: None,
+            download_url: None,
             digest: None,
             size: None,
             build_id: None,

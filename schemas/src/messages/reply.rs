@@ -20,6 +20,8 @@ pub enum Failure {
     Forbidden,
     /// 404: nothing of that name.
     NotFound,
+    /// 405: the route does not take that method (`Allow` lists those it takes).
+    MethodNotAllowed,
     /// 409: the request contradicts what is recorded (e.g. another source for an existing component).
     Conflict,
     /// 413: the request body is too large.
@@ -39,6 +41,7 @@ impl Failure {
             Self::Unauthorized => 401,
             Self::Forbidden => 403,
             Self::NotFound => 404,
+            Self::MethodNotAllowed => 405,
             Self::Conflict => 409,
             Self::TooLarge => 413,
             Self::RateLimited => 429,
@@ -53,6 +56,7 @@ impl Failure {
             401 => Self::Unauthorized,
             403 => Self::Forbidden,
             404 => Self::NotFound,
+            405 => Self::MethodNotAllowed,
             409 => Self::Conflict,
             413 => Self::TooLarge,
             429 => Self::RateLimited,
