@@ -115,7 +115,10 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
         .fallback(|| async { ApiError::from(RequestError::not_found("no such route: see /docs")) })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(Failure::MethodNotAllowed, "this route does not take that method (Allow lists those it takes): see /docs")
+            ApiError::new(
+                Failure::MethodNotAllowed,
+                "this route does not take that method (Allow lists those it takes): see /docs",
+            )
         })
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(metrics::track))

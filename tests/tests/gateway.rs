@@ -222,6 +222,34 @@ async fn unknown_routes_answer_json() {
     assert_eq!(status, 404);
 }
 
+/// Issue 14: `/` answered a JSON 404 and a wrong method a 400 without `Allow`.
+#[tokio::test]
+async fn the_root_is_a_page_and_a_wrong_method_is_405_with_allow() {
+    let app = TestApp::spawn().await;
+    let home = app.http.get(app.url("/")).send().await.unwrap();
+    assert_eq!(home.status(), 200);
+    assert!(home.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let page = home.text().await.unwrap();
+    assert!(page.contains("href=\"/docs/\"") && page.contains("lang=\"en\""), "{page}");
+
+    let wrong = app.http.put(app.url("/api/v1/images")).bearer_auth(ADMIN_KEY).send().await.unwrap();
+    assert_eq!(wrong.status(), 405);
+    let allow = wrong.headers().get("allow").expect("an Allow header").to_str().unwrap().to_owned();
+    assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
+    let (_, body) = error_of(wrong).await;
+    assert_eq!(body["status"], "method_not_allowed", "{body}");
+    assert!(body["errorMessage"].as_str().unwrap().contains("Allow"), "{body}");
+
+    // Swagger UI can upload a Dockerfile: POST /images documents the multipart form beside JSON.
+    let doc: Value = app.http.get(app.url("/api/v1/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let body = &doc["paths"]["/api/v1/images"]["post"]["requestBody"]["content"];
+    assert!(body["multipart/form-data"]["schema"].is_object(), "{body}");
+    assert!(body["application/json"]["schema"].is_object(), "{body}");
+    let upload = &doc["components"]["schemas"]["ImageUpload"]["properties"];
+    assert_eq!(upload["dockerfile"]["format"], "binary", "{upload}");
+    assert!(upload["buildArgs"].is_object(), "{upload}");
+}
+
 #[tokio::test]
 async fn lookups_answer_503_when_nats_is_down() {
     let mut app = TestApp::spawn().await;

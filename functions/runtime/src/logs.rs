@@ -44,6 +44,10 @@ impl BuildLog {
     pub async fn write(&mut self, text: &str) {
         // Colour and cursor codes are for terminals: logs are read in browsers, files and error messages.
         let text = strip_terminal_codes(text);
+        // Docker sends a step's line and its newline apart: a bare newline is no line of its own.
+        if text.trim_end_matches(['\n', '\r']).is_empty() {
+            return;
+        }
         for line in text.trim_end_matches(['\n', '\r']).split('\n') {
             let line = line.trim_end_matches('\r');
             if self.tail.len() == TAIL_LINES {
