@@ -231,6 +231,31 @@ async fn an_absent_tag_is_built_on_lookup_and_an_unknown_tag_is_refused_naming_i
     assert!(message.contains("v9") && message.contains("not found"), "{message}");
 }
 
+/// Issue 14: an unreachable example URL was retried three times over 15 s while its record said `queued`.
+#[tokio::test]
+async fn a_repository_that_cannot_exist_is_refused_at_once_in_plain_words() {
+    let app = app().await;
+    let not_a_repository = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+    let cases = [
+        ("https://no-such-host.invalid/acme/libfoo.git".to_owned(), "the host no-such-host.invalid is not known"),
+        (format!("file://{}", not_a_repository.path().display()), "there is no git repository there"),
+    ];
+    for (url, expected) in cases {
+        let body = json!({"url": url, "component": "unreachable", "tag": "v1", "architecture": "amd64"});
+        let started = std::time::Instant::now();
+        let response =
+            app.http.post(app.url("/api/v1/components")).bearer_auth(ADMIN_KEY).json(&body).send().await.unwrap();
+        assert_eq!(response.status(), 400, "{url}");
+        let answer: Value = response.json().await.unwrap();
+        let message = answer["errorMessage"].as_str().unwrap();
+        assert!(message.contains(expected), "{url}: {message}");
+        assert!(!message.contains("fatal:"), "git's own words are not the message: {message}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "{url} took {:?}", started.elapsed());
+    }
+    let builds: Value = app.get("/api/v1/builds?kind=component").await.json().await.unwrap();
+    assert_eq!(builds["builds"].as_array().unwrap().len(), 0, "nothing was queued to retry");
+}
+
 #[tokio::test]
 async fn hostile_urls_are_refused_and_run_nothing() {
     let app = app().await;

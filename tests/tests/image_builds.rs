@@ -217,8 +217,21 @@ async fn failing_builds_say_why() {
     let record = failed_build(&app, "FROM busybox\nNOTANINSTRUCTION foo\n", "syntax").await;
     assert!(record["errorMessage"].as_str().unwrap().to_lowercase().contains("unknown instruction"), "{record}");
 
+    // Issue 14: a missing base image read as Docker's raw registry-1.docker.io DNS error.
     let record = failed_build(&app, "FROM no-such-base-image-artifacts:1\nRUN true\n", "nobase").await;
-    assert!(record["errorMessage"].as_str().unwrap().contains("no-such-base-image-artifacts"), "{record}");
+    let message = record["errorMessage"].as_str().unwrap();
+    assert!(
+        message.starts_with("base image no-such-base-image-artifacts:1 is not in the worker's Docker engine"),
+        "{message}"
+    );
+    assert!(!message.contains("registry-1.docker.io"), "{message}");
+    assert_eq!(record["attempts"], 1, "a missing base image is not retried");
+
+    // Issue 14: Docker's colour codes reached errorMessage.
+    let record =
+        failed_build(&app, "FROM busybox\nRUN printf '\\033[31mred\\033[0m failure\\n' && exit 4\n", "ansi").await;
+    let message = record["errorMessage"].as_str().unwrap();
+    assert!(message.contains("red failure") && !message.contains('\u{1b}'), "{message:?}");
 
     let (status, refused) = post_json(
         &app,

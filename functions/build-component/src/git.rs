@@ -83,29 +83,32 @@ pub async fn clone(url: &GitUrl, tag: &TagName, settings: &GitSettings, dir: &Pa
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr).replace(url.as_str(), &shown);
         let stderr = stderr.trim();
-        return Err(clone_failure(stderr, &shown, tag));
+        let (permanent, message) = plain_git_error(stderr, &shown, tag);
+        return Err(if permanent { BuildFailure::Permanent(message) } else { BuildFailure::Passing(message) });
     }
     let commit = rev_parse(&home, &path, settings).await?;
     Ok(Checkout { path, commit })
 }
 
-/// Why a clone failed, in plain words: what no retry can change (an unknown host, no repository there,
-/// no such tag) fails the build at once; the rest (a refused or dropped connection) is tried again.
-fn clone_failure(stderr: &str, shown: &str, tag: &TagName) -> BuildFailure {
+/// Why git failed with a repository, in plain words, and whether a retry could change it: an unknown
+/// host, no repository there or no such ref could not (the build fails at once, the submission is a
+/// 400); a refused or dropped connection could.
+fn plain_git_error(stderr: &str, shown: &str, tag: &TagName) -> (bool, String) {
     if stderr.contains("not found in upstream") {
-        return BuildFailure::Permanent(format!("tag or branch {tag} was not found in {shown}"));
+        return (true, format!("tag or branch {tag} was not found in {shown}"));
     }
     if let Some(host) = stderr.split("Could not resolve host: ").nth(1) {
         let host = host.split_whitespace().next().unwrap_or_default();
-        return BuildFailure::Permanent(format!(
-            "cannot clone {shown}: the host {host} is not known (DNS has no address for it); check the URL"
-        ));
+        return (
+            true,
+            format!("cannot reach {shown}: the host {host} is not known (DNS has no address for it); check the URL"),
+        );
     }
     let missing = ["does not appear to be a git repository", "Repository not found", "not found"];
     if missing.iter().any(|m| stderr.contains(m)) {
-        return BuildFailure::Permanent(format!("cannot clone {shown}: there is no git repository there"));
+        return (true, format!("cannot read {shown}: there is no git repository there"));
     }
-    BuildFailure::Passing(format!("cannot clone {shown}: {stderr}"))
+    (false, format!("cannot reach {shown}: {stderr}"))
 }
 
 /// How long asking a repository which commit a ref names may take (a submission waits for it).
@@ -133,7 +136,8 @@ pub async fn resolve(url: &GitUrl, tag: &TagName, settings: &GitSettings) -> Res
     };
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr).replace(url.as_str(), &shown);
-        return Err(RequestError::invalid(format!("cannot read the refs of {shown}: {}", stderr.trim())));
+        let (permanent, message) = plain_git_error(stderr.trim(), &shown, tag);
+        return Err(if permanent { RequestError::invalid(message) } else { RequestError::unavailable(message) });
     }
     let listed = String::from_utf8_lossy(&output.stdout);
     let refs: Vec<(&str, &str)> = listed.lines().filter_map(|line| line.split_once('\t')).collect();
