@@ -248,6 +248,11 @@ async fn the_root_is_a_page_and_a_wrong_method_is_405_with_allow() {
     let upload = &doc["components"]["schemas"]["ImageUpload"]["properties"];
     assert_eq!(upload["dockerfile"]["format"], "binary", "{upload}");
     assert!(upload["buildArgs"].is_object(), "{upload}");
+    // A build record's `request` and `result` are documented by kind, not as strings.
+    let work = serde_json::to_string(&doc["components"]["schemas"]["BuildWork"]).unwrap();
+    assert!(work.contains("ImageBuildSummary") && work.contains("ComponentRecord"), "{work}");
+    let record = serde_json::to_string(&doc["components"]["schemas"]["BuildRecord"]).unwrap();
+    assert!(record.contains("BuildWork"), "{record}");
 }
 
 #[tokio::test]
