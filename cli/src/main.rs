@@ -1,9 +1,18 @@
 //! `artifacts`: the command-line program of artifact storage.
 //!
 //! `artifacts up` runs the whole stack in the foreground (see [`up`]); `artifacts keys` manages API keys
-//! through the gateway (see [`keys`]).
+//! through the gateway (see [`keys`]). The everyday client commands (`login`, `whoami`, `image`,
+//! `component`, `builds`, `gc`) talk to a gateway over its HTTP API ([`client`]), print tables for
+//! people or the gateway's JSON with `--json`, and exit 0 on success, 1 when the build or request
+//! failed (saying why), 2 on a usage error.
 
+mod account;
+mod builds;
+mod client;
+mod component;
+mod image;
 mod keys;
+mod progress;
 mod up;
 
 use std::path::PathBuf;
@@ -17,6 +26,9 @@ struct Cli {
     /// A TOML configuration file (default: `ARTIFACTS_CONFIG`, else none).
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Print the gateway's JSON answers instead of tables (for scripts).
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -31,20 +43,203 @@ enum Command {
     },
     /// Create, list and revoke API keys (needs an admin key).
     Keys(keys::KeysArgs),
+    /// Check a key against a gateway and save both for the other commands (the key is read from
+    /// standard input unless --key or ARTIFACTS_KEY gives it).
+    Login {
+        /// The gateway, e.g. http://build-host:8080 (default http://127.0.0.1:8080).
+        url: Option<String>,
+        /// The API key (visible in the process list: prefer standard input or ARTIFACTS_KEY).
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Show the key in use: its id, scope, component patterns and expiry.
+    Whoami,
+    /// Build, look up and list images.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Build, fetch and list components.
+    #[command(subcommand)]
+    Component(ComponentCommand),
+    /// List, show, follow and cancel builds.
+    #[command(subcommand)]
+    Builds(BuildsCommand),
+    /// Run the collector now (admin keys).
+    Gc {
+        /// Say what would be removed, and remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print a shell completion script: `artifacts completions bash > /etc/bash_completion.d/artifacts`.
+    Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Debug, Subcommand)]
+enum ImageCommand {
+    /// Upload a Dockerfile and its context (honouring .dockerignore), then follow the build's log.
+    Build {
+        /// The build context directory.
+        #[arg(default_value = ".")]
+        context: PathBuf,
+        /// The Dockerfile (default: CONTEXT/Dockerfile).
+        #[arg(short = 'f', long)]
+        file: Option<PathBuf>,
+        #[arg(long)]
+        component: String,
+        #[arg(long)]
+        branch: String,
+        /// Architectures to build (repeatable; default amd64).
+        #[arg(long = "arch")]
+        architectures: Vec<String>,
+        /// NAME=VALUE (repeatable).
+        #[arg(long = "build-arg")]
+        build_args: Vec<String>,
+        /// Build again even if an identical build succeeded.
+        #[arg(long)]
+        force: bool,
+        /// Print the build id and return without following.
+        #[arg(long, short = 'd')]
+        detach: bool,
+    },
+    /// Print an image's name, digest and pull command.
+    Get {
+        component: String,
+        #[arg(long)]
+        branch: String,
+        #[arg(long = "arch", default_value = "amd64")]
+        architecture: String,
+    },
+    /// List the stored images (of one component).
+    Ls { component: Option<String> },
+}
+
+#[derive(Debug, Subcommand)]
+enum ComponentCommand {
+    /// Build a component from a git repository and follow the build's log.
+    Build {
+        url: String,
+        #[arg(long)]
+        component: String,
+        #[arg(long)]
+        tag: String,
+        #[arg(long = "arch", default_value = "amd64")]
+        architecture: String,
+        #[arg(long)]
+        force: bool,
+        #[arg(long, short = 'd')]
+        detach: bool,
+    },
+    /// Download COMPONENT@TAG (resuming an interrupted download, checking its digest).
+    Get {
+        reference: String,
+        #[arg(long = "arch", default_value = "amd64")]
+        architecture: String,
+        /// Where to write the .tar.gz (default COMPONENT-TAG-ARCH.tar.gz).
+        #[arg(short = 'o', long, conflicts_with = "extract")]
+        output: Option<PathBuf>,
+        /// Extract into this directory instead (every entry is checked first).
+        #[arg(short = 'x', long)]
+        extract: Option<PathBuf>,
+    },
+    /// List the stored components (of one component).
+    Ls { component: Option<String> },
+}
+
+#[derive(Debug, Subcommand)]
+enum BuildsCommand {
+    /// List builds, newest first.
+    Ls {
+        #[arg(long)]
+        component: Option<String>,
+        /// image or component.
+        #[arg(long)]
+        kind: Option<String>,
+        /// queued, running, succeeded, failed or cancelled.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Show a build's record.
+    Show { build_id: String },
+    /// Print a build's log; with -f, follow it to the build's end (exit status as the build's).
+    Logs {
+        build_id: String,
+        #[arg(short = 'f', long)]
+        follow: bool,
+    },
+    /// Cancel a queued or running build.
+    Cancel { build_id: String },
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Up { data_dir } => up::run(cli.config, data_dir).await,
-        Command::Keys(args) => keys::run(cli.config, args).await,
-    };
+    let result = run(cli).await;
     match result {
         Ok(code) => code,
         Err(err) => {
             eprintln!("artifacts: {err:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let json = cli.json;
+    let client = || client::Client::from_environment(json);
+    match cli.command {
+        Command::Up { data_dir } => up::run(cli.config, data_dir).await,
+        Command::Keys(args) => keys::run(cli.config, args).await,
+        Command::Login { url, key } => account::login(url, key, json).await,
+        Command::Whoami => account::whoami(&client()?).await,
+        Command::Image(ImageCommand::Build {
+            context,
+            file,
+            component,
+            branch,
+            architectures,
+            build_args,
+            force,
+            detach,
+        }) => {
+            let args = image::BuildArgs {
+                context,
+                dockerfile: file,
+                component,
+                branch,
+                architectures,
+                build_args,
+                force,
+                detach,
+            };
+            image::build(&client()?, args).await
+        }
+        Command::Image(ImageCommand::Get { component, branch, architecture }) => {
+            image::get(&client()?, &component, &branch, &architecture).await
+        }
+        Command::Image(ImageCommand::Ls { component }) => image::list(&client()?, component).await,
+        Command::Component(ComponentCommand::Build { url, component, tag, architecture, force, detach }) => {
+            component::build(&client()?, &url, &component, &tag, &architecture, force, detach).await
+        }
+        Command::Component(ComponentCommand::Get { reference, architecture, output, extract }) => {
+            let to = match extract {
+                Some(dir) => component::Destination::Extract(dir),
+                None => component::Destination::File(output),
+            };
+            component::get(&client()?, &reference, &architecture, to).await
+        }
+        Command::Component(ComponentCommand::Ls { component }) => component::list(&client()?, component).await,
+        Command::Builds(BuildsCommand::Ls { component, kind, status, limit }) => {
+            builds::list(&client()?, component, kind, status, limit).await
+        }
+        Command::Builds(BuildsCommand::Show { build_id }) => builds::show(&client()?, &build_id).await,
+        Command::Builds(BuildsCommand::Logs { build_id, follow }) => builds::logs(&client()?, &build_id, follow).await,
+        Command::Builds(BuildsCommand::Cancel { build_id }) => builds::cancel(&client()?, &build_id).await,
+        Command::Gc { dry_run } => builds::gc(&client()?, dry_run).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(shell, &mut Cli::command(), "artifacts", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

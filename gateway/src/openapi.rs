@@ -23,6 +23,7 @@ use crate::routes;
         routes::keys::create,
         routes::keys::list,
         routes::keys::revoke,
+        routes::keys::whoami,
         routes::registry::token,
         routes::manage::cancel,
         routes::manage::pin,

@@ -96,6 +96,7 @@ pub fn router(state: AppState) -> Router {
         .route("/hooks/{forge}", post(hooks::receive))
         .route("/keys", post(keys::create).get(keys::list))
         .route("/keys/{key_id}", axum::routing::delete(keys::revoke))
+        .route("/whoami", get(keys::whoami))
         .route("/registry/token", get(registry::token));
     // Docs, health and metrics answer at the root and, since the contract lists them under the API's base
     // path, below `/api/v1` too.

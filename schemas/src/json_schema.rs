@@ -35,6 +35,7 @@ pub fn all() -> Vec<(&'static str, Schema)> {
         ("key-create-request.json", schema_for!(keys::KeyCreateRequest)),
         ("key-created.json", schema_for!(keys::KeyCreated)),
         ("key-list.json", schema_for!(keys::KeyList)),
+        ("whoami.json", schema_for!(keys::WhoAmI)),
     ]
 }
 

@@ -186,6 +186,12 @@ impl Caller {
         self.scope
     }
 
+    /// The managed key's record (name, patterns, expiry, pinned identities); `None` for the bootstrap
+    /// admin key.
+    pub fn key_info(&self) -> Option<&ApiKeyInfo> {
+        self.key.as_ref()
+    }
+
     /// 403 unless the key carries `scope` (admin carries every scope, build carries read).
     pub fn require(&self, scope: Scope) -> Result<(), RequestError> {
         if self.scope >= scope {

@@ -6,11 +6,12 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
+use tokio::io::AsyncReadExt as _;
 use tokio_util::io::ReaderStream;
 
 use artifacts_schemas::{
     parse_json, Architecture, BuildAccepted, BuildRecord, ComponentBuildRequest, ComponentLookupReply,
-    ComponentLookupStatus, ComponentName, ComponentQuery, Endpoint, ErrorReply, GitUrl, RequestError, TagName,
+    ComponentLookupStatus, ComponentName, ComponentQuery, Endpoint, ErrorReply, Failure, GitUrl, RequestError, TagName,
 };
 
 use super::{request, submitted, Wait};
@@ -119,7 +120,9 @@ pub async fn post_component(
     responses(
         (status = 200, description = "The tarball", content_type = "application/gzip", body = Vec<u8>),
         (status = 202, description = "Not stored, but its source is known: its build started", body = ComponentLookupReply),
+        (status = 206, description = "The range asked for (`Range: bytes=N-`, honoured unless `If-Range` names another version)", content_type = "application/gzip", body = Vec<u8>),
         (status = 304, description = "Unchanged (If-None-Match)"),
+        (status = 416, description = "The range lies outside the archive", body = ErrorReply),
         (status = 400, description = "Bad input", body = ErrorReply),
         (status = 404, description = "Not stored", body = ComponentLookupReply),
     ),
@@ -152,17 +155,41 @@ pub async fn get_archive(
     if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }
-    let reader = state
+    // A Range (one range of bytes, as resuming downloaders send) is honoured unless `If-Range` names
+    // another version of the archive.
+    let same_version = headers.get(header::IF_RANGE).is_none_or(|v| v.to_str().ok() == Some(etag.as_str()));
+    let range = match headers.get(header::RANGE).filter(|_| same_version) {
+        None => None,
+        Some(value) => match byte_range(value.to_str().unwrap_or_default(), size) {
+            Some(range) => Some(range),
+            None => return Ok(unsatisfiable(size)),
+        },
+    };
+    let mut reader = state
         .nats
         .stores
         .archives
         .get(&object)
         .await
         .map_err(|err| RequestError::unavailable(format!("the object store cannot serve {object}: {err}")))?;
-    let mut response = Body::from_stream(ReaderStream::with_capacity(reader, 128 * 1024)).into_response();
+    let (start, end) = range.unwrap_or((0, size.saturating_sub(1)));
+    if start > 0 {
+        // The object store reads from the start: the bytes before the range are read and dropped.
+        tokio::io::copy(&mut (&mut reader).take(start), &mut tokio::io::sink())
+            .await
+            .map_err(|err| RequestError::unavailable(format!("the object store cannot serve {object}: {err}")))?;
+    }
+    let length = if size == 0 { 0 } else { end - start + 1 };
+    let body = ReaderStream::with_capacity(reader.take(length), 128 * 1024);
+    let mut response = Body::from_stream(body).into_response();
+    if range.is_some() {
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+        response.headers_mut().insert(header::CONTENT_RANGE, header_value(&format!("bytes {start}-{end}/{size}"))?);
+    }
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/gzip"));
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     headers.insert(header::ETAG, header_value(&etag)?);
     if let Some(hex_digest) = digest.strip_prefix("sha256:") {
         let raw = hex::decode(hex_digest).map_err(|_| RequestError::internal("stored digest is not hex"))?;
@@ -183,6 +210,56 @@ pub async fn get_archive(
     Ok(response)
 }
 
+/// The one range `bytes=START-[END]` or `bytes=-SUFFIX` of a `size`-byte body, as inclusive offsets;
+/// `None` when it is malformed, holds several ranges or lies past the end.
+fn byte_range(value: &str, size: u64) -> Option<(u64, u64)> {
+    let spec = value.trim().strip_prefix("bytes=")?;
+    let (first, last) = spec.split_once('-')?;
+    let (first, last) = (first.trim(), last.trim());
+    let (start, end) = if first.is_empty() {
+        let suffix: u64 = last.parse().ok()?;
+        (size.checked_sub(suffix.min(size))?, size.checked_sub(1)?)
+    } else {
+        let start: u64 = first.parse().ok()?;
+        let end =
+            if last.is_empty() { size.checked_sub(1)? } else { last.parse::<u64>().ok()?.min(size.checked_sub(1)?) };
+        (start, end)
+    };
+    (start <= end && start < size).then_some((start, end))
+}
+
+/// 416, for a range the archive does not hold.
+fn unsatisfiable(size: u64) -> Response {
+    let body = ErrorReply {
+        status: Failure::Invalid,
+        error_message: format!(
+            "the range asked for lies outside the archive's {size} bytes: ask for bytes=N- with N below {size}"
+        ),
+    };
+    let mut response = (StatusCode::RANGE_NOT_SATISFIABLE, axum::Json(body)).into_response();
+    if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
+        response.headers_mut().insert(header::CONTENT_RANGE, value);
+    }
+    response
+}
+
 fn header_value(value: &str) -> Result<HeaderValue, ApiError> {
     HeaderValue::from_str(value).map_err(|_| RequestError::internal("header value is not ASCII").into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::byte_range;
+
+    #[test]
+    fn ranges_resume_and_bad_ones_are_refused() {
+        assert_eq!(byte_range("bytes=100-", 1000), Some((100, 999)));
+        assert_eq!(byte_range("bytes=0-99", 1000), Some((0, 99)));
+        assert_eq!(byte_range("bytes=900-5000", 1000), Some((900, 999)));
+        assert_eq!(byte_range("bytes=-10", 1000), Some((990, 999)));
+        for bad in ["bytes=1000-", "bytes=5-1", "items=0-1", "bytes=0-1,5-6", "bytes=x-", ""] {
+            assert_eq!(byte_range(bad, 1000), None, "{bad}");
+        }
+        assert_eq!(byte_range("bytes=0-", 0), None);
+    }
 }

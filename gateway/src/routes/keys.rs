@@ -13,7 +13,7 @@ use futures::TryStreamExt;
 
 use artifacts_runtime::nats::{read_json, unavailable};
 use artifacts_schemas::messages::keys::{
-    check_pattern, ApiKeyInfo, KeyCreateRequest, KeyCreated, KeyList, KeyRevoked, KeyStatus, Scope, StoredKey,
+    check_pattern, ApiKeyInfo, KeyCreateRequest, KeyCreated, KeyList, KeyRevoked, KeyStatus, Scope, StoredKey, WhoAmI,
 };
 use artifacts_schemas::{parse_json, ErrorReply, RequestError, Timestamp, Username};
 
@@ -24,6 +24,20 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::input::{body_bytes, PathParams, SMALL_JSON_BODY_BYTES};
 use crate::state::AppState;
+
+/// The key this request presents: its id, scope and limits (any scope; never the secret).
+#[utoipa::path(get, path = "/api/v1/whoami", tag = "keys",
+    responses((status = 200, description = "The presented key", body = WhoAmI)),
+    security(("bearer" = []), ("apiKey" = [])))]
+pub async fn whoami(caller: Caller) -> Json<WhoAmI> {
+    Json(WhoAmI {
+        status: KeyStatus::Ok,
+        error_message: None,
+        key_id: caller.key_id.clone(),
+        scope: caller.scope(),
+        key: caller.key_info().cloned(),
+    })
+}
 
 /// Create an API key (the secret is shown once).
 #[utoipa::path(post, path = "/api/v1/keys", tag = "keys",

@@ -148,6 +148,20 @@ pub struct KeyRevoked {
     pub key_id: String,
 }
 
+/// `GET /whoami`: the key a request presented.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WhoAmI {
+    pub status: KeyStatus,
+    pub error_message: Option<String>,
+    /// `admin` for the bootstrap admin key.
+    pub key_id: String,
+    /// The highest scope the key carries (`admin` carries build and read, `build` carries read).
+    pub scope: Scope,
+    /// The managed key's record; null for the bootstrap admin key, which has no limits.
+    pub key: Option<ApiKeyInfo>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,180 @@
+//! `artifacts builds ls|show|logs|cancel`, `artifacts gc`, and following a build to its end, which
+//! `image build` and `component build` share.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::anyhow;
+use futures::StreamExt as _;
+use serde_json::{json, Value};
+
+use crate::client::{status_text, table, text, Client};
+
+/// Prints the build's log from its first line as it is written, until the build ends; then answers
+/// its final record. With `--json` the log goes to standard error, so standard output holds the
+/// record alone.
+pub async fn follow(client: &Client, build_id: &str) -> anyhow::Result<Value> {
+    print_log(client, build_id, None).await?;
+    client.send(client.get(&format!("/builds/{build_id}")), &format!("build {build_id}")).await
+}
+
+/// The exit status a finished build stands for: 0 succeeded, 1 otherwise (with its reason).
+pub fn outcome(client: &Client, record: &Value) -> ExitCode {
+    client.print(record, |record| {
+        let status = text(&record["status"]);
+        match status.as_str() {
+            "succeeded" => println!("build {} {}", text(&record["buildId"]), status_text(&status)),
+            _ => eprintln!(
+                "build {} {}: {}",
+                text(&record["buildId"]),
+                status_text(&status),
+                record["errorMessage"].as_str().unwrap_or("no reason recorded")
+            ),
+        }
+    });
+    if record["status"] == "succeeded" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Streams the text log; with `quiet_after`, stops once the log has been silent that long (for a log
+/// read without following a running build).
+async fn print_log(client: &Client, build_id: &str, quiet_after: Option<Duration>) -> anyhow::Result<()> {
+    let response = client
+        .get(&format!("/builds/{build_id}/logs?format=text"))
+        .send()
+        .await
+        .map_err(|err| client.unreachable(err))?;
+    if !response.status().is_success() {
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        return Err(client.refusal(status, &body, &format!("build {build_id}")));
+    }
+    let mut out: Box<dyn std::io::Write> =
+        if client.json { Box::new(std::io::stderr()) } else { Box::new(std::io::stdout()) };
+    let mut body = response.bytes_stream();
+    loop {
+        let next = match quiet_after {
+            Some(limit) => match tokio::time::timeout(limit, body.next()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+            None => body.next().await,
+        };
+        match next {
+            Some(chunk) => {
+                out.write_all(&chunk.map_err(|err| anyhow!("the log stream broke off: {err}"))?)?;
+                out.flush()?;
+            }
+            None => break,
+        }
+    }
+    Ok(())
+}
+
+pub async fn list(
+    client: &Client,
+    component: Option<String>,
+    kind: Option<String>,
+    status: Option<String>,
+    limit: u32,
+) -> anyhow::Result<ExitCode> {
+    let mut query = vec![("limit", limit.to_string())];
+    query.extend(component.map(|c| ("component", c)));
+    query.extend(kind.map(|k| ("kind", k)));
+    query.extend(status.map(|s| ("status", s)));
+    let answer = client.send(client.get("/builds").query(&query), "builds").await?;
+    client.print(&answer, |answer| {
+        let rows = answer["builds"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|build| {
+                let request = &build["request"];
+                let target = if build["kind"] == "image" { &request["branch"] } else { &request["tag"] };
+                vec![
+                    text(&build["buildId"]),
+                    text(&build["kind"]),
+                    text(&request["component"]),
+                    text(target),
+                    text(&request["architecture"]),
+                    status_text(&text(&build["status"])),
+                    text(&build["createdAt"]),
+                ]
+            })
+            .collect();
+        table(&["build", "kind", "component", "branch/tag", "architecture", "status", "created"], rows);
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn show(client: &Client, build_id: &str) -> anyhow::Result<ExitCode> {
+    let record = client.send(client.get(&format!("/builds/{build_id}")), &format!("build {build_id}")).await?;
+    client.print(&record, |record| {
+        let request = &record["request"];
+        for (name, value) in [
+            ("build", &record["buildId"]),
+            ("kind", &record["kind"]),
+            ("component", &request["component"]),
+            ("branch", &request["branch"]),
+            ("tag", &request["tag"]),
+            ("architecture", &request["architecture"]),
+            ("created", &record["createdAt"]),
+            ("started", &record["startedAt"]),
+            ("finished", &record["finishedAt"]),
+            ("attempts", &record["attempts"]),
+            ("pinned", &record["pinned"]),
+            ("error", &record["errorMessage"]),
+            ("image", &record["result"]["imageName"]),
+            ("pull", &record["result"]["pullCommand"]),
+            ("digest", &record["result"]["digest"]),
+        ] {
+            if !value.is_null() {
+                println!("{name:<14}{}", text(value));
+            }
+        }
+        println!("{:<14}{}", "status", status_text(&text(&record["status"])));
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The log so far; with `follow`, until the build ends (exit status as the build's).
+pub async fn logs(client: &Client, build_id: &str, follow_it: bool) -> anyhow::Result<ExitCode> {
+    if follow_it {
+        let record = follow(client, build_id).await?;
+        return Ok(if record["status"] == "succeeded" { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+    }
+    let record = client.send(client.get(&format!("/builds/{build_id}")), &format!("build {build_id}")).await?;
+    let finished = matches!(record["status"].as_str(), Some("succeeded" | "failed" | "cancelled"));
+    print_log(client, build_id, (!finished).then_some(Duration::from_secs(1))).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn cancel(client: &Client, build_id: &str) -> anyhow::Result<ExitCode> {
+    let record = client.send(client.post(&format!("/builds/{build_id}/cancel")), &format!("build {build_id}")).await?;
+    client.print(&record, |record| {
+        println!("build {} {}", text(&record["buildId"]), status_text(&text(&record["status"])))
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn gc(client: &Client, dry_run: bool) -> anyhow::Result<ExitCode> {
+    let report = client.send(client.post("/gc").json(&json!({"dryRun": dry_run})), "the collection").await?;
+    client.print(&report, |report| {
+        let removed = &report["removed"];
+        let verb = if dry_run { "would remove" } else { "removed" };
+        println!(
+            "{verb} {} builds ({} images, {} components), {} uploads, {} registry blobs: {} bytes",
+            text(&removed["builds"]),
+            text(&removed["images"]),
+            text(&removed["components"]),
+            text(&removed["uploads"]),
+            text(&removed["blobs"]),
+            text(&removed["bytes"])
+        );
+    });
+    Ok(ExitCode::SUCCESS)
+}
