@@ -119,4 +119,19 @@ status=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $reade
 [ "$status" = 403 ] || fail "the reader saw another component's image ($status)"
 call 200 -X DELETE "$API/keys/$(field keyId <<< "$created")" > /dev/null
 
+if command -v artifacts > /dev/null; then
+    step "the same with the artifacts client (its login kept apart from yours, under \$TOUR_DIR)"
+    export XDG_CONFIG_HOME=$TOUR_DIR/config
+    artifacts login "$URL" <<< "$KEY"
+    artifacts whoami
+    artifacts image build "$TOUR_DIR" --component hello --branch cli --build-arg GREETING=hey
+    artifacts image get hello --branch cli
+    rm -rf "$TOUR_DIR/extracted"
+    artifacts component get hello-component@v1.0.0 -x "$TOUR_DIR/extracted"
+    [ -x "$TOUR_DIR/extracted/bin/hello" ] || fail "the extracted component has no bin/hello"
+    artifacts builds ls --component hello --limit 5
+else
+    echo "(the artifacts client is not on PATH: skipping its steps; it is target/release/artifacts in the clone)"
+fi
+
 printf '\ntour: every step answered as the README says\n'

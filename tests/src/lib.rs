@@ -587,6 +587,29 @@ impl TestApp {
         record
     }
 
+    /// Stores `data` as the archive of `component@tag` for amd64, with its record (size, digest), as a
+    /// build would leave it; answers the record.
+    pub async fn store_archive(&self, component: &str, tag: &str, data: &[u8]) -> artifacts_schemas::ComponentRecord {
+        use sha2::Digest as _;
+        let mut record =
+            self.store_component(component, tag, &format!("https://example.com/{component}.git"), &[], true).await;
+        let query = artifacts_schemas::ComponentQuery {
+            component: record.component.clone(),
+            tag: record.tag.clone(),
+            architecture: record.architecture,
+            url: None,
+        };
+        record.object = format!("{}/{}.tar.gz", query.record_key(), record.build_id.as_str());
+        record.bucket = artifacts_runtime::nats::ResourceNames::new(&self.nats.subjects).archives_bucket();
+        record.size = data.len() as u64;
+        record.digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)));
+        let mut reader = tokio::io::BufReader::with_capacity(128 * 1024, data);
+        self.nats.stores.archives.put(record.object.as_str(), &mut reader).await.expect("the object store takes it");
+        let bytes = serde_json::to_vec(&record).expect("serialises");
+        self.nats.stores.components.put(query.record_key(), bytes.into()).await.expect("stored");
+        record
+    }
+
     /// Publishes a push event as a CI system would, with a JetStream publish on `artifacts.git.push` and
     /// the admin key.
     pub async fn publish_push(&self, event: &serde_json::Value) -> async_nats::jetstream::publish::PublishAck {
@@ -755,4 +778,18 @@ impl GitRepo {
             .expect("git runs");
         assert!(output.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&output.stderr));
     }
+}
+
+/// Incompressible bytes, quickly (xorshift).
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
 }

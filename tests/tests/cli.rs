@@ -206,21 +206,8 @@ async fn every_command_works_against_a_real_stack() {
 #[tokio::test]
 async fn the_archive_route_answers_a_range_and_refuses_one_past_the_end() {
     let app = TestApp::spawn().await;
-    let stored = app.store_component("ranged", "v1", "https://git.example.com/ranged.git", &[], true).await;
     let payload: Vec<u8> = (0..10_000u32).flat_map(|n| n.to_le_bytes()).collect();
-    app.nats.stores.archives.put(stored.object.as_str(), &mut payload.as_slice()).await.unwrap();
-    // The record names the object; give it the payload's size and digest.
-    let mut record = stored.clone();
-    record.size = payload.len() as u64;
-    record.digest = format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&payload)));
-    let key = artifacts_schemas::ComponentQuery {
-        component: record.component.clone(),
-        tag: record.tag.clone(),
-        architecture: record.architecture,
-        url: None,
-    }
-    .record_key();
-    app.nats.stores.components.put(key, serde_json::to_vec(&record).unwrap().into()).await.unwrap();
+    let record = app.store_archive("ranged", "v1", &payload).await;
     let url = app.url("/api/v1/components/ranged/v1/amd64/archive");
     let answer = app.http.get(&url).bearer_auth(ADMIN_KEY).header("Range", "bytes=1000-").send().await.unwrap();
     assert_eq!(answer.status(), 206);

@@ -24,6 +24,8 @@ async fn the_readme_tour_runs_end_to_end_on_a_fresh_stack() {
         .env("ARTIFACTS_URL", &stack.gateway)
         .env("ARTIFACTS_KEY", &stack.admin_key)
         .env("TOUR_DIR", tour_dir.path())
+        // The client beside the stack's binaries, as `scripts/up` leaves it.
+        .env("PATH", client_path())
         // From another directory than the repository's, as a reader would run it.
         .current_dir(tour_dir.path())
         .stdin(Stdio::null())
@@ -37,6 +39,15 @@ async fn the_readme_tour_runs_end_to_end_on_a_fresh_stack() {
     assert!(stdout.contains("bin/hello"), "the component's archive lists its files: {stdout}");
     assert!(stdout.lines().any(|line| line == "build succeeded"), "the text log ends with the status: {stdout}");
     assert!(!stdout.contains('\u{1b}'), "no terminal codes reach the log: {stdout}");
+    assert!(stdout.contains("logged in to"), "the client logged in: {stdout}");
+    assert!(stdout.contains("hello-cli-image"), "the client built the image and looked it up: {stdout}");
+}
+
+/// `PATH` with the directory of the workspace's `artifacts` binary first.
+fn client_path() -> std::ffi::OsString {
+    let dir = artifacts_tests::workspace_binary("artifacts").parent().expect("a directory").to_path_buf();
+    let rest = std::env::var_os("PATH").unwrap_or_default();
+    std::env::join_paths(std::iter::once(dir).chain(std::env::split_paths(&rest))).expect("a PATH")
 }
 
 #[tokio::test]

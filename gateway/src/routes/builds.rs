@@ -142,24 +142,34 @@ pub struct LogQuery {
 }
 
 /// Every line of the build's log from the first, then live lines: an ordered consumer on its subject.
+/// JetStream answers "no responders" for a moment while nats-server reloads its users (at every key
+/// change under `artifacts up`), so creating the consumer is tried again for a few seconds.
 async fn log_lines(nats: &Nats, build_id: &BuildId) -> Result<Ordered, ApiError> {
-    let unavailable = |err: &dyn std::fmt::Display| {
-        ApiError::from(RequestError::unavailable(format!("build logs are unavailable: {err}")))
-    };
-    let stream = nats
-        .jetstream
-        .get_stream(ResourceNames::new(&nats.subjects).logs_stream())
-        .await
-        .map_err(|err| unavailable(&err))?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        match try_log_lines(nats, build_id).await {
+            Ok(lines) => return Ok(lines),
+            Err(err) if tokio::time::Instant::now() >= deadline => {
+                return Err(RequestError::unavailable(format!("build logs are unavailable: {err}")).into())
+            }
+            Err(err) => {
+                tracing::debug!(%err, %build_id, "the log consumer cannot be made yet; trying again");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn try_log_lines(nats: &Nats, build_id: &BuildId) -> Result<Ordered, async_nats::Error> {
+    let stream = nats.jetstream.get_stream(ResourceNames::new(&nats.subjects).logs_stream()).await?;
     let consumer = stream
         .create_consumer(pull::OrderedConfig {
             filter_subject: nats.subjects.build_log(build_id),
             deliver_policy: DeliverPolicy::All,
             ..Default::default()
         })
-        .await
-        .map_err(|err| unavailable(&err))?;
-    consumer.messages().await.map_err(|err| unavailable(&err))
+        .await?;
+    Ok(consumer.messages().await?)
 }
 
 /// How long the log may stay silent before the build record is checked for its end (a build that ended

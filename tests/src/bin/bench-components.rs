@@ -11,26 +11,10 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use sha2::Digest;
 use tokio::io::AsyncReadExt;
 
 use artifacts_runtime::archive::Limits;
-use artifacts_schemas::{Architecture, BuildId, ComponentName, ComponentQuery, ComponentRecord, TagName, Timestamp};
-use artifacts_tests::{GatewayProcess, TestApp, ADMIN_KEY};
-
-/// Incompressible bytes, quickly (xorshift).
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
+use artifacts_tests::{noise, GatewayProcess, TestApp, ADMIN_KEY};
 
 fn mib_per_s(bytes: u64, took: Duration) -> f64 {
     bytes as f64 / (1024.0 * 1024.0) / took.as_secs_f64()
@@ -38,36 +22,12 @@ fn mib_per_s(bytes: u64, took: Duration) -> f64 {
 
 async fn download(app: &TestApp, size_mib: usize) {
     let size = size_mib * 1024 * 1024;
-    let query = ComponentQuery {
-        component: ComponentName::parse("bench-big").unwrap(),
-        tag: TagName::parse("v1").unwrap(),
-        architecture: Architecture::Amd64,
-        url: None,
-    };
-    let object = format!("{}/bench.tar.gz", query.record_key());
     let data = noise(size, 7);
-    let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&data)));
     let started = Instant::now();
-    let mut reader = tokio::io::BufReader::with_capacity(128 * 1024, data.as_slice());
-    app.nats.stores.archives.put(object.as_str(), &mut reader).await.unwrap();
+    let record = app.store_archive("bench-big", "v1", &data).await;
     let put_took = started.elapsed();
     drop(data);
-    let record = ComponentRecord {
-        component: query.component.clone(),
-        tag: query.tag.clone(),
-        architecture: query.architecture,
-        url: "https://example.com/big.git".into(),
-        commit: "0".repeat(40),
-        builder_image: "busybox:latest".into(),
-        dependencies: Vec::new(),
-        digest,
-        size: size as u64,
-        bucket: "artifacts_archives".into(),
-        object: object.clone(),
-        build_id: BuildId::generate(),
-        built_at: Timestamp::now(),
-    };
-    app.nats.stores.components.put(query.record_key(), serde_json::to_vec(&record).unwrap().into()).await.unwrap();
+    let object = record.object.clone();
 
     // The gateway under test runs as its own process, so its memory is its own.
     let gateway = GatewayProcess::start(app, &[]).await;

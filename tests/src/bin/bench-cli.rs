@@ -1,0 +1,128 @@
+//! Benchmark of the `artifacts` client against curl on the same URLs, in the same run:
+//!
+//! 1. `artifacts component get` of a 1 GiB archive (to a file, digest checked) against `curl -o` of its
+//!    download URL, through a gateway process of its own; the client's peak resident memory from
+//!    `wait4`.
+//! 2. `artifacts image build --detach` of a 200 MiB context directory (packed honouring .dockerignore,
+//!    uploaded) against `curl -F` of the same context already packed, to the 202 answer.
+//!
+//!     cargo run --release -p artifacts-tests --bin bench-cli [-- DOWNLOAD_MIB UPLOAD_MIB]
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use artifacts_tests::{noise, workspace_binary, GatewayProcess, TestApp, ADMIN_KEY};
+
+fn mib_per_s(bytes: u64, took: Duration) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0) / took.as_secs_f64()
+}
+
+/// Runs `command` to its end: how long it took and its peak resident memory (MiB).
+fn measured(command: &mut Command) -> (Duration, f64) {
+    let started = Instant::now();
+    let child = command.spawn().expect("the program runs");
+    let (mut status, mut usage) = (0, unsafe { std::mem::zeroed::<libc::rusage>() });
+    // SAFETY: waits for our own child, once; `status` and `usage` are valid for writing.
+    let waited = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    let took = started.elapsed();
+    assert!(waited > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{command:?} failed");
+    (took, usage.ru_maxrss as f64 / 1024.0)
+}
+
+fn best(runs: &[(Duration, f64)]) -> (Duration, f64) {
+    let fastest = runs.iter().map(|run| run.0).min().expect("runs");
+    let peak = runs.iter().map(|run| run.1).fold(0.0, f64::max);
+    (fastest, peak)
+}
+
+fn cli(gateway: &str, home: &Path) -> Command {
+    let mut command = Command::new(workspace_binary("artifacts"));
+    command.env("ARTIFACTS_URL", gateway).env("ARTIFACTS_KEY", ADMIN_KEY).env("XDG_CONFIG_HOME", home);
+    command
+}
+
+#[tokio::main]
+async fn main() {
+    let mut args = std::env::args().skip(1).map(|n| n.parse::<usize>().expect("sizes in MiB"));
+    let (download_mib, upload_mib) = (args.next().unwrap_or(1024), args.next().unwrap_or(200));
+    let app = TestApp::spawn().await;
+    let gateway = GatewayProcess::start(&app, &[]).await;
+    let base = gateway.url("");
+    let work = tempfile::tempdir().expect("a temporary directory");
+
+    // 1. Download.
+    let size = (download_mib * 1024 * 1024) as u64;
+    let record = app.store_archive("bench-cli", "v1", &noise(size as usize, 11)).await;
+    let url = gateway.url("/api/v1/components/bench-cli/v1/amd64/archive");
+    let out = work.path().join("archive.tar.gz");
+    let (mut curl_runs, mut cli_runs) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let _ = std::fs::remove_file(&out);
+        curl_runs.push(measured(
+            Command::new("curl")
+                .args(["-sSf", "-H", &format!("Authorization: Bearer {ADMIN_KEY}"), "-o"])
+                .arg(&out)
+                .arg(&url),
+        ));
+        let _ = std::fs::remove_file(&out);
+        cli_runs.push(measured(
+            cli(&base, work.path()).args(["component", "get", "bench-cli@v1", "-o"]).arg(&out).arg("--json"),
+        ));
+        assert_eq!(std::fs::metadata(&out).expect("downloaded").len(), record.size);
+    }
+    let ((curl, curl_rss), (ours, ours_rss)) = (best(&curl_runs), best(&cli_runs));
+    println!("### `artifacts component get` of a {download_mib} MiB archive (best of 3)\n");
+    println!("| client | MiB/s | vs curl | peak RSS MiB |");
+    println!("|---|---|---|---|");
+    println!("| curl -o | {:.0} | 1.00x | {curl_rss:.1} |", mib_per_s(size, curl));
+    println!(
+        "| artifacts component get -o (digest checked) | {:.0} | {:.2}x | {ours_rss:.1} |\n",
+        mib_per_s(size, ours),
+        curl.as_secs_f64() / ours.as_secs_f64()
+    );
+
+    // 2. Upload.
+    let context = work.path().join("context");
+    std::fs::create_dir_all(&context).unwrap();
+    for n in 0..upload_mib {
+        std::fs::write(context.join(format!("f{n}.bin")), noise(1 << 20, n as u64)).unwrap();
+    }
+    std::fs::write(context.join("Dockerfile"), "FROM busybox\nRUN true\n").unwrap();
+    let tar = work.path().join("context.tar");
+    assert!(Command::new("tar").arg("-cf").arg(&tar).arg("-C").arg(&context).arg(".").status().unwrap().success());
+    let upload_bytes = std::fs::metadata(&tar).unwrap().len();
+    let images = format!("{base}/api/v1/images");
+    let (mut curl_runs, mut cli_runs) = (Vec::new(), Vec::new());
+    for run in 0..3 {
+        // Each run its own component: identical uploads would still be uploaded, but builds would pile up.
+        let component = format!("bench-upload-{run}");
+        curl_runs.push(measured(
+            Command::new("curl")
+                .args(["-sSf", "-o", "/dev/null", "-H", &format!("Authorization: Bearer {ADMIN_KEY}")])
+                .arg("-F")
+                .arg(format!("dockerfile=@{}", context.join("Dockerfile").display()))
+                .arg("-F")
+                .arg(format!("context=@{}", tar.display()))
+                .args(["-F", &format!("component={component}-curl"), "-F", "branch=main", "-F", "architecture=amd64"])
+                .arg(&images),
+        ));
+        cli_runs.push(measured(
+            cli(&base, work.path())
+                .args(["image", "build"])
+                .arg(&context)
+                .args(["--component", &format!("{component}-cli"), "--branch", "main", "--detach", "--json"])
+                .stdout(std::process::Stdio::null()),
+        ));
+    }
+    let ((curl, _), (ours, ours_rss)) = (best(&curl_runs), best(&cli_runs));
+    println!("### `artifacts image build --detach` of a {upload_mib} MiB context (best of 3)\n");
+    println!("| client | MiB/s | vs curl | peak RSS MiB |");
+    println!("|---|---|---|---|");
+    println!("| curl -F (context packed beforehand) | {:.0} | 1.00x | - |", mib_per_s(upload_bytes, curl));
+    println!(
+        "| artifacts image build --detach (packs, then uploads) | {:.0} | {:.2}x | {ours_rss:.1} |",
+        mib_per_s(upload_bytes, ours),
+        curl.as_secs_f64() / ours.as_secs_f64()
+    );
+}
