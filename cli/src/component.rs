@@ -123,7 +123,7 @@ async fn download(client: &Client, url: &str, file: &Path, digest: &str, size: u
         let _ = tokio::fs::remove_file(&part).await;
         return Box::pin(download(client, url, file, digest, size)).await;
     }
-    let mut out = tokio::fs::OpenOptions::new()
+    let file_out = tokio::fs::OpenOptions::new()
         .create(true)
         .write(true)
         .append(have > 0)
@@ -131,6 +131,8 @@ async fn download(client: &Client, url: &str, file: &Path, digest: &str, size: u
         .open(&part)
         .await
         .with_context(|| format!("cannot write {}", part.display()))?;
+    // Large writes: each one is a trip to tokio's blocking pool.
+    let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file_out);
     let bar = progress::bar(size, &format!("downloading {}", file.display()));
     bar.set_position(have);
     let mut body = response.bytes_stream();
