@@ -70,16 +70,19 @@ pub async fn get(client: &Client, reference: &str, architecture: &str, to: Desti
         Destination::File(file) => (file.unwrap_or_else(|| PathBuf::from(&default_name)), None),
         Destination::Extract(dir) => (std::env::temp_dir().join(format!("artifacts-{}", default_name)), Some(dir)),
     };
-    download(client, url, &file, &digest, size).await?;
+    let resumed_from = download(client, url, &file, &digest, size).await?;
     let report = match extract_to {
         Some(dir) => {
             let (file_for_task, dir_for_task) = (file.clone(), dir.clone());
             let entries = tokio::task::spawn_blocking(move || extract(&file_for_task, &dir_for_task)).await?;
             let _ = std::fs::remove_file(&file);
             let entries = entries?;
-            json!({"status": "extracted", "directory": dir, "entries": entries, "digest": digest, "size": size})
+            json!({"status": "extracted", "directory": dir, "entries": entries, "digest": digest, "size": size,
+                   "resumedFrom": resumed_from})
         }
-        None => json!({"status": "downloaded", "file": file, "digest": digest, "size": size}),
+        None => {
+            json!({"status": "downloaded", "file": file, "digest": digest, "size": size, "resumedFrom": resumed_from})
+        }
     };
     client.print(&report, |report| match report["status"].as_str() {
         Some("extracted") => {
@@ -92,8 +95,8 @@ pub async fn get(client: &Client, reference: &str, architecture: &str, to: Desti
 
 /// Fetches `url` into `file`, through `<file>.part`: a part already there is resumed with `Range`
 /// (and `If-Range`, so a part of another version starts over). The whole file's digest must be
-/// `digest`, else nothing is kept.
-async fn download(client: &Client, url: &str, file: &Path, digest: &str, size: u64) -> anyhow::Result<()> {
+/// `digest`, else nothing is kept. Answers the offset it resumed from (0: from the start).
+async fn download(client: &Client, url: &str, file: &Path, digest: &str, size: u64) -> anyhow::Result<u64> {
     let part = PathBuf::from(format!("{}.part", file.display()));
     let mut hasher = Sha256::new();
     let mut have = 0u64;
@@ -135,6 +138,7 @@ async fn download(client: &Client, url: &str, file: &Path, digest: &str, size: u
     let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file_out);
     let bar = progress::bar(size, &format!("downloading {}", file.display()));
     bar.set_position(have);
+    let resumed_from = have;
     let mut body = response.bytes_stream();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|err| {
@@ -153,7 +157,7 @@ async fn download(client: &Client, url: &str, file: &Path, digest: &str, size: u
         return Err(anyhow!("digest mismatch: the download is {got}, the gateway says {digest}; nothing was kept"));
     }
     tokio::fs::rename(&part, file).await.with_context(|| format!("cannot move the download to {}", file.display()))?;
-    Ok(())
+    Ok(resumed_from)
 }
 
 /// Extracts a checked archive into `dir` (created if missing): no entry may leave it.

@@ -155,6 +155,7 @@ async fn every_command_works_against_a_real_stack() {
     std::fs::write(format!("{}.part", resumed.display()), &whole[..whole.len() / 3]).unwrap();
     let got = cli.json(&["component", "get", &reference, "-o", resumed.to_str().unwrap()]).await;
     assert_eq!(std::fs::read(&resumed).unwrap(), whole, "{got}");
+    assert_eq!(got["resumedFrom"], whole.len() / 3, "only the rest was asked for: {got}");
     assert!(!Path::new(&format!("{}.part", resumed.display())).exists());
 
     // A part of other bytes makes the whole a different digest: refused, nothing kept.
@@ -200,6 +201,44 @@ async fn every_command_works_against_a_real_stack() {
 
     let output = cli.run(&["completions", "bash"], &[], None).await;
     assert!(output.status.success() && text(&output).0.contains("_artifacts"), "{:?}", text(&output));
+}
+
+/// A download killed half-way leaves its `.part`; the same command then asks for the rest only.
+#[tokio::test]
+async fn a_download_killed_half_way_resumes_where_it_stopped() {
+    let app = TestApp::spawn().await;
+    let payload = artifacts_tests::noise(48 << 20, 5);
+    let record = app.store_archive("cli-big", "v1", &payload).await;
+    let cli = Cli { home: tempfile::tempdir().unwrap(), url: app.url("") };
+    let file = cli.home.path().join("big.tar.gz");
+    let part = std::path::PathBuf::from(format!("{}.part", file.display()));
+    let env = [("ARTIFACTS_URL", cli.url.as_str()), ("ARTIFACTS_KEY", ADMIN_KEY)];
+    let mut child = Command::new(workspace_binary("artifacts"))
+        .args(["component", "get", "cli-big@v1", "-o"])
+        .arg(&file)
+        .envs(env)
+        .env("XDG_CONFIG_HOME", cli.home.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut at_kill = 0;
+    for _ in 0..3000 {
+        at_kill = std::fs::metadata(&part).map_or(0, |m| m.len());
+        if at_kill > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    child.kill().await.unwrap();
+    let left = std::fs::metadata(&part).map_or(0, |m| m.len());
+    assert!(left > 0 && left < record.size, "killed half-way: {left} of {} bytes on disk", record.size);
+    let output = cli.run(&["component", "get", "cli-big@v1", "-o", file.to_str().unwrap(), "--json"], &env, None).await;
+    assert!(output.status.success(), "{:?}", text(&output));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["resumedFrom"], left, "it asked for the rest only ({at_kill} bytes seen at the kill)");
+    assert_eq!(std::fs::read(&file).unwrap(), payload, "the resumed file is whole");
+    assert!(!part.exists());
 }
 
 /// The archive route answers ranges, so downloads resume (issue 15).
