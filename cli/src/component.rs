@@ -7,7 +7,6 @@ use anyhow::{anyhow, Context as _};
 use futures::StreamExt as _;
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
-use tokio::io::AsyncWriteExt as _;
 
 use artifacts_runtime::archive::{for_each_entry, Limits};
 
@@ -126,31 +125,49 @@ async fn download(client: &Client, url: &str, file: &Path, digest: &str, size: u
         let _ = tokio::fs::remove_file(&part).await;
         return Box::pin(download(client, url, file, digest, size)).await;
     }
-    let file_out = tokio::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .append(have > 0)
-        .truncate(have == 0)
-        .open(&part)
-        .await
-        .with_context(|| format!("cannot write {}", part.display()))?;
-    // Large writes: each one is a trip to tokio's blocking pool.
-    let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file_out);
+    let mut file_out = std::fs::OpenOptions::new();
+    file_out.create(true).write(true).append(have > 0).truncate(have == 0);
+    let file_out = file_out.open(&part).with_context(|| format!("cannot write {}", part.display()))?;
     let bar = progress::bar(size, &format!("downloading {}", file.display()));
     bar.set_position(have);
     let resumed_from = have;
+    // Hashing and writing run on a thread of their own, so the network is read meanwhile.
+    let (chunks, mut received) = tokio::sync::mpsc::channel::<bytes::Bytes>(64);
+    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<Sha256> {
+        use std::io::Write as _;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file_out);
+        while let Some(chunk) = received.blocking_recv() {
+            hasher.update(&chunk);
+            out.write_all(&chunk)?;
+        }
+        out.flush()?;
+        Ok(hasher)
+    });
     let mut body = response.bytes_stream();
+    let mut broke_off = None;
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|err| {
-            anyhow!("the download broke off at byte {}: {err}; run the same command to resume", bar.position())
-        })?;
-        hasher.update(&chunk);
-        out.write_all(&chunk).await?;
-        bar.inc(chunk.len() as u64);
+        match chunk {
+            Ok(chunk) => {
+                bar.inc(chunk.len() as u64);
+                if chunks.send(chunk).await.is_err() {
+                    break;
+                }
+            }
+            Err(err) => {
+                broke_off = Some(err);
+                break;
+            }
+        }
     }
-    out.flush().await?;
-    drop(out);
+    drop(chunks);
+    let hasher = writer.await?.with_context(|| format!("cannot write {}", part.display()))?;
     bar.finish_and_clear();
+    if let Some(err) = broke_off {
+        return Err(anyhow!(
+            "the download broke off at byte {}: {err}; run the same command to resume",
+            bar.position()
+        ));
+    }
     let got = format!("sha256:{}", hex::encode(hasher.finalize()));
     if got != digest {
         let _ = tokio::fs::remove_file(&part).await;
