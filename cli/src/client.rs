@@ -178,6 +178,35 @@ pub fn text(value: &Value) -> String {
     }
 }
 
+/// Lists every item of a catalog (`/catalog/images` or `/catalog/components`), page after page: as a
+/// table of `columns` (heading, field), or with `--json` as one answer holding them all.
+pub async fn list_catalog(
+    client: &Client,
+    path: &str,
+    component: Option<String>,
+    columns: &[(&str, &str)],
+) -> anyhow::Result<std::process::ExitCode> {
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut query = vec![("limit", "500".to_owned())];
+        query.extend(component.clone().map(|c| ("component", c)));
+        query.extend(cursor.clone().map(|c| ("cursor", c)));
+        let page = client.send(client.get(path).query(&query), "the catalog").await?;
+        items.extend(page["items"].as_array().cloned().unwrap_or_default());
+        match page["nextCursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    client.print(&serde_json::json!({"status": "ok", "items": items}), |_| {
+        let headings: Vec<&str> = columns.iter().map(|(heading, _)| *heading).collect();
+        let rows = items.iter().map(|item| columns.iter().map(|(_, field)| text(&item[*field])).collect()).collect();
+        table(&headings, rows);
+    });
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
 /// Prints rows as aligned columns under `headings`.
 pub fn table(headings: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = headings.iter().map(|h| h.len()).collect();

@@ -11,7 +11,7 @@ use sha2::{Digest as _, Sha256};
 use artifacts_runtime::archive::{for_each_entry, Limits};
 
 use crate::builds::{follow, outcome};
-use crate::client::{table, text, Client};
+use crate::client::{list_catalog, text, Client};
 use crate::progress;
 
 pub async fn build(
@@ -194,40 +194,14 @@ fn extract(archive: &Path, dir: &Path) -> anyhow::Result<u64> {
     Ok(entries)
 }
 
-/// Every item of a catalog (`/catalog/images` or `/catalog/components`), page after page.
-pub async fn catalog(client: &Client, path: &str, component: Option<String>) -> anyhow::Result<Vec<Value>> {
-    let mut items = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut query = vec![("limit", "500".to_owned())];
-        query.extend(component.clone().map(|c| ("component", c)));
-        query.extend(cursor.clone().map(|c| ("cursor", c)));
-        let page = client.send(client.get(path).query(&query), "the catalog").await?;
-        items.extend(page["items"].as_array().cloned().unwrap_or_default());
-        match page["nextCursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => return Ok(items),
-        }
-    }
-}
-
 pub async fn list(client: &Client, component: Option<String>) -> anyhow::Result<ExitCode> {
-    let items = catalog(client, "/catalog/components", component).await?;
-    client.print(&json!({"status": "ok", "items": items}), |_| {
-        let rows = items
-            .iter()
-            .map(|item| {
-                vec![
-                    text(&item["component"]),
-                    text(&item["tag"]),
-                    text(&item["architecture"]),
-                    text(&item["size"]),
-                    text(&item["digest"]),
-                    text(&item["builtAt"]),
-                ]
-            })
-            .collect();
-        table(&["component", "tag", "architecture", "bytes", "digest", "built"], rows);
-    });
-    Ok(ExitCode::SUCCESS)
+    let columns = [
+        ("component", "component"),
+        ("tag", "tag"),
+        ("architecture", "architecture"),
+        ("bytes", "size"),
+        ("digest", "digest"),
+        ("built", "builtAt"),
+    ];
+    list_catalog(client, "/catalog/components", component, &columns).await
 }

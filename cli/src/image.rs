@@ -6,11 +6,11 @@ use std::process::ExitCode;
 use anyhow::{anyhow, Context as _};
 use futures::StreamExt as _;
 use reqwest::multipart::{Form, Part};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio_util::io::ReaderStream;
 
 use crate::builds::{follow, outcome};
-use crate::client::{table, text, Client};
+use crate::client::{list_catalog, text, Client};
 use crate::progress;
 
 pub struct BuildArgs {
@@ -141,22 +141,13 @@ pub async fn get(client: &Client, component: &str, branch: &str, architecture: &
 }
 
 pub async fn list(client: &Client, component: Option<String>) -> anyhow::Result<ExitCode> {
-    let items = crate::component::catalog(client, "/catalog/images", component).await?;
-    client.print(&json!({"status": "ok", "items": items}), |_| {
-        let rows = items
-            .iter()
-            .map(|item| {
-                vec![
-                    text(&item["component"]),
-                    text(&item["branch"]),
-                    text(&item["architecture"]),
-                    text(&item["imageName"]),
-                    text(&item["digest"]),
-                    text(&item["builtAt"]),
-                ]
-            })
-            .collect();
-        table(&["component", "branch", "architecture", "image", "digest", "built"], rows);
-    });
-    Ok(ExitCode::SUCCESS)
+    let columns = [
+        ("component", "component"),
+        ("branch", "branch"),
+        ("architecture", "architecture"),
+        ("image", "imageName"),
+        ("digest", "digest"),
+        ("built", "builtAt"),
+    ];
+    list_catalog(client, "/catalog/images", component, &columns).await
 }
