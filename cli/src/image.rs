@@ -7,7 +7,8 @@ use anyhow::{anyhow, Context as _};
 use futures::StreamExt as _;
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
-use tokio_util::io::ReaderStream;
+use bytes::{Bytes, BytesMut};
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
 
 use crate::builds::{follow, outcome};
 use crate::client::{list_catalog, text, Client};
@@ -35,22 +36,22 @@ pub async fn build(client: &Client, args: BuildArgs) -> anyhow::Result<ExitCode>
         let (name, value) = pair.split_once('=').ok_or_else(|| anyhow!("--build-arg {pair:?}: write it NAME=VALUE"))?;
         build_args.insert(name.to_owned(), Value::String(value.to_owned()));
     }
-    let context = args.context.clone();
-    let packed = tokio::task::spawn_blocking(move || pack_context(&context)).await??;
-    let size = packed.as_file().metadata()?.len();
+    let ignore = dockerignore(&args.context)?;
+    let estimate = estimated_size(&args.context, &ignore)?;
     let architectures =
         if args.architectures.is_empty() { vec!["amd64".to_owned()] } else { args.architectures.clone() };
     let mut worst = ExitCode::SUCCESS;
     for architecture in &architectures {
-        let file = tokio::fs::File::open(packed.path()).await?;
-        let bar = progress::bar(size, &format!("uploading the context for {architecture}"));
+        // Packed anew for each upload, while it is sent: no temporary copy, and the upload starts at once.
+        let (chunks, packer) = pack_context(args.context.clone(), ignore.clone());
+        let bar = progress::bar(estimate, &format!("uploading the context for {architecture}"));
         let counted = bar.clone();
-        let stream = ReaderStream::with_capacity(file, 256 * 1024).inspect(move |chunk| {
+        let stream = chunks.inspect(move |chunk| {
             if let Ok(chunk) = chunk {
                 counted.inc(chunk.len() as u64);
             }
         });
-        let context = Part::stream_with_length(reqwest::Body::wrap_stream(stream), size)
+        let context = Part::stream(reqwest::Body::wrap_stream(stream))
             .file_name("context.tar")
             .mime_str("application/x-tar")?;
         let mut form = Form::new()
@@ -67,6 +68,8 @@ pub async fn build(client: &Client, args: BuildArgs) -> anyhow::Result<ExitCode>
         }
         let accepted = client.send(client.post("/images").multipart(form), "the image build").await;
         bar.finish_and_clear();
+        // A failure to read the context also breaks the upload; its own error says more.
+        packer.await.context("the packing thread")??;
         let accepted = accepted?;
         let build_id = text(&accepted["buildId"]);
         if args.detach {
@@ -81,13 +84,13 @@ pub async fn build(client: &Client, args: BuildArgs) -> anyhow::Result<ExitCode>
     Ok(worst)
 }
 
-/// The context as a tar file, with what `.dockerignore` names left out (its patterns as Docker reads
-/// them: relative to the context, `!` to take back, `**` for any depth).
-fn pack_context(context: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
+/// What `.dockerignore` leaves out of the context, its patterns as Docker reads them: relative to the
+/// context, `!` to take back, `**` for any depth.
+fn dockerignore(context: &Path) -> anyhow::Result<Gitignore> {
     if !context.is_dir() {
         return Err(anyhow!("the build context {} is not a directory", context.display()));
     }
-    let mut ignore = ignore::gitignore::GitignoreBuilder::new(context);
+    let mut ignore = GitignoreBuilder::new(context);
     if let Ok(text) = std::fs::read_to_string(context.join(".dockerignore")) {
         for line in text.lines().map(str::trim).filter(|line| !line.is_empty() && !line.starts_with('#')) {
             // Docker's patterns are anchored at the context's root.
@@ -99,10 +102,16 @@ fn pack_context(context: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
             ignore.add_line(None, &anchored).map_err(|err| anyhow!(".dockerignore: {line:?}: {err}"))?;
         }
     }
-    let ignore = ignore.build()?;
-    let packed = tempfile::NamedTempFile::new()?;
-    let mut tar = tar::Builder::new(std::io::BufWriter::new(packed.reopen()?));
-    tar.follow_symlinks(false);
+    Ok(ignore.build()?)
+}
+
+/// Calls `visit` with each path of the context that is packed (relative, absolute, whether a
+/// directory), parents before children, in a stable order.
+fn walk_context(
+    context: &Path,
+    ignore: &Gitignore,
+    mut visit: impl FnMut(&Path, &Path, bool) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let mut pending = vec![context.to_path_buf()];
     while let Some(dir) = pending.pop() {
         let mut entries: Vec<_> = std::fs::read_dir(&dir)?.collect::<Result<_, _>>()?;
@@ -114,16 +123,97 @@ fn pack_context(context: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
             if ignore.matched_path_or_any_parents(relative, is_dir).is_ignore() {
                 continue;
             }
+            visit(relative, &path, is_dir)?;
             if is_dir {
-                tar.append_dir(relative, &path)?;
                 pending.push(path);
-            } else {
-                tar.append_path_with_name(&path, relative)?;
             }
         }
     }
-    tar.into_inner()?.into_inner().map_err(|err| err.into_error())?.sync_all()?;
-    Ok(packed)
+    Ok(())
+}
+
+/// The tar's size near enough for a progress bar: the files' bytes and a header for each entry
+/// (long names and padding make the real one a little larger).
+fn estimated_size(context: &Path, ignore: &Gitignore) -> anyhow::Result<u64> {
+    let mut size = 1024;
+    walk_context(context, ignore, |_, path, _| {
+        size += 512 + std::fs::symlink_metadata(path)?.len();
+        Ok(())
+    })
+    .with_context(|| format!("cannot read the build context {}", context.display()))?;
+    Ok(size)
+}
+
+/// The context as a tar stream, packed on a blocking thread no further ahead of the upload than a few
+/// chunks; the thread's result says why the stream broke off, if it did.
+fn pack_context(
+    context: PathBuf,
+    ignore: Gitignore,
+) -> (impl futures::Stream<Item = std::io::Result<Bytes>>, tokio::task::JoinHandle<anyhow::Result<()>>) {
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    let packer = tokio::task::spawn_blocking(move || {
+        let writer = ChunkWriter { sender: sender.clone(), pending: BytesMut::with_capacity(CHUNK) };
+        let mut tar = tar::Builder::new(writer);
+        tar.follow_symlinks(false);
+        let packed = walk_context(&context, &ignore, |relative, path, is_dir| {
+            if is_dir {
+                tar.append_dir(relative, path)
+            } else {
+                tar.append_path_with_name(path, relative)
+            }
+        })
+        .and_then(|()| tar.into_inner())
+        .and_then(|mut writer| writer.flush_chunk());
+        match &packed {
+            // The request ended first; its answer says why.
+            Err(_) if sender.is_closed() => return Ok(()),
+            // Breaks the upload off, so that the gateway never takes a truncated context.
+            Err(err) => {
+                let _ = sender.blocking_send(Err(std::io::Error::new(err.kind(), err.to_string())));
+            }
+            Ok(()) => {}
+        }
+        packed.with_context(|| format!("cannot pack the build context {}", context.display()))
+    });
+    let chunks = futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|chunk| (chunk, receiver))
+    });
+    (chunks, packer)
+}
+
+const CHUNK: usize = 1024 * 1024;
+
+/// Hands what the tar builder writes to the upload in chunks of [`CHUNK`] bytes.
+struct ChunkWriter {
+    sender: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+    pending: BytesMut,
+}
+
+impl ChunkWriter {
+    fn flush_chunk(&mut self) -> std::io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let chunk = self.pending.split().freeze();
+        self.sender
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the upload stopped"))
+    }
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.pending.extend_from_slice(data);
+        if self.pending.len() >= CHUNK {
+            self.flush_chunk()?;
+            self.pending.reserve(CHUNK);
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 pub async fn get(client: &Client, component: &str, branch: &str, architecture: &str) -> anyhow::Result<ExitCode> {
