@@ -90,3 +90,32 @@ ensure_python_tools() {
   fi
   export PATH="$venv/bin:$PATH"
 }
+
+# Foreign architectures for the multi-architecture tests: QEMU user emulation registered with
+# binfmt_misc (the F flag, so containers can use it), and Debian's static busybox for arm64, unpacked to
+# target/foreign/arm64/busybox (the tests make base images from it).
+ensure_emulation() {
+  if [ ! -e /proc/sys/fs/binfmt_misc/status ]; then
+    as_root mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc || log "cannot mount binfmt_misc"
+  fi
+  if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+    log "installing qemu-user-static and binfmt-support"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user-static binfmt-support >/dev/null
+    # Without systemd the package's registration does not run by itself.
+    [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || as_root update-binfmts --enable qemu-aarch64 || true
+  fi
+  local busybox=target/foreign/arm64/busybox
+  if [ ! -x "$busybox" ]; then
+    log "fetching busybox-static for arm64"
+    if ! dpkg --print-foreign-architectures | grep -qx arm64; then as_root dpkg --add-architecture arm64; fi
+    as_root apt-get update -qq
+    local work
+    work=$(mktemp -d)
+    (cd "$work" && apt-get download -q busybox-static:arm64 >/dev/null)
+    dpkg-deb -x "$work"/busybox-static_*_arm64.deb "$work/root"
+    mkdir -p "$(dirname "$busybox")"
+    cp "$work/root/bin/busybox" "$busybox"
+    rm -rf "$work"
+  fi
+}

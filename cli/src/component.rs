@@ -131,8 +131,9 @@ async fn download(client: &Client, url: &str, file: &Path, digest: &str, size: u
     let bar = progress::bar(size, &format!("downloading {}", file.display()));
     bar.set_position(have);
     let resumed_from = have;
-    // Hashing and writing run on a thread of their own, so the network is read meanwhile.
-    let (chunks, mut received) = tokio::sync::mpsc::channel::<bytes::Bytes>(64);
+    // Hashing and writing run on a thread of their own, so the network is read meanwhile; a short queue
+    // (chunks are up to a few hundred KiB) keeps memory flat when the disk is the slower side.
+    let (chunks, mut received) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
     let writer = tokio::task::spawn_blocking(move || -> std::io::Result<Sha256> {
         use std::io::Write as _;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, file_out);

@@ -40,6 +40,11 @@ enum Command {
         /// Where NATS, the registry and the admin key keep their data.
         #[arg(long, default_value = "./.artifacts", value_name = "DIR")]
         data_dir: PathBuf,
+        /// Run a NATS cluster of this many nodes here (3 or 5) instead of one server, on the port of
+        /// nats.url and the ones after it, every stream with 3 replicas: for trying a clustered stack on
+        /// one machine.
+        #[arg(long, value_name = "NODES", value_parser = clap::builder::PossibleValuesParser::new(["3", "5"]))]
+        nats_cluster: Option<String>,
     },
     /// Create, list and revoke API keys (needs an admin key).
     Keys(keys::KeysArgs),
@@ -188,7 +193,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let json = cli.json;
     let client = || client::Client::from_environment(json);
     match cli.command {
-        Command::Up { data_dir } => up::run(cli.config, data_dir).await,
+        Command::Up { data_dir, nats_cluster } => {
+            let nodes = nats_cluster.map_or(1, |nodes| nodes.parse().expect("3 or 5"));
+            up::run(cli.config, data_dir, nodes).await
+        }
         Command::Keys(args) => keys::run(cli.config, args).await,
         Command::Login { url, key } => account::login(url, key, json).await,
         Command::Whoami => account::whoami(&client()?).await,

@@ -29,6 +29,13 @@ use artifacts_schemas::Subjects;
 
 const NATS_CONFIG: &str = include_str!("../../nats/nats-server.conf");
 const NATS_AUTH_CONFIG: &str = include_str!("../../nats/nats-server.auth.conf");
+const NATS_CLUSTER_CONFIG: &str = include_str!("../../nats/nats-server.cluster.conf");
+
+/// The process names of a cluster's nodes under `up`.
+const NATS_NODES: [&str; 5] = ["nats-1", "nats-2", "nats-3", "nats-4", "nats-5"];
+
+/// A node's route port is its client port plus this (4222 -> 6222, as NATS has it by custom).
+const ROUTE_PORT_OFFSET: u16 = 2000;
 
 const REGISTRY_CONFIG: &str = "version: 0.1
 log:
@@ -54,8 +61,12 @@ const FUNCTIONS: &[&str] = &[
 /// Beyond a process's own time to stop (`Settings::stop_within`), before `up` kills it.
 const KILL_MARGIN: Duration = Duration::from_secs(2);
 
-pub async fn run(config: Option<PathBuf>, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
-    let settings = Settings::load(config.as_deref())?;
+/// `nats_nodes`: 1 runs one nats-server, more a local cluster of that many.
+pub async fn run(config: Option<PathBuf>, data_dir: PathBuf, nats_nodes: usize) -> anyhow::Result<ExitCode> {
+    let mut settings = Settings::load(config.as_deref())?;
+    if nats_nodes > 1 {
+        settings.nats.replicas = 3;
+    }
     std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize()?;
     let config = config.map(|file| file.canonicalize()).transpose().context("--config")?;
@@ -73,21 +84,52 @@ pub async fn run(config: Option<PathBuf>, data_dir: PathBuf) -> anyhow::Result<E
         true
     } else if let Some(bin) = find_program("nats-server") {
         std::fs::write(data_dir.join("nats-server.conf"), NATS_CONFIG)?;
-        let conf = data_dir.join("nats-server.auth.conf");
-        std::fs::write(&conf, NATS_AUTH_CONFIG)?;
+        std::fs::write(data_dir.join("nats-server.auth.conf"), NATS_AUTH_CONFIG)?;
+        std::fs::write(data_dir.join("nats-server.cluster.conf"), NATS_CLUSTER_CONFIG)?;
         let service_password = secret_file(&data_dir.join("nats-service-password"), "ns")?.0;
         let users = NatsUsers::new(&data_dir, &service_password, &admin_key, settings.subjects())?;
         let (host, port) = nats_addr.rsplit_once(':').unwrap_or((&nats_addr, "4222"));
-        let (host, port, store) = (host.to_owned(), port.to_owned(), data_dir.join("nats"));
-        let pid = stack.spawn("nats", move || {
-            let mut command = Command::new(&bin);
-            command.arg("-c").arg(&conf).args(["-a", &host, "-p", &port]).env("ARTIFACTS_NATS_STORE_DIR", &store);
-            command
-        });
-        let url = format!("nats://{SERVICE_USER}:{service_password}@{nats_addr}");
-        service_url = Some(url);
-        nats_users = Some((users, pid));
-        wait_until_answers(&nats_addr, Duration::from_secs(15)).await
+        let port: u16 = port.parse().with_context(|| format!("the port of nats.url {nats_addr}"))?;
+        let nodes: Vec<u16> = (0..nats_nodes as u16).map(|n| port + n).collect();
+        let route_password = secret_file(&data_dir.join("nats-route-password"), "nr")?.0;
+        let routes: Vec<String> = nodes
+            .iter()
+            .map(|port| format!("nats://route:{route_password}@{host}:{}", port + ROUTE_PORT_OFFSET))
+            .collect();
+        let mut pids = Vec::new();
+        for (n, &node_port) in nodes.iter().enumerate() {
+            let (bin, host, routes, route_password) = (bin.clone(), host.to_owned(), routes.join(","), route_password.clone());
+            let (conf, store) = match nats_nodes {
+                1 => (data_dir.join("nats-server.auth.conf"), data_dir.join("nats")),
+                _ => (data_dir.join("nats-server.cluster.conf"), data_dir.join(NATS_NODES[n])),
+            };
+            let name = if nats_nodes == 1 { "nats" } else { NATS_NODES[n] };
+            pids.push(stack.spawn(name, move || {
+                let mut command = Command::new(&bin);
+                command
+                    .arg("-c")
+                    .arg(&conf)
+                    .args(["-a", &host, "-p", &node_port.to_string()])
+                    .env("ARTIFACTS_NATS_STORE_DIR", &store);
+                if nats_nodes > 1 {
+                    command
+                        .env("ARTIFACTS_NATS_SERVER_NAME", format!("artifacts-{}", n + 1))
+                        .env("ARTIFACTS_NATS_CLUSTER_LISTEN", format!("{host}:{}", node_port + ROUTE_PORT_OFFSET))
+                        .env("ARTIFACTS_NATS_ROUTES", &routes)
+                        .env("ARTIFACTS_NATS_ROUTE_PASSWORD", &route_password);
+                }
+                command
+            }));
+        }
+        let urls: Vec<String> =
+            nodes.iter().map(|port| format!("nats://{SERVICE_USER}:{service_password}@{host}:{port}")).collect();
+        service_url = Some(urls.join(","));
+        nats_users = Some((users, pids));
+        let mut all_answer = true;
+        for port in &nodes {
+            all_answer &= wait_until_answers(&format!("{host}:{port}"), Duration::from_secs(15)).await;
+        }
+        all_answer
     } else {
         missing.push("nats-server is not installed (Debian: apt-get install nats-server); nothing but the registry can run without NATS".to_owned());
         false
@@ -157,6 +199,9 @@ pub async fn run(config: Option<PathBuf>, data_dir: PathBuf) -> anyhow::Result<E
                 if let Some(url) = &service_url {
                     command.env("ARTIFACTS__NATS__URL", url);
                 }
+                if nats_nodes > 1 {
+                    command.env("ARTIFACTS__NATS__REPLICAS", "3");
+                }
                 if std::env::var_os("ARTIFACTS__LOG__FORMAT").is_none() {
                     command.env("ARTIFACTS__LOG__FORMAT", "text");
                 }
@@ -178,8 +223,8 @@ pub async fn run(config: Option<PathBuf>, data_dir: PathBuf) -> anyhow::Result<E
     stack_settings.nats.connect_timeout_secs = 15;
     let nats =
         if nats_up { artifacts_runtime::nats::connect(&stack_settings, "artifacts-up").await.ok() } else { None };
-    if let (Some(nats), Some((users, pid))) = (&nats, nats_users) {
-        users.follow_keys(nats.clone(), pid);
+    if let (Some(nats), Some((users, pids))) = (&nats, nats_users) {
+        users.follow_keys(nats.clone(), pids);
     }
     let ready = match &nats {
         Some(nats) => {
@@ -202,7 +247,11 @@ pub async fn run(config: Option<PathBuf>, data_dir: PathBuf) -> anyhow::Result<E
             println!("  admin key: saved in {}", saved.display());
         }
         if service_url.is_some() {
-            println!("  NATS:      nats://{nats_addr} (user: the key id, or `admin`; password: the key)");
+            let servers = match nats_nodes {
+                1 => format!("nats://{nats_addr}"),
+                _ => format!("a cluster of {nats_nodes} nodes from nats://{nats_addr}, on consecutive ports"),
+            };
+            println!("  NATS:      {servers} (user: the key id, or `admin`; password: the key)");
         }
         println!("Press Ctrl-C to stop.");
     }
@@ -229,10 +278,13 @@ impl NatsUsers {
         Ok(Self { file, fixed, subjects })
     }
 
-    /// Rewrites the users file at every change of the keys and reloads nats-server (SIGHUP to the pid in
-    /// `pid`, which changes when the server is restarted).
-    fn follow_keys(self, nats: Nats, pid: Arc<AtomicU32>) {
-        let reload = move || nats_users::reload_by_signal(pid.load(Ordering::Relaxed))();
+    /// Rewrites the users file at every change of the keys and reloads each nats-server (SIGHUP to the
+    /// pids in `pids`, which change when a server is restarted).
+    fn follow_keys(self, nats: Nats, pids: Vec<Arc<AtomicU32>>) {
+        // Every node of a cluster reads the same users file.
+        let reload = move || {
+            pids.iter().try_for_each(|pid| nats_users::reload_by_signal(pid.load(Ordering::Relaxed))())
+        };
         let never = tokio_util::sync::CancellationToken::new();
         tokio::spawn(nats_users::follow(nats.stores.keys, self.subjects, self.fixed, self.file, reload, never));
     }

@@ -167,6 +167,24 @@ impl Architecture {
     }
 
     /// The form used in image tags, URLs, subjects and keys, e.g. `arm-v7`.
+    /// The `architecture` of an OCI platform (a manifest list's entry, an image's configuration).
+    pub fn oci_architecture(self) -> &'static str {
+        match self {
+            Self::Amd64 => "amd64",
+            Self::Arm64 => "arm64",
+            Self::ArmV7 => "arm",
+            Self::I386 => "386",
+        }
+    }
+
+    /// The `variant` of an OCI platform, where the architecture has one.
+    pub fn oci_variant(self) -> Option<&'static str> {
+        match self {
+            Self::ArmV7 => Some("v7"),
+            _ => None,
+        }
+    }
+
     pub fn short(self) -> &'static str {
         match self {
             Self::Amd64 => "amd64",

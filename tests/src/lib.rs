@@ -2,6 +2,7 @@
 //! store, a random port) and its own gateway and functions, run in-process on port 0 and driven over real
 //! HTTP and real NATS. Nothing is shared between tests and nothing is mocked.
 
+pub mod engines;
 pub mod up;
 
 use std::path::{Path, PathBuf};
@@ -43,6 +44,8 @@ pub struct NatsServer {
     port: u16,
     store: tempfile::TempDir,
     config: PathBuf,
+    /// The cluster's environment for this node (nats/nats-server.cluster.conf); empty for one server.
+    cluster_env: Vec<(&'static str, String)>,
 }
 
 /// The password of the `service` NATS user in tests.
@@ -62,22 +65,66 @@ impl NatsServer {
 
     async fn start_with(users: Option<()>) -> Self {
         let store = tempfile::tempdir().expect("temporary directory");
-        let nats_dir = repo_root().join("nats");
         let config = match users {
-            None => nats_dir.join("nats-server.conf"),
-            Some(()) => {
-                let dir = store.path().join("conf");
-                std::fs::create_dir(&dir).unwrap();
-                for file in ["nats-server.conf", "nats-server.auth.conf"] {
-                    std::fs::copy(nats_dir.join(file), dir.join(file)).unwrap();
-                }
-                let text = nats_users::render(&Subjects::default(), &Self::fixed_users(), &Default::default());
-                nats_users::write_atomically(&dir.join("nats-users.conf"), &text).unwrap();
-                dir.join("nats-server.auth.conf")
-            }
+            None => repo_root().join("nats").join("nats-server.conf"),
+            Some(()) => Self::users_config(store.path()).join("nats-server.auth.conf"),
         };
-        let (child, port) = Self::spawn(&config, store.path(), "-1").await;
-        Self { child, port, store, config }
+        let (child, port) = Self::spawn(&config, store.path(), "-1", &[]).await;
+        Self { child, port, store, config, cluster_env: Vec::new() }
+    }
+
+    /// The configuration files with users, in `conf/` under `store`.
+    fn users_config(store: &Path) -> PathBuf {
+        let dir = store.join("conf");
+        std::fs::create_dir(&dir).unwrap();
+        for file in ["nats-server.conf", "nats-server.auth.conf", "nats-server.cluster.conf"] {
+            std::fs::copy(repo_root().join("nats").join(file), dir.join(file)).unwrap();
+        }
+        let text = nats_users::render(&Subjects::default(), &Self::fixed_users(), &Default::default());
+        nats_users::write_atomically(&dir.join("nats-users.conf"), &text).unwrap();
+        dir
+    }
+
+    /// A cluster of `size` nodes with users, as `nats/nats-server.cluster.conf` makes one: node `n` is
+    /// named `artifacts-<n+1>`. Returned once JetStream has a meta leader.
+    pub async fn start_cluster(size: usize) -> Vec<Self> {
+        let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
+        let routes: Vec<String> =
+            ports.iter().map(|(_, route)| format!("nats://route:test-route@127.0.0.1:{route}")).collect();
+        let mut nodes = Vec::new();
+        for (n, (port, route)) in ports.iter().enumerate() {
+            let store = tempfile::tempdir().expect("temporary directory");
+            let config = Self::users_config(store.path()).join("nats-server.cluster.conf");
+            let cluster_env = vec![
+                ("ARTIFACTS_NATS_SERVER_NAME", format!("artifacts-{}", n + 1)),
+                ("ARTIFACTS_NATS_CLUSTER_LISTEN", format!("127.0.0.1:{route}")),
+                ("ARTIFACTS_NATS_ROUTES", routes.join(",")),
+                ("ARTIFACTS_NATS_ROUTE_PASSWORD", "test-route".to_owned()),
+            ];
+            let (child, port) = Self::spawn(&config, store.path(), &port.to_string(), &cluster_env).await;
+            nodes.push(Self { child, port, store, config, cluster_env });
+        }
+        let client = async_nats::ConnectOptions::with_user_and_password("service".into(), NATS_SERVICE_PASSWORD.into())
+            .connect(nodes[0].address())
+            .await
+            .expect("the cluster answers");
+        let jetstream = async_nats::jetstream::new(client);
+        for _ in 0..200 {
+            // Answers once the nodes have elected a meta leader.
+            if jetstream.get_stream("none-yet").await.is_err_and(|err| err.to_string().contains("not found")) {
+                return nodes;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the NATS cluster elected no leader within 20 s");
+    }
+
+    /// This node's `server_name`.
+    pub fn name(&self) -> String {
+        self.cluster_env.iter().find(|(name, _)| *name == "ARTIFACTS_NATS_SERVER_NAME").map_or_else(
+            || "artifacts".to_owned(),
+            |(_, value)| value.clone(),
+        )
     }
 
     /// The users every test deployment with users has.
@@ -97,17 +144,18 @@ impl NatsServer {
     /// restart would.
     pub async fn restart(&mut self) {
         self.stop().await;
-        let (child, _) = Self::spawn(&self.config, self.store.path(), &self.port.to_string()).await;
+        let (child, _) = Self::spawn(&self.config, self.store.path(), &self.port.to_string(), &self.cluster_env).await;
         self.child = child;
     }
 
-    async fn spawn(config: &Path, store: &Path, port: &str) -> (Child, u16) {
+    async fn spawn(config: &Path, store: &Path, port: &str, env: &[(&'static str, String)]) -> (Child, u16) {
         let bin = require_program("nats-server", "nats-server");
         let mut child = Command::new(bin)
             .arg("-c")
             .arg(config)
             .args(["-a", "127.0.0.1", "-p", port])
             .env("ARTIFACTS_NATS_STORE_DIR", store)
+            .envs(env.iter().map(|(name, value)| (name, value)))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -305,6 +353,8 @@ pub fn test_settings(nats_url: &str) -> Settings {
     settings.nats.request_timeout_secs = 3;
     settings.gateway.listen = "127.0.0.1:0".parse().expect("an address");
     settings.admin_key = Some(Secret::new(ADMIN_KEY));
+    // Whatever emulation this machine has: tests that build other architectures say so.
+    settings.build.architectures = vec!["amd64".into()];
     settings
 }
 
@@ -316,6 +366,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     shutdown: CancellationToken,
     pub nats_server: NatsServer,
+    /// The cluster's other nodes (`spawn_on_cluster`); empty on one server.
+    pub peers: Vec<NatsServer>,
 }
 
 impl TestApp {
@@ -336,22 +388,47 @@ impl TestApp {
     /// Like `spawn_with`, with NATS users as `artifacts up` runs them: the stack connects as `service`, and
     /// each API key becomes a NATS user (the users file follows the keys bucket, then the server reloads).
     pub async fn spawn_with_nats_users(configure: impl FnOnce(&mut Settings)) -> Self {
-        Box::pin(Self::start(NatsServer::start_with_users().await, true, configure)).await
+        Box::pin(Self::start(NatsServer::start_with_users().await, Vec::new(), true, configure)).await
     }
 
     async fn spawn_functions(with_builder: bool, configure: impl FnOnce(&mut Settings)) -> Self {
         // Boxed: the whole stack's start-up future is larger than a test thread's stack.
-        Box::pin(Self::start(NatsServer::start().await, with_builder, configure)).await
+        Box::pin(Self::start(NatsServer::start().await, Vec::new(), with_builder, configure)).await
     }
 
-    async fn start(nats_server: NatsServer, with_builder: bool, configure: impl FnOnce(&mut Settings)) -> Self {
-        let with_users = nats_server.config.ends_with("nats-server.auth.conf");
-        let url = if with_users { nats_server.service_url() } else { nats_server.url() };
+    /// Like `spawn_without_builder`, on a 3-node cluster with users and `nats.replicas = 3`: every process
+    /// is given all three URLs. The users are the fixed ones (API keys made here get no NATS user).
+    pub async fn spawn_on_cluster(configure: impl FnOnce(&mut Settings)) -> Self {
+        let mut nodes = NatsServer::start_cluster(3).await;
+        let first = nodes.remove(0);
+        let configure = |settings: &mut Settings| {
+            settings.nats.replicas = 3;
+            configure(settings);
+        };
+        Box::pin(Self::start(first, nodes, false, configure)).await
+    }
+
+    /// Every node, this test's server first.
+    pub fn nodes_mut(&mut self) -> impl Iterator<Item = &mut NatsServer> {
+        std::iter::once(&mut self.nats_server).chain(self.peers.iter_mut())
+    }
+
+    async fn start(
+        nats_server: NatsServer,
+        peers: Vec<NatsServer>,
+        with_builder: bool,
+        configure: impl FnOnce(&mut Settings),
+    ) -> Self {
+        let with_users = !nats_server.config.ends_with("nats-server.conf");
+        let url = match with_users {
+            true => std::iter::once(&nats_server).chain(&peers).map(NatsServer::service_url).collect::<Vec<_>>().join(","),
+            false => nats_server.url(),
+        };
         let mut settings = test_settings(&url);
         configure(&mut settings);
         let nats = artifacts_runtime::nats::connect(&settings, "test").await.expect("NATS connects");
         let shutdown = CancellationToken::new();
-        if with_users {
+        if with_users && peers.is_empty() {
             let reload = nats_users::reload_by_signal(nats_server.child.id().expect("nats-server runs"));
             tokio::spawn(nats_users::follow(
                 nats.stores.keys.clone(),
@@ -391,6 +468,7 @@ impl TestApp {
             http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("HTTP client"),
             shutdown,
             nats_server,
+            peers,
         };
         test_app.wait_for_service("artifacts-lookup").await;
         test_app.wait_for_service("artifacts-gc").await;

@@ -17,7 +17,7 @@ use artifacts_runtime::{trigger_index, Nats, Settings};
 use artifacts_schemas::messages::keys::glob_matches;
 use artifacts_schemas::names::slug_with_hash;
 use artifacts_schemas::{
-    BuildId, BuildKind, BuildStatus, ComponentBuildRequest, ComponentJob, ComponentQuery, ComponentRecord,
+    Architecture, BuildId, BuildKind, BuildStatus, ComponentBuildRequest, ComponentJob, ComponentQuery, ComponentRecord,
     ComponentSource, DependencyUsed, RebuiltForPush, Timestamp,
 };
 
@@ -64,6 +64,10 @@ impl Build for ComponentBuild {
 
     fn describe(&self) -> String {
         format!("component {} tag {} for {}", self.job.component, self.job.tag, self.job.architecture)
+    }
+
+    fn architecture(&self) -> Architecture {
+        self.job.architecture
     }
 
     async fn run(&self, work_dir: &Path, log: &mut BuildLog) -> Result<ComponentRecord, BuildFailure> {

@@ -16,13 +16,14 @@ use tokio_util::io::ReaderStream;
 use artifacts_runtime::archive::{self, ArchiveError, Limits};
 use artifacts_runtime::attempt::{Build, BuildFailure};
 use artifacts_runtime::latest::{move_forward, Moved};
+use artifacts_runtime::neutral_tag::{self, NEUTRAL_TAG};
 use artifacts_runtime::logs::BuildLog;
 use artifacts_runtime::metrics::record_stage;
 use artifacts_runtime::{registry, registry_gate};
 use artifacts_runtime::{Nats, Settings};
 use artifacts_schemas::messages::image::pull_command;
 use artifacts_schemas::{
-    BuildId, BuildKind, ImageBuildResult, ImageJob, ImageQuery, ImageRecord, ImageRepository, Timestamp,
+    Architecture, BuildId, BuildKind, ImageBuildResult, ImageJob, ImageQuery, ImageRecord, ImageRepository, Timestamp,
 };
 
 /// Where the submitted Dockerfile sits in the assembled context (a name no user file is likely to have).
@@ -46,6 +47,10 @@ impl Build for ImageBuild {
         format!("component {} branch {} for {}", self.job.component, self.job.branch, self.job.architecture)
     }
 
+    fn architecture(&self) -> Architecture {
+        self.job.architecture
+    }
+
     async fn run(&self, work_dir: &Path, log: &mut BuildLog) -> Result<ImageBuildResult, BuildFailure> {
         build_and_push(&self.nats, &self.settings, &self.job, work_dir, log).await
     }
@@ -67,7 +72,14 @@ impl Build for ImageBuild {
             Moved::Forward { .. } => {
                 let repository = ImageRepository::new(&job.component, &job.branch).to_string();
                 registry::copy_tag(&self.settings, &repository, &immutable_tag(job), job.architecture.short()).await?;
-                log.write(&format!("pushed {} ({})", built.image_name, built.digest)).await
+                log.write(&format!("pushed {} ({})", built.image_name, built.digest)).await;
+                // The image is stored either way: a list that could not be published is only reported.
+                match neutral_tag::refresh(&self.nats, &self.settings, &job.component, &job.branch).await {
+                    Ok(()) => {
+                        log.write(&format!("{repository}:{NEUTRAL_TAG} lists every architecture's latest image")).await
+                    }
+                    Err(err) => log.write(&format!("warning: {repository}:{NEUTRAL_TAG} is not updated: {err}")).await,
+                }
             }
             Moved::Behind { newer } => {
                 log.write(&format!("pushed {}; build {newer} is newer and stays the latest", built.immutable_name))

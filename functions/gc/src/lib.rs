@@ -60,7 +60,7 @@ async fn answer(nats: &Nats, settings: &Settings, request: &Request) -> Reply {
     let answered = match request.endpoint {
         Endpoint::BuildCancel => manage::cancel(nats, &request.caller, payload).await,
         Endpoint::BuildPin => manage::pin(nats, &request.caller, payload).await,
-        Endpoint::ImageDelete => manage::delete_image(nats, &request.caller, payload).await,
+        Endpoint::ImageDelete => manage::delete_image(nats, settings, &request.caller, payload).await,
         Endpoint::ComponentDelete => manage::delete_component(nats, &request.caller, payload).await,
         Endpoint::GcRun => match parse_json::<GcRequest>(if payload.is_empty() { b"{}" } else { payload }) {
             // Boxed: the collection's state is large, the service's handler future stays small.

@@ -4,7 +4,7 @@ use artifacts_runtime::auth::Caller;
 use artifacts_runtime::builds;
 use artifacts_runtime::nats::{read_json, remove_object, unavailable};
 use artifacts_runtime::service::Reply;
-use artifacts_runtime::{trigger_index, Nats};
+use artifacts_runtime::{neutral_tag, trigger_index, Nats, Settings};
 use artifacts_schemas::messages::keys::Scope;
 use artifacts_schemas::messages::manage::{BuildPinRequest, Deleted, DeletedStatus};
 use artifacts_schemas::{
@@ -61,7 +61,12 @@ pub async fn pin(nats: &Nats, caller: &Caller, payload: &[u8]) -> Result<Reply, 
 
 /// The image target answers 404 from now on; its registry manifests go at the next collection (the
 /// collector deletes manifests no retained build names).
-pub async fn delete_image(nats: &Nats, caller: &Caller, payload: &[u8]) -> Result<Reply, RequestError> {
+pub async fn delete_image(
+    nats: &Nats,
+    settings: &Settings,
+    caller: &Caller,
+    payload: &[u8],
+) -> Result<Reply, RequestError> {
     let query: ImageQuery = parse_json(payload)?;
     caller.require_for(Scope::Build, &query.component)?;
     let key = query.record_key();
@@ -72,6 +77,10 @@ pub async fn delete_image(nats: &Nats, caller: &Caller, payload: &[u8]) -> Resul
         )));
     }
     nats.stores.images.purge(&key).await.map_err(unavailable)?;
+    // The neutral tag stops listing it; the registry being away leaves that to the branch's next build.
+    if let Err(err) = neutral_tag::refresh(nats, settings, &query.component, &query.branch).await {
+        tracing::warn!(%err, "the image is deleted, but its repository's neutral tag still lists it");
+    }
     Ok(Reply::ok(&Deleted { status: DeletedStatus::Deleted }))
 }
 

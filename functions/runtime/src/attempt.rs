@@ -32,7 +32,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use artifacts_schemas::{BuildId, BuildResult, BuildStatus, Timestamp};
+use artifacts_schemas::{Architecture, BuildId, BuildResult, BuildStatus, Timestamp};
+
+use crate::configuration::native_architecture;
 
 use crate::builds;
 use crate::jobs::{Delivery, Outcome};
@@ -60,6 +62,9 @@ pub trait Build: Send + Sync {
 
     /// A line for the log's header, e.g. `component libfoo tag v1 for linux/amd64`.
     fn describe(&self) -> String;
+
+    /// What the build is for: a foreign one runs under emulation, and its log says so.
+    fn architecture(&self) -> Architecture;
 
     /// Runs the build in `work_dir`, a fresh directory that is removed after the attempt.
     fn run(
@@ -123,7 +128,8 @@ pub async fn attempt<B: Build>(
         let last = record.error_message.unwrap_or_else(|| "the worker stopped during the build".into());
         return conclude(nats, build, &mut log, Err(format!("gave up after {max_attempts} attempts: {last}"))).await;
     }
-    log.write(&format!("== attempt {} of {max_attempts}: {} ==", record.attempts, build.describe())).await;
+    let emulated = if build.architecture() == native_architecture() { "" } else { " (under QEMU emulation)" };
+    log.write(&format!("== attempt {} of {max_attempts}: {}{emulated} ==", record.attempts, build.describe())).await;
     // What an earlier attempt of this build left, if its worker was killed.
     leftovers::remove(settings, build_id).await;
     let stopped = match leftovers::fresh_work_dir(build_id).await {

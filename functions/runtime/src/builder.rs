@@ -18,6 +18,7 @@ use artifacts_schemas::{Architecture, BuildKind, Endpoint, RequestError};
 
 use crate::attempt::{attempt, Build};
 use crate::auth::Authenticator;
+use crate::configuration::native_architecture;
 use crate::jobs::{self, Delivery, WorkerSpec};
 use crate::leftovers;
 use crate::nats::{unavailable, ResourceNames};
@@ -26,6 +27,9 @@ use crate::{Nats, Settings};
 
 /// `$SRV.INFO` metadata key listing the platforms a build function builds, comma-separated.
 pub const ARCHITECTURES_METADATA: &str = "architectures";
+
+/// `$SRV.INFO` metadata key listing those of them it builds under QEMU emulation.
+pub const EMULATED_METADATA: &str = "emulated";
 
 pub struct BuilderSpec {
     pub service: &'static str,
@@ -53,11 +57,22 @@ where
     let settings = Arc::new(settings);
     let architectures = settings.build_architectures();
     let platforms: Vec<&str> = architectures.iter().map(|a| a.platform()).collect();
+    let emulated: Vec<&str> =
+        architectures.iter().filter(|a| **a != native_architecture()).map(|a| a.platform()).collect();
+    tracing::info!(
+        native = native_architecture().platform(),
+        emulated = %emulated.join(","),
+        "building {}",
+        platforms.join(", ")
+    );
     let service_spec = ServiceSpec {
         name: spec.service,
         description: spec.description,
         endpoints: vec![spec.endpoint],
-        metadata: HashMap::from([(ARCHITECTURES_METADATA.to_owned(), platforms.join(","))]),
+        metadata: HashMap::from([
+            (ARCHITECTURES_METADATA.to_owned(), platforms.join(",")),
+            (EMULATED_METADATA.to_owned(), emulated.join(",")),
+        ]),
     };
     let (submit_nats, submit_settings) = (nats.clone(), Arc::clone(&settings));
     let authenticator = Authenticator::start(settings.admin_key(), &nats, shutdown.clone());

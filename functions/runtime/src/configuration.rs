@@ -116,12 +116,17 @@ pub struct GatewaySettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NatsSettings {
+    /// One server, or several comma-separated (`nats://a:4222,nats://b:4222`): the nodes of a cluster,
+    /// tried in turn at start and failed over to when the connected one goes.
     pub url: String,
     pub prefix: String,
     /// How long a process keeps trying to reach NATS at start.
     pub connect_timeout_secs: u64,
     /// How long a request/reply may take.
     pub request_timeout_secs: u64,
+    /// Replicas of every stream, bucket and object store: 1 on one server, 3 on a cluster (at most 5,
+    /// and no more than the cluster's nodes).
+    pub replicas: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -153,8 +158,9 @@ pub struct DockerSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BuildSettings {
-    /// Architectures this worker's engine builds (default: the host's own). Add others only where
-    /// qemu/binfmt makes the engine able to run their binaries.
+    /// Architectures this worker's engine builds. Empty (the default): the host's own, and those the
+    /// kernel runs under QEMU user emulation (`qemu-user-static` registered with binfmt_misc, with the
+    /// `F` flag that containers need) when the engine is on this host.
     #[serde(deserialize_with = "list")]
     pub architectures: Vec<String>,
     /// Builds one worker runs at once.
@@ -264,6 +270,7 @@ impl Default for NatsSettings {
             prefix: "artifacts".into(),
             connect_timeout_secs: 30,
             request_timeout_secs: 10,
+            replicas: 1,
         }
     }
 }
@@ -276,14 +283,8 @@ impl Default for RegistrySettings {
 
 impl Default for BuildSettings {
     fn default() -> Self {
-        let native = match std::env::consts::ARCH {
-            "aarch64" => "arm64",
-            "arm" => "arm/v7",
-            "x86" => "386",
-            _ => "amd64",
-        };
         Self {
-            architectures: vec![native.into()],
+            architectures: Vec::new(),
             slots: 2,
             timeout_secs: 30 * 60,
             memory_bytes: 2 * 1024 * 1024 * 1024 - 1,
@@ -363,6 +364,12 @@ impl Settings {
                 self.nats.prefix
             )));
         }
+        if !(1..=5).contains(&self.nats.replicas) {
+            return Err(SettingsError::Invalid(format!(
+                "nats.replicas is {}: JetStream keeps 1 to 5 replicas (3 on a 3-node cluster)",
+                self.nats.replicas
+            )));
+        }
         if self.git.allowed_schemes.is_empty() {
             return Err(SettingsError::Invalid("git.allowed_schemes must name at least one scheme".into()));
         }
@@ -419,8 +426,18 @@ impl Settings {
     }
 
     /// The architectures of `build.architectures`, parsed (validated at load).
+    /// What this worker builds (see `build.architectures`), the host's own first.
     pub fn build_architectures(&self) -> Vec<Architecture> {
-        self.build.architectures.iter().filter_map(|a| Architecture::parse(a).ok()).collect()
+        if !self.build.architectures.is_empty() {
+            return self.build.architectures.iter().filter_map(|a| Architecture::parse(a).ok()).collect();
+        }
+        let mut architectures = vec![native_architecture()];
+        // binfmt_misc is the kernel's: what it says holds for an engine on this host only.
+        let local_engine = self.docker_host().starts_with("unix://");
+        if local_engine {
+            architectures.extend(Architecture::ALL.into_iter().filter(|a| *a != native_architecture() && emulated_here(*a)));
+        }
+        architectures
     }
 
     pub fn subjects(&self) -> Subjects {
@@ -430,6 +447,32 @@ impl Settings {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.nats.request_timeout_secs.max(1))
     }
+}
+
+/// The architecture this program runs on.
+pub fn native_architecture() -> Architecture {
+    match std::env::consts::ARCH {
+        "aarch64" => Architecture::Arm64,
+        "arm" => Architecture::ArmV7,
+        "x86" => Architecture::I386,
+        _ => Architecture::Amd64,
+    }
+}
+
+/// Whether the kernel runs `architecture`'s binaries under QEMU, in containers too: a binfmt_misc entry
+/// that is enabled and has the `F` flag (the interpreter opened at registration, so it works in another
+/// mount namespace).
+pub fn emulated_here(architecture: Architecture) -> bool {
+    let qemu = match architecture {
+        Architecture::Amd64 => "x86_64",
+        Architecture::Arm64 => "aarch64",
+        Architecture::ArmV7 => "arm",
+        Architecture::I386 => "i386",
+    };
+    let Ok(entry) = std::fs::read_to_string(format!("/proc/sys/fs/binfmt_misc/qemu-{qemu}")) else { return false };
+    let enabled = entry.lines().next() == Some("enabled");
+    let fixed = entry.lines().any(|line| line.strip_prefix("flags: ").is_some_and(|flags| flags.contains('F')));
+    enabled && fixed
 }
 
 /// `uid:gid`, or empty for none.

@@ -26,6 +26,7 @@ pub mod logs;
 pub mod metrics;
 pub mod nats;
 pub mod nats_users;
+pub mod neutral_tag;
 pub mod registry;
 pub mod registry_auth;
 pub mod registry_gate;

@@ -135,7 +135,7 @@ pub async fn connect(settings: &Settings, process_name: &str) -> anyhow::Result<
     let url = &settings.nats.url;
     let deadline = Instant::now() + Duration::from_secs(settings.nats.connect_timeout_secs);
     // async-nats 0.51 ignores credentials in the URL: take them out and pass them as options.
-    let (address, credentials) = split_credentials(url);
+    let (servers, credentials) = split_credentials(url);
     let client = loop {
         let options = match &credentials {
             Some((user, password)) => {
@@ -148,7 +148,7 @@ pub async fn connect(settings: &Settings, process_name: &str) -> anyhow::Result<
             .custom_inbox_prefix(SERVICE_INBOX_PREFIX)
             .connection_timeout(Duration::from_secs(5))
             .request_timeout(Some(settings.request_timeout()))
-            .connect(address.as_str())
+            .connect(servers.as_slice())
             .await;
         match attempt {
             Ok(client) => break client,
@@ -166,15 +166,15 @@ pub async fn connect(settings: &Settings, process_name: &str) -> anyhow::Result<
     tracing::info!(url = %redact_url(url), "connected to NATS");
     let jetstream = jetstream::new(client.clone());
     let subjects = settings.subjects();
-    let stores = ensure_resources(&jetstream, &subjects).await.with_context(|| {
+    let stores = ensure_resources(&jetstream, &subjects, settings.nats.replicas).await.with_context(|| {
         format!("cannot set up JetStream on {}: is the server running with JetStream enabled (-js)?", redact_url(url))
     })?;
     Ok(Nats { client, jetstream, subjects, stores })
 }
 
-/// `nats://user:password@host:port` -> (`nats://host:port`, (user, password)); the first server's
-/// credentials apply to all.
-fn split_credentials(url: &str) -> (String, Option<(String, String)>) {
+/// `nats://user:password@host:port,...` -> ([`nats://host:port`, ...], (user, password)); the first
+/// server's credentials apply to all.
+fn split_credentials(url: &str) -> (Vec<String>, Option<(String, String)>) {
     let mut credentials = None;
     let servers: Vec<String> = url
         .split(',')
@@ -191,18 +191,22 @@ fn split_credentials(url: &str) -> (String, Option<(String, String)>) {
             }
         })
         .collect();
-    (servers.join(","), credentials)
+    (servers, credentials)
 }
 
 /// Creates every stream and bucket that is missing. Processes starting together race to create the same
 /// streams, and the server refuses the loser's create (e.g. "subjects overlap with an existing stream")
 /// while the winner's is not yet in place: every step is idempotent, so a refused round is simply run again.
-pub async fn ensure_resources(js: &jetstream::Context, subjects: &Subjects) -> anyhow::Result<Stores> {
+pub async fn ensure_resources(
+    js: &jetstream::Context,
+    subjects: &Subjects,
+    replicas: usize,
+) -> anyhow::Result<Stores> {
     const ROUNDS: u32 = 10;
     let mut round = 1;
     loop {
         // Boxed: the set-up future is large, and callers (tests especially) hold many at once.
-        match Box::pin(create_resources(js, subjects)).await {
+        match Box::pin(create_resources(js, subjects, replicas)).await {
             Ok(stores) => return Ok(stores),
             Err(err) if round < ROUNDS => {
                 tracing::debug!(error = %format!("{err:#}"), round, "JetStream set-up raced another process; again");
@@ -214,7 +218,7 @@ pub async fn ensure_resources(js: &jetstream::Context, subjects: &Subjects) -> a
     }
 }
 
-async fn create_resources(js: &jetstream::Context, subjects: &Subjects) -> anyhow::Result<Stores> {
+async fn create_resources(js: &jetstream::Context, subjects: &Subjects, replicas: usize) -> anyhow::Result<Stores> {
     let names = ResourceNames::new(subjects);
     // Created or updated, as the logs and push streams: byte caps reach deployments made before them.
     js.create_or_update_stream(stream::Config {
@@ -228,6 +232,7 @@ async fn create_resources(js: &jetstream::Context, subjects: &Subjects) -> anyho
         max_message_size: MAX_RECORD_BYTES,
         // A full queue refuses new builds rather than dropping queued ones.
         discard: stream::DiscardPolicy::New,
+        num_replicas: replicas,
         ..Default::default()
     })
     .await
@@ -244,6 +249,7 @@ async fn create_resources(js: &jetstream::Context, subjects: &Subjects) -> anyho
         max_message_size: MAX_PUSH_EVENT_BYTES as i32,
         // Forges redeliver a webhook for hours; a delivery id seen within a day collapses into one event.
         duplicate_window: Duration::from_secs(24 * 3600),
+        num_replicas: replicas,
         ..Default::default()
     })
     .await
@@ -257,6 +263,7 @@ async fn create_resources(js: &jetstream::Context, subjects: &Subjects) -> anyho
         max_age: Duration::from_secs(30 * 24 * 3600),
         max_bytes: PUSH_STREAM_BYTES,
         discard: stream::DiscardPolicy::Old,
+        num_replicas: replicas,
         ..Default::default()
     })
     .await
@@ -272,37 +279,39 @@ async fn create_resources(js: &jetstream::Context, subjects: &Subjects) -> anyho
         max_message_size: MAX_RECORD_BYTES,
         max_age: Duration::from_secs(30 * 24 * 3600),
         discard: stream::DiscardPolicy::Old,
+        num_replicas: replicas,
         ..Default::default()
     })
     .await
     .context("logs stream")?;
-    let builds = key_value(js, names.builds_bucket(), "Build records by build id", 1).await?;
+    let builds = key_value(js, replicas, names.builds_bucket(), "Build records by build id", 1).await?;
     let build_index =
-        key_value(js, names.build_index_bucket(), "Build ids newest first: every build and per component", 1).await?;
-    let active = key_value(js, names.active_bucket(), "Queued or running build per submission hash", 1).await?;
-    let sources = key_value(js, names.sources_bucket(), "Where each component's source is known from", 1).await?;
+        key_value(js, replicas, names.build_index_bucket(), "Build ids newest first: every build and per component", 1).await?;
+    let active = key_value(js, replicas, names.active_bucket(), "Queued or running build per submission hash", 1).await?;
+    let sources = key_value(js, replicas, names.sources_bucket(), "Where each component's source is known from", 1).await?;
     let pushes =
-        key_value(js, names.pushes_bucket(), "Pushes handled by the git trigger, latest triggered builds", 1).await?;
-    let keys = key_value(js, names.keys_bucket(), "Managed API keys by key id: hashes, never secrets", 1).await?;
+        key_value(js, replicas, names.pushes_bucket(), "Pushes handled by the git trigger, latest triggered builds", 1).await?;
+    let keys = key_value(js, replicas, names.keys_bucket(), "Managed API keys by key id: hashes, never secrets", 1).await?;
     let upload_grants =
-        key_value(js, names.upload_grants_bucket(), "Who may use each uploaded build context", 1).await?;
-    let images = key_value(js, names.images_bucket(), "Latest image per component/branch/architecture", 10).await?;
+        key_value(js, replicas, names.upload_grants_bucket(), "Who may use each uploaded build context", 1).await?;
+    let images = key_value(js, replicas, names.images_bucket(), "Latest image per component/branch/architecture", 10).await?;
     let components =
-        key_value(js, names.components_bucket(), "Latest component per component/tag/architecture", 10).await?;
-    let archives = object_store(js, names.archives_bucket(), "Component tarballs (.tar.gz)", ARCHIVES_BYTES).await?;
+        key_value(js, replicas, names.components_bucket(), "Latest component per component/tag/architecture", 10).await?;
+    let archives = object_store(js, replicas, names.archives_bucket(), "Component tarballs (.tar.gz)", ARCHIVES_BYTES).await?;
     let uploads =
-        object_store(js, names.uploads_bucket(), "Build sources: Dockerfiles and contexts", UPLOADS_BYTES).await?;
+        object_store(js, replicas, names.uploads_bucket(), "Build sources: Dockerfiles and contexts", UPLOADS_BYTES).await?;
     let repositories =
-        key_value(js, names.repositories_bucket(), "The component of each registry repository", 1).await?;
+        key_value(js, replicas, names.repositories_bucket(), "The component of each registry repository", 1).await?;
     let trigger_index = key_value(
         js,
+        replicas,
         names.trigger_index_bucket(),
         "Components per repository and dependants per component version, for the git trigger",
         1,
     )
     .await?;
     let registry_gate =
-        key_value(js, names.registry_gate_bucket(), "Registry pushes in flight and the blob collection", 1).await?;
+        key_value(js, replicas, names.registry_gate_bucket(), "Registry pushes in flight and the blob collection", 1).await?;
     Ok(Stores {
         builds,
         build_index,
@@ -351,11 +360,13 @@ const GIB: i64 = 1024 * MIB;
 
 async fn object_store(
     js: &jetstream::Context,
+    replicas: usize,
     bucket: String,
     description: &str,
     max_bytes: i64,
 ) -> anyhow::Result<object_store::ObjectStore> {
     if let Ok(store) = js.get_object_store(&bucket).await {
+        ensure_replicas(js, &format!("OBJ_{bucket}"), replicas).await?;
         return Ok(store);
     }
     js.create_object_store(object_store::Config {
@@ -363,10 +374,23 @@ async fn object_store(
         description: Some(description.into()),
         storage: stream::StorageType::File,
         max_bytes,
+        num_replicas: replicas,
         ..Default::default()
     })
     .await
     .with_context(|| format!("object store {bucket}"))
+}
+
+/// A bucket made before `nats.replicas` changed is scaled to it: the server copies it to the new
+/// replicas (or drops the extra ones) in the background.
+async fn ensure_replicas(js: &jetstream::Context, stream: &str, replicas: usize) -> anyhow::Result<()> {
+    let mut config = js.get_stream(stream).await.with_context(|| format!("stream {stream}"))?.cached_info().config.clone();
+    if config.num_replicas != replicas {
+        tracing::info!(stream, from = config.num_replicas, to = replicas, "changing the replicas");
+        config.num_replicas = replicas;
+        js.update_stream(config).await.with_context(|| format!("scaling {stream} to {replicas} replicas"))?;
+    }
+    Ok(())
 }
 
 /// Creates the bucket's stream directly with the configuration `create_key_value` would use:
@@ -374,6 +398,7 @@ async fn object_store(
 /// account info.
 async fn key_value(
     js: &jetstream::Context,
+    replicas: usize,
     bucket: String,
     description: &str,
     history: i64,
@@ -390,11 +415,12 @@ async fn key_value(
         deny_delete: true,
         allow_direct: true,
         discard: stream::DiscardPolicy::New,
-        num_replicas: 1,
+        num_replicas: replicas,
         ..Default::default()
     })
     .await
     .with_context(|| format!("key-value bucket {bucket}"))?;
+    ensure_replicas(js, &format!("KV_{bucket}"), replicas).await?;
     js.get_key_value(&bucket).await.with_context(|| format!("key-value bucket {bucket}"))
 }
 
@@ -491,9 +517,17 @@ mod tests {
     fn credentials_come_out_of_urls() {
         assert_eq!(
             split_credentials("nats://service:pw@127.0.0.1:4222"),
-            ("nats://127.0.0.1:4222".into(), Some(("service".into(), "pw".into())))
+            (vec!["nats://127.0.0.1:4222".to_owned()], Some(("service".into(), "pw".into())))
         );
-        assert_eq!(split_credentials("nats://127.0.0.1:4222"), ("nats://127.0.0.1:4222".into(), None));
-        assert_eq!(split_credentials("localhost:4222").0, "nats://localhost:4222");
+        assert_eq!(split_credentials("nats://127.0.0.1:4222"), (vec!["nats://127.0.0.1:4222".to_owned()], None));
+        assert_eq!(split_credentials("localhost:4222").0, ["nats://localhost:4222"]);
+        // A cluster: every node, the first one's credentials for all.
+        assert_eq!(
+            split_credentials("nats://service:pw@a:4222, nats://b:4223,c:4224"),
+            (
+                vec!["nats://a:4222".to_owned(), "nats://b:4223".to_owned(), "nats://c:4224".to_owned()],
+                Some(("service".into(), "pw".into()))
+            )
+        );
     }
 }

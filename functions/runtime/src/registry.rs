@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use artifacts_schemas::Architecture;
+
 use crate::registry_auth::{builder_password, BUILDER_USER};
 use crate::Settings;
 
@@ -74,6 +76,69 @@ pub async fn delete_manifest(settings: &Settings, repository: &str, digest: &str
         return Ok(());
     }
     answer.error_for_status().map(drop).map_err(failed)
+}
+
+const MANIFEST_LIST_TYPE: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// Makes `tag` of `repository` a multi-platform manifest list of `members` (each architecture's image
+/// manifest, by digest), and deletes the list it named before, so that old lists do not keep the blobs
+/// of collected images. No members: the tag goes.
+pub async fn publish_manifest_list(
+    settings: &Settings,
+    repository: &str,
+    tag: &str,
+    members: &[(Architecture, String)],
+) -> Result<(), String> {
+    let client = reqwest::Client::builder().timeout(TIMEOUT).build().map_err(|err| err.to_string())?;
+    let manifests = format!("http://{}/v2/{repository}/manifests", settings.registry.address);
+    let head = |reference: &str, token: Option<&str>| {
+        let mut request = client.head(format!("{manifests}/{reference}")).header(reqwest::header::ACCEPT, MANIFEST_TYPES);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    let failed = |err: reqwest::Error| format!("cannot publish {repository}:{tag}: {err}");
+    let (previous, token) = with_token(&client, settings, repository, |token| head(tag, token)).await.map_err(failed)?;
+    let header = |answer: &reqwest::Response, name: &str| {
+        answer.headers().get(name).and_then(|value| value.to_str().ok()).map(str::to_owned)
+    };
+    // Only a list this function published is replaced; an image someone pushed as `latest` by hand stays
+    // until a list takes its tag.
+    let previous = previous
+        .status()
+        .is_success()
+        .then(|| header(&previous, "content-type").filter(|kind| kind == MANIFEST_LIST_TYPE))
+        .flatten()
+        .and_then(|_| header(&previous, "docker-content-digest"));
+    let mut entries = Vec::new();
+    for (architecture, digest) in members {
+        let answer = head(digest, token.as_deref()).await.and_then(reqwest::Response::error_for_status).map_err(failed)?;
+        let media_type = header(&answer, "content-type").unwrap_or_default();
+        let size: u64 = header(&answer, "content-length").and_then(|size| size.parse().ok()).unwrap_or_default();
+        let mut platform = serde_json::json!({"os": "linux", "architecture": architecture.oci_architecture()});
+        if let Some(variant) = architecture.oci_variant() {
+            platform["variant"] = variant.into();
+        }
+        entries.push(serde_json::json!({"mediaType": media_type, "size": size, "digest": digest, "platform": platform}));
+    }
+    let mut published = None;
+    if !entries.is_empty() {
+        let list = serde_json::json!({"schemaVersion": 2, "mediaType": MANIFEST_LIST_TYPE, "manifests": entries});
+        let mut put = client
+            .put(format!("{manifests}/{tag}"))
+            .header(reqwest::header::CONTENT_TYPE, MANIFEST_LIST_TYPE)
+            .body(list.to_string());
+        if let Some(token) = &token {
+            put = put.bearer_auth(token);
+        }
+        let answer = put.send().await.and_then(reqwest::Response::error_for_status).map_err(failed)?;
+        published = header(&answer, "docker-content-digest");
+    }
+    match previous {
+        Some(previous) if Some(&previous) != published.as_ref() => delete_manifest(settings, repository, &previous).await,
+        _ => Ok(()),
+    }
 }
 
 /// Sends a request; when the registry asks for a token, gets one for the workers and sends it again.

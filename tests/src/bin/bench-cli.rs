@@ -1,10 +1,11 @@
 //! Benchmark of the `artifacts` client against curl on the same URLs, in the same run:
 //!
 //! 1. `artifacts component get` of a 1 GiB archive (to a file, digest checked) against `curl -o` of its
-//!    download URL, through a gateway process of its own; the client's peak resident memory from
-//!    `wait4`.
+//!    download URL, through a gateway process of its own; the client's peak resident memory from GNU
+//!    time.
 //! 2. `artifacts image build --detach` of a 200 MiB context directory (packed honouring .dockerignore,
-//!    uploaded) against `curl -F` of the same context already packed, to the 202 answer.
+//!    while it uploads) against `curl -F` of the same context already packed, to the 202 answer. Each
+//!    upload starts a build; the next upload waits for it to end, so none shares the machine with one.
 //!
 //!     cargo run --release -p artifacts-tests --bin bench-cli [-- DOWNLOAD_MIB UPLOAD_MIB]
 
@@ -37,6 +38,25 @@ fn measured(command: &mut Command) -> (Duration, f64) {
     assert!(status.success(), "{command:?} failed");
     let kib: f64 = std::fs::read_to_string(report.path()).unwrap().trim().lines().last().unwrap().parse().unwrap();
     (took, kib / 1024.0)
+}
+
+/// Waits until no build is queued or running, so that an upload never shares the machine with the build
+/// the previous one started.
+async fn settle(http: &reqwest::Client, base: &str) {
+    for _ in 0..600 {
+        let mut busy = false;
+        for status in ["queued", "running"] {
+            let url = format!("{base}/api/v1/builds?status={status}");
+            let listed: serde_json::Value =
+                http.get(url).bearer_auth(ADMIN_KEY).send().await.unwrap().json().await.unwrap();
+            busy |= listed["builds"].as_array().is_some_and(|builds| !builds.is_empty());
+        }
+        if !busy {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("builds still running after 5 minutes");
 }
 
 fn best(runs: &[(Duration, f64)]) -> (Duration, f64) {
@@ -117,6 +137,7 @@ async fn main() {
                 .args(["-F", &format!("component={component}-curl"), "-F", "branch=main", "-F", "architecture=amd64"])
                 .arg(&images),
         ));
+        settle(&app.http, &base).await;
         cli_runs.push(measured(cli(&base, work.path()).args(["image", "build"]).arg(&context).args([
             "--component",
             &format!("{component}-cli"),
@@ -125,6 +146,7 @@ async fn main() {
             "--detach",
             "--json",
         ])));
+        settle(&app.http, &base).await;
     }
     let ((curl, curl_rss), (ours, ours_rss)) = (best(&curl_runs), best(&cli_runs));
     println!("### `artifacts image build --detach` of a {upload_mib} MiB context (best of 3)\n");
