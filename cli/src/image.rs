@@ -4,11 +4,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{anyhow, Context as _};
+use bytes::{Bytes, BytesMut};
 use futures::StreamExt as _;
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
-use bytes::{Bytes, BytesMut};
-use ignore::gitignore::{Gitignore, GitignoreBuilder};
 
 use crate::builds::{follow, outcome};
 use crate::client::{list_catalog, text, Client};
@@ -51,9 +51,8 @@ pub async fn build(client: &Client, args: BuildArgs) -> anyhow::Result<ExitCode>
                 counted.inc(chunk.len() as u64);
             }
         });
-        let context = Part::stream(reqwest::Body::wrap_stream(stream))
-            .file_name("context.tar")
-            .mime_str("application/x-tar")?;
+        let context =
+            Part::stream(reqwest::Body::wrap_stream(stream)).file_name("context.tar").mime_str("application/x-tar")?;
         let mut form = Form::new()
             .part("dockerfile", Part::bytes(dockerfile.clone()).file_name("Dockerfile"))
             .part("context", context)

@@ -98,7 +98,8 @@ pub async fn run(config: Option<PathBuf>, data_dir: PathBuf, nats_nodes: usize) 
             .collect();
         let mut pids = Vec::new();
         for (n, &node_port) in nodes.iter().enumerate() {
-            let (bin, host, routes, route_password) = (bin.clone(), host.to_owned(), routes.join(","), route_password.clone());
+            let (bin, host, routes, route_password) =
+                (bin.clone(), host.to_owned(), routes.join(","), route_password.clone());
             let (conf, store) = match nats_nodes {
                 1 => (data_dir.join("nats-server.auth.conf"), data_dir.join("nats")),
                 _ => (data_dir.join("nats-server.cluster.conf"), data_dir.join(NATS_NODES[n])),
@@ -282,9 +283,8 @@ impl NatsUsers {
     /// pids in `pids`, which change when a server is restarted).
     fn follow_keys(self, nats: Nats, pids: Vec<Arc<AtomicU32>>) {
         // Every node of a cluster reads the same users file.
-        let reload = move || {
-            pids.iter().try_for_each(|pid| nats_users::reload_by_signal(pid.load(Ordering::Relaxed))())
-        };
+        let reload =
+            move || pids.iter().try_for_each(|pid| nats_users::reload_by_signal(pid.load(Ordering::Relaxed))());
         let never = tokio_util::sync::CancellationToken::new();
         tokio::spawn(nats_users::follow(nats.stores.keys, self.subjects, self.fixed, self.file, reload, never));
     }

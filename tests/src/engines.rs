@@ -118,7 +118,8 @@ pub fn busybox_binary(architecture: Architecture) -> PathBuf {
 /// architecture, so images built from it are of that architecture too. (`docker import --platform`
 /// would label it with the engine's own architecture on Docker 20.10.)
 pub fn busybox_image(architecture: Architecture) -> PathBuf {
-    let out = std::env::temp_dir().join(format!("artifacts-busybox-{}-{}.tar", architecture.short(), std::process::id()));
+    let out =
+        std::env::temp_dir().join(format!("artifacts-busybox-{}-{}.tar", architecture.short(), std::process::id()));
     if out.exists() {
         return out;
     }
@@ -133,13 +134,16 @@ pub fn busybox_image(architecture: Architecture) -> PathBuf {
     })
     .to_string();
     let config_name = format!("{}.json", hex::encode(Sha256::digest(config.as_bytes())));
-    let manifest = serde_json::json!([{"Config": config_name, "RepoTags": ["busybox:latest"], "Layers": ["layer.tar"]}]);
+    let manifest =
+        serde_json::json!([{"Config": config_name, "RepoTags": ["busybox:latest"], "Layers": ["layer.tar"]}]);
     // Made aside and renamed: tests running at once may make it together.
     let partial = tempfile::NamedTempFile::new_in(std::env::temp_dir()).expect("a temporary file");
     let mut tarball = tar::Builder::new(partial.reopen().expect("the image tarball"));
-    for (name, bytes) in
-        [("layer.tar", layer), (config_name.as_str(), config.into_bytes()), ("manifest.json", manifest.to_string().into_bytes())]
-    {
+    for (name, bytes) in [
+        ("layer.tar", layer),
+        (config_name.as_str(), config.into_bytes()),
+        ("manifest.json", manifest.to_string().into_bytes()),
+    ] {
         let mut header = tar::Header::new_gnu();
         header.set_size(bytes.len() as u64);
         header.set_mode(0o644);

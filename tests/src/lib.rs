@@ -121,10 +121,10 @@ impl NatsServer {
 
     /// This node's `server_name`.
     pub fn name(&self) -> String {
-        self.cluster_env.iter().find(|(name, _)| *name == "ARTIFACTS_NATS_SERVER_NAME").map_or_else(
-            || "artifacts".to_owned(),
-            |(_, value)| value.clone(),
-        )
+        self.cluster_env
+            .iter()
+            .find(|(name, _)| *name == "ARTIFACTS_NATS_SERVER_NAME")
+            .map_or_else(|| "artifacts".to_owned(), |(_, value)| value.clone())
     }
 
     /// The users every test deployment with users has.
@@ -421,7 +421,9 @@ impl TestApp {
     ) -> Self {
         let with_users = !nats_server.config.ends_with("nats-server.conf");
         let url = match with_users {
-            true => std::iter::once(&nats_server).chain(&peers).map(NatsServer::service_url).collect::<Vec<_>>().join(","),
+            true => {
+                std::iter::once(&nats_server).chain(&peers).map(NatsServer::service_url).collect::<Vec<_>>().join(",")
+            }
             false => nats_server.url(),
         };
         let mut settings = test_settings(&url);
@@ -478,6 +480,25 @@ impl TestApp {
             test_app.wait_for_service("artifacts-git-trigger").await;
         }
         test_app
+    }
+
+    /// The build-image function as a process of its own (so a test can kill it), on this stack's NATS
+    /// and registry and with its settings: the command, for the test to add to and spawn.
+    pub fn build_image_command(&self) -> Command {
+        let mut command = Command::new(workspace_binary("artifacts-build-image"));
+        command
+            .env("ARTIFACTS__NATS__URL", &self.settings.nats.url)
+            .env("ARTIFACTS__NATS__REPLICAS", self.settings.nats.replicas.to_string())
+            .env("ARTIFACTS_ADMIN_KEY", ADMIN_KEY)
+            .env("ARTIFACTS__REGISTRY__ADDRESS", &self.settings.registry.address)
+            .env("ARTIFACTS__BUILD__ACK_WAIT_SECS", self.settings.build.ack_wait_secs.to_string())
+            .env("ARTIFACTS__BUILD__ARCHITECTURES", self.settings.build.architectures.join(","))
+            .env("ARTIFACTS__LOG__FORMAT", "json")
+            .env_remove("ARTIFACTS_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        command
     }
 
     /// Waits until a micro service answers `$SRV.PING.<name>`.

@@ -8,35 +8,22 @@
 //! - An image built for amd64 and arm64 is one manifest list under `latest`; pulled for arm64 it runs
 //!   arm64 binaries.
 
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use serde_json::{json, Value};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use artifacts_schemas::Architecture;
 use artifacts_tests::engines::DockerEngine;
-use artifacts_tests::{require_docker, workspace_binary, Registry, TestApp, ADMIN_KEY};
+use artifacts_tests::{require_docker, Registry, TestApp, ADMIN_KEY};
 
 /// A build-image worker host: the function as a process, on `engine` (none: this machine's own),
 /// building `architectures`.
 async fn worker(app: &TestApp, engine: Option<&DockerEngine>, architectures: &str) -> Child {
-    let mut command = Command::new(workspace_binary("artifacts-build-image"));
-    command
-        .env("ARTIFACTS__NATS__URL", &app.settings.nats.url)
-        .env("ARTIFACTS__NATS__REPLICAS", "3")
-        .env("ARTIFACTS_ADMIN_KEY", ADMIN_KEY)
-        .env("ARTIFACTS__REGISTRY__ADDRESS", &app.settings.registry.address)
-        .env("ARTIFACTS__BUILD__ACK_WAIT_SECS", app.settings.build.ack_wait_secs.to_string())
-        .env("ARTIFACTS__BUILD__ARCHITECTURES", architectures)
-        .env("ARTIFACTS__LOG__FORMAT", "json")
-        .env_remove("ARTIFACTS_CONFIG")
-        .env_remove("DOCKER_HOST")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true);
+    let mut command = app.build_image_command();
+    command.env("ARTIFACTS__BUILD__ARCHITECTURES", architectures).env_remove("DOCKER_HOST");
     if let Some(engine) = engine {
         command.env("ARTIFACTS__DOCKER__HOST", &engine.host);
     }
@@ -80,7 +67,8 @@ async fn cluster_app() -> (TestApp, Registry) {
 
 /// Submits an image build, retrying while the cluster elects a new leader (a 503 is not an acceptance).
 async fn submit(app: &TestApp, component: &str, dockerfile: &str, architecture: &str) -> String {
-    let body = json!({"dockerfile": dockerfile, "component": component, "branch": "main", "architecture": architecture});
+    let body =
+        json!({"dockerfile": dockerfile, "component": component, "branch": "main", "architecture": architecture});
     for _ in 0..30 {
         let response = app.http.post(app.url("/api/v1/images")).bearer_auth(ADMIN_KEY).json(&body).send().await;
         let Ok(response) = response else { continue };
@@ -99,7 +87,9 @@ async fn submit(app: &TestApp, component: &str, dockerfile: &str, architecture: 
 async fn finished(app: &TestApp, build_id: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(240);
     while Instant::now() < deadline {
-        if let Ok(response) = app.http.get(app.url(&format!("/api/v1/builds/{build_id}"))).bearer_auth(ADMIN_KEY).send().await {
+        if let Ok(response) =
+            app.http.get(app.url(&format!("/api/v1/builds/{build_id}"))).bearer_auth(ADMIN_KEY).send().await
+        {
             let record: Value = response.json().await.unwrap_or_default();
             if ["succeeded", "failed", "cancelled"].contains(&record["status"].as_str().unwrap_or("")) {
                 return record;
@@ -150,7 +140,9 @@ async fn losing_the_jobs_leader_node_loses_and_doubles_no_build_and_lookups_keep
     let mut ids = Vec::new();
     for n in 0..4 {
         let component = format!("cluster{n}-{run}");
-        ids.push(submit(&app, &component, &format!("FROM busybox\nRUN sleep 2 && echo {component} > /x\n"), "amd64").await);
+        ids.push(
+            submit(&app, &component, &format!("FROM busybox\nRUN sleep 2 && echo {component} > /x\n"), "amd64").await,
+        );
     }
     // Mid-builds: the node leading the jobs stream goes, as a host that loses power.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -161,7 +153,9 @@ async fn losing_the_jobs_leader_node_loses_and_doubles_no_build_and_lookups_keep
     // Submissions go on while the cluster elects another leader.
     for n in 4..6 {
         let component = format!("cluster{n}-{run}");
-        ids.push(submit(&app, &component, &format!("FROM busybox\nRUN sleep 1 && echo {component} > /x\n"), "amd64").await);
+        ids.push(
+            submit(&app, &component, &format!("FROM busybox\nRUN sleep 1 && echo {component} > /x\n"), "amd64").await,
+        );
     }
     for build_id in &ids {
         let record = finished(&app, build_id).await;
@@ -183,7 +177,11 @@ async fn losing_the_jobs_leader_node_loses_and_doubles_no_build_and_lookups_keep
     let answered = answered.lock().unwrap();
     let pause = answered.windows(2).map(|pair| pair[1] - pair[0]).max().unwrap();
     let after_kill = answered.iter().filter(|at| **at > killed_at).count();
-    println!("longest pause of lookups with node {leader} killed: {:.2} s ({} lookups)", pause.as_secs_f64(), answered.len());
+    println!(
+        "longest pause of lookups with node {leader} killed: {:.2} s ({} lookups)",
+        pause.as_secs_f64(),
+        answered.len()
+    );
     assert!(after_kill > 10, "lookups answered after the kill: {after_kill}");
     assert!(pause < Duration::from_secs(10), "lookups paused {pause:?}");
 }
@@ -195,9 +193,11 @@ async fn a_worker_host_killed_mid_build_hands_the_build_to_the_other_host() {
     for engine in &engines {
         engine.load_busybox(Architecture::Amd64).await;
     }
-    let mut workers = vec![worker(&app, Some(&engines[0]), "amd64").await, worker(&app, Some(&engines[1]), "amd64").await];
+    let mut workers =
+        vec![worker(&app, Some(&engines[0]), "amd64").await, worker(&app, Some(&engines[1]), "amd64").await];
     let component = format!("hostloss-{}", std::process::id());
-    let build_id = submit(&app, &component, &format!("FROM busybox\nRUN sleep 6 && echo {component} > /done\n"), "amd64").await;
+    let build_id =
+        submit(&app, &component, &format!("FROM busybox\nRUN sleep 6 && echo {component} > /done\n"), "amd64").await;
 
     // The host running it is the one whose engine has a container.
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -2,29 +2,17 @@
 //! restart of nats-server. The build-image function runs here as a real process, so it can be killed.
 //! A job that fails at every delivery is not retried forever: it goes to the dead-letter stream.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
-use artifacts_tests::{require_docker, workspace_binary, Registry, TestApp, ADMIN_KEY};
+use artifacts_tests::{require_docker, Registry, TestApp, ADMIN_KEY};
 
 /// Starts the function as a process and waits until it serves submissions.
 async fn build_image_process(app: &TestApp) -> Child {
-    let child = Command::new(workspace_binary("artifacts-build-image"))
-        .env("ARTIFACTS__NATS__URL", app.nats_server.url())
-        .env("ARTIFACTS_ADMIN_KEY", ADMIN_KEY)
-        .env("ARTIFACTS__REGISTRY__ADDRESS", &app.settings.registry.address)
-        .env("ARTIFACTS__BUILD__ACK_WAIT_SECS", app.settings.build.ack_wait_secs.to_string())
-        .env("ARTIFACTS__BUILD__SLOTS", "1")
-        .env("ARTIFACTS__LOG__FORMAT", "json")
-        .env_remove("ARTIFACTS_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("artifacts-build-image starts");
+    let child =
+        app.build_image_command().env("ARTIFACTS__BUILD__SLOTS", "1").spawn().expect("artifacts-build-image starts");
     app.wait_for_service("artifacts-build-image").await;
     child
 }

@@ -17,8 +17,8 @@ use artifacts_runtime::{trigger_index, Nats, Settings};
 use artifacts_schemas::messages::keys::glob_matches;
 use artifacts_schemas::names::slug_with_hash;
 use artifacts_schemas::{
-    Architecture, BuildId, BuildKind, BuildStatus, ComponentBuildRequest, ComponentJob, ComponentQuery, ComponentRecord,
-    ComponentSource, DependencyUsed, RebuiltForPush, Timestamp,
+    Architecture, BuildId, BuildKind, BuildStatus, ComponentBuildRequest, ComponentJob, ComponentQuery,
+    ComponentRecord, ComponentSource, DependencyUsed, RebuiltForPush, Timestamp,
 };
 
 use crate::container::{pack_inputs, Container};

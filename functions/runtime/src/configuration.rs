@@ -435,7 +435,8 @@ impl Settings {
         // binfmt_misc is the kernel's: what it says holds for an engine on this host only.
         let local_engine = self.docker_host().starts_with("unix://");
         if local_engine {
-            architectures.extend(Architecture::ALL.into_iter().filter(|a| *a != native_architecture() && emulated_here(*a)));
+            architectures
+                .extend(Architecture::ALL.into_iter().filter(|a| *a != native_architecture() && emulated_here(*a)));
         }
         architectures
     }

@@ -197,11 +197,7 @@ fn split_credentials(url: &str) -> (Vec<String>, Option<(String, String)>) {
 /// Creates every stream and bucket that is missing. Processes starting together race to create the same
 /// streams, and the server refuses the loser's create (e.g. "subjects overlap with an existing stream")
 /// while the winner's is not yet in place: every step is idempotent, so a refused round is simply run again.
-pub async fn ensure_resources(
-    js: &jetstream::Context,
-    subjects: &Subjects,
-    replicas: usize,
-) -> anyhow::Result<Stores> {
+pub async fn ensure_resources(js: &jetstream::Context, subjects: &Subjects, replicas: usize) -> anyhow::Result<Stores> {
     const ROUNDS: u32 = 10;
     let mut round = 1;
     loop {
@@ -286,20 +282,29 @@ async fn create_resources(js: &jetstream::Context, subjects: &Subjects, replicas
     .context("logs stream")?;
     let builds = key_value(js, replicas, names.builds_bucket(), "Build records by build id", 1).await?;
     let build_index =
-        key_value(js, replicas, names.build_index_bucket(), "Build ids newest first: every build and per component", 1).await?;
-    let active = key_value(js, replicas, names.active_bucket(), "Queued or running build per submission hash", 1).await?;
-    let sources = key_value(js, replicas, names.sources_bucket(), "Where each component's source is known from", 1).await?;
+        key_value(js, replicas, names.build_index_bucket(), "Build ids newest first: every build and per component", 1)
+            .await?;
+    let active =
+        key_value(js, replicas, names.active_bucket(), "Queued or running build per submission hash", 1).await?;
+    let sources =
+        key_value(js, replicas, names.sources_bucket(), "Where each component's source is known from", 1).await?;
     let pushes =
-        key_value(js, replicas, names.pushes_bucket(), "Pushes handled by the git trigger, latest triggered builds", 1).await?;
-    let keys = key_value(js, replicas, names.keys_bucket(), "Managed API keys by key id: hashes, never secrets", 1).await?;
+        key_value(js, replicas, names.pushes_bucket(), "Pushes handled by the git trigger, latest triggered builds", 1)
+            .await?;
+    let keys =
+        key_value(js, replicas, names.keys_bucket(), "Managed API keys by key id: hashes, never secrets", 1).await?;
     let upload_grants =
         key_value(js, replicas, names.upload_grants_bucket(), "Who may use each uploaded build context", 1).await?;
-    let images = key_value(js, replicas, names.images_bucket(), "Latest image per component/branch/architecture", 10).await?;
+    let images =
+        key_value(js, replicas, names.images_bucket(), "Latest image per component/branch/architecture", 10).await?;
     let components =
-        key_value(js, replicas, names.components_bucket(), "Latest component per component/tag/architecture", 10).await?;
-    let archives = object_store(js, replicas, names.archives_bucket(), "Component tarballs (.tar.gz)", ARCHIVES_BYTES).await?;
+        key_value(js, replicas, names.components_bucket(), "Latest component per component/tag/architecture", 10)
+            .await?;
+    let archives =
+        object_store(js, replicas, names.archives_bucket(), "Component tarballs (.tar.gz)", ARCHIVES_BYTES).await?;
     let uploads =
-        object_store(js, replicas, names.uploads_bucket(), "Build sources: Dockerfiles and contexts", UPLOADS_BYTES).await?;
+        object_store(js, replicas, names.uploads_bucket(), "Build sources: Dockerfiles and contexts", UPLOADS_BYTES)
+            .await?;
     let repositories =
         key_value(js, replicas, names.repositories_bucket(), "The component of each registry repository", 1).await?;
     let trigger_index = key_value(
@@ -311,7 +316,8 @@ async fn create_resources(js: &jetstream::Context, subjects: &Subjects, replicas
     )
     .await?;
     let registry_gate =
-        key_value(js, replicas, names.registry_gate_bucket(), "Registry pushes in flight and the blob collection", 1).await?;
+        key_value(js, replicas, names.registry_gate_bucket(), "Registry pushes in flight and the blob collection", 1)
+            .await?;
     Ok(Stores {
         builds,
         build_index,
@@ -384,7 +390,8 @@ async fn object_store(
 /// A bucket made before `nats.replicas` changed is scaled to it: the server copies it to the new
 /// replicas (or drops the extra ones) in the background.
 async fn ensure_replicas(js: &jetstream::Context, stream: &str, replicas: usize) -> anyhow::Result<()> {
-    let mut config = js.get_stream(stream).await.with_context(|| format!("stream {stream}"))?.cached_info().config.clone();
+    let mut config =
+        js.get_stream(stream).await.with_context(|| format!("stream {stream}"))?.cached_info().config.clone();
     if config.num_replicas != replicas {
         tracing::info!(stream, from = config.num_replicas, to = replicas, "changing the replicas");
         config.num_replicas = replicas;

@@ -18,7 +18,12 @@ pub const NEUTRAL_TAG: &str = "latest";
 
 /// Publishes the list of `component`/`branch` from the image records as they are now (removing the tag
 /// when no architecture is left).
-pub async fn refresh(nats: &Nats, settings: &Settings, component: &ComponentName, branch: &BranchName) -> Result<(), String> {
+pub async fn refresh(
+    nats: &Nats,
+    settings: &Settings,
+    component: &ComponentName,
+    branch: &BranchName,
+) -> Result<(), String> {
     let repository = ImageRepository::new(component, branch).to_string();
     let mut members = latest_per_architecture(nats, component, branch).await?;
     // Bounded: each round needs another build of this repository to have finished in between.

@@ -92,14 +92,16 @@ pub async fn publish_manifest_list(
     let client = reqwest::Client::builder().timeout(TIMEOUT).build().map_err(|err| err.to_string())?;
     let manifests = format!("http://{}/v2/{repository}/manifests", settings.registry.address);
     let head = |reference: &str, token: Option<&str>| {
-        let mut request = client.head(format!("{manifests}/{reference}")).header(reqwest::header::ACCEPT, MANIFEST_TYPES);
+        let mut request =
+            client.head(format!("{manifests}/{reference}")).header(reqwest::header::ACCEPT, MANIFEST_TYPES);
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
         request.send()
     };
     let failed = |err: reqwest::Error| format!("cannot publish {repository}:{tag}: {err}");
-    let (previous, token) = with_token(&client, settings, repository, |token| head(tag, token)).await.map_err(failed)?;
+    let (previous, token) =
+        with_token(&client, settings, repository, |token| head(tag, token)).await.map_err(failed)?;
     let header = |answer: &reqwest::Response, name: &str| {
         answer.headers().get(name).and_then(|value| value.to_str().ok()).map(str::to_owned)
     };
@@ -113,14 +115,16 @@ pub async fn publish_manifest_list(
         .and_then(|_| header(&previous, "docker-content-digest"));
     let mut entries = Vec::new();
     for (architecture, digest) in members {
-        let answer = head(digest, token.as_deref()).await.and_then(reqwest::Response::error_for_status).map_err(failed)?;
+        let answer =
+            head(digest, token.as_deref()).await.and_then(reqwest::Response::error_for_status).map_err(failed)?;
         let media_type = header(&answer, "content-type").unwrap_or_default();
         let size: u64 = header(&answer, "content-length").and_then(|size| size.parse().ok()).unwrap_or_default();
         let mut platform = serde_json::json!({"os": "linux", "architecture": architecture.oci_architecture()});
         if let Some(variant) = architecture.oci_variant() {
             platform["variant"] = variant.into();
         }
-        entries.push(serde_json::json!({"mediaType": media_type, "size": size, "digest": digest, "platform": platform}));
+        entries
+            .push(serde_json::json!({"mediaType": media_type, "size": size, "digest": digest, "platform": platform}));
     }
     let mut published = None;
     if !entries.is_empty() {
@@ -136,7 +140,9 @@ pub async fn publish_manifest_list(
         published = header(&answer, "docker-content-digest");
     }
     match previous {
-        Some(previous) if Some(&previous) != published.as_ref() => delete_manifest(settings, repository, &previous).await,
+        Some(previous) if Some(&previous) != published.as_ref() => {
+            delete_manifest(settings, repository, &previous).await
+        }
         _ => Ok(()),
     }
 }
