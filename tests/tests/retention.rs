@@ -229,13 +229,20 @@ async fn scenario() {
             "key {key} names removed build {build_id}"
         );
     }
-    // The image keeps the policy's newest two and the pinned one, each with its own tag, plus `:amd64`.
-    assert_eq!(after.registry_tags, IMAGE_KEEP + 1 + 1, "{after:?}");
-    // Each image version is a manifest, a configuration and a layer; the base layer is shared.
-    assert_eq!(after.registry_blobs, 1 + 3 * (IMAGE_KEEP + 1), "{after:?}");
+    // The image keeps the policy's newest two and the pinned one, each with its own tag, plus `:amd64`
+    // and the neutral `latest` list.
+    assert_eq!(after.registry_tags, IMAGE_KEEP + 1 + 2, "{after:?}");
+    // Each image version is a manifest, a configuration and a layer; the base layer is shared; one list
+    // is left, the one `latest` names (each build replaced the one before).
+    assert_eq!(after.registry_blobs, 1 + 3 * (IMAGE_KEEP + 1) + 1, "{after:?}");
     assert!(after.registry_bytes < before.registry_bytes, "blob space was reclaimed: {before:?} -> {after:?}");
+    // The two image builds made meanwhile added three blobs each, and at most one list each.
     let reclaimed = report["removed"]["blobs"].as_u64().unwrap() + second["removed"]["blobs"].as_u64().unwrap();
-    assert_eq!(reclaimed as usize, before.registry_blobs + 3 * 2 - after.registry_blobs, "{report} {second}");
+    let reclaimable = before.registry_blobs + 3 * 2 - after.registry_blobs;
+    assert!(
+        (reclaimable..=reclaimable + 2).contains(&(reclaimed as usize)),
+        "every blob that went was counted, once: {before:?} -> {after:?}, {report} {second}"
+    );
     // Six archives are left of 41 (four of the library, two of the dependant), with no marker for the rest.
     assert!(
         after.archive_bytes * 41 < before.archive_bytes * 6 * 2,
