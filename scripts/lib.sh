@@ -92,6 +92,15 @@ ensure_python_tools() {
 }
 
 # Foreign architectures for the multi-architecture tests: QEMU user emulation registered with
+# Headless Chromium and its WebDriver, which the dashboard's tests drive.
+ensure_browser() {
+  if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+    log "installing chromium and chromium-driver"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  fi
+}
+
 # binfmt_misc (the F flag, so containers can use it), and Debian's static busybox for arm64, unpacked to
 # target/foreign/arm64/busybox (the tests make base images from it).
 ensure_emulation() {

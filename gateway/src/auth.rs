@@ -33,6 +33,17 @@ impl Keys {
         Self { authenticator, per_minute, windows: Mutex::default() }
     }
 
+    /// The key's caller as it is now, without counting a request: for streams that outlive the request
+    /// that opened them, which end when their key is revoked or expires.
+    pub async fn current(&self, key: &str) -> Option<auth::Caller> {
+        self.authenticator.authenticate(key).await.ok()
+    }
+
+    /// See [`Authenticator::forget`].
+    pub fn forget(&self, key_id: &str) {
+        self.authenticator.forget(key_id);
+    }
+
     /// A fixed one-minute window per key (per gateway).
     fn admit(&self, key_id: &str) -> Result<(), ApiError> {
         if self.per_minute == 0 {

@@ -18,6 +18,7 @@ use crate::routes;
         routes::components::get_archive,
         routes::builds::get_build,
         routes::builds::list_builds,
+        routes::builds::build_events,
         routes::builds::build_logs,
         routes::hooks::receive,
         routes::keys::create,

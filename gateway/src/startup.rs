@@ -23,7 +23,7 @@ use crate::error::ApiError;
 use crate::metrics;
 use crate::openapi::ApiDoc;
 use crate::routes::registry::{self, TokenSigner};
-use crate::routes::{builds, components, health, home, hooks, images, keys, manage};
+use crate::routes::{builds, components, dashboard, health, hooks, images, keys, manage};
 use crate::serve::{serve, ConnectionLimits};
 use crate::state::AppState;
 
@@ -84,6 +84,7 @@ pub fn router(state: AppState) -> Router {
         .route("/components", post(components::post_component).get(components::get_component))
         .route("/components/{component}/{tag}/{architecture}/archive", get(components::get_archive))
         .route("/builds", get(builds::list_builds))
+        .route("/builds/events", get(builds::build_events))
         .route("/builds/{build_id}", get(builds::get_build))
         .route("/builds/{build_id}/logs", get(builds::build_logs))
         .route("/builds/{build_id}/cancel", post(manage::cancel))
@@ -109,7 +110,9 @@ pub fn router(state: AppState) -> Router {
         .route("/docs", get(|| async { Redirect::permanent("/docs/") }))
         .route("/docs/", get(|| async { Redirect::permanent("/docs/") }));
     Router::new()
-        .route("/", get(home::home))
+        .route("/", get(dashboard::index))
+        .route("/ui/app.js", get(dashboard::script))
+        .route("/ui/app.css", get(dashboard::style))
         .nest("/api/v1", api)
         .merge(open)
         .merge(SwaggerUi::new("/docs").url("/api/v1/openapi.json", ApiDoc::openapi()))

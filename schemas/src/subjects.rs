@@ -199,6 +199,10 @@ impl Subjects {
         format!("{}.events.build.{}", self.prefix, build_id)
     }
 
+    pub fn build_events_wildcard(&self) -> String {
+        format!("{}.events.build.*", self.prefix)
+    }
+
     /// Everything the durable build work queue holds.
     pub fn jobs_wildcard(&self) -> String {
         format!("{}.jobs.>", self.prefix)

@@ -115,6 +115,14 @@ impl Authenticator {
         Ok(Caller::managed(stored.info))
     }
 
+    /// Drops a key this process has just revoked, so that its next request is refused at once rather than
+    /// when the watch brings the revocation.
+    pub fn forget(&self, key_id: &str) {
+        if let Some(keys) = self.cache.write().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            keys.remove(key_id);
+        }
+    }
+
     /// The caller of a NATS request, from its `Authorization` header.
     pub async fn authenticate_nats(&self, headers: Option<&async_nats::HeaderMap>) -> Result<Caller, RequestError> {
         let presented =

@@ -1,4 +1,5 @@
-//! `GET /api/v1/builds/{buildId}`, `GET /api/v1/builds`, `GET /api/v1/builds/{buildId}/logs`.
+//! `GET /api/v1/builds/{buildId}`, `GET /api/v1/builds`, `GET /api/v1/builds/events`,
+//! `GET /api/v1/builds/{buildId}/logs`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -12,11 +13,13 @@ use futures::{Stream, StreamExt};
 
 use artifacts_runtime::builds::read;
 use artifacts_runtime::logs::END_HEADER;
+use artifacts_runtime::nats::unavailable;
 use artifacts_runtime::nats::ResourceNames;
 use artifacts_runtime::service::Reply;
 use artifacts_runtime::Nats;
 use artifacts_schemas::{
-    BuildId, BuildList, BuildListQuery, BuildQuery, BuildRecord, Endpoint, ErrorReply, RequestError, RequestedBy,
+    BuildId, BuildKind, BuildList, BuildListQuery, BuildQuery, BuildRecord, ComponentName, Endpoint, ErrorReply,
+    RequestError, RequestedBy,
 };
 
 use super::{forward, request};
@@ -78,6 +81,57 @@ pub async fn list_builds(
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Read)?;
     Ok(forward(&state, &caller, Endpoint::BuildList, &query).await)
+}
+
+/// Every change of state of every build the key may see, live: one `build` event per change, whose data
+/// is the build record (as `GET /builds/{buildId}` answers it). The stream ends when the key is revoked
+/// or expires.
+#[utoipa::path(
+    get, path = "/api/v1/builds/events", tag = "builds",
+    params(
+        ("component" = Option<String>, Query, description = "Only this component"),
+        ("kind" = Option<String>, Query, description = "image or component"),
+    ),
+    responses(
+        (status = 200, description = "Build records as they change, from now on", content_type = "text/event-stream", body = String),
+        (status = 400, description = "Bad input", body = ErrorReply),
+    ),
+    security(("bearer" = []), ("apiKey" = []))
+)]
+pub async fn build_events(
+    State(state): State<AppState>,
+    caller: Caller,
+    QueryOrJson(filter): QueryOrJson<BuildEventsQuery>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Read)?;
+    let subject = state.nats.subjects.build_events_wildcard();
+    let changes = state.nats.client.subscribe(subject).await.map_err(unavailable)?;
+    let key = caller.key().to_owned();
+    let events = changes
+        .then(move |message| {
+            let (state, key) = (state.clone(), key.clone());
+            async move { (state.keys.current(&key).await, message) }
+        })
+        .take_while(|(current, _)| std::future::ready(current.is_some()))
+        .filter_map(move |(current, message)| {
+            let record: Option<BuildRecord> = serde_json::from_slice(&message.payload).ok();
+            let shown = record.filter(|record| {
+                let component = record.work.component();
+                current.as_ref().is_some_and(|caller| caller.may(Scope::Read, component))
+                    && filter.component.as_ref().is_none_or(|wanted| wanted == component)
+                    && filter.kind.is_none_or(|kind| kind == record.work.kind())
+            });
+            std::future::ready(shown.and_then(|record| Event::default().event("build").json_data(record).ok()))
+        })
+        .map(Ok::<_, Infallible>);
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildEventsQuery {
+    component: Option<ComponentName>,
+    kind: Option<BuildKind>,
 }
 
 /// A build's log as server-sent events: every line from the start, then live lines until it ends.

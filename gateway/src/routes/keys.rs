@@ -148,6 +148,7 @@ pub async fn revoke(
     };
     caller.require_within(&stored.info)?;
     store.purge(&key_id).await.map_err(unavailable)?;
+    state.keys.forget(&key_id);
     tracing::info!(%key_id, by = %caller.key_id, "API key revoked");
     Ok(Json(KeyRevoked { status: KeyStatus::Revoked, error_message: None, key_id }))
 }

@@ -3,8 +3,8 @@
 
 pub mod builds;
 pub mod components;
+pub mod dashboard;
 pub mod health;
-pub mod home;
 pub mod hooks;
 pub mod images;
 pub mod keys;

@@ -1,0 +1,679 @@
+// The dashboard: one page, no build step, no network beyond this gateway's own API.
+//
+// The API key lives in sessionStorage (this tab only) and travels as an Authorization header, never in
+// a URL: live views therefore read server-sent events with fetch rather than EventSource, which cannot
+// send headers, and downloads are fetched and handed to the browser as a blob. Everything shown comes
+// from the API, which answers only what the key may see; text from it is set as text, never as HTML.
+'use strict';
+
+const API = '/api/v1';
+const KEY_ITEM = 'artifacts.key';
+const PAGE_SIZE = 50;
+const FINISHED = ['succeeded', 'failed', 'cancelled'];
+
+let me = null; // the whoami answer of the signed-in key
+let leaving = new AbortController(); // aborted when the view changes: ends its streams
+
+// ---- small DOM helpers ----------------------------------------------------------------------------
+
+function h(tag, attrs, ...children) {
+  const element = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs || {})) {
+    if (value === false || value === null || value === undefined) continue;
+    if (name.startsWith('on')) element.addEventListener(name.slice(2), value);
+    else element.setAttribute(name, value === true ? '' : value);
+  }
+  for (const child of children.flat(Infinity)) {
+    if (child === null || child === undefined || child === false) continue;
+    element.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return element;
+}
+
+const $ = (selector) => document.querySelector(selector);
+
+function when(timestamp) {
+  if (!timestamp) return '';
+  const date = new Date(timestamp);
+  return Number.isNaN(date.getTime()) ? timestamp : date.toLocaleString();
+}
+
+function bytes(size) {
+  if (size === null || size === undefined) return '';
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = size;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) { value /= 1024; unit += 1; }
+  return `${unit ? value.toFixed(1) : value} ${units[unit]}`;
+}
+
+const shortArch = (architecture) => architecture.replace(/^linux\//, '').replace('/', '-');
+const shortDigest = (digest) => (digest || '').replace(/^sha256:/, '').slice(0, 12);
+
+function statusBadge(status) {
+  return h('span', { class: `status status-${status}` }, status);
+}
+
+function say(message) {
+  const live = $('#announce');
+  live.textContent = '';
+  window.setTimeout(() => { live.textContent = message; }, 50);
+}
+
+function copyButton(text, what) {
+  return h('button', {
+    type: 'button',
+    class: 'copy',
+    'aria-label': `Copy ${what}`,
+    onclick: async () => {
+      try {
+        await navigator.clipboard.writeText(text);
+      } catch {
+        const area = h('textarea', { class: 'offscreen', 'aria-hidden': 'true' }, text);
+        document.body.append(area);
+        area.select();
+        document.execCommand('copy');
+        area.remove();
+      }
+      say(`${what} copied`);
+    },
+  }, 'Copy');
+}
+
+function table(caption, headings, rows, empty) {
+  if (!rows.length) return h('p', { class: 'empty' }, empty);
+  return h('div', { class: 'scroll', role: 'region', 'aria-label': caption, tabindex: '0' },
+    h('table', {},
+      h('caption', {}, caption),
+      h('thead', {}, h('tr', {}, headings.map((heading) => h('th', { scope: 'col' }, heading)))),
+      h('tbody', {}, rows)));
+}
+
+// ---- the API ----------------------------------------------------------------------------------------
+
+class ApiError extends Error {
+  constructor(status, message) { super(message); this.status = status; }
+}
+
+async function api(path, options = {}) {
+  const headers = { Authorization: `Bearer ${sessionStorage.getItem(KEY_ITEM) || ''}`, ...options.headers };
+  if (options.json !== undefined) headers['Content-Type'] = 'application/json';
+  const response = await fetch(API + path, {
+    method: options.method || 'GET',
+    headers,
+    body: options.json !== undefined ? JSON.stringify(options.json) : undefined,
+    signal: options.signal,
+  });
+  if (options.raw) return response;
+  const body = await response.json().catch(() => ({}));
+  if (response.status === 401) { signOut('Your key was refused (revoked or expired?): sign in again.'); }
+  if (!response.ok && !(options.accept || []).includes(response.status)) {
+    throw new ApiError(response.status, body.errorMessage || `${response.status} ${response.statusText}`);
+  }
+  return body;
+}
+
+function query(params) {
+  const search = new URLSearchParams();
+  for (const [name, value] of Object.entries(params)) if (value) search.set(name, value);
+  const text = search.toString();
+  return text ? `?${text}` : '';
+}
+
+// Server-sent events read with fetch (so the key goes in a header): calls onOpen once the stream is
+// open (what happens from then on arrives), then onEvent(type, data) per event until the stream ends or
+// the view changes.
+async function events(path, onEvent, signal, onOpen) {
+  const response = await api(path, { raw: true, signal, headers: { Accept: 'text/event-stream' } });
+  if (!response.ok) {
+    const body = await response.json().catch(() => ({}));
+    throw new ApiError(response.status, body.errorMessage || response.statusText);
+  }
+  if (onOpen) onOpen();
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = '';
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    let end;
+    while ((end = buffer.indexOf('\n\n')) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      let type = 'message';
+      const data = [];
+      for (const line of block.split('\n')) {
+        if (line.startsWith('event:')) type = line.slice(6).trim();
+        else if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''));
+      }
+      if (data.length) onEvent(type, data.join('\n'));
+    }
+  }
+}
+
+// ---- signing in ---------------------------------------------------------------------------------------
+
+async function signIn(key) {
+  sessionStorage.setItem(KEY_ITEM, key);
+  try {
+    me = await api('/whoami');
+  } catch (error) {
+    sessionStorage.removeItem(KEY_ITEM);
+    me = null;
+    throw error;
+  }
+}
+
+function signOut(message) {
+  sessionStorage.removeItem(KEY_ITEM);
+  me = null;
+  leaving.abort();
+  $('#sign-in-error').textContent = message || '';
+  render();
+}
+
+// ---- views --------------------------------------------------------------------------------------------
+
+function page(title, ...content) {
+  const view = $('#view');
+  view.replaceChildren(h('h1', { tabindex: '-1' }, title), ...content);
+  document.title = `${title} · artifact storage`;
+  view.querySelector('h1').focus();
+}
+
+function failure(error) {
+  return h('p', { class: 'error', role: 'alert' }, error.message);
+}
+
+function buildRow(record) {
+  const request = record.request || {};
+  const target = record.kind === 'image' ? request.branch : request.tag;
+  return h('tr', { 'data-build': record.buildId },
+    h('td', {}, h('a', { href: `#/builds/${record.buildId}` }, record.buildId.slice(0, 12))),
+    h('td', {}, request.component || ''),
+    h('td', {}, record.kind),
+    h('td', {}, target || ''),
+    h('td', {}, request.architecture || ''),
+    h('td', {}, statusBadge(record.status)),
+    h('td', {}, when(record.createdAt)));
+}
+
+function matches(record, filters) {
+  return (!filters.component || record.request?.component === filters.component)
+    && (!filters.kind || record.kind === filters.kind)
+    && (!filters.status || record.status === filters.status);
+}
+
+function filterForm(filters, fields, onChange) {
+  const form = h('form', { class: 'filters', role: 'search', 'aria-label': 'Filters' });
+  for (const field of fields) {
+    const id = `filter-${field.name}`;
+    const control = field.options
+      ? h('select', { id, name: field.name },
+        h('option', { value: '' }, 'any'),
+        field.options.map((option) => h('option', { value: option, selected: filters[field.name] === option }, option)))
+      : h('input', { id, name: field.name, value: filters[field.name] || '', placeholder: 'any', spellcheck: 'false' });
+    form.append(h('div', {}, h('label', { for: id }, field.label), control));
+  }
+  form.append(h('button', { type: 'submit' }, 'Filter'));
+  form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    const chosen = Object.fromEntries(new FormData(form).entries());
+    onChange(chosen);
+  });
+  form.addEventListener('change', (event) => {
+    if (event.target.tagName === 'SELECT') form.requestSubmit();
+  });
+  return form;
+}
+
+async function buildsView(params, signal) {
+  const filters = { component: params.get('component'), kind: params.get('kind'), status: params.get('status') };
+  const cursors = [null]; // the cursor of each page shown so far; the last is this page's
+  const body = h('tbody', {});
+  const pager = h('div', { class: 'pager' });
+  const problem = h('div', {});
+  const live = h('p', { class: 'live' }, 'Connecting to live updates…');
+  page('Builds',
+    filterForm(filters, [
+      { name: 'component', label: 'Component' },
+      { name: 'kind', label: 'Kind', options: ['image', 'component'] },
+      { name: 'status', label: 'Status', options: ['queued', 'running', 'succeeded', 'failed', 'cancelled'] },
+    ], (chosen) => { location.hash = `#/builds${query(chosen)}`; }),
+    live, problem,
+    h('div', { class: 'scroll', role: 'region', 'aria-label': 'Builds', tabindex: '0' },
+      h('table', {},
+        h('caption', {}, 'Builds, newest first'),
+        h('thead', {}, h('tr', {}, ['Build', 'Component', 'Kind', 'Branch or tag', 'Architecture', 'Status', 'Created']
+          .map((heading) => h('th', { scope: 'col' }, heading)))),
+        body)),
+    pager);
+
+  async function show(cursor) {
+    try {
+      const list = await api(`/builds${query({ ...filters, limit: PAGE_SIZE, cursor })}`, { signal });
+      body.replaceChildren(...list.builds.map(buildRow));
+      if (!list.builds.length) body.append(h('tr', {}, h('td', { colspan: '7', class: 'empty' }, 'No builds match.')));
+      const newer = cursors.length > 1
+        ? h('button', { type: 'button', onclick: () => { cursors.pop(); show(cursors[cursors.length - 1]); } }, 'Newer')
+        : null;
+      const older = list.nextCursor
+        ? h('button', { type: 'button', onclick: () => { cursors.push(list.nextCursor); show(list.nextCursor); } }, 'Older')
+        : null;
+      pager.replaceChildren(...[newer, older].filter(Boolean),
+        h('span', {}, `Page ${cursors.length}`));
+      problem.replaceChildren();
+    } catch (error) {
+      if (!signal.aborted) problem.replaceChildren(failure(error));
+    }
+  }
+  await show(null);
+
+  const follow = async () => {
+    const stream = `/builds/events${query({ component: filters.component, kind: filters.kind })}`;
+    while (!signal.aborted) {
+      try {
+        await events(stream, (type, data) => {
+          if (type !== 'build') return;
+          const record = JSON.parse(data);
+          const row = body.querySelector(`tr[data-build="${CSS.escape(record.buildId)}"]`);
+          if (row) {
+            if (matches(record, filters)) row.replaceWith(buildRow(record));
+            else row.remove();
+          } else if (cursors.length === 1 && matches(record, filters)) {
+            body.querySelector('td.empty')?.parentElement.remove();
+            body.prepend(buildRow(record));
+            while (body.children.length > PAGE_SIZE) body.lastElementChild.remove();
+          }
+        }, signal, () => { live.textContent = 'Live: new builds and changes appear as they happen.'; });
+      } catch (error) {
+        if (signal.aborted) return;
+        live.textContent = `Live updates paused (${error.message}); retrying…`;
+      }
+      await new Promise((resolve) => { window.setTimeout(resolve, 2000); });
+    }
+  };
+  follow();
+}
+
+function recordList(entries) {
+  return h('dl', { class: 'record' }, entries.filter(([, value]) => value !== null && value !== undefined && value !== '')
+    .map(([name, value]) => [h('dt', {}, name), h('dd', {}, value)]));
+}
+
+async function buildView(buildId, signal) {
+  let record;
+  try {
+    record = await api(`/builds/${encodeURIComponent(buildId)}`, { signal });
+  } catch (error) {
+    page('Build', failure(error));
+    return;
+  }
+  const details = h('div', {});
+  const actions = h('div', { class: 'actions' });
+  const log = h('pre', { class: 'log', tabindex: '0', 'aria-label': 'Build log' });
+  const logState = h('p', { class: 'live', 'aria-live': 'polite' }, 'Reading the log…');
+  page(`Build ${buildId.slice(0, 12)}`, details, actions,
+    h('h2', {}, 'Log'), logState, log);
+
+  const showRecord = (current) => {
+    record = current;
+    const request = current.request || {};
+    const result = current.result || {};
+    details.replaceChildren(recordList([
+      ['Build id', current.buildId],
+      ['Status', statusBadge(current.status)],
+      ['Kind', current.kind],
+      ['Component', request.component],
+      [current.kind === 'image' ? 'Branch' : 'Tag', current.kind === 'image' ? request.branch : request.tag],
+      ['Architecture', request.architecture],
+      ['Source', request.url],
+      ['Commit', request.commit],
+      ['Requested by', current.requestedBy?.apiKeyId],
+      ['Created', when(current.createdAt)],
+      ['Started', when(current.startedAt)],
+      ['Finished', when(current.finishedAt)],
+      ['Attempts', current.attempts],
+      ['Pinned', current.pinned ? 'yes' : null],
+      ['Error', current.errorMessage],
+      ['Image', result.imageName],
+      ['Digest', result.digest],
+      ['Pull command', result.pullCommand
+        ? h('span', { class: 'command' }, h('code', {}, result.pullCommand), copyButton(result.pullCommand, 'pull command'))
+        : null],
+      ['Size', result.size !== undefined ? bytes(result.size) : null],
+    ]));
+    const mayCancel = !FINISHED.includes(current.status) && ['build', 'admin'].includes(me.scope);
+    actions.replaceChildren(...(mayCancel ? [h('button', {
+      type: 'button',
+      class: 'danger',
+      onclick: async (event) => {
+        event.target.disabled = true;
+        try {
+          showRecord(await api(`/builds/${encodeURIComponent(buildId)}/cancel`, { method: 'POST', json: {} }));
+          say('Build cancelled');
+        } catch (error) {
+          actions.append(failure(error));
+          event.target.disabled = false;
+        }
+      },
+    }, 'Cancel build')] : []));
+  };
+  showRecord(record);
+
+  // The record follows the build's events; the log follows its own stream, from the first line.
+  (async () => {
+    while (!signal.aborted && !FINISHED.includes(record.status)) {
+      try {
+        await events(`/builds/events${query({ component: record.request?.component })}`, (type, data) => {
+          const changed = JSON.parse(data);
+          if (type === 'build' && changed.buildId === buildId) showRecord(changed);
+        }, signal);
+      } catch {
+        if (signal.aborted) return;
+      }
+      await new Promise((resolve) => { window.setTimeout(resolve, 2000); });
+    }
+  })();
+  try {
+    await events(`/builds/${encodeURIComponent(buildId)}/logs`, (type, data) => {
+      if (type === 'end') {
+        logState.textContent = `The build ${data}.`;
+        api(`/builds/${encodeURIComponent(buildId)}`, { signal }).then(showRecord).catch(() => {});
+      } else if (type === 'error') {
+        logState.textContent = `The log stopped: ${data}`;
+      } else {
+        const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+        log.append(`${data}\n`);
+        if (atBottom) log.scrollTop = log.scrollHeight;
+        logState.textContent = 'Live: lines appear as the build writes them.';
+      }
+    }, signal);
+  } catch (error) {
+    if (!signal.aborted) logState.textContent = `The log cannot be read: ${error.message}`;
+  }
+}
+
+async function catalog(path, filters, signal) {
+  const items = [];
+  let cursor = null;
+  do {
+    // A catalog is one entry per target; a few pages at most for a dashboard's list.
+    const list = await api(`${path}${query({ ...filters, cursor, limit: 500 })}`, { signal });
+    items.push(...list.items);
+    cursor = list.nextCursor;
+  } while (cursor && items.length < 5000);
+  return items;
+}
+
+async function imagesView(params, signal) {
+  const filters = { component: params.get('component') };
+  const form = filterForm(filters, [{ name: 'component', label: 'Component' }],
+    (chosen) => { location.hash = `#/images${query(chosen)}`; });
+  try {
+    const items = await catalog('/catalog/images', filters, signal);
+    const groups = new Map();
+    for (const item of items) {
+      const name = `${item.component}/${item.branch}`;
+      if (!groups.has(name)) groups.set(name, []);
+      groups.get(name).push(item);
+    }
+    const rows = [...groups.values()].map((group) => {
+      const [component, branch] = [group[0].component, group[0].branch];
+      return h('tr', {},
+        h('td', {}, h('a', { href: `#/images/${encodeURIComponent(component)}/${encodeURIComponent(branch)}` }, component)),
+        h('td', {}, branch),
+        h('td', {}, group.map((item) => item.architecture).join(', ')),
+        h('td', {}, when(group.map((item) => item.builtAt).sort().pop())));
+    });
+    page('Images', form, table('Images by component and branch', ['Component', 'Branch', 'Architectures', 'Last built'], rows,
+      'No images yet, or none this key may see.'));
+  } catch (error) {
+    page('Images', form, failure(error));
+  }
+}
+
+async function imageView(component, branch, signal) {
+  try {
+    const items = (await catalog('/catalog/images', { component }, signal)).filter((item) => item.branch === branch);
+    const sections = [];
+    for (const item of items) {
+      const found = await api(`/images${query({ component, branch, architecture: item.architecture })}`, { signal });
+      sections.push(h('section', { 'aria-label': item.architecture },
+        h('h2', {}, item.architecture),
+        recordList([
+          ['Image', found.imageName],
+          ['Digest', h('span', { class: 'command' }, h('code', {}, found.digest), copyButton(found.digest, 'digest'))],
+          ['Built', when(found.builtAt || item.builtAt)],
+          ['Build', h('a', { href: `#/builds/${found.buildId}` }, found.buildId)],
+          ['Pull command', h('span', { class: 'command' }, h('code', { class: 'pull' }, found.pullCommand),
+            copyButton(found.pullCommand, 'pull command'))],
+          ['Log in first', found.loginCommand
+            ? h('span', { class: 'command' }, h('code', {}, found.loginCommand), copyButton(found.loginCommand, 'login command'))
+            : null],
+        ])));
+    }
+    page(`Image ${component} on ${branch}`,
+      ...(sections.length ? sections : [h('p', { class: 'empty' }, 'No image of this branch is stored.')]));
+  } catch (error) {
+    page(`Image ${component} on ${branch}`, failure(error));
+  }
+}
+
+async function download(item, button) {
+  const path = `/components/${encodeURIComponent(item.component)}/${encodeURIComponent(item.tag)}/${shortArch(item.architecture)}/archive`;
+  button.disabled = true;
+  say('Download started');
+  try {
+    const response = await api(path, { raw: true });
+    if (!response.ok) throw new ApiError(response.status, (await response.json().catch(() => ({}))).errorMessage || response.statusText);
+    const url = URL.createObjectURL(await response.blob());
+    const link = h('a', { href: url, download: `${item.component}-${item.tag}-${shortArch(item.architecture)}.tar.gz` });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    window.setTimeout(() => URL.revokeObjectURL(url), 60000);
+    say('Download ready');
+  } catch (error) {
+    say(`Download failed: ${error.message}`);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function componentsView(params, signal) {
+  const filters = { component: params.get('component') };
+  const form = filterForm(filters, [{ name: 'component', label: 'Component' }],
+    (chosen) => { location.hash = `#/components${query(chosen)}`; });
+  try {
+    const items = await catalog('/catalog/components', filters, signal);
+    const rows = items.map((item) => h('tr', {},
+      h('td', {}, h('a', {
+        href: `#/components/${encodeURIComponent(item.component)}/${encodeURIComponent(item.tag)}/${shortArch(item.architecture)}`,
+      }, item.component)),
+      h('td', {}, item.tag),
+      h('td', {}, item.architecture),
+      h('td', {}, bytes(item.size)),
+      h('td', {}, h('code', { title: item.digest }, shortDigest(item.digest))),
+      h('td', {}, when(item.builtAt)),
+      h('td', {}, h('button', { type: 'button', onclick: (event) => download(item, event.target),
+        'aria-label': `Download ${item.component} ${item.tag} for ${item.architecture}` }, 'Download'))));
+    page('Components', form, table('Components by version and architecture',
+      ['Component', 'Version', 'Architecture', 'Size', 'Digest', 'Built', ''], rows,
+      'No components yet, or none this key may see.'));
+  } catch (error) {
+    page('Components', form, failure(error));
+  }
+}
+
+async function componentView(component, tag, architecture, signal) {
+  try {
+    const items = (await catalog('/catalog/components', { component }, signal))
+      .filter((item) => item.tag === tag && shortArch(item.architecture) === architecture);
+    if (!items.length) {
+      page(`${component} ${tag}`, h('p', { class: 'empty' }, 'This version is not stored.'));
+      return;
+    }
+    const item = items[0];
+    const build = await api(`/builds/${encodeURIComponent(item.buildId)}`, { signal }).catch(() => null);
+    const dependencies = build?.result?.dependencies || [];
+    const button = h('button', { type: 'button', onclick: () => download(item, button) }, 'Download the archive');
+    page(`${component} ${tag}`,
+      recordList([
+        ['Architecture', item.architecture],
+        ['Size', bytes(item.size)],
+        ['Digest', h('span', { class: 'command' }, h('code', {}, item.digest), copyButton(item.digest, 'digest'))],
+        ['Built', when(item.builtAt)],
+        ['Build', h('a', { href: `#/builds/${item.buildId}` }, item.buildId)],
+        ['Source', build?.result?.url],
+        ['Commit', build?.result?.commit],
+      ]),
+      button,
+      h('h2', {}, 'Dependencies'),
+      dependencies.length
+        ? h('ul', {}, dependencies.map((dependency) => h('li', {},
+          h('a', { href: `#/components/${encodeURIComponent(dependency.component)}/${encodeURIComponent(dependency.tag)}/${architecture}` },
+            `${dependency.component} ${dependency.tag}`), ' ', h('code', {}, shortDigest(dependency.digest)))))
+        : h('p', { class: 'empty' }, 'None.'));
+  } catch (error) {
+    page(`${component} ${tag}`, failure(error));
+  }
+}
+
+async function keysView(signal) {
+  const created = h('div', { 'aria-live': 'polite' });
+  const listing = h('div', {});
+  const form = h('form', { class: 'key-form', 'aria-label': 'Create a key' },
+    h('div', {}, h('label', { for: 'key-name' }, 'Name'), h('input', { id: 'key-name', name: 'name', required: true })),
+    h('div', {}, h('label', { for: 'key-scope' }, 'Scope'),
+      h('select', { id: 'key-scope', name: 'scope' }, ['read', 'build', 'admin'].map((scope) => h('option', { value: scope }, scope)))),
+    h('div', {}, h('label', { for: 'key-components' }, 'Components (patterns, comma-separated; empty: all)'),
+      h('input', { id: 'key-components', name: 'components', placeholder: 'team-a-*, libfoo' })),
+    h('div', {}, h('label', { for: 'key-expires' }, 'Expires (empty: never)'),
+      h('input', { id: 'key-expires', name: 'expires', type: 'datetime-local' })),
+    h('button', { type: 'submit' }, 'Create key'));
+
+  async function list() {
+    try {
+      const answer = await api('/keys', { signal });
+      const rows = answer.keys.map((key) => h('tr', {},
+        h('td', {}, key.name),
+        h('td', {}, h('code', {}, key.keyId)),
+        h('td', {}, (key.scopes || []).join(', ')),
+        h('td', {}, key.components ? key.components.join(', ') : 'all'),
+        h('td', {}, key.expiresAt ? when(key.expiresAt) : 'never'),
+        h('td', {}, h('button', {
+          type: 'button',
+          class: 'danger',
+          'aria-label': `Revoke ${key.name}`,
+          onclick: async () => {
+            if (!window.confirm(`Revoke the key ${key.name}? Every request with it is refused from now on.`)) return;
+            try {
+              await api(`/keys/${encodeURIComponent(key.keyId)}`, { method: 'DELETE' });
+              say(`Key ${key.name} revoked`);
+              list();
+            } catch (error) {
+              listing.prepend(failure(error));
+            }
+          },
+        }, 'Revoke'))));
+      listing.replaceChildren(table('API keys', ['Name', 'Key id', 'Scopes', 'Components', 'Expires', ''], rows, 'No keys yet.'));
+    } catch (error) {
+      listing.replaceChildren(failure(error));
+    }
+  }
+
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const fields = Object.fromEntries(new FormData(form).entries());
+    const components = fields.components.split(',').map((pattern) => pattern.trim()).filter(Boolean);
+    const request = { name: fields.name, scopes: [fields.scope] };
+    if (components.length) request.components = components;
+    if (fields.expires) request.expiresAt = new Date(fields.expires).toISOString().replace(/\.\d{3}Z$/, 'Z');
+    try {
+      const answer = await api('/keys', { method: 'POST', json: request });
+      created.replaceChildren(h('div', { class: 'secret' },
+        h('h2', {}, `Key ${answer.key?.name || fields.name} created`),
+        h('p', {}, 'Its secret is shown this once: copy it now.'),
+        h('p', { class: 'command' }, h('code', { id: 'new-secret' }, answer.secret), copyButton(answer.secret, 'secret'))));
+      form.reset();
+      created.querySelector('h2').setAttribute('tabindex', '-1');
+      created.querySelector('h2').focus();
+      list();
+    } catch (error) {
+      created.replaceChildren(failure(error));
+    }
+  });
+  page('Keys', created, h('h2', {}, 'Create a key'), form, h('h2', {}, 'Keys'), listing);
+  await list();
+}
+
+// ---- routing ------------------------------------------------------------------------------------------
+
+function route() {
+  const [path, search] = location.hash.replace(/^#/, '').split('?');
+  const parts = path.split('/').filter(Boolean).map(decodeURIComponent);
+  return { parts, params: new URLSearchParams(search || '') };
+}
+
+async function render() {
+  leaving.abort();
+  leaving = new AbortController();
+  const { signal } = leaving;
+  const signedIn = Boolean(sessionStorage.getItem(KEY_ITEM));
+  $('#sign-in').hidden = signedIn;
+  $('#view').hidden = !signedIn;
+  $('#nav').hidden = !signedIn;
+  if (!signedIn) {
+    document.title = 'Sign in · artifact storage';
+    $('#view').replaceChildren();
+    $('#key').focus();
+    return;
+  }
+  if (!me) {
+    try {
+      me = await api('/whoami');
+    } catch (error) {
+      signOut(error.message);
+      return;
+    }
+  }
+  $('#who').textContent = `Signed in as ${me.key?.name || me.keyId} (${me.scope})`;
+  $('#nav-keys').hidden = me.scope !== 'admin';
+  const { parts, params } = route();
+  const section = parts[0] || 'builds';
+  for (const link of document.querySelectorAll('#nav a')) {
+    if (link.dataset.section === section) link.setAttribute('aria-current', 'page');
+    else link.removeAttribute('aria-current');
+  }
+  if (section === 'builds' && parts[1]) await buildView(parts[1], signal);
+  else if (section === 'images' && parts.length === 3) await imageView(parts[1], parts[2], signal);
+  else if (section === 'images') await imagesView(params, signal);
+  else if (section === 'components' && parts.length === 4) await componentView(parts[1], parts[2], parts[3], signal);
+  else if (section === 'components') await componentsView(params, signal);
+  else if (section === 'keys' && me.scope === 'admin') await keysView(signal);
+  else if (section === 'keys') page('Keys', h('p', {}, 'Only admin keys manage keys.'));
+  else await buildsView(params, signal);
+}
+
+document.addEventListener('DOMContentLoaded', () => {
+  document.body.append(h('div', { id: 'announce', class: 'offscreen', 'aria-live': 'polite', role: 'status' }));
+  $('#sign-in-form').addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const key = $('#key').value.trim();
+    $('#sign-in-error').textContent = '';
+    try {
+      await signIn(key);
+      $('#key').value = '';
+      if (!location.hash) location.hash = '#/builds';
+      render();
+    } catch (error) {
+      $('#sign-in-error').textContent = error.status === 401
+        ? 'That key was refused: check it, or ask an admin for a new one.'
+        : error.message;
+    }
+  });
+  $('#sign-out').addEventListener('click', () => signOut('Signed out.'));
+  window.addEventListener('hashchange', render);
+  render();
+});
