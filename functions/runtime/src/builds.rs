@@ -66,13 +66,15 @@ pub async fn submit<J: Serialize>(
     loop {
         let build_id = BuildId::generate();
         match active.create(&key, build_id.as_str().to_owned().into()).await {
-            Ok(_) => return start(nats, build_id, &submission).await,
+            Ok(claim) => return start(nats, build_id, &submission, &key, claim).await,
             Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => {}
             Err(err) => return Err(unavailable(err)),
         }
         let Some(entry) = active.entry(&key).await.map_err(unavailable)? else { continue };
         let claimed_by = std::str::from_utf8(&entry.value).ok().and_then(|id| BuildId::parse(id).ok());
+        let young = time::OffsetDateTime::now_utc() - entry.created < ORPHAN_CLAIM_AGE;
         let existing = match &claimed_by {
+            Some(id) if young => recorded_soon(nats, id).await?,
             Some(id) => read(nats, id).await?,
             None => None,
         };
@@ -82,8 +84,12 @@ pub async fn submit<J: Serialize>(
                 BuildStatus::Succeeded => !submission.force,
                 BuildStatus::Failed | BuildStatus::Cancelled => false,
             },
-            (Some(_), None) => time::OffsetDateTime::now_utc() - entry.created < ORPHAN_CLAIM_AGE,
-            (None, _) => false,
+            // Claimed a moment ago, and still without a record: its submitter is failing (JetStream
+            // electing a leader) or died. Never answer with a build that may never be recorded.
+            (Some(_), None) if young => return Err(RequestError::unavailable(
+                "an identical build is being queued by another request and is not recorded yet: retry in a few seconds",
+            )),
+            (Some(_), None) | (None, _) => false,
         };
         if let (true, Some(id)) = (still_active, &claimed_by) {
             let status = match existing.map(|r| r.status) {
@@ -97,21 +103,50 @@ pub async fn submit<J: Serialize>(
             return Ok(Submitted { build_id: record.build_id, status: AcceptedStatus::Failed, error: Some(error) });
         }
         // The build it names has ended: claim the key, unless another submitter just did.
-        if active.update(&key, build_id.as_str().to_owned().into(), entry.revision).await.is_ok() {
-            return start(nats, build_id, &submission).await;
+        if let Ok(claim) = active.update(&key, build_id.as_str().to_owned().into(), entry.revision).await {
+            return start(nats, build_id, &submission, &key, claim).await;
         }
     }
 }
 
+/// A claimed build's record, waiting a little for it: its submitter writes it right after claiming.
+async fn recorded_soon(nats: &Nats, build_id: &BuildId) -> Result<Option<BuildRecord>, RequestError> {
+    for _ in 0..20 {
+        if let Some(record) = read(nats, build_id).await? {
+            return Ok(Some(record));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(None)
+}
+
+/// Queues the job and records the build claimed at revision `claim` of `key`; on failure, gives the claim
+/// back so that the client's retry starts the build anew rather than finding a claim with no record.
 async fn start<J: Serialize>(
     nats: &Nats,
     build_id: BuildId,
     submission: &Submission<impl Fn(&BuildId) -> J>,
+    key: &str,
+    claim: u64,
 ) -> Result<Submitted, RequestError> {
+    let started = queue_and_record(nats, &build_id, submission).await;
+    if started.is_err() {
+        if let Err(err) = nats.stores.active.delete_expect_revision(key, Some(claim)).await {
+            tracing::warn!(%err, %build_id, "cannot give back the claim of a build that could not start");
+        }
+    }
+    started.map(|()| Submitted { build_id, status: AcceptedStatus::Queued, error: None })
+}
+
+async fn queue_and_record<J: Serialize>(
+    nats: &Nats,
+    build_id: &BuildId,
+    submission: &Submission<impl Fn(&BuildId) -> J>,
+) -> Result<(), RequestError> {
     // The job first, then its record: a crash in between leaves a job whose record is missing (workers
     // drop it after a while) and a dedup claim without a record (taken over after ORPHAN_CLAIM_AGE),
     // never a record of a build that no job will run.
-    let job = serde_json::to_vec(&(submission.job)(&build_id)).expect("jobs serialise");
+    let job = serde_json::to_vec(&(submission.job)(build_id)).expect("jobs serialise");
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Nats-Msg-Id", build_id.as_str());
     let queued = async {
@@ -135,8 +170,7 @@ async fn start<J: Serialize>(
         lease_expires_at: None,
         pinned: false,
     };
-    create(nats, &record).await?;
-    Ok(Submitted { build_id, status: AcceptedStatus::Queued, error: None })
+    create(nats, &record).await
 }
 
 /// SHA-256 of the kind and what is built (for components the commit, for images the Dockerfile and
