@@ -157,6 +157,18 @@ async fn the_dashboard_shows_builds_live_their_logs_images_components_and_keys_i
     assert_eq!(browser.script("return sessionStorage.length").await, json!(0));
 
     browser.sign_in(&home, ADMIN_KEY).await;
+    // The page's own assets are small, and what the first paint took is printed (not asserted: timings
+    // belong in BENCHMARKS.md).
+    let assets = browser
+        .script(
+            "return performance.getEntriesByType('resource').filter((r) => r.name.includes('/ui/'))
+               .reduce((sum, r) => sum + r.decodedBodySize, 0)
+               + performance.getEntriesByType('navigation')[0].decodedBodySize",
+        )
+        .await;
+    assert!(assets.as_u64().is_some_and(|size| size < 200 * 1024), "the dashboard's assets: {assets} bytes");
+    let paint = browser.script("return performance.getEntriesByName('first-contentful-paint')[0]?.startTime").await;
+    println!("dashboard: {assets} bytes of assets, first contentful paint at {paint} ms");
     // The key is in this tab's session storage, never in the address.
     assert_eq!(browser.script("return sessionStorage.getItem('artifacts.key')").await, json!(ADMIN_KEY));
     assert!(!browser.client.current_url().await.unwrap().as_str().contains(ADMIN_KEY));
