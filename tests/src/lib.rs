@@ -2,6 +2,7 @@
 //! store, a random port) and its own gateway and functions, run in-process on port 0 and driven over real
 //! HTTP and real NATS. Nothing is shared between tests and nothing is mocked.
 
+pub mod browser;
 pub mod engines;
 pub mod up;
 
