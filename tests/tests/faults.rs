@@ -17,7 +17,8 @@ use serde_json::{json, Value};
 
 use artifacts_tests::up::{is_running, UpStack};
 use artifacts_tests::{
-    docker, key_header, manifest, require_docker, sign_webhook, unique_name, webhook_fixture, GitRepo, WEBHOOK_SECRET,
+    docker, key_header, manifest, require_docker, sign_webhook, unique_name, webhook_fixture, GitRepo, Registry,
+    TestApp, ADMIN_KEY, WEBHOOK_SECRET,
 };
 
 const ACK_WAIT_SECS: &str = "6";
@@ -326,4 +327,41 @@ async fn builds_survive_faults_and_identical_work_is_done_once() {
     assert!(left.is_empty(), "outlived up: {left:?}");
 
     println!("\n== faults ==\n{}", report.join("\n"));
+}
+
+/// Issue 16: a submission that claimed the identical-work key but never recorded its build (JetStream was
+/// electing a leader) left the claim behind, and the client's retry was answered 202 with that build's
+/// id: a build that nobody would ever record or run. Now the retry is told to retry (503).
+#[tokio::test]
+async fn an_identical_submission_never_answers_with_a_build_that_has_no_record() {
+    require_docker().await;
+    let registry = Registry::start().await;
+    let address = registry.address.clone();
+    let app = TestApp::spawn_with(|settings| settings.registry.address = address).await;
+    let body = json!({"dockerfile": "FROM busybox\nRUN true\n", "component": unique_name("claim"),
+                      "branch": "main", "architecture": "amd64"});
+    let submit = || app.http.post(app.url("/api/v1/images")).bearer_auth(ADMIN_KEY).json(&body).send();
+    let accepted: Value = submit().await.unwrap().json().await.unwrap();
+    let first = accepted["buildId"].as_str().expect("a build id").to_owned();
+    assert_eq!(app.wait_for_build(&first).await["status"], "succeeded");
+
+    // The claim as a submitter that failed after claiming leaves it: a fresh build id with no record.
+    let active = &app.nats.stores.active;
+    let claims: Vec<String> = futures::TryStreamExt::try_collect(active.keys().await.unwrap()).await.unwrap();
+    let mut claim = None;
+    for key in claims {
+        if active.get(&key).await.unwrap().is_some_and(|value| value == first.as_bytes()) {
+            claim = Some(key);
+        }
+    }
+    let claim = claim.expect("the first build's claim");
+    let orphan = artifacts_schemas::BuildId::generate();
+    active.put(&claim, orphan.as_str().to_owned().into()).await.unwrap();
+
+    let retried = submit().await.unwrap();
+    let status = retried.status().as_u16();
+    let answer: Value = retried.json().await.unwrap();
+    assert_ne!(answer["buildId"], json!(orphan.as_str()), "answered with a build that has no record: {answer}");
+    assert_eq!(status, 503, "{answer}");
+    assert!(answer["errorMessage"].as_str().unwrap().contains("retry"), "{answer}");
 }
