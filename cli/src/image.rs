@@ -156,10 +156,19 @@ fn pack_context(
         tar.follow_symlinks(false);
         let packed = walk_context(&context, &ignore, |relative, path, is_dir| {
             if is_dir {
-                tar.append_dir(relative, path)
-            } else {
-                tar.append_path_with_name(path, relative)
+                return tar.append_dir(relative, path);
             }
+            let metadata = std::fs::symlink_metadata(path)?;
+            if !metadata.is_file() {
+                return tar.append_path_with_name(path, relative);
+            }
+            let mut file = std::fs::File::open(path)?;
+            let mut header = tar::Header::new_gnu();
+            header.set_metadata_in_mode(&metadata, tar::HeaderMode::Complete);
+            // The header alone (with a long name's extra entry): `tar` would copy the data 8 KiB at a
+            // time through a buffer of its own, a tenth of the upload's rate on a large context.
+            tar.append_data(&mut header, relative, std::io::empty())?;
+            tar.get_mut().append_file_data(&mut file, metadata.len())
         })
         .and_then(|()| tar.into_inner())
         .and_then(|mut writer| writer.flush_chunk());
@@ -198,7 +207,40 @@ impl ChunkWriter {
             .blocking_send(Ok(chunk))
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the upload stopped"))
     }
+
+    /// Reads `size` bytes of `file` straight into the chunk being filled, as much at once as it has
+    /// room for, then pads them to tar's 512-byte blocks. Exactly `size`: a file that grows meanwhile
+    /// is cut where its header says, one that shrinks is an error, so the tar stays whole.
+    fn append_file_data(&mut self, file: &mut std::fs::File, size: u64) -> std::io::Result<()> {
+        use std::io::Read as _;
+        let mut left = size;
+        while left > 0 {
+            let filled = self.pending.len();
+            let room = CHUNK.saturating_sub(filled).max(BLOCK);
+            let wanted = usize::try_from(left).map_or(room, |left| left.min(room));
+            self.pending.resize(filled + wanted, 0);
+            let read = file.read(&mut self.pending[filled..])?;
+            self.pending.truncate(filled + read);
+            if read == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "a file got shorter while it was packed",
+                ));
+            }
+            left -= read as u64;
+            if self.pending.len() >= CHUNK {
+                self.flush_chunk()?;
+                self.pending.reserve(CHUNK);
+            }
+        }
+        let padding = (BLOCK as u64 - size % BLOCK as u64) % BLOCK as u64;
+        self.pending.extend_from_slice(&[0; BLOCK][..padding as usize]);
+        Ok(())
+    }
 }
+
+/// tar's unit: headers and data are padded to it.
+const BLOCK: usize = 512;
 
 impl std::io::Write for ChunkWriter {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {

@@ -3,6 +3,7 @@
 //! HTTP and real NATS. Nothing is shared between tests and nothing is mocked.
 
 pub mod browser;
+pub mod cluster;
 pub mod engines;
 pub mod up;
 

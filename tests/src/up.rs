@@ -24,12 +24,28 @@ impl UpStack {
     /// Starts `artifacts up` on free ports with these extra environment variables, and waits until it says
     /// the stack is up.
     pub async fn start(env: &[(&str, &str)]) -> Self {
+        Self::launch(&[], free_port(), env).await
+    }
+
+    /// Like `start`, with `artifacts up --nats-cluster NODES`: the nodes on consecutive free ports, whose
+    /// route ports (each one's port + 2000) are free too.
+    pub async fn start_cluster(nodes: u16, env: &[(&str, &str)]) -> Self {
+        let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        let first = (0..200)
+            .map(|_| rand::random_range(20_000..40_000))
+            .find(|&first| (first..first + nodes).all(|port| free(port) && free(port + 2000)))
+            .expect("consecutive free ports");
+        Self::launch(&["--nats-cluster", &nodes.to_string()], first, env).await
+    }
+
+    async fn launch(args: &[&str], nats_port: u16, env: &[(&str, &str)]) -> Self {
         let data = tempfile::tempdir().expect("temporary directory");
-        let (gateway, nats_port, registry) = (free_port(), free_port(), free_port());
+        let (gateway, registry) = (free_port(), free_port());
         let mut command = Command::new(workspace_binary("artifacts"));
         command
             .args(["up", "--data-dir"])
             .arg(data.path())
+            .args(args)
             .env("ARTIFACTS__GATEWAY__LISTEN", format!("127.0.0.1:{gateway}"))
             .env("NATS_URL", format!("nats://127.0.0.1:{nats_port}"))
             .env("ARTIFACTS__REGISTRY__ADDRESS", format!("127.0.0.1:{registry}"))
@@ -92,6 +108,21 @@ impl UpStack {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("the stack was not ready within {limit:?}");
+    }
+
+    /// Submits an image build of `dockerfile` for amd64 on branch main; its build id.
+    pub async fn submit_image(&self, component: &str, dockerfile: &str) -> String {
+        let form = reqwest::multipart::Form::new()
+            .text("dockerfile", dockerfile.to_owned())
+            .text("component", component.to_owned())
+            .text("branch", "main")
+            .text("architecture", "amd64");
+        let answer =
+            self.http.post(self.url("/api/v1/images")).bearer_auth(&self.admin_key).multipart(form).send().await;
+        let answer = answer.expect("the gateway answers");
+        assert_eq!(answer.status(), 202);
+        let accepted: Value = answer.json().await.expect("JSON");
+        accepted["buildId"].as_str().expect("a build id").to_owned()
     }
 
     /// GET with the admin key; `None` while the stack does not answer (a process is restarting).

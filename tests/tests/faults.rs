@@ -57,25 +57,6 @@ async fn submit_component(stack: &UpStack, url: &str, component: &str, tag: &str
     accepted["buildId"].as_str().unwrap().to_owned()
 }
 
-async fn submit_image(stack: &UpStack, component: &str, dockerfile: &str) -> String {
-    let form = reqwest::multipart::Form::new()
-        .text("dockerfile", dockerfile.to_owned())
-        .text("component", component.to_owned())
-        .text("branch", "main")
-        .text("architecture", "amd64");
-    let answer = stack
-        .http
-        .post(stack.url("/api/v1/images"))
-        .bearer_auth(&stack.admin_key)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 202);
-    let accepted: Value = answer.json().await.unwrap();
-    accepted["buildId"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test]
 async fn builds_survive_faults_and_identical_work_is_done_once() {
     require_docker().await;
@@ -107,7 +88,7 @@ async fn builds_survive_faults_and_identical_work_is_done_once() {
     ] {
         let component = unique_name(&format!("kill-{}", program.trim_start_matches("artifacts-")));
         let build_id = if program == "artifacts-build-image" {
-            submit_image(&stack, &component, &format!("FROM busybox\nRUN echo {component} && sleep 4\n")).await
+            stack.submit_image(&component, &format!("FROM busybox\nRUN echo {component} && sleep 4\n")).await
         } else {
             submit_component(&stack, &url, &component, "slow").await
         };

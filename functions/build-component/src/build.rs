@@ -294,10 +294,13 @@ impl ComponentBuild {
     }
 
     async fn download(&self, object: &str, path: &Path) -> Result<(), BuildFailure> {
-        let passing = |err: &dyn std::fmt::Display| BuildFailure::Passing(format!("cannot fetch a dependency: {err}"));
-        let mut reader = self.nats.stores.archives.get(object).await.map_err(|err| passing(&err))?;
-        let mut file = tokio::fs::File::create(path).await.map_err(|err| passing(&err))?;
-        tokio::io::copy(&mut reader, &mut file).await.map_err(|err| passing(&err))?;
+        let fetch =
+            |err: &dyn std::fmt::Display| BuildFailure::Unavailable(format!("cannot fetch a dependency: {err}"));
+        let mut reader = self.nats.stores.archives.get(object).await.map_err(|err| fetch(&err))?;
+        let mut file = tokio::fs::File::create(path)
+            .await
+            .map_err(|err| BuildFailure::Passing(format!("cannot write a dependency: {err}")))?;
+        tokio::io::copy(&mut reader, &mut file).await.map_err(|err| fetch(&err))?;
         Ok(())
     }
 }

@@ -66,7 +66,7 @@ pub async fn store(
             return Err(failure);
         }
     };
-    put.map_err(|err| BuildFailure::Passing(format!("the object store cannot take the artifact: {err}")))?;
+    put.map_err(|err| BuildFailure::Unavailable(format!("the object store cannot take the artifact: {err}")))?;
     Ok(Stored { digest: format!("sha256:{}", hex::encode(digest)), size })
 }
 

@@ -235,17 +235,21 @@ async fn assemble_context(
     job: &ImageJob,
     dir: PathBuf,
 ) -> Result<PathBuf, BuildFailure> {
-    let passing = |what: &str, err: &dyn std::fmt::Display| BuildFailure::Passing(format!("cannot read {what}: {err}"));
+    let unavailable =
+        |what: &str, err: &dyn std::fmt::Display| BuildFailure::Unavailable(format!("cannot read {what}: {err}"));
+    let passing =
+        |what: &str, err: &dyn std::fmt::Display| BuildFailure::Passing(format!("cannot write {what}: {err}"));
     let mut dockerfile = Vec::new();
-    let mut object = nats.stores.uploads.get(&job.dockerfile).await.map_err(|err| passing("the Dockerfile", &err))?;
-    object.read_to_end(&mut dockerfile).await.map_err(|err| passing("the Dockerfile", &err))?;
+    let mut object =
+        nats.stores.uploads.get(&job.dockerfile).await.map_err(|err| unavailable("the Dockerfile", &err))?;
+    object.read_to_end(&mut dockerfile).await.map_err(|err| unavailable("the Dockerfile", &err))?;
 
     let uploaded = match &job.context {
         Some(name) => {
             let path = dir.join("upload");
-            let mut object = nats.stores.uploads.get(name).await.map_err(|err| passing("the context", &err))?;
+            let mut object = nats.stores.uploads.get(name).await.map_err(|err| unavailable("the context", &err))?;
             let mut file = tokio::fs::File::create(&path).await.map_err(|err| passing("the context", &err))?;
-            tokio::io::copy(&mut object, &mut file).await.map_err(|err| passing("the context", &err))?;
+            tokio::io::copy(&mut object, &mut file).await.map_err(|err| unavailable("the context", &err))?;
             Some(path)
         }
         None => None,

@@ -1,11 +1,12 @@
 //! One start of a build, the same for every kind of build: mark it running and count the attempt, give
 //! up past `build.max_attempts`, run it under `build.timeout_secs`, then record how it ended.
 //!
-//! Failures are of three kinds. Permanent ones (a bad Dockerfile, a failing command, a missing base
+//! Failures are of four kinds. Permanent ones (a bad Dockerfile, a failing command, a missing base
 //! image, a refused archive, a timeout) fail the build at once. Passing ones (the Docker engine or the
-//! registry unreachable, JetStream hiccups) send the job back to the queue with a delay. Waiting (a
-//! dependency is being built first) sends it back without counting the attempt. So does a worker that
-//! is stopping: it lets a running build finish within `build.shutdown_grace_secs`, then hands it back
+//! registry unreachable) send the job back to the queue with a delay. Waiting (a dependency is being
+//! built first) sends it back without counting the attempt, and so does JetStream unavailable (its
+//! object store timing out while a cluster elects a leader): losing a NATS node must not use up a
+//! build's attempts, which are for the build's own faults. So does a worker that is stopping: it lets a running build finish within `build.shutdown_grace_secs`, then hands it back
 //! for another worker. Attempts count failures and crashes, never restarts.
 //!
 //! A build's states:
@@ -52,6 +53,8 @@ pub enum BuildFailure {
     Permanent(String),
     Passing(String),
     Waiting(String),
+    /// JetStream did not answer; not the build's fault, so not counted.
+    Unavailable(String),
 }
 
 /// A kind of build, as the attempt loop sees it.
@@ -175,6 +178,11 @@ pub async fn attempt<B: Build>(
             requeue(nats, build_id, message, true).await;
             Outcome::Retry(Duration::from_secs(2))
         }
+        Ok(Err(BuildFailure::Unavailable(message))) => {
+            log.write(&format!("will retry (not counted as an attempt): {message}")).await;
+            requeue(nats, build_id, message, true).await;
+            Outcome::Retry(Duration::from_secs(3))
+        }
     }
 }
 
@@ -272,6 +280,8 @@ async fn conclude<B: Build>(nats: &Nats, build: &B, log: &mut BuildLog, result: 
     if let Ok(output) = &result {
         if let Err(err) = build.store(output, log).await {
             tracing::warn!(%err, %build_id, "cannot store what the build made; retrying the job");
+            // Built but not stored: JetStream's fault, not the build's, so not counted.
+            requeue(nats, build_id, format!("cannot store what the build made: {err}"), true).await;
             return Outcome::Retry(Duration::from_secs(5));
         }
     }
