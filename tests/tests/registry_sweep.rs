@@ -5,11 +5,13 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
 use artifacts_runtime::{registry_gate, trigger_index};
 use artifacts_schemas::{Architecture, TagName};
-use artifacts_tests::TestApp;
+use artifacts_tests::{Registry, TestApp, ADMIN_KEY};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -111,3 +113,64 @@ async fn pushes_find_sources_and_dependants_recorded_before_the_index_existed() 
     let dependants = trigger_index::dependants_of(stores, &library, &main, Architecture::Amd64).await.unwrap();
     assert!(dependants.is_empty(), "{dependants:?}");
 }
+
+/// Issue 16: two builds publishing `latest` at once both replace the same list, and the list that lost
+/// the tag was left untagged for good, keeping the blobs of every image it named past their collection.
+#[tokio::test]
+async fn a_collection_deletes_the_manifest_lists_no_tag_names() {
+    artifacts_tests::require_docker().await;
+    let registry = Registry::start().await;
+    let (address, storage) = (registry.address.clone(), registry.storage_dir());
+    let app = TestApp::spawn_with(|settings| {
+        settings.registry.address = address;
+        settings.registry.storage_dir = Some(storage.clone());
+        settings.retention.gc_interval_secs = 0;
+    })
+    .await;
+    let component = format!("orphan-list-{}", std::process::id());
+    let body = json!({"dockerfile": "FROM busybox\nRUN echo listed > /x\n", "component": component, "branch": "main", "architecture": "amd64"});
+    let accepted: Value = app
+        .http
+        .post(app.url("/api/v1/images"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let record = app.wait_for_build(accepted["buildId"].as_str().unwrap()).await;
+    assert_eq!(record["status"], "succeeded", "{record}");
+
+    // The list that lost the race: the same members, another digest (its bytes differ), under no tag.
+    let repository = format!("{component}-main-image");
+    let manifests = format!("http://{}/v2/{repository}/manifests", registry.address);
+    let list: Value = app
+        .http
+        .get(format!("{manifests}/latest"))
+        .header("Accept", LIST_TYPE)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let orphan = serde_json::to_vec_pretty(&list).unwrap();
+    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&orphan)));
+    let put = app.http.put(format!("{manifests}/{digest}")).header("Content-Type", LIST_TYPE).body(orphan);
+    assert_eq!(put.send().await.unwrap().status(), 201);
+    // Old enough to be no push in flight.
+    let revision = storage.join(format!("docker/registry/v2/repositories/{repository}/_manifests/revisions/sha256"));
+    let link = revision.join(&digest["sha256:".len()..]).join("link");
+    let aged = std::process::Command::new("touch").args(["-h", "-d", "1 minute ago"]).arg(&link).status().unwrap();
+    assert!(aged.success());
+
+    let collected = app.http.post(app.url("/api/v1/gc")).bearer_auth(ADMIN_KEY).json(&json!({})).send().await.unwrap();
+    assert_eq!(collected.status(), 200);
+    let head = |reference: String| app.http.head(format!("{manifests}/{reference}")).header("Accept", LIST_TYPE).send();
+    assert_eq!(head(digest.clone()).await.unwrap().status(), 404, "the untagged list went");
+    assert_eq!(head("latest".into()).await.unwrap().status(), 200, "the tagged one stays");
+}
+
+const LIST_TYPE: &str = "application/vnd.docker.distribution.manifest.list.v2+json";

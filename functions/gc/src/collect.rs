@@ -11,8 +11,9 @@
 //! and they are a day old.
 //!
 //! Registry blobs: deleting a manifest frees no disk by itself. With `registry.storage_dir` set, each
-//! collection then runs the registry's own `garbage-collect` there, between pushes
-//! ([`registry_gate`]); every run sweeps, so blobs a stopped collection left are swept by the next.
+//! collection then deletes the manifest lists no tag names (two builds publishing `latest` at once
+//! leave one, [`registry::untagged_lists`]) and runs the registry's own `garbage-collect` there, between
+//! pushes ([`registry_gate`]); every run sweeps, so blobs a stopped collection left are swept by the next.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -133,6 +134,10 @@ pub async fn collect(nats: &Nats, settings: &Settings, dry_run: bool) -> Result<
     }
     remove_uploads(nats, &records, &kept, dry_run, &mut removed).await?;
     if let (false, Some(storage)) = (dry_run, &settings.registry.storage_dir) {
+        for (repository, digest) in registry::untagged_lists(storage).await {
+            tracing::info!(%repository, %digest, "deleting a manifest list no tag names");
+            registry::delete_manifest(settings, &repository, &digest).await.map_err(RequestError::unavailable)?;
+        }
         let swept =
             registry_gate::sweep(&nats.stores.registry_gate, PUSHES_WAIT, registry::sweep_blobs(storage)).await?;
         match swept {

@@ -252,6 +252,78 @@ pub async fn sweep_blobs(storage_dir: &std::path::Path) -> Result<Swept, String>
     Ok(Swept { blobs: before.blobs.saturating_sub(after.blobs), bytes: before.bytes.saturating_sub(after.bytes) })
 }
 
+/// Manifest lists that no tag names, in the repositories under `storage_dir`: (repository, digest).
+///
+/// [`publish_manifest_list`] replaces a tag's list and deletes the one it replaced, but two builds
+/// publishing at once both replace the same list, and the list that lost the tag stays; so does one
+/// whose publisher stopped in between. Left, such a list would keep the blobs of collected images.
+/// A list is only taken once its revision is [`UNTAGGED_LIST_AGE`] old: a push writes the revision
+/// just before the tag.
+pub async fn untagged_lists(storage_dir: &std::path::Path) -> Vec<(String, String)> {
+    fn repositories(dir: &std::path::Path, found: &mut Vec<std::path::PathBuf>) {
+        if dir.join("_manifests").is_dir() {
+            found.push(dir.to_path_buf());
+        }
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|kind| kind.is_dir())
+                && !entry.file_name().to_string_lossy().starts_with('_')
+            {
+                repositories(&entry.path(), found);
+            }
+        }
+    }
+    fn link(path: std::path::PathBuf) -> Option<String> {
+        std::fs::read_to_string(path).ok().map(|link| link.trim().to_owned())
+    }
+    let root = storage_dir.join("docker/registry/v2");
+    tokio::task::spawn_blocking(move || {
+        let mut found = Vec::new();
+        repositories(&root.join("repositories"), &mut found);
+        let mut untagged = Vec::new();
+        for repository in found {
+            let manifests = repository.join("_manifests");
+            // Revisions before tags: a list pushed in between is not among the revisions read.
+            let revisions: Vec<_> = std::fs::read_dir(manifests.join("revisions/sha256"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|revision| {
+                    let age = revision.path().join("link").metadata().and_then(|m| m.modified()).ok();
+                    age.and_then(|modified| modified.elapsed().ok()).is_some_and(|age| age >= UNTAGGED_LIST_AGE)
+                })
+                .map(|revision| format!("sha256:{}", revision.file_name().to_string_lossy()))
+                .collect();
+            let tagged: std::collections::BTreeSet<String> = std::fs::read_dir(manifests.join("tags"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|tag| link(tag.path().join("current/link")))
+                .collect();
+            let name = repository.strip_prefix(root.join("repositories")).expect("under the root");
+            for digest in revisions.into_iter().filter(|digest| !tagged.contains(digest)) {
+                let hex = &digest["sha256:".len()..];
+                let Some(prefix) = hex.get(..2) else { continue };
+                let blob = root.join("blobs/sha256").join(prefix).join(hex).join("data");
+                // Manifests are small; anything large is not one.
+                let is_list = std::fs::metadata(&blob).is_ok_and(|m| m.len() < 4 << 20)
+                    && std::fs::read(&blob)
+                        .ok()
+                        .and_then(|data| serde_json::from_slice::<serde_json::Value>(&data).ok())
+                        .is_some_and(|manifest| manifest["mediaType"] == MANIFEST_LIST_TYPE);
+                if is_list {
+                    untagged.push((name.to_string_lossy().into_owned(), digest));
+                }
+            }
+        }
+        untagged
+    })
+    .await
+    .unwrap_or_default()
+}
+
+/// See [`untagged_lists`].
+const UNTAGGED_LIST_AGE: Duration = Duration::from_secs(5);
+
 /// Blobs under the registry's storage and their bytes.
 async fn blob_usage(storage_dir: &std::path::Path) -> Swept {
     fn walk(dir: &std::path::Path, usage: &mut Swept) {
