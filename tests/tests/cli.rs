@@ -108,9 +108,20 @@ async fn every_command_works_against_a_real_stack() {
     std::fs::write(context.join("secret.txt"), "not for the image\n").unwrap();
     std::fs::write(context.join("sub/keep.txt"), "kept\n").unwrap();
     std::fs::write(context.join(".dockerignore"), "secret.txt\n").unwrap();
+    // Packed whole: a file over several upload chunks whose size is no multiple of tar's blocks, a path
+    // longer than a tar header holds, a symbolic link.
+    std::fs::write(context.join("big.bin"), vec![7u8; 2_500_001]).unwrap();
+    let long = format!("sub/{}", "d".repeat(120));
+    std::fs::create_dir_all(context.join(&long)).unwrap();
+    std::fs::write(context.join(&long).join("deep.txt"), "deep\n").unwrap();
+    std::os::unix::fs::symlink("hello.txt", context.join("link.txt")).unwrap();
     std::fs::write(
         context.join("Dockerfile"),
-        "FROM busybox\nARG WORD\nCOPY . /ctx\nRUN test ! -e /ctx/secret.txt && test -e /ctx/sub/keep.txt && echo \"word=$WORD\"\n",
+        format!(
+            "FROM busybox\nARG WORD\nCOPY . /ctx\nRUN test ! -e /ctx/secret.txt && test -e /ctx/sub/keep.txt \
+             && test \"$(wc -c < /ctx/big.bin)\" -eq 2500001 && grep -q deep /ctx/{long}/deep.txt \
+             && test \"$(readlink /ctx/link.txt)\" = hello.txt && echo \"word=$WORD\"\n"
+        ),
     )
     .unwrap();
     let image = unique_name("cli-image");
