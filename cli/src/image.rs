@@ -37,22 +37,24 @@ pub async fn build(client: &Client, args: BuildArgs) -> anyhow::Result<ExitCode>
         build_args.insert(name.to_owned(), Value::String(value.to_owned()));
     }
     let ignore = dockerignore(&args.context)?;
-    let estimate = estimated_size(&args.context, &ignore)?;
+    let entries = std::sync::Arc::new(walk_context(&args.context, &ignore)?);
+    let size = packed_size(&entries)?;
     let architectures =
         if args.architectures.is_empty() { vec!["amd64".to_owned()] } else { args.architectures.clone() };
     let mut worst = ExitCode::SUCCESS;
     for architecture in &architectures {
         // Packed anew for each upload, while it is sent: no temporary copy, and the upload starts at once.
-        let (chunks, packer) = pack_context(args.context.clone(), ignore.clone());
-        let bar = progress::bar(estimate, &format!("uploading the context for {architecture}"));
+        let (chunks, packer) = pack_context(args.context.clone(), std::sync::Arc::clone(&entries));
+        let bar = progress::bar(size, &format!("uploading the context for {architecture}"));
         let counted = bar.clone();
         let stream = chunks.inspect(move |chunk| {
             if let Ok(chunk) = chunk {
                 counted.inc(chunk.len() as u64);
             }
         });
-        let context =
-            Part::stream(reqwest::Body::wrap_stream(stream)).file_name("context.tar").mime_str("application/x-tar")?;
+        let context = Part::stream_with_length(reqwest::Body::wrap_stream(stream), size)
+            .file_name("context.tar")
+            .mime_str("application/x-tar")?;
         let mut form = Form::new()
             .part("dockerfile", Part::bytes(dockerfile.clone()).file_name("Dockerfile"))
             .part("context", context)
@@ -104,74 +106,113 @@ fn dockerignore(context: &Path) -> anyhow::Result<Gitignore> {
     Ok(ignore.build()?)
 }
 
-/// Calls `visit` with each path of the context that is packed (relative, absolute, whether a
-/// directory), parents before children, in a stable order.
-fn walk_context(
-    context: &Path,
-    ignore: &Gitignore,
-    mut visit: impl FnMut(&Path, &Path, bool) -> std::io::Result<()>,
-) -> std::io::Result<()> {
-    let mut pending = vec![context.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        let mut entries: Vec<_> = std::fs::read_dir(&dir)?.collect::<Result<_, _>>()?;
-        entries.sort_by_key(|entry| entry.file_name());
-        for entry in entries {
-            let path = entry.path();
-            let relative = path.strip_prefix(context).expect("under the context");
-            let is_dir = entry.file_type()?.is_dir();
-            if ignore.matched_path_or_any_parents(relative, is_dir).is_ignore() {
-                continue;
-            }
-            visit(relative, &path, is_dir)?;
-            if is_dir {
-                pending.push(path);
-            }
-        }
-    }
-    Ok(())
+/// One path of the context to pack, as it was when the context was walked.
+struct Entry {
+    relative: PathBuf,
+    path: PathBuf,
+    metadata: std::fs::Metadata,
 }
 
-/// The tar's size near enough for a progress bar: the files' bytes and a header for each entry
-/// (long names and padding make the real one a little larger).
-fn estimated_size(context: &Path, ignore: &Gitignore) -> anyhow::Result<u64> {
-    let mut size = 1024;
-    walk_context(context, ignore, |_, path, _| {
-        size += 512 + std::fs::symlink_metadata(path)?.len();
+/// The paths of the context that are packed, parents before children, in a stable order: walked once,
+/// so that the length announced and the tar sent agree.
+fn walk_context(context: &Path, ignore: &Gitignore) -> anyhow::Result<Vec<Entry>> {
+    let walk = || -> std::io::Result<Vec<Entry>> {
+        let mut found = Vec::new();
+        let mut pending = vec![context.to_path_buf()];
+        while let Some(dir) = pending.pop() {
+            let mut entries: Vec<_> = std::fs::read_dir(&dir)?.collect::<Result<_, _>>()?;
+            entries.sort_by_key(|entry| entry.file_name());
+            for entry in entries {
+                let path = entry.path();
+                let relative = path.strip_prefix(context).expect("under the context").to_path_buf();
+                let metadata = std::fs::symlink_metadata(&path)?;
+                if ignore.matched_path_or_any_parents(&relative, metadata.is_dir()).is_ignore() {
+                    continue;
+                }
+                if metadata.is_dir() {
+                    pending.push(path.clone());
+                }
+                found.push(Entry { relative, path, metadata });
+            }
+        }
+        Ok(found)
+    };
+    walk().with_context(|| format!("cannot read the build context {}", context.display()))
+}
+
+/// Appends `entry`'s header (with a long name's extra entry) to `tar`, and, unless `data` is false, its
+/// contents; a regular file's contents are read straight into the upload's chunks ([`ChunkWriter`]):
+/// `tar` would copy them 8 KiB at a time through a buffer of its own.
+fn append_entry<W: PackedBytes>(tar: &mut tar::Builder<W>, entry: &Entry) -> std::io::Result<()> {
+    if entry.metadata.is_dir() {
+        return tar.append_dir(&entry.relative, &entry.path);
+    }
+    if !entry.metadata.is_file() {
+        return tar.append_path_with_name(&entry.path, &entry.relative);
+    }
+    let mut header = tar::Header::new_gnu();
+    header.set_metadata_in_mode(&entry.metadata, tar::HeaderMode::Complete);
+    tar.append_data(&mut header, &entry.relative, std::io::empty())?;
+    tar.get_mut().append_file_data(&entry.path, entry.metadata.len())
+}
+
+/// Where a packed tar goes: the upload, or a count of its bytes.
+trait PackedBytes: std::io::Write {
+    /// `size` bytes of the file at `path`, padded to tar's 512-byte blocks.
+    fn append_file_data(&mut self, path: &Path, size: u64) -> std::io::Result<()>;
+}
+
+/// The exact length of the tar of `entries`: the request announces it, as a client sending a file does.
+fn packed_size(entries: &[Entry]) -> anyhow::Result<u64> {
+    let mut tar = tar_builder(ByteCount(0));
+    for entry in entries {
+        append_entry(&mut tar, entry).with_context(|| format!("cannot read {}", entry.path.display()))?;
+    }
+    Ok(tar.into_inner()?.0)
+}
+
+/// Links go in as links, not what they point to.
+fn tar_builder<W: std::io::Write>(writer: W) -> tar::Builder<W> {
+    let mut tar = tar::Builder::new(writer);
+    tar.follow_symlinks(false);
+    tar
+}
+
+struct ByteCount(u64);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0 += data.len() as u64;
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
-    })
-    .with_context(|| format!("cannot read the build context {}", context.display()))?;
-    Ok(size)
+    }
+}
+
+impl PackedBytes for ByteCount {
+    fn append_file_data(&mut self, _: &Path, size: u64) -> std::io::Result<()> {
+        self.0 += size.next_multiple_of(BLOCK as u64);
+        Ok(())
+    }
 }
 
 /// The context as a tar stream, packed on a blocking thread no further ahead of the upload than a few
 /// chunks; the thread's result says why the stream broke off, if it did.
 fn pack_context(
     context: PathBuf,
-    ignore: Gitignore,
+    entries: std::sync::Arc<Vec<Entry>>,
 ) -> (impl futures::Stream<Item = std::io::Result<Bytes>>, tokio::task::JoinHandle<anyhow::Result<()>>) {
     let (sender, receiver) = tokio::sync::mpsc::channel(4);
     let packer = tokio::task::spawn_blocking(move || {
         let writer = ChunkWriter { sender: sender.clone(), pending: BytesMut::with_capacity(CHUNK) };
-        let mut tar = tar::Builder::new(writer);
-        tar.follow_symlinks(false);
-        let packed = walk_context(&context, &ignore, |relative, path, is_dir| {
-            if is_dir {
-                return tar.append_dir(relative, path);
-            }
-            let metadata = std::fs::symlink_metadata(path)?;
-            if !metadata.is_file() {
-                return tar.append_path_with_name(path, relative);
-            }
-            let mut file = std::fs::File::open(path)?;
-            let mut header = tar::Header::new_gnu();
-            header.set_metadata_in_mode(&metadata, tar::HeaderMode::Complete);
-            // The header alone (with a long name's extra entry): `tar` would copy the data 8 KiB at a
-            // time through a buffer of its own, a tenth of the upload's rate on a large context.
-            tar.append_data(&mut header, relative, std::io::empty())?;
-            tar.get_mut().append_file_data(&mut file, metadata.len())
-        })
-        .and_then(|()| tar.into_inner())
-        .and_then(|mut writer| writer.flush_chunk());
+        let mut tar = tar_builder(writer);
+        let packed = entries
+            .iter()
+            .try_for_each(|entry| append_entry(&mut tar, entry))
+            .and_then(|()| tar.into_inner())
+            .and_then(|mut writer| writer.flush_chunk());
         match &packed {
             // The request ended first; its answer says why.
             Err(_) if sender.is_closed() => return Ok(()),
@@ -191,6 +232,9 @@ fn pack_context(
 
 const CHUNK: usize = 1024 * 1024;
 
+/// tar's unit: headers and data are padded to it.
+const BLOCK: usize = 512;
+
 /// Hands what the tar builder writes to the upload in chunks of [`CHUNK`] bytes.
 struct ChunkWriter {
     sender: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
@@ -207,12 +251,15 @@ impl ChunkWriter {
             .blocking_send(Ok(chunk))
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the upload stopped"))
     }
+}
 
-    /// Reads `size` bytes of `file` straight into the chunk being filled, as much at once as it has
-    /// room for, then pads them to tar's 512-byte blocks. Exactly `size`: a file that grows meanwhile
-    /// is cut where its header says, one that shrinks is an error, so the tar stays whole.
-    fn append_file_data(&mut self, file: &mut std::fs::File, size: u64) -> std::io::Result<()> {
+impl PackedBytes for ChunkWriter {
+    /// Reads the file straight into the chunk being filled, as much at once as it has room for.
+    /// Exactly `size` bytes, as walked: a file that grew since is cut there, one that shrank is an
+    /// error, so the tar is always the length announced.
+    fn append_file_data(&mut self, path: &Path, size: u64) -> std::io::Result<()> {
         use std::io::Read as _;
+        let mut file = std::fs::File::open(path)?;
         let mut left = size;
         while left > 0 {
             let filled = self.pending.len();
@@ -224,7 +271,7 @@ impl ChunkWriter {
             if read == 0 {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
-                    "a file got shorter while it was packed",
+                    format!("{} got shorter while it was packed", path.display()),
                 ));
             }
             left -= read as u64;
@@ -233,14 +280,11 @@ impl ChunkWriter {
                 self.pending.reserve(CHUNK);
             }
         }
-        let padding = (BLOCK as u64 - size % BLOCK as u64) % BLOCK as u64;
+        let padding = size.next_multiple_of(BLOCK as u64) - size;
         self.pending.extend_from_slice(&[0; BLOCK][..padding as usize]);
         Ok(())
     }
 }
-
-/// tar's unit: headers and data are padded to it.
-const BLOCK: usize = 512;
 
 impl std::io::Write for ChunkWriter {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
