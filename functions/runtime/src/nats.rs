@@ -148,6 +148,9 @@ pub async fn connect(settings: &Settings, process_name: &str) -> anyhow::Result<
             .custom_inbox_prefix(SERVICE_INBOX_PREFIX)
             .connection_timeout(Duration::from_secs(5))
             .request_timeout(Some(settings.request_timeout()))
+            // The first node listed that answers, not a random one: the stack's processes on one host
+            // then share a node (list the host's own first), and a request does not cross routes twice.
+            .retain_servers_order()
             .connect(servers.as_slice())
             .await;
         match attempt {

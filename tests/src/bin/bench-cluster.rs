@@ -80,7 +80,7 @@ async fn main() {
     let stream = cluster.nats.stores.components.stream_name.clone();
     let leader = leader_of(&cluster, &stream).await;
     let mut answered = vec![Instant::now()];
-    let mut failed = 0;
+    let mut failed = std::collections::BTreeMap::<String, usize>::new();
     let started = Instant::now();
     let mut killed = false;
     while started.elapsed() < Duration::from_secs(20) {
@@ -91,14 +91,22 @@ async fn main() {
         let asked = cluster.http.get(cluster.url(LOOKUP)).bearer_auth(ADMIN_KEY).timeout(Duration::from_secs(10));
         match asked.send().await {
             Ok(response) if response.status() == 200 => answered.push(Instant::now()),
-            _ => failed += 1,
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let said: serde_json::Value = response.json().await.unwrap_or_default();
+                *failed.entry(format!("{status} {}", said["errorMessage"].as_str().unwrap_or(""))).or_default() += 1;
+            }
+            Err(err) => *failed.entry(format!("no answer: {err}")).or_default() += 1,
         }
     }
     let pause = answered.windows(2).map(|pair| pair[1] - pair[0]).max().expect("answers");
     println!("### Lookups while the node leading `{stream}` is killed (20 s of back-to-back lookups)\n");
     println!("| longest pause s | lookups answered | lookups failed |");
     println!("|---|---|---|");
-    println!("| {:.2} | {} | {failed} |", pause.as_secs_f64(), answered.len() - 1);
+    println!("| {:.2} | {} | {} |\n", pause.as_secs_f64(), answered.len() - 1, failed.values().sum::<usize>());
+    for (failure, count) in failed {
+        println!("- {count} x {failure}");
+    }
 }
 
 /// Submits `builds` distinct waiting builds at once and answers how many finished per minute.
