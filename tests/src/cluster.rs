@@ -15,6 +15,11 @@ use crate::{require_docker, Registry, TestApp, ADMIN_KEY};
 /// The stack on a fresh 3-node cluster (every stream, bucket and object store with 3 replicas), with no
 /// build worker of its own, pushing to a registry of its own.
 pub async fn cluster_app() -> (TestApp, Registry) {
+    cluster_app_with(|_| {}).await
+}
+
+/// Like `cluster_app`, with more settings.
+pub async fn cluster_app_with(configure: impl FnOnce(&mut artifacts_runtime::Settings)) -> (TestApp, Registry) {
     require_docker().await;
     let registry = Registry::start().await;
     let address = registry.address.clone();
@@ -23,6 +28,7 @@ pub async fn cluster_app() -> (TestApp, Registry) {
         settings.build.ack_wait_secs = 3;
         // Requests fail over to another node within this.
         settings.nats.request_timeout_secs = 5;
+        configure(settings);
     })
     .await;
     (app, registry)

@@ -15,7 +15,7 @@
 use std::time::{Duration, Instant};
 
 use artifacts_schemas::Architecture;
-use artifacts_tests::cluster::{cluster_app, finished, leader_of, submit, worker_with};
+use artifacts_tests::cluster::{cluster_app_with, finished, leader_of, submit, worker_with};
 use artifacts_tests::engines::DockerEngine;
 use artifacts_tests::{key_header, TestApp, ADMIN_KEY};
 
@@ -30,9 +30,11 @@ async fn main() {
     let mut args = std::env::args().skip(1).map(|n| n.parse::<usize>().expect("counts"));
     let (builds, lookups) = (args.next().unwrap_or(8), args.next().unwrap_or(2000));
 
-    let single = TestApp::spawn_without_builder(|_| {}).await;
+    // Tens of thousands of lookups a minute with one key: no rate limit.
+    let unlimited = |settings: &mut artifacts_runtime::Settings| settings.gateway.rate_limit_per_minute = 0;
+    let single = TestApp::spawn_without_builder(unlimited).await;
     single.store_component("bench-lookup", "v1", "https://example.com/x.git", &[], true).await;
-    let (mut cluster, _registry) = cluster_app().await;
+    let (mut cluster, _registry) = cluster_app_with(unlimited).await;
     cluster.store_component("bench-lookup", "v1", "https://example.com/x.git", &[], true).await;
 
     // 1. Builds per minute, one host then two; each host builds one at a time (build.slots = 1).
