@@ -300,7 +300,7 @@ impl ComponentBuild {
         let mut file = tokio::fs::File::create(path)
             .await
             .map_err(|err| BuildFailure::Passing(format!("cannot write a dependency: {err}")))?;
-        tokio::io::copy(&mut reader, &mut file).await.map_err(|err| fetch(&err))?;
+        artifacts_runtime::attempt::copy_object("a dependency", &mut reader, &mut file).await?;
         Ok(())
     }
 }

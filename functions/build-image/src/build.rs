@@ -249,7 +249,7 @@ async fn assemble_context(
             let path = dir.join("upload");
             let mut object = nats.stores.uploads.get(name).await.map_err(|err| unavailable("the context", &err))?;
             let mut file = tokio::fs::File::create(&path).await.map_err(|err| passing("the context", &err))?;
-            tokio::io::copy(&mut object, &mut file).await.map_err(|err| unavailable("the context", &err))?;
+            artifacts_runtime::attempt::copy_object("the context", &mut object, &mut file).await?;
             Some(path)
         }
         None => None,

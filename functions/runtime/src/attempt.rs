@@ -57,6 +57,31 @@ pub enum BuildFailure {
     Unavailable(String),
 }
 
+/// Copies an object-store object (`what`, for the message) to a local file: a failure to read is
+/// JetStream's ([`BuildFailure::Unavailable`], not counted), one to write is this host's disk
+/// ([`BuildFailure::Passing`], counted).
+pub async fn copy_object<R, W>(what: &str, object: &mut R, file: &mut W) -> Result<(), BuildFailure>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buffer = vec![0; 128 * 1024];
+    loop {
+        let read = object
+            .read(&mut buffer)
+            .await
+            .map_err(|err| BuildFailure::Unavailable(format!("cannot read {what}: {err}")))?;
+        if read == 0 {
+            break;
+        }
+        file.write_all(&buffer[..read])
+            .await
+            .map_err(|err| BuildFailure::Passing(format!("cannot write {what}: {err}")))?;
+    }
+    file.flush().await.map_err(|err| BuildFailure::Passing(format!("cannot write {what}: {err}")))
+}
+
 /// A kind of build, as the attempt loop sees it.
 pub trait Build: Send + Sync {
     type Output: Into<BuildResult> + Send + Sync;
