@@ -136,6 +136,20 @@ pub async fn run(config: Option<PathBuf>, data_dir: PathBuf, nats_nodes: usize) 
         false
     };
 
+    // `up` makes the streams and buckets before any function starts: processes that create the same
+    // replicated stream at once make nats-server 2.9 leave all but one create unanswered, and each of
+    // those waits out a request timeout (10 s a stream, half a minute in all).
+    let mut stack_settings = settings.clone();
+    if let Some(url) = &service_url {
+        stack_settings.nats.url = url.clone();
+    }
+    stack_settings.nats.connect_timeout_secs = 15;
+    let nats =
+        if nats_up { artifacts_runtime::nats::connect(&stack_settings, "artifacts-up").await.ok() } else { None };
+    if let (Some(nats), Some((users, pids))) = (&nats, nats_users) {
+        users.follow_keys(nats.clone(), pids);
+    }
+
     // The registry trusts tokens that the gateway signs with this key (see registry_auth).
     let signing = match (&settings.registry.token_key_file, &settings.registry.token_certificate_file) {
         (Some(key), Some(certificate)) => SigningFiles { key: key.clone(), certificate: certificate.clone() },
@@ -217,16 +231,6 @@ pub async fn run(config: Option<PathBuf>, data_dir: PathBuf, nats_nodes: usize) 
         eprintln!("artifacts up: {problem}");
     }
     let listen = settings.gateway.listen;
-    let mut stack_settings = settings.clone();
-    if let Some(url) = &service_url {
-        stack_settings.nats.url = url.clone();
-    }
-    stack_settings.nats.connect_timeout_secs = 15;
-    let nats =
-        if nats_up { artifacts_runtime::nats::connect(&stack_settings, "artifacts-up").await.ok() } else { None };
-    if let (Some(nats), Some((users, pids))) = (&nats, nats_users) {
-        users.follow_keys(nats.clone(), pids);
-    }
     let ready = match &nats {
         Some(nats) => {
             wait_until_answers(&listen.to_string(), Duration::from_secs(30)).await

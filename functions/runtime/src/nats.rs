@@ -167,12 +167,30 @@ pub async fn connect(settings: &Settings, process_name: &str) -> anyhow::Result<
         }
     };
     tracing::info!(url = %redact_url(url), "connected to NATS");
+    wait_for_jetstream(&client, deadline).await;
     let jetstream = jetstream::new(client.clone());
     let subjects = settings.subjects();
     let stores = ensure_resources(&jetstream, &subjects, settings.nats.replicas).await.with_context(|| {
         format!("cannot set up JetStream on {}: is the server running with JetStream enabled (-js)?", redact_url(url))
     })?;
     Ok(Nats { client, jetstream, subjects, stores })
+}
+
+/// Waits, until `deadline` at most, for JetStream to answer: a cluster that has not elected its metadata
+/// leader yet leaves API requests unanswered, and each set-up request would wait out the whole request
+/// timeout. Any answer but "temporarily unavailable" (10008) ends the wait; the set-up reports the rest.
+async fn wait_for_jetstream(client: &async_nats::Client, deadline: Instant) {
+    loop {
+        let answer = tokio::time::timeout(Duration::from_secs(1), client.request("$JS.API.INFO", "".into())).await;
+        let unavailable = match &answer {
+            Ok(Ok(reply)) => String::from_utf8_lossy(&reply.payload).contains("\"err_code\":10008"),
+            _ => true,
+        };
+        if !unavailable || Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// `nats://user:password@host:port,...` -> ([`nats://host:port`, ...], (user, password)); the first
