@@ -2,17 +2,19 @@
 //!
 //! 1. `artifacts component get` of a 1 GiB archive (to a file, digest checked) against `curl -o` of its
 //!    download URL, through a gateway process of its own; the client's peak resident memory from GNU
-//!    time.
+//!    time. Twice: with every process on both cores, then with the stack (this benchmark, nats-server,
+//!    the gateway) on CPU 0 and the client on CPU 1, as when client and server are different machines.
 //! 2. `artifacts image build --detach` of a 200 MiB context directory (packed honouring .dockerignore,
 //!    while it uploads) against `curl -F` of the same context already packed, to the 202 answer. Each
 //!    upload starts a build; the next upload waits for it to end, so none shares the machine with one.
 //!
 //!     cargo run --release -p artifacts-tests --bin bench-cli [-- DOWNLOAD_MIB UPLOAD_MIB]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use artifacts_tests::up::children;
 use artifacts_tests::{noise, workspace_binary, GatewayProcess, TestApp, ADMIN_KEY};
 
 fn mib_per_s(bytes: u64, took: Duration) -> f64 {
@@ -68,8 +70,84 @@ fn best(runs: &[(Duration, f64, f64)]) -> (Duration, f64, f64) {
     (fastest.0, peak, fastest.2)
 }
 
-fn cli(gateway: &str, home: &Path) -> Command {
-    let mut command = Command::new(workspace_binary("artifacts"));
+/// Sets the CPUs (a `taskset` list) every thread of each process may run on.
+fn pin(pids: &[u32], cpus: &str) {
+    for pid in pids {
+        let pinned = Command::new("taskset").args(["-a", "-p", "-c", cpus, &pid.to_string()]).output();
+        assert!(pinned.expect("taskset (util-linux) runs").status.success(), "taskset -p {cpus} {pid}");
+    }
+}
+
+/// One archive's download by curl, by curl and `sha256sum`, and by the client.
+struct Download {
+    url: String,
+    base: String,
+    home: PathBuf,
+    size: u64,
+}
+
+impl Download {
+    /// Prints the three clients' rows; with `cpus`, each client runs on those CPUs only.
+    fn compare(&self, cores: &str, cpus: Option<&str>) {
+        let out = self.home.join("archive.tar.gz");
+        let (mut curl_runs, mut checked_runs, mut cli_runs) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..3 {
+            let _ = std::fs::remove_file(&out);
+            // What a script that checks the digest does (Debian's `sha256sum` hashes without the CPU's SHA
+            // instructions: about 5 s of CPU for 1 GiB).
+            let script = format!(
+                "curl -sSf -H 'Authorization: Bearer {ADMIN_KEY}' -o '{out}' '{url}' && sha256sum '{out}' > /dev/null",
+                out = out.display(),
+                url = self.url
+            );
+            checked_runs.push(measured(on_cpus(cpus, "sh").args(["-c", &script])));
+            let _ = std::fs::remove_file(&out);
+            curl_runs.push(measured(
+                on_cpus(cpus, "curl")
+                    .args(["-sSf", "-H", &format!("Authorization: Bearer {ADMIN_KEY}"), "-o"])
+                    .arg(&out)
+                    .arg(&self.url),
+            ));
+            let _ = std::fs::remove_file(&out);
+            cli_runs.push(measured(
+                cli(cpus, &self.base, &self.home)
+                    .args(["component", "get", "bench-cli@v1", "-o"])
+                    .arg(&out)
+                    .arg("--json"),
+            ));
+            assert_eq!(std::fs::metadata(&out).expect("downloaded").len(), self.size);
+        }
+        let ((curl, curl_rss, curl_cpu), (ours, ours_rss, ours_cpu)) = (best(&curl_runs), best(&cli_runs));
+        let (checked, checked_rss, checked_cpu) = best(&checked_runs);
+        let size = self.size;
+        println!("| {cores} | curl -o | {:.0} | 1.00x | {curl_rss:.1} | {curl_cpu:.2} |", mib_per_s(size, curl));
+        println!(
+            "| {cores} | curl -o, then sha256sum | {:.0} | {:.2}x | {checked_rss:.1} | {checked_cpu:.2} |",
+            mib_per_s(size, checked),
+            curl.as_secs_f64() / checked.as_secs_f64()
+        );
+        println!(
+            "| {cores} | artifacts component get -o (digest checked) | {:.0} | {:.2}x | {ours_rss:.1} | {ours_cpu:.2} |",
+            mib_per_s(size, ours),
+            curl.as_secs_f64() / ours.as_secs_f64()
+        );
+    }
+}
+
+/// `program`, run on the CPUs `cpus` (a `taskset` list) only when given.
+fn on_cpus(cpus: Option<&str>, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    match cpus {
+        None => Command::new(program),
+        Some(cpus) => {
+            let mut command = Command::new("taskset");
+            command.args(["-c", cpus]).arg(program);
+            command
+        }
+    }
+}
+
+fn cli(cpus: Option<&str>, gateway: &str, home: &Path) -> Command {
+    let mut command = on_cpus(cpus, workspace_binary("artifacts"));
     command.env("ARTIFACTS_URL", gateway).env("ARTIFACTS_KEY", ADMIN_KEY).env("XDG_CONFIG_HOME", home);
     command
 }
@@ -84,49 +162,23 @@ async fn main() {
     let base = gateway.url("");
     let work = tempfile::tempdir().expect("a temporary directory");
 
-    // 1. Download.
+    // 1. Download: on the cores the stack uses, then from a core of the clients' own.
     let size = (download_mib * 1024 * 1024) as u64;
     let record = app.store_archive("bench-cli", "v1", &noise(size as usize, 11)).await;
     let url = gateway.url("/api/v1/components/bench-cli/v1/amd64/archive");
-    let out = work.path().join("archive.tar.gz");
-    let (mut curl_runs, mut checked_runs, mut cli_runs) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..3 {
-        let _ = std::fs::remove_file(&out);
-        // What a script that checks the digest does; `sha256sum` uses the CPU's SHA instructions too.
-        let script = format!(
-            "curl -sSf -H 'Authorization: Bearer {ADMIN_KEY}' -o '{out}' '{url}' && sha256sum '{out}' > /dev/null",
-            out = out.display()
-        );
-        checked_runs.push(measured(Command::new("sh").args(["-c", &script])));
-        let _ = std::fs::remove_file(&out);
-        curl_runs.push(measured(
-            Command::new("curl")
-                .args(["-sSf", "-H", &format!("Authorization: Bearer {ADMIN_KEY}"), "-o"])
-                .arg(&out)
-                .arg(&url),
-        ));
-        let _ = std::fs::remove_file(&out);
-        cli_runs.push(measured(
-            cli(&base, work.path()).args(["component", "get", "bench-cli@v1", "-o"]).arg(&out).arg("--json"),
-        ));
-        assert_eq!(std::fs::metadata(&out).expect("downloaded").len(), record.size);
-    }
-    let ((curl, curl_rss, curl_cpu), (ours, ours_rss, ours_cpu)) = (best(&curl_runs), best(&cli_runs));
-    let (checked, checked_rss, checked_cpu) = best(&checked_runs);
+    assert_eq!(record.size, size);
+    let download = Download { url, base: base.clone(), home: work.path().to_owned(), size };
     println!("### `artifacts component get` of a {download_mib} MiB archive (best of 3)\n");
-    println!("| client | MiB/s | vs curl | peak RSS MiB | CPU s |");
-    println!("|---|---|---|---|---|");
-    println!("| curl -o | {:.0} | 1.00x | {curl_rss:.1} | {curl_cpu:.2} |", mib_per_s(size, curl));
-    println!(
-        "| curl -o, then sha256sum | {:.0} | {:.2}x | {checked_rss:.1} | {checked_cpu:.2} |",
-        mib_per_s(size, checked),
-        curl.as_secs_f64() / checked.as_secs_f64()
-    );
-    println!(
-        "| artifacts component get -o (digest checked) | {:.0} | {:.2}x | {ours_rss:.1} | {ours_cpu:.2} |\n",
-        mib_per_s(size, ours),
-        curl.as_secs_f64() / ours.as_secs_f64()
-    );
+    println!("| cores | client | MiB/s | vs curl | peak RSS MiB | CPU s |");
+    println!("|---|---|---|---|---|---|");
+    download.compare("shared with the stack", None);
+    let stack: Vec<u32> = std::iter::once(std::process::id())
+        .chain(children(std::process::id()).into_iter().map(|(pid, _)| pid))
+        .collect();
+    pin(&stack, "0");
+    download.compare("stack on CPU 0, client on CPU 1", Some("1"));
+    pin(&stack, "0-1");
+    println!();
 
     // 2. Upload.
     let context = work.path().join("context");
@@ -154,7 +206,7 @@ async fn main() {
                 .arg(&images),
         ));
         settle(&app.http, &base).await;
-        cli_runs.push(measured(cli(&base, work.path()).args(["image", "build"]).arg(&context).args([
+        cli_runs.push(measured(cli(None, &base, work.path()).args(["image", "build"]).arg(&context).args([
             "--component",
             &format!("{component}-cli"),
             "--branch",
