@@ -144,8 +144,12 @@ pub async fn run(config: Option<PathBuf>, data_dir: PathBuf, nats_nodes: usize) 
         stack_settings.nats.url = url.clone();
     }
     stack_settings.nats.connect_timeout_secs = 15;
-    let nats =
-        if nats_up { artifacts_runtime::nats::connect(&stack_settings, "artifacts-up").await.ok() } else { None };
+    let nats = if nats_up {
+        let connected = artifacts_runtime::nats::connect(&stack_settings, "artifacts-up").await;
+        connected.map_err(|err| eprintln!("artifacts up: {err:#}")).ok()
+    } else {
+        None
+    };
     if let (Some(nats), Some((users, pids))) = (&nats, nats_users) {
         users.follow_keys(nats.clone(), pids);
     }

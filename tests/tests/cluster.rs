@@ -104,8 +104,7 @@ async fn a_worker_host_killed_mid_build_hands_the_build_to_the_other_host() {
     for engine in &engines {
         engine.load_busybox(Architecture::Amd64).await;
     }
-    let mut workers =
-        vec![worker(&app, Some(&engines[0]), "amd64").await, worker(&app, Some(&engines[1]), "amd64").await];
+    let mut workers = [worker(&app, Some(&engines[0]), "amd64").await, worker(&app, Some(&engines[1]), "amd64").await];
     let component = format!("hostloss-{}", std::process::id());
     let build_id =
         submit(&app, &component, &format!("FROM busybox\nRUN sleep 6 && echo {component} > /done\n"), "amd64").await;

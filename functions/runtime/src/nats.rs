@@ -178,13 +178,16 @@ pub async fn connect(settings: &Settings, process_name: &str) -> anyhow::Result<
 
 /// Waits, until `deadline` at most, for JetStream to answer: a cluster that has not elected its metadata
 /// leader yet leaves API requests unanswered, and each set-up request would wait out the whole request
-/// timeout. Any answer but "temporarily unavailable" (10008) ends the wait; the set-up reports the rest.
+/// timeout. Any answer but "temporarily unavailable" (10008) ends the wait, "no responders" (a server
+/// without JetStream) too: the set-up reports the rest.
 async fn wait_for_jetstream(client: &async_nats::Client, deadline: Instant) {
+    use async_nats::RequestErrorKind;
     loop {
         let answer = tokio::time::timeout(Duration::from_secs(1), client.request("$JS.API.INFO", "".into())).await;
         let unavailable = match &answer {
             Ok(Ok(reply)) => String::from_utf8_lossy(&reply.payload).contains("\"err_code\":10008"),
-            _ => true,
+            Ok(Err(err)) => err.kind() != RequestErrorKind::NoResponders,
+            Err(_) => true,
         };
         if !unavailable || Instant::now() >= deadline {
             return;

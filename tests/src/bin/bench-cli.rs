@@ -22,8 +22,9 @@ fn mib_per_s(bytes: u64, took: Duration) -> f64 {
 }
 
 /// Runs `command` to its end under GNU time (`/usr/bin/time`, Debian's `time`): how long it took, its
-/// peak resident memory (MiB) and the CPU time it used (user and system, seconds). A child's peak counts the memory of the process it was forked from, so
-/// the measured program must be forked by a small one, not by this benchmark.
+/// peak resident memory (MiB) and the CPU time it used (user and system, seconds). A child's peak
+/// counts the memory of the process it was forked from, so the measured program must be forked by a
+/// small one, not by this benchmark.
 fn measured(command: &mut Command) -> (Duration, f64, f64) {
     let report = tempfile::NamedTempFile::new().expect("a temporary file");
     let mut timed = Command::new("/usr/bin/time");
@@ -68,6 +69,14 @@ fn best(runs: &[(Duration, f64, f64)]) -> (Duration, f64, f64) {
     let fastest = runs.iter().min_by_key(|run| run.0).expect("runs");
     let peak = runs.iter().map(|run| run.1).fold(0.0, f64::max);
     (fastest.0, peak, fastest.2)
+}
+
+/// The CPUs (a `taskset` list) this process may run on.
+fn own_cpus() -> String {
+    let said = Command::new("taskset").args(["-c", "-p", &std::process::id().to_string()]).output();
+    let said = String::from_utf8(said.expect("taskset (util-linux) runs").stdout).expect("text");
+    // "pid 123's current affinity list: 0-3"
+    said.rsplit(": ").next().expect("a list").trim().to_owned()
 }
 
 /// Sets the CPUs (a `taskset` list) every thread of each process may run on.
@@ -175,9 +184,10 @@ async fn main() {
     let stack: Vec<u32> = std::iter::once(std::process::id())
         .chain(children(std::process::id()).into_iter().map(|(pid, _)| pid))
         .collect();
+    let all_cpus = own_cpus();
     pin(&stack, "0");
     download.compare("stack on CPU 0, client on CPU 1", Some("1"));
-    pin(&stack, "0-1");
+    pin(&stack, &all_cpus);
     println!();
 
     // 2. Upload.

@@ -21,7 +21,7 @@ fn p50(mut samples: Vec<Duration>) -> Duration {
 /// Stores builds until `total` exist; every tenth is component `c`'s, the rest spread over 100 others.
 async fn fill(app: &TestApp, stored: &mut usize, total: usize) {
     while *stored < total {
-        let component = if *stored % 10 == 0 { "c".to_owned() } else { format!("other-{}", *stored % 100) };
+        let component = if (*stored).is_multiple_of(10) { "c".to_owned() } else { format!("other-{}", *stored % 100) };
         app.store_build(BuildKind::Component, BuildStatus::Succeeded, &component).await;
         *stored += 1;
     }
