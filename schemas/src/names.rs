@@ -87,8 +87,59 @@ impl TagName {
 const MAX_REF_LEN: usize = 255;
 
 /// The rules of `git check-ref-format` (see its manual), plus the refusal of a leading `-`, which git
-/// leaves to its callers and which would otherwise turn a ref into a command-line option.
-fn check_ref_format(name: &str) -> Result<(), &'static str> {
+/// leaves to its callers and which would otherwise turn a ref into a command-line option, and of
+/// invisible format characters, which git accepts and which make a name read as another.
+fn check_ref_format(name: &str) -> Result<(), String> {
+    if let Some(c) = format_character(name) {
+        return Err(no_format_characters(c));
+    }
+    check_git_ref_rules(name).map_err(String::from)
+}
+
+/// The first Unicode format character (general category Cf) in `value`: invisible, they reorder or hide
+/// what a name shows (`U+202E` right-to-left override, `U+200B` zero width space, `U+FEFF`, tag characters).
+pub fn format_character(value: &str) -> Option<char> {
+    value.chars().find(|&c| is_format_character(c))
+}
+
+/// Whether `c` is in the general category Cf (Unicode 16.0; the list changes rarely, and only by additions).
+pub fn is_format_character(c: char) -> bool {
+    matches!(
+        c,
+        '\u{ad}'
+            | '\u{600}'..='\u{605}'
+            | '\u{61c}'
+            | '\u{6dd}'
+            | '\u{70f}'
+            | '\u{890}'..='\u{891}'
+            | '\u{8e2}'
+            | '\u{180e}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206f}'
+            | '\u{feff}'
+            | '\u{fff9}'..='\u{fffb}'
+            | '\u{110bd}'
+            | '\u{110cd}'
+            | '\u{13430}'..='\u{1343f}'
+            | '\u{1bca0}'..='\u{1bca3}'
+            | '\u{1d173}'..='\u{1d17a}'
+            | '\u{e0001}'
+            | '\u{e0020}'..='\u{e007f}'
+    )
+}
+
+/// The rule a name with the format character `c` broke, and what to do.
+fn no_format_characters(c: char) -> String {
+    format!(
+        "it must not contain invisible Unicode format characters (such as U+200B zero width space or U+202E \
+         right-to-left override): remove the U+{:04X} it contains",
+        c as u32
+    )
+}
+
+fn check_git_ref_rules(name: &str) -> Result<(), &'static str> {
     if name.is_empty() {
         return Err("it is empty");
     }
@@ -307,6 +358,9 @@ impl GitUrl {
         if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return refuse("it must not contain white space or control characters");
         }
+        if let Some(c) = format_character(value) {
+            return refuse(&no_format_characters(c));
+        }
         let transport_helper = value.find("::").is_some_and(|at| value.find("://").is_none_or(|s| at < s));
         if transport_helper {
             return refuse("transport helper URLs such as ext::... are not allowed");
@@ -493,6 +547,30 @@ mod tests {
         assert!(TagName::parse("--upload-pack=x").is_err());
     }
 
+    /// Invisible format characters (general category Cf) make a name read as another: `main\u{202e}` shows
+    /// as a different branch, `v1\u{200b}` as `v1`.
+    #[test]
+    fn names_refuse_unicode_format_characters() {
+        let format_characters =
+            "\u{ad}\u{600}\u{61c}\u{6dd}\u{70f}\u{890}\u{8e2}\u{180e}\u{200b}\u{200c}\u{200d}\u{200e}\
+            \u{200f}\u{202a}\u{202b}\u{202c}\u{202d}\u{202e}\u{2060}\u{2064}\u{2066}\u{2067}\u{2068}\u{2069}\
+            \u{206f}\u{feff}\u{fff9}\u{fffb}\u{110bd}\u{13430}\u{1bca0}\u{1d173}\u{e0001}\u{e0020}\u{e007f}";
+        for c in format_characters.chars() {
+            let name = format!("ma{c}in");
+            for err in [BranchName::parse(&name).unwrap_err(), TagName::parse(&name).unwrap_err()] {
+                assert!(err.0.contains("invisible Unicode format characters"), "{err}");
+                assert!(err.0.contains(&format!("U+{:04X}", c as u32)), "the message names the character: {err}");
+            }
+            let url = format!("https://example.com/te{c}am/repo.git");
+            let err = GitUrl::parse(&url, &["https".to_owned()]).unwrap_err();
+            assert!(err.0.contains("invisible Unicode format characters"), "{err}");
+        }
+        // Visible non-ASCII letters and marks stay allowed.
+        for ok in ["ümlaut", "日本", "cafe\u{301}"] {
+            assert!(BranchName::parse(ok).is_ok(), "{ok}");
+        }
+    }
+
     #[test]
     fn architectures_normalise_to_docker_platforms() {
         for (input, platform) in [
@@ -618,6 +696,7 @@ mod properties {
                 prop_assert!(!value.starts_with('-'));
                 prop_assert!(!value.contains(".."));
                 prop_assert!(!value.chars().any(|c| c.is_whitespace() || c.is_control()));
+                prop_assert!(format_character(&value).is_none());
             }
         }
 

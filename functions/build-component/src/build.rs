@@ -40,6 +40,11 @@ impl ComponentBuild {
         Limits { max_bytes: self.settings.build.max_artifact_bytes, max_entries: MAX_ARTIFACT_ENTRIES }
     }
 
+    /// What the dependencies of one build may hold together, unpacked.
+    fn dependency_limits(&self) -> Limits {
+        Limits { max_bytes: self.settings.build.max_dependency_bytes, ..self.limits() }
+    }
+
     /// `component@tag`, as the cycle check writes it.
     fn label(component: &str, tag: &str) -> String {
         format!("{component}@{tag}")
@@ -94,7 +99,7 @@ impl Build for ComponentBuild {
         let inputs = work_dir.join("inputs.tar");
         let unpacked: Vec<_> = dependencies.iter().map(|(used, path)| (used.component.clone(), path.clone())).collect();
         let (source, output_dir, limits, packed) =
-            (checkout.path.clone(), recipe.output.clone(), self.limits(), inputs.clone());
+            (checkout.path.clone(), recipe.output.clone(), self.dependency_limits(), inputs.clone());
         let owner = user.unwrap_or((0, 0));
         tokio::task::spawn_blocking(move || pack_inputs(&source, &unpacked, &output_dir, limits, owner, &packed))
             .await

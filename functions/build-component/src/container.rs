@@ -127,6 +127,11 @@ impl Container {
 /// Writes the container's inputs into a tar at `dest`: the checkout under `src/` (without `.git`, links
 /// kept as links, never followed), each dependency's archive under `deps/<component>/`, and an empty
 /// output directory; all owned by `owner` (`uid`, `gid`), the user the command runs as.
+///
+/// The dependencies together hold at most `limits.max_bytes` (`build.max_dependency_bytes`), every file
+/// counted at its declared size: a sparse file stored whole is written out whole, holes included, so a
+/// small compressed archive can stand for gigabytes on the worker's disk. Their files lose the setuid,
+/// setgid and sticky bits.
 pub fn pack_inputs(
     checkout: &Path,
     dependencies: &[(ComponentName, PathBuf)],
@@ -138,15 +143,38 @@ pub fn pack_inputs(
     let mut builder = tar::Builder::new(std::io::BufWriter::new(std::fs::File::create(dest)?));
     directory(&mut builder, Path::new("src"), owner)?;
     append_tree(&mut builder, checkout, Path::new("src"), owner)?;
+    let (mut unpacked, mut over_cap) = (0u64, None);
     for (component, tarball) in dependencies {
         let root = Path::new("deps").join(component.as_str());
         directory(&mut builder, &root, owner)?;
-        archive::for_each_entry(std::fs::File::open(tarball)?, limits, 0, |path, entry| {
+        // The bytes are counted here, across dependencies, so that the refusal names the setting.
+        let each = Limits { max_bytes: u64::MAX, ..limits };
+        let packed = archive::for_each_entry(std::fs::File::open(tarball)?, each, 0, |path, entry| {
+            let size = archive::apparent_size(entry)?;
+            unpacked = unpacked.saturating_add(size);
+            if unpacked > limits.max_bytes {
+                over_cap = Some(format!(
+                    "the dependencies of this build exceed build.max_dependency_bytes ({} bytes) at dependency \
+                     \"{component}\" (file {:?}, {size} bytes; files count at their declared size, sparse ones \
+                     holes included): depend on less, or raise the setting",
+                    limits.max_bytes,
+                    path.display(),
+                ));
+                return Err(std::io::Error::other("the dependencies exceed their byte cap"));
+            }
             let mut header = entry.header().clone();
             header.set_uid(owner.0);
             header.set_gid(owner.1);
+            // Only the permission bits: a setuid file would run as its owner in the build container.
+            header.set_mode(header.mode()? & 0o777);
+            // What is written: a PAX size record may override the header's.
+            header.set_size(entry.size());
             builder.append_data(&mut header, root.join(path), entry)
-        })?;
+        });
+        if let Some(why) = over_cap.take() {
+            return Err(ArchiveError::TooLarge(why));
+        }
+        packed?;
     }
     directory(&mut builder, Path::new(output.trim_start_matches('/')), owner)?;
     builder.into_inner()?.into_inner().map_err(|err| err.into_error())?;
@@ -191,4 +219,75 @@ fn directory(builder: &mut tar::Builder<impl std::io::Write>, path: &Path, owner
     header.set_uid(owner.0);
     header.set_gid(owner.1);
     builder.append_data(&mut header, path, std::io::empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits { max_bytes: 1 << 20, max_entries: 1000 };
+
+    /// A dependency's tarball in `dir`: (path, mode, bytes) files, written as a component's output is.
+    fn dependency(dir: &Path, name: &str, files: &[(&str, u32, u64)]) -> (ComponentName, PathBuf) {
+        let path = dir.join(format!("{name}.tar"));
+        let mut builder = tar::Builder::new(std::fs::File::create(&path).unwrap());
+        for &(file, mode, size) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_mode(mode);
+            header.set_size(size);
+            if file.ends_with('/') {
+                header.set_entry_type(tar::EntryType::Directory);
+                builder.append_data(&mut header, file, std::io::empty()).unwrap();
+            } else {
+                header.set_entry_type(tar::EntryType::Regular);
+                builder.append_data(&mut header, file, std::io::Read::take(std::io::repeat(0), size)).unwrap();
+            }
+        }
+        builder.finish().unwrap();
+        (ComponentName::parse(name).unwrap(), path)
+    }
+
+    fn pack(dir: &Path, dependencies: &[(ComponentName, PathBuf)]) -> Result<Vec<(String, u32)>, ArchiveError> {
+        let checkout = dir.join("checkout");
+        std::fs::create_dir_all(&checkout).unwrap();
+        let dest = dir.join("inputs.tar");
+        pack_inputs(&checkout, dependencies, "/out", LIMITS, (65534, 65534), &dest)?;
+        let mut archive = tar::Archive::new(std::fs::File::open(&dest).unwrap());
+        let entries = archive.entries().unwrap().map(|entry| {
+            let entry = entry.unwrap();
+            (entry.path().unwrap().display().to_string(), entry.header().mode().unwrap())
+        });
+        Ok(entries.collect())
+    }
+
+    /// A setuid file in a dependency would be setuid in the build container: the special bits are dropped.
+    #[test]
+    fn dependencies_lose_setuid_setgid_and_sticky_bits() {
+        let dir = tempfile::tempdir().unwrap();
+        let lib = dependency(
+            dir.path(),
+            "lib",
+            &[("bin/", 0o3777, 0), ("bin/su", 0o4755, 16), ("bin/group", 0o2750, 16), ("plain", 0o640, 16)],
+        );
+        let packed = pack(dir.path(), &[lib]).unwrap();
+        let mode = |path: &str| packed.iter().find(|(p, _)| p.trim_end_matches('/') == path).map(|(_, m)| *m);
+        assert_eq!(mode("deps/lib/bin"), Some(0o777));
+        assert_eq!(mode("deps/lib/bin/su"), Some(0o755));
+        assert_eq!(mode("deps/lib/bin/group"), Some(0o750));
+        assert_eq!(mode("deps/lib/plain"), Some(0o640));
+    }
+
+    /// Each dependency within the cap, together past it: the build's dependencies are capped as a whole,
+    /// every file counted at the size it declares (a sparse file stored whole counts its holes).
+    #[test]
+    fn dependencies_together_stay_within_the_build_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dependency(dir.path(), "a", &[("zeros", 0o644, 600 << 10)]);
+        let b = dependency(dir.path(), "b", &[("zeros", 0o644, 600 << 10)]);
+        assert!(pack(dir.path(), std::slice::from_ref(&a)).is_ok());
+        let refused = pack(dir.path(), &[a, b]);
+        let Err(ArchiveError::TooLarge(why)) = refused else { panic!("two dependencies past the cap: {refused:?}") };
+        assert!(why.contains("build.max_dependency_bytes") && why.contains(&LIMITS.max_bytes.to_string()), "{why}");
+        assert!(why.contains("\"b\""), "the message names the dependency that went past the cap: {why}");
+    }
 }

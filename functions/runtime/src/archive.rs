@@ -61,7 +61,7 @@ pub fn for_each_entry(
         if entries > limits.max_entries {
             return Err(ArchiveError::TooLarge(format!("it has more than {} entries", limits.max_entries)));
         }
-        bytes = bytes.saturating_add(entry.header().size()?);
+        bytes = bytes.saturating_add(apparent_size(&entry)?);
         if bytes > limits.max_bytes {
             return Err(ArchiveError::TooLarge(format!("its contents exceed {} bytes", limits.max_bytes)));
         }
@@ -91,6 +91,13 @@ pub fn for_each_entry(
         visit(&path, &mut entry)?;
     }
     Ok(entries)
+}
+
+/// The bytes an extractor writes for `entry`: its declared size, the larger of the header's (the real size
+/// of a GNU sparse file) and a PAX `size` record's, which overrides the header's and is what the tar crate
+/// reads. A sparse file stored whole declares its apparent size, holes included.
+pub fn apparent_size<R: Read>(entry: &tar::Entry<'_, R>) -> std::io::Result<u64> {
+    Ok(entry.size().max(entry.header().size()?))
 }
 
 /// `path` without `.` components, or None if it is absolute or has `..`.
@@ -365,6 +372,35 @@ mod tests {
                 "{name} was accepted"
             );
         }
+    }
+
+    /// An entry counts at the size an extractor writes: a PAX `size` record overrides the header's (and
+    /// the tar crate reads that many bytes), so an entry declaring 0 in its header is no smaller.
+    #[test]
+    fn entries_count_at_the_size_they_expand_to() {
+        let declared = (LIMITS.max_bytes + 1).to_string();
+        let bytes = archive(|b| {
+            b.append_pax_extensions([("size", declared.as_bytes())]).unwrap();
+            let mut header = tar::Header::new_ustar();
+            header.set_path("zeros").unwrap();
+            header.set_mode(0o644);
+            header.set_entry_type(EntryType::Regular);
+            header.set_size(0);
+            header.set_cksum();
+            b.append(&header, std::io::repeat(0).take(LIMITS.max_bytes + 1)).unwrap();
+        });
+        let refused = for_each_entry(bytes.as_slice(), LIMITS, 0, |_, _| Ok(()));
+        assert!(matches!(refused, Err(ArchiveError::TooLarge(_))), "{refused:?}");
+        // A sparse file stored whole declares its apparent size: refused from its header, before its data.
+        let mut header = tar::Header::new_gnu();
+        header.set_path("sparse").unwrap();
+        header.set_entry_type(EntryType::Regular);
+        header.set_size(2 << 30);
+        header.set_cksum();
+        let mut head_only = header.as_bytes().to_vec();
+        head_only.resize(4096, 0);
+        let refused = for_each_entry(head_only.as_slice(), LIMITS, 0, |_, _| Ok(()));
+        assert!(matches!(refused, Err(ArchiveError::TooLarge(_))), "{refused:?}");
     }
 
     /// The component output that was accepted while `tar -xzf` of what was stored gave `passwd -> /etc/passwd`:

@@ -197,6 +197,9 @@ pub struct BuildSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+    /// What the dependencies of one component build may hold together once unpacked, in bytes: every
+    /// file at its declared size (a sparse file's holes included), as it is written to the worker's disk.
+    pub max_dependency_bytes: u64,
 #[serde(default, deny_unknown_fields)]
 pub struct GitSettings {
     /// URL schemes a component may be cloned from.
@@ -303,6 +306,8 @@ impl Default for BuildSettings {
     }
 }
 
+            // One dependency of the largest size stored still fits.
+            max_dependency_bytes: 10 * 1024 * 1024 * 1024,
 impl Default for GitSettings {
     fn default() -> Self {
         Self { allowed_schemes: vec!["https".into()], clone_timeout_secs: 300, file_roots: Vec::new() }

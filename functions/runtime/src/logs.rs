@@ -90,43 +90,72 @@ impl BuildLog {
     }
 }
 
-/// `text` without terminal escape sequences: CSI (`ESC [ … final`, colours and cursor moves), OSC
-/// (`ESC ] … BEL` or `ESC \\`, titles and links) and two-byte escapes.
+/// `text` as a terminal cannot misread it: escape sequences go whole, then every other C0 and C1 control
+/// but tab and newline (a carriage return, a backspace or a lone U+009B would let a build's output
+/// rewrite the lines `artifacts builds logs` prints). Sequences removed: CSI (`ESC [` or U+009B, its
+/// parameters and final character: colours, cursor moves), the strings OSC, DCS, SOS, PM and APC (`ESC ]`,
+/// `ESC P`, `ESC X`, `ESC ^`, `ESC _` or their one-character forms, up to BEL, `ESC \\` or U+009C: titles,
+/// links) and two-character escapes.
+///
+/// Written by hand rather than with `strip-ansi-escapes`: of the C0 controls that crate keeps only the
+/// newline (tabs would go), and the C1 controls written as characters need a pass of their own anyway.
 pub fn strip_terminal_codes(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.contains('\u{1b}') {
+    if !text.chars().any(is_dropped_control) {
         return std::borrow::Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
-        if c != '\u{1b}' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('[') => {
-                // Parameters and intermediates, then one final byte in '@'..='~'.
-                for c in chars.by_ref() {
-                    if ('@'..='~').contains(&c) {
-                        break;
-                    }
-                }
+        let sequence = match c {
+            '\u{1b}' => match chars.next_if(|c| (' '..='~').contains(c)) {
+                Some('[') => Some(Sequence::Csi),
+                Some(']' | 'P' | 'X' | '^' | '_') => Some(Sequence::String),
+                // Character set designations take one more character.
+                Some('(' | ')' | '*' | '+') => Some(Sequence::OneMore),
+                // A two-character escape (`ESC 7`, `ESC c`), or a lone ESC.
+                _ => None,
+            },
+            '\u{9b}' => Some(Sequence::Csi),
+            '\u{90}' | '\u{98}' | '\u{9d}' | '\u{9e}' | '\u{9f}' => Some(Sequence::String),
+            c if is_dropped_control(c) => None,
+            c => {
+                out.push(c);
+                None
             }
-            Some(']') => {
+        };
+        match sequence {
+            Some(Sequence::Csi) => {
+                // Parameters and intermediates, then one final character in '@'..='~'; a sequence broken off
+                // by anything else ends there.
+                while chars.next_if(|c| (' '..='?').contains(c)).is_some() {}
+                chars.next_if(|c| ('@'..='~').contains(c));
+            }
+            Some(Sequence::String) => {
                 while let Some(c) = chars.next() {
-                    if c == '\u{7}' || (c == '\u{1b}' && chars.next_if_eq(&'\\').is_some()) {
+                    if matches!(c, '\u{7}' | '\u{9c}') || (c == '\u{1b}' && chars.next_if_eq(&'\\').is_some()) {
                         break;
                     }
                 }
             }
-            // Character set designations take one more character.
-            Some('(' | ')' | '*' | '+') => {
-                chars.next();
+            Some(Sequence::OneMore) => {
+                chars.next_if(|c| (' '..='~').contains(c));
             }
-            _ => {}
+            None => {}
         }
     }
     std::borrow::Cow::Owned(out)
+}
+
+enum Sequence {
+    Csi,
+    String,
+    /// A character set designation, whose last character is still to come.
+    OneMore,
+}
+
+/// Every C0 and C1 control (and DEL) but tab and newline.
+fn is_dropped_control(c: char) -> bool {
+    c.is_control() && !matches!(c, '\t' | '\n')
 }
 
 #[cfg(test)]
@@ -139,5 +168,35 @@ mod tests {
         assert_eq!(strip_terminal_codes(coloured), "error: link done");
         assert_eq!(strip_terminal_codes("plain"), "plain");
         assert_eq!(strip_terminal_codes("cut \u{1b}[1;3"), "cut ");
+    }
+
+    /// A carriage return or a C1 control would let a build's output rewrite what `artifacts builds logs`
+    /// shows on a terminal: only tab and newline are kept of every C0 and C1 control.
+    #[test]
+    fn controls_but_tab_and_newline_are_dropped() {
+        assert_eq!(strip_terminal_codes("ok\rFAKE: all tests passed"), "okFAKE: all tests passed");
+        assert_eq!(strip_terminal_codes("a\tb\nc"), "a\tb\nc");
+        // U+009B is the one-character CSI: with its parameters, it is a colour or a cursor move.
+        assert_eq!(strip_terminal_codes("x\u{9b}2K\u{9b}1Ay"), "xy");
+        assert_eq!(strip_terminal_codes("\u{9d}0;title\u{9c}z"), "z");
+        assert_eq!(strip_terminal_codes("bell\u{7}\u{8}\u{0}\u{7f}\u{85}\u{9c}!"), "bell!");
+        // U+009F starts an application program command, which runs to its terminator.
+        assert_eq!(strip_terminal_codes("a\u{9f}hidden\u{9c}b"), "ab");
+        assert_eq!(strip_terminal_codes("\u{1b}P1$r\u{1b}\\dcs gone"), "dcs gone");
+        for c in (0u32..0x20).chain(0x7f..0xa0).filter_map(char::from_u32) {
+            let kept = strip_terminal_codes(&format!("<{c}>")).into_owned();
+            let expected = if matches!(c, '\t' | '\n') { format!("<{c}>") } else { "<>".to_owned() };
+            // ESC and the C1 introducers take what follows as their parameters: here only '>'.
+            assert!(kept == expected || kept == "<", "U+{:04X} gave {kept:?}", c as u32);
+        }
+        // Text outside the controls stays as it is.
+        assert_eq!(strip_terminal_codes("é ü 日本 \u{a0}"), "é ü 日本 \u{a0}");
+    }
+
+    /// What a worker publishes: a carriage return inside a line no longer hides its start.
+    #[test]
+    fn a_written_line_cannot_overwrite_itself() {
+        let line = "build ok\r\u{1b}[2Kbuild FAILED";
+        assert_eq!(strip_terminal_codes(line), "build okbuild FAILED");
     }
 }
