@@ -194,12 +194,12 @@ pub struct BuildSettings {
     pub user: String,
     /// The largest component artifact, in bytes (uncompressed).
     pub max_artifact_bytes: u64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
     /// What the dependencies of one component build may hold together once unpacked, in bytes: every
     /// file at its declared size (a sparse file's holes included), as it is written to the worker's disk.
     pub max_dependency_bytes: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GitSettings {
     /// URL schemes a component may be cloned from.
@@ -302,12 +302,12 @@ impl Default for BuildSettings {
             pids_limit: 512,
             user: "65534:65534".into(),
             max_artifact_bytes: 10 * 1024 * 1024 * 1024,
+            // One dependency of the largest size stored still fits.
+            max_dependency_bytes: 10 * 1024 * 1024 * 1024,
         }
     }
 }
 
-            // One dependency of the largest size stored still fits.
-            max_dependency_bytes: 10 * 1024 * 1024 * 1024,
 impl Default for GitSettings {
     fn default() -> Self {
         Self { allowed_schemes: vec!["https".into()], clone_timeout_secs: 300, file_roots: Vec::new() }
