@@ -24,7 +24,7 @@ use artifacts_schemas::{
 use crate::container::{pack_inputs, Container};
 use crate::recipe::{self, Dependency};
 use crate::submit::{self, Submitter};
-use crate::{git, output};
+use crate::{builder_image, git, output};
 
 /// Files in a component tarball or dependency.
 const MAX_ARTIFACT_ENTRIES: u64 = 1_000_000;
@@ -90,7 +90,8 @@ impl Build for ComponentBuild {
         let dependencies = self.fetch_dependencies(&recipe.depends, work_dir, log).await?;
 
         let docker = artifacts_runtime::docker::connect(settings).await.map_err(BuildFailure::Passing)?;
-        let image = recipe.image.clone().unwrap_or_else(|| settings.builder_image(job.architecture).to_owned());
+        // An input like a Dockerfile's `FROM`: only an image the build's key could build `FROM`.
+        let image = builder_image::choose(&self.nats, settings, &docker, job, recipe.image.as_deref(), log).await?;
         log.write(&format!("running {:?} in {image}", recipe.command)).await;
         let user = settings.build_user();
         let platform = job.architecture.platform();

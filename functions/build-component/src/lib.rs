@@ -1,9 +1,10 @@
 //! The `build-component` function: accepts `<prefix>.component.build` submissions ([`submit`]) and builds
 //! the queued jobs ([`build`]): a safe shallow clone ([`git`]), the repository's own instructions
-//! ([`recipe`]), its dependencies, a locked-down container ([`container`]), and the output streamed as a
-//! `.tar.gz` into the object store ([`output`]).
+//! ([`recipe`]), its dependencies, the builder image the key may use ([`builder_image`]), a locked-down
+//! container ([`container`]), and the output streamed as a `.tar.gz` into the object store ([`output`]).
 
 pub mod build;
+pub mod builder_image;
 pub mod container;
 pub mod git;
 pub mod output;

@@ -3,26 +3,26 @@
 //!
 //! What a build may read is checked here, before anything is queued: the images of this service's
 //! registry it names (`FROM`, `COPY --from`) must belong to components the caller may read, and an
-//! uploaded context must have been uploaded by the caller or for the same component.
+//! uploaded context must have been uploaded by the caller or for the same component. The repository
+//! the build pushes to must be its (component, branch)'s alone (`image_access::claim`).
 
-use async_nats::jetstream::kv;
 use sha2::{Digest, Sha256};
 
 use artifacts_runtime::builder::ensure_buildable;
 use artifacts_runtime::builds::{self, Submission};
-use artifacts_runtime::nats::{read_json, unavailable};
-use artifacts_runtime::registry_auth;
+use artifacts_runtime::image_access;
+use artifacts_runtime::nats::unavailable;
 use artifacts_runtime::service::{Reply, Request};
 use artifacts_runtime::uploads::require_grant;
 use artifacts_runtime::{auth::Caller, Nats, Settings};
 use artifacts_schemas::messages::image::MAX_DOCKERFILE_BYTES;
 use artifacts_schemas::messages::keys::Scope;
 use artifacts_schemas::{
-    parse_json, Architecture, BuildAccepted, BuildKind, BuildWork, ComponentName, Failure, ImageBuildRequest,
-    ImageBuildSummary, ImageJob, ImageRecord, ImageRepository, RequestError, RequestedBy, Trigger,
+    parse_json, BuildAccepted, BuildKind, BuildWork, ComponentName, Failure, ImageBuildRequest, ImageBuildSummary,
+    ImageJob, RequestError, RequestedBy, Trigger,
 };
 
-use crate::dockerfile::{may_name_image_id, referenced_images, registry_repository};
+use crate::dockerfile::referenced_images;
 use crate::SERVICE_NAME;
 
 pub async fn answer(nats: &Nats, settings: &Settings, request: &Request) -> Reply {
@@ -57,46 +57,11 @@ async fn require_readable_bases(
 ) -> Result<(), RequestError> {
     let references = referenced_images(&build.dockerfile, &build.build_args).map_err(RequestError::invalid)?;
     for reference in references {
-        if may_name_image_id(&reference) {
-            return Err(RequestError::forbidden(format!(
-                "the Dockerfile names {reference:?}, which the engine may read as an image id: name images by repository and tag"
-            )));
-        }
-        let Some(repository) = registry_repository(&reference, &settings.registry.address) else { continue };
-        let owners = image_owners(nats, &repository).await?;
-        if owners.is_empty() {
-            return Err(RequestError::forbidden(format!(
-                "{reference} is not an image this service built: only its own images may be used from {}",
-                settings.registry.address
-            )));
-        }
-        if let Some(refused) = owners.iter().find(|owner| !caller.may(Scope::Read, &owner.component)) {
-            return Err(RequestError::forbidden(format!(
-                "the Dockerfile uses {reference}, an image of component {}, which this API key may not read",
-                refused.component
-            )));
-        }
+        let may_read = |component: &ComponentName| caller.may(Scope::Read, component);
+        image_access::require_readable(nats, &settings.registry.address, &reference, "the Dockerfile", may_read)
+            .await?;
     }
     Ok(())
-}
-
-/// The image records whose repository is `repository` (`<component>-<branch slug>-image`). The name
-/// alone is ambiguous (`a-b` + `c` and `a` + `b-c`), so every split is looked up in the images bucket,
-/// whose keys are `<component slug>/<branch slug>/<architecture>`.
-async fn image_owners(nats: &Nats, repository: &str) -> Result<Vec<ImageRecord>, RequestError> {
-    let Some(stem) = repository.strip_suffix("-image") else { return Ok(Vec::new()) };
-    let mut owners = Vec::new();
-    for (at, _) in stem.match_indices('-') {
-        let (component_slug, branch_slug) = (&stem[..at], &stem[at + 1..]);
-        for architecture in Architecture::ALL {
-            let key = format!("{component_slug}/{branch_slug}/{}", architecture.short());
-            let Ok(Some(record)) = read_json::<ImageRecord>(&nats.stores.images, &key).await else { continue };
-            if ImageRepository::new(&record.component, &record.branch).as_str() == repository {
-                owners.push(record);
-            }
-        }
-    }
-    Ok(owners)
 }
 
 /// The hex digest in a context's object name `contexts/<sha256 hex>`.
@@ -139,7 +104,8 @@ pub async fn queue(
         build_args: request.build_args.clone(),
         trigger: trigger.clone(),
     };
-    record_repository(nats, &ImageRepository::new(&request.component, &request.branch), &request.component).await?;
+    // One repository, one (component, branch): a pair whose repository name another pair owns is a 409.
+    let repository = image_access::claim(nats, &request.component, &request.branch).await?;
     let submitted = builds::submit(
         nats,
         Submission {
@@ -160,28 +126,8 @@ pub async fn queue(
         },
     )
     .await?;
-    let image_name = format!(
-        "{}/{}:{}",
-        settings.registry.address,
-        ImageRepository::new(&request.component, &request.branch),
-        request.architecture.short()
-    );
+    let image_name = format!("{}/{}:{}", settings.registry.address, repository, request.architecture.short());
     Ok(submitted.accepted(Some(image_name)))
-}
-
-/// Notes which component the repository holds images of, for registry tokens (the name does not say:
-/// branches are slugged). A repository's name follows from its component, so the first note stands.
-async fn record_repository(
-    nats: &Nats,
-    repository: &ImageRepository,
-    component: &ComponentName,
-) -> Result<(), RequestError> {
-    let key = registry_auth::repository_key(repository.as_str()).map_err(RequestError::internal)?;
-    match nats.stores.repositories.create(&key, component.as_str().to_owned().into()).await {
-        Ok(_) => Ok(()),
-        Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => Ok(()),
-        Err(err) => Err(unavailable(err)),
-    }
 }
 
 /// A context must already be in the uploads store as `contexts/<sha256 hex>`, and its content must hash

@@ -19,6 +19,7 @@ pub mod builder;
 pub mod builds;
 pub mod configuration;
 pub mod docker;
+pub mod image_access;
 pub mod jobs;
 pub mod latest;
 pub mod leftovers;

@@ -224,11 +224,11 @@ async fn grant(state: &AppState, requester: &Requester, scope: &str) -> Result<O
     Ok((!granted.is_empty()).then(|| Access { kind: kind.to_owned(), name: name.to_owned(), actions: granted }))
 }
 
-/// The component a repository holds images of (recorded when its first build was submitted).
+/// The component a repository holds images of: its recorded owner (see `image_access`), whose pair alone
+/// may build into it, so no key gains rights through a colliding name.
 async fn repository_component(state: &AppState, repository: &str) -> Result<Option<String>, ApiError> {
-    let Ok(key) = artifacts_runtime::registry_auth::repository_key(repository) else { return Ok(None) };
-    let entry = state.nats.stores.repositories.get(&key).await.map_err(artifacts_runtime::nats::unavailable)?;
-    Ok(entry.and_then(|bytes| String::from_utf8(bytes.to_vec()).ok()))
+    let owner = artifacts_runtime::image_access::owner(&state.nats, repository).await?;
+    Ok(owner.map(|owner| owner.component.as_str().to_owned()))
 }
 
 /// Every value of `name` in a query string (`scope` may repeat).
