@@ -107,24 +107,62 @@ pub async fn build_events(
     let subject = state.nats.subjects.build_events_wildcard();
     let changes = state.nats.client.subscribe(subject).await.map_err(unavailable)?;
     let key = caller.key().to_owned();
-    let events = changes
-        .then(move |message| {
-            let (state, key) = (state.clone(), key.clone());
-            async move { (state.keys.current(&key).await, message) }
-        })
-        .take_while(|(current, _)| std::future::ready(current.is_some()))
-        .filter_map(move |(current, message)| {
-            let record: Option<BuildRecord> = serde_json::from_slice(&message.payload).ok();
-            let shown = record.filter(|record| {
+    let events = while_key_valid(state, key, changes)
+        .filter_map(move |checked| {
+            let shown = checked.ok().and_then(|(current, message)| {
+                let record: BuildRecord = serde_json::from_slice(&message.payload).ok()?;
                 let component = record.work.component();
-                current.as_ref().is_some_and(|caller| caller.may(Scope::Read, component))
+                let shown = current.may(Scope::Read, component)
                     && filter.component.as_ref().is_none_or(|wanted| wanted == component)
-                    && filter.kind.is_none_or(|kind| kind == record.work.kind())
+                    && filter.kind.is_none_or(|kind| kind == record.work.kind());
+                shown.then_some(record)
             });
             std::future::ready(shown.and_then(|record| Event::default().event("build").json_data(record).ok()))
         })
         .map(Ok::<_, Infallible>);
     Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// How often a stream that outlives its request checks its key while it has nothing to send.
+const KEY_RECHECK: Duration = Duration::from_secs(1);
+
+/// Why a stream stopped before its end.
+#[derive(Debug)]
+struct KeyGone;
+
+impl std::fmt::Display for KeyGone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the API key that opened this stream was revoked or has expired")
+    }
+}
+
+/// `items` for as long as `key` stays valid, each with the key's caller as it is when the item comes: the
+/// key is checked ([`Keys::current`](crate::auth::Keys::current)) at every item, and every [`KEY_RECHECK`]
+/// while none comes; the first check that finds it revoked or expired ends the stream with `Err(KeyGone)`.
+/// For every stream that outlives the request that opened it (`/builds/events`, `/builds/{id}/logs`).
+fn while_key_valid<S>(
+    state: AppState,
+    key: String,
+    items: S,
+) -> impl Stream<Item = Result<(artifacts_runtime::auth::Caller, S::Item), KeyGone>>
+where
+    S: Stream + Send + 'static,
+{
+    futures::stream::unfold(Some((state, key, Box::pin(items))), |held| async move {
+        let (state, key, mut items) = held?;
+        loop {
+            // Cancel-safe: a pending item stays in the stream for the next turn.
+            let next = tokio::time::timeout(KEY_RECHECK, items.next()).await;
+            let Some(caller) = state.keys.current(&key).await else {
+                return Some((Err(KeyGone), None));
+            };
+            match next {
+                Ok(Some(item)) => return Some((Ok((caller, item)), Some((state, key, items)))),
+                Ok(None) => return None,
+                Err(_quiet) => {}
+            }
+        }
+    })
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -134,7 +172,8 @@ pub struct BuildEventsQuery {
     kind: Option<BuildKind>,
 }
 
-/// A build's log as server-sent events: every line from the start, then live lines until it ends.
+/// A build's log as server-sent events: every line from the start, then live lines until it ends. A
+/// stream ends early, after an `error` event, when its key is revoked or expires.
 #[utoipa::path(
     get, path = "/api/v1/builds/{build_id}/logs", tag = "builds",
     params(
@@ -169,6 +208,11 @@ pub async fn build_logs(
     let build_id = BuildId::parse(&build_id)?;
     let lines = log_lines(&state.nats, &build_id).await?;
     let log = log_stream(state.nats.clone(), build_id, lines);
+    // A live log is read for as long as the build runs: it ends when its key is revoked or expires.
+    let log = while_key_valid(state, caller.key().to_owned(), log).map(|checked| match checked {
+        Ok((_, line)) => line,
+        Err(gone) => LogLine::Error(gone.to_string()),
+    });
     if text {
         let body = log.map(|line| {
             Ok::<_, Infallible>(match line {
