@@ -113,7 +113,8 @@ async fn a_github_tag_push_builds_the_new_tag_once_however_often_delivered() {
     assert_eq!(trigger["forge"], "github");
     assert_eq!(trigger["deliveryId"], "delivery-1");
     assert_eq!(trigger["pusher"], "bradrydzewski");
-    assert_eq!(trigger["commit"], payload["after"]);
+    // The commit the tag names in the repository, not the one the payload claims (issue 27, item 4).
+    assert_eq!(trigger["commit"], repo.head().await.as_str());
 
     // Another delivery of the same push (same repository, ref and commit) builds nothing more.
     let (status, _) = github(&app, "push", "delivery-2", &body, Some(sign(&body))).await;
@@ -154,8 +155,7 @@ async fn gitlab_and_gitea_deliveries_trigger_builds() {
     let repo = GitRepo::new().await;
     let component = name("forges");
     repo.commit_and_tag(&[("artifact.toml", &manifest("echo one > /out/v", &[]), false)], "v1").await;
-    repo.branch("master").await;
-    build_component(&app, &repo.url(), &component, "master").await;
+    build_component(&app, &repo.url(), &component, "main").await;
 
     // GitLab: a tag push, authenticated by token.
     repo.commit_and_tag(&[("artifact.toml", &manifest("echo two > /out/v", &[]), false)], "v1.0.0").await;
@@ -178,9 +178,10 @@ async fn gitlab_and_gitea_deliveries_trigger_builds() {
     assert_eq!(builds[0]["request"]["tag"], "v1.0.0");
     assert_eq!(builds[0]["request"]["trigger"]["forge"], "gitlab");
 
-    // Gitea: a push to master rebuilds the component built from master.
+    // Gitea: a push to main (which has moved since) rebuilds the component built from main.
     let mut payload = fixture("gitea-push.json");
     payload["repository"]["clone_url"] = json!(repo.url());
+    payload["ref"] = json!("refs/heads/main");
     let body = serde_json::to_vec(&payload).unwrap();
     let response = app
         .http
@@ -195,7 +196,7 @@ async fn gitlab_and_gitea_deliveries_trigger_builds() {
     assert_eq!(response.status(), 202);
     let builds = wait_triggered(&app, &component, 2).await;
     assert_eq!(builds[1]["status"], "succeeded", "{builds:#?}");
-    assert_eq!(builds[1]["request"]["tag"], "master");
+    assert_eq!(builds[1]["request"]["tag"], "main");
     assert_eq!(builds[1]["request"]["trigger"]["forge"], "gitea");
 }
 
@@ -251,6 +252,9 @@ async fn a_branch_push_rebuilds_the_images_of_that_component_and_branch() {
         app.http.post(app.url("/api/v1/images?wait=120")).bearer_auth(ADMIN_KEY).json(&image).send().await.unwrap();
     assert_eq!(response.status(), 200);
 
+    // The branch moves (an event for an unmoved branch rebuilds nothing: what is built is the commit the
+    // ref names).
+    repo.commit_and_tag(&[("artifact.toml", &manifest("echo y > /out/x", &[]), false)], "v2").await;
     let event = json!({"repository": repo.url(), "ref": "refs/heads/main", "after": "2".repeat(40)});
     app.publish_push(&event).await;
     let builds = wait_triggered(&app, &component, 2).await;

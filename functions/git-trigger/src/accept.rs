@@ -38,7 +38,7 @@ async fn accept(nats: &Nats, request: &Request) -> Result<PushAccepted, RequestE
         ));
     }
     let event: GitPushEvent = parse_json(payload)?;
-    check(&event)?;
+    event.check()?;
     let by = &request.requested_by;
     let event = GitPushEvent {
         forge: Some("nats".into()),
@@ -66,19 +66,4 @@ async fn accept(nats: &Nats, request: &Request) -> Result<PushAccepted, RequestE
         seq: stored.sequence,
         duplicate: stored.duplicate,
     })
-}
-
-/// What a push must hold to be worth storing.
-fn check(event: &GitPushEvent) -> Result<(), RequestError> {
-    if event.repository.trim().is_empty() || event.repository.len() > 2048 {
-        return Err(RequestError::invalid("repository must be the repository's clone URL (at most 2048 characters)"));
-    }
-    if !event.git_ref.starts_with("refs/") || event.git_ref.len() > 300 {
-        return Err(RequestError::invalid("ref must be a full ref such as refs/heads/main or refs/tags/v1.2.0"));
-    }
-    let hex = event.after.bytes().all(|b| b.is_ascii_hexdigit());
-    if !hex || !matches!(event.after.len(), 40 | 64) {
-        return Err(RequestError::invalid("after must be the commit id the ref points at (40 or 64 hex digits)"));
-    }
-    Ok(())
 }

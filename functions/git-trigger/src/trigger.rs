@@ -4,17 +4,20 @@ use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 
-use artifacts_build_component::submit::Submitter;
+use artifacts_build_component::git;
+use artifacts_build_component::submit::{checked_url, Submitter};
+use artifacts_runtime::auth::ADMIN_KEY_ID;
 use artifacts_runtime::builder::ensure_buildable;
 use artifacts_runtime::builds;
 use artifacts_runtime::jobs::Outcome;
 use artifacts_runtime::nats::{key_hash as hash, read_json, unavailable};
 use artifacts_runtime::{trigger_index, Nats, Settings};
+use artifacts_schemas::messages::keys::{glob_matches, Scope, StoredKey};
 use artifacts_schemas::names::slug_with_hash;
 use artifacts_schemas::{
     normalize_repository, Architecture, BranchName, BuildAccepted, BuildId, BuildRecord, BuildStatus, BuildWork,
     ComponentBuildRequest, ComponentName, ComponentQuery, ComponentSource, GitPushEvent, ImageBuildRequest, ImageQuery,
-    ImageRecord, RebuiltForPush, RequestError, RequestedBy, TagName, Trigger,
+    ImageRecord, RebuiltForPush, RequestError, RequestedBy, TagName, Timestamp, Trigger,
 };
 
 /// A push: submits the builds it asks for and returns; their dependents follow when they succeed
@@ -46,6 +49,70 @@ pub async fn handle_dependents(nats: &Nats, settings: &Settings, built: RebuiltF
 pub struct Matched {
     pub components: Vec<(ComponentBuildRequest, Option<Vec<String>>)>,
     pub images_of: Vec<ComponentName>,
+    /// The clone URLs the matched components were recorded with (each once), where the ref is resolved.
+    pub urls: Vec<String>,
+}
+
+impl Matched {
+    /// Keeps what `sender` may build; returns the components it may not.
+    fn keep_allowed(&mut self, sender: &Sender) -> Vec<String> {
+        let mut refused: Vec<String> = Vec::new();
+        let mut allowed = |component: &ComponentName| {
+            let allowed = sender.allows(component);
+            if !allowed && !refused.iter().any(|c| c == component.as_str()) {
+                refused.push(component.as_str().to_owned());
+            }
+            allowed
+        };
+        self.components.retain(|(request, _)| allowed(&request.component));
+        self.images_of.retain(|component| allowed(component));
+        refused
+    }
+
+    fn is_empty(&self) -> bool {
+        self.components.is_empty() && self.images_of.is_empty()
+    }
+}
+
+/// Whose limits a push carries. A webhook's delivery (signed by the forge) and the bootstrap admin key's
+/// events have none; an event sent over NATS with a managed key rebuilds only the components that key
+/// may build, read again when the push is handled (a revoked or expired key's events build nothing).
+#[derive(Debug)]
+enum Sender {
+    Unlimited,
+    Limited { key_id: String, patterns: Vec<String> },
+    Refused(String),
+}
+
+impl Sender {
+    async fn of(nats: &Nats, trigger: &Trigger) -> Result<Self, RequestError> {
+        let Some(key_id) = trigger.api_key_id.as_deref() else { return Ok(Self::Unlimited) };
+        if key_id == ADMIN_KEY_ID {
+            return Ok(Self::Unlimited);
+        }
+        let Some(stored) = read_json::<StoredKey>(&nats.stores.keys, key_id).await? else {
+            return Ok(Self::Refused(format!("the key {key_id} that sent it is revoked")));
+        };
+        let info = stored.info;
+        if info.expires_at.is_some_and(|at| at <= Timestamp::now()) {
+            return Ok(Self::Refused(format!("the key {key_id} that sent it has expired")));
+        }
+        if info.scope() < Some(Scope::Build) {
+            return Ok(Self::Refused(format!("the key {key_id} that sent it lacks the build scope")));
+        }
+        Ok(match info.components {
+            None => Self::Unlimited,
+            Some(patterns) => Self::Limited { key_id: key_id.to_owned(), patterns },
+        })
+    }
+
+    fn allows(&self, component: &ComponentName) -> bool {
+        match self {
+            Self::Unlimited => true,
+            Self::Limited { patterns, .. } => patterns.iter().any(|p| glob_matches(p, component.as_str())),
+            Self::Refused(_) => false,
+        }
+    }
 }
 
 /// What a push of `git_ref` (`refs/tags/…` or `refs/heads/…`) to `repository` rebuilds, read from the
@@ -57,6 +124,9 @@ pub async fn matching(nats: &Nats, repository: &str, git_ref: &str) -> Result<Ma
         return Ok(matched);
     }
     for (source, architectures) in trigger_index::built_from(&nats.stores, repository).await? {
+        if !matched.urls.contains(&source.url) {
+            matched.urls.push(source.url.clone());
+        }
         if let Some(tag) = tag {
             let Ok(tag) = TagName::parse(tag) else { continue };
             for &architecture in &architectures {
@@ -80,24 +150,57 @@ pub async fn matching(nats: &Nats, repository: &str, git_ref: &str) -> Result<Ma
 }
 
 async fn handle_push(nats: &Nats, settings: &Settings, event: &GitPushEvent) -> Result<(), RequestError> {
-    if event.is_deletion() {
-        tracing::info!(repository = %event.repository, git_ref = %event.git_ref, "a deleted ref builds nothing");
-        return Ok(());
-    }
     let repository = normalize_repository(&event.repository);
-    let handled = format!("handled-{}", hash(&[&repository, &event.git_ref, &event.after]));
-    if nats.stores.pushes.get(&handled).await.map_err(unavailable)?.is_some() {
-        tracing::info!(%repository, git_ref = %event.git_ref, commit = %event.after, "this push was handled already");
-        return Ok(());
+    let git_ref = &event.git_ref;
+    let nothing = |why: &str| -> Result<(), RequestError> {
+        tracing::info!(%repository, %git_ref, commit = %event.after, api_key_id = ?event.api_key_id, "the push built nothing: {why}");
+        Ok(())
+    };
+    if event.is_deletion() {
+        return nothing("a deleted ref builds nothing");
     }
-    let trigger = event.trigger();
-    let Matched { components: rebuilds, images_of } = matching(nats, &repository, &event.git_ref).await?;
-    if let Some(branch) = event.git_ref.strip_prefix("refs/heads/").and_then(|b| BranchName::parse(b).ok()) {
+    let mut trigger = event.trigger();
+    let sender = Sender::of(nats, &trigger).await?;
+    if let Sender::Refused(why) = &sender {
+        return nothing(why);
+    }
+    let mut matched = matching(nats, &repository, git_ref).await?;
+    if matched.is_empty() {
+        return nothing("nothing this service built comes from that repository and ref");
+    }
+    let refused = matched.keep_allowed(&sender);
+    if !refused.is_empty() {
+        tracing::info!(%repository, %git_ref, api_key_id = ?event.api_key_id, components = %refused.join(", "), "the key that sent the push may not build these components: not rebuilt");
+    }
+    if matched.is_empty() {
+        return nothing("the key that sent it may build none of the components built from that repository");
+    }
+    // What is built is the commit the ref names in the repository, whatever the event says: a made-up
+    // commit id neither starts a build nor ends up in a record.
+    let commit = match resolve(settings, &matched.urls, git_ref).await? {
+        Ok(commit) => commit,
+        Err(why) => return nothing(&why),
+    };
+    if commit != event.after {
+        tracing::info!(%repository, %git_ref, claimed = %event.after, %commit, "the event names another commit than the ref does: the ref's commit is built");
+    }
+    trigger.commit = commit.clone();
+    // One push of a commit is handled once. A limited key's push is handled for its components only, so
+    // the forge's own delivery of the same commit still rebuilds the others (identical builds are joined).
+    let handled = match &sender {
+        Sender::Limited { key_id, .. } => format!("handled-{}", hash(&[&repository, git_ref, &commit, "key", key_id])),
+        _ => format!("handled-{}", hash(&[&repository, git_ref, &commit])),
+    };
+    if nats.stores.pushes.get(&handled).await.map_err(unavailable)?.is_some() {
+        return nothing(&format!("commit {commit} of that ref was handled already"));
+    }
+    let Matched { components: rebuilds, images_of, .. } = matched;
+    if let Some(branch) = git_ref.strip_prefix("refs/heads/").and_then(|b| BranchName::parse(b).ok()) {
         for component in &images_of {
             rebuild_images(nats, settings, component, &branch, &trigger).await?;
         }
     }
-    tracing::info!(%repository, git_ref = %event.git_ref, components = rebuilds.len(), "push matched");
+    tracing::info!(%repository, %git_ref, %commit, components = rebuilds.len(), "push matched");
     for (request, patterns) in rebuilds {
         let submitter = Submitter {
             requested_by: RequestedBy::default(),
@@ -114,11 +217,37 @@ async fn handle_push(nats: &Nats, settings: &Settings, event: &GitPushEvent) -> 
     Ok(())
 }
 
+/// The commit `git_ref` names in the repository, asked of the clone URLs its components were recorded
+/// with (git's time limit and checks apply). `Ok(Err(why))` when no URL names one: the ref is gone or was
+/// never there, or the repository cannot be read; an `Err` when asking may succeed later.
+async fn resolve(settings: &Settings, urls: &[String], git_ref: &str) -> Result<Result<String, String>, RequestError> {
+    let name = git_ref.strip_prefix("refs/heads/").or_else(|| git_ref.strip_prefix("refs/tags/")).unwrap_or(git_ref);
+    let Ok(tag) = TagName::parse(name) else {
+        return Ok(Err(format!("{git_ref} names no branch or tag this service builds")));
+    };
+    let mut why = String::from("no repository to ask");
+    for url in urls {
+        let asked = async { git::resolve(&checked_url(url, &settings.git)?, &tag, &settings.git).await }.await;
+        match asked {
+            Ok(commit) => return Ok(Ok(commit)),
+            Err(err) if err.failure.code() >= 500 => return Err(err),
+            Err(err) => why = format!("the repository does not name a commit for it: {}", err.message),
+        }
+    }
+    Ok(Err(why))
+}
+
 async fn rebuild_dependents(nats: &Nats, settings: &Settings, built: &RebuiltForPush) -> Result<(), RequestError> {
     let dependents =
         trigger_index::dependants_of(&nats.stores, &built.component, &built.tag, built.architecture).await?;
     let dependents = dependents.iter().filter(|r| !built.rebuilt.contains(&format!("{}@{}", r.component, r.tag)));
+    // A push sent with a key rebuilds, dependents included, only what that key may build.
+    let sender = Sender::of(nats, &built.trigger).await?;
     for dependent in dependents {
+        if !sender.allows(&dependent.component) {
+            tracing::info!(component = %dependent.component, api_key_id = ?built.trigger.api_key_id, "the key that sent the push may not build this dependent: not rebuilt");
+            continue;
+        }
         let source: Option<ComponentSource> =
             read_json(&nats.stores.sources, &slug_with_hash(dependent.component.as_str())).await?;
         let Some(source) = source else { continue };

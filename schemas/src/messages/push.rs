@@ -42,6 +42,25 @@ impl GitPushEvent {
         self.deleted || self.after.bytes().all(|b| b == b'0')
     }
 
+    /// What a push must hold to be worth storing, whichever door it came in by (a webhook or
+    /// `<prefix>.git.push`): a repository, a full ref, and a commit id.
+    pub fn check(&self) -> Result<(), crate::RequestError> {
+        use crate::RequestError;
+        if self.repository.trim().is_empty() || self.repository.len() > 2048 {
+            return Err(RequestError::invalid(
+                "repository must be the repository's clone URL (at most 2048 characters)",
+            ));
+        }
+        if !self.git_ref.starts_with("refs/") || self.git_ref.len() > 300 {
+            return Err(RequestError::invalid("ref must be a full ref such as refs/heads/main or refs/tags/v1.2.0"));
+        }
+        let hex = self.after.bytes().all(|b| b.is_ascii_hexdigit());
+        if !hex || !matches!(self.after.len(), 40 | 64) {
+            return Err(RequestError::invalid("after must be the commit id the ref points at (40 or 64 hex digits)"));
+        }
+        Ok(())
+    }
+
     pub fn trigger(&self) -> Trigger {
         Trigger {
             forge: self.forge.clone().unwrap_or_else(|| "nats".into()),
