@@ -12,6 +12,8 @@ pub struct ApiError {
     error: RequestError,
     /// Seconds for `Retry-After` (429).
     retry_after: Option<u64>,
+    /// A status the failure's own does not say (408 for a body sent too slowly).
+    status: Option<StatusCode>,
 }
 
 impl ApiError {
@@ -23,17 +25,25 @@ impl ApiError {
         self.retry_after = Some(seconds);
         self
     }
+
+    /// Answers with `status` rather than the failure's own code.
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = Some(status);
+        self
+    }
 }
 
 impl<E: Into<RequestError>> From<E> for ApiError {
     fn from(err: E) -> Self {
-        Self { error: err.into(), retry_after: None }
+        Self { error: err.into(), retry_after: None, status: None }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.error.failure.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = self.status.unwrap_or_else(|| {
+            StatusCode::from_u16(self.error.failure.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        });
         let mut response = (status, Json(self.error.reply())).into_response();
         if self.error.failure == Failure::Unauthorized {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

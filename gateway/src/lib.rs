@@ -17,3 +17,4 @@ pub mod serve;
 pub mod startup;
 pub mod state;
 pub mod webhook;
+pub mod webhook_body;

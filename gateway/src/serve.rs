@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -38,9 +39,9 @@ pub async fn serve(listener: TcpListener, router: Router, limits: ConnectionLimi
             slot = Arc::clone(&slots).acquire_owned() => slot.expect("the semaphore is never closed"),
             _ = shutdown.cancelled() => break,
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(err) => {
                     // Out of file descriptors, most likely: wait for connections to close rather than spin.
                     tracing::warn!(%err, "cannot accept a connection");
@@ -55,7 +56,13 @@ pub async fn serve(listener: TcpListener, router: Router, limits: ConnectionLimi
         // The router was made ready once, so a connection costs an `Arc` clone here. `axum::serve` made each
         // connection's service with `Router::with_state(())`, which rebuilds every route: 1.6 MB a
         // connection with this router, which the allocator then kept after the connection closed.
-        let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router.clone()));
+        // Each request carries its peer's address (`ConnectInfo`), for what is shared out per sender.
+        let service = TowerToHyperService::new(router.clone());
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            hyper::service::Service::call(&service, request)
+        });
+        let connection = http.serve_connection(TokioIo::new(stream), service);
         let (shutdown, closed) = (shutdown.clone(), Arc::clone(&closed));
         connections.spawn(async move {
             let _slot = slot;

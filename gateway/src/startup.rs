@@ -9,7 +9,6 @@ use axum::response::Redirect;
 use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
@@ -26,6 +25,7 @@ use crate::routes::registry::{self, TokenSigner};
 use crate::routes::{builds, components, dashboard, health, hooks, images, keys, manage};
 use crate::serve::{serve, ConnectionLimits};
 use crate::state::AppState;
+use crate::webhook_body::Budgets;
 
 pub struct Application {
     listener: TcpListener,
@@ -55,9 +55,7 @@ impl Application {
         let state = AppState {
             registry_tokens,
             keys: Arc::new(Keys::new(authenticator, settings.gateway.rate_limit_per_minute)),
-            webhook_bodies: Arc::new(Semaphore::new(
-                hooks::kib(settings.gateway.max_webhook_bytes) as usize * hooks::WEBHOOK_BODIES_HELD,
-            )),
+            webhook_bodies: Arc::new(Budgets::new(settings.gateway.max_webhook_bytes)),
             nats: Arc::new(nats),
             settings: Arc::new(settings),
         };

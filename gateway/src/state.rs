@@ -2,12 +2,11 @@
 
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
-
 use artifacts_runtime::{Nats, Settings};
 
 use crate::auth::Keys;
 use crate::routes::registry::TokenSigner;
+use crate::webhook_body::Budgets;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -16,8 +15,8 @@ pub struct AppState {
     pub nats: Arc<Nats>,
     pub settings: Arc<Settings>,
     pub keys: Arc<Keys>,
-    /// KiB of webhook bodies that may be held at once (`routes::hooks`).
-    pub webhook_bodies: Arc<Semaphore>,
+    /// What webhook deliveries being read hold, in total and per sender (`webhook_body`).
+    pub webhook_bodies: Arc<Budgets>,
     /// Signs registry tokens when `registry.token_key_file` is set.
     pub registry_tokens: Option<Arc<TokenSigner>>,
 }

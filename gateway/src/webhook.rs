@@ -1,6 +1,7 @@
 //! Push webhooks of GitHub, GitLab and Gitea: the headers are checked before the body is read (a
-//! delivery to an unconfigured forge, or without its signature, costs its sender nothing but the head),
-//! the body's signature after, then the delivery is normalised into the `<prefix>.git.push` event.
+//! delivery to an unconfigured forge, without its signature, or with a wrong GitLab token, costs its
+//! sender nothing but the head), the body's signature as it streams in, then the delivery is normalised
+//! into the `<prefix>.git.push` event, checked as one sent over NATS is.
 //!
 //! GitHub signs the raw body with HMAC-SHA256 (`X-Hub-Signature-256: sha256=<hex>`), Gitea likewise
 //! (`X-Gitea-Signature: <hex>`), GitLab sends a shared token (`X-Gitlab-Token`). Every comparison is in
@@ -12,7 +13,7 @@ use serde_json::Value;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use artifacts_runtime::configuration::{HookSettings, Secret};
+use artifacts_runtime::configuration::HookSettings;
 use artifacts_schemas::{Failure, GitPushEvent, RequestError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +76,9 @@ impl Forge {
                 if signature.len() != 64 || !signature.bytes().all(|b| b.is_ascii_hexdigit()) {
                     return Err(unauthorized("the delivery's signature is not a SHA-256 digest in hex"));
                 }
-                Ok(Signature::Hmac { secret, presented: signature })
+                let mac =
+                    Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes()).expect("HMAC takes keys of any length");
+                Ok(Signature::Hmac { mac: Box::new(mac), presented: signature })
             }
             Self::GitLab => {
                 let token = hooks.gitlab.token.as_ref().ok_or_else(|| unconfigured("hooks.gitlab.token"))?;
@@ -132,7 +135,7 @@ impl Forge {
             Self::GitLab => header("idempotency-key").or_else(|| header("x-gitlab-event-uuid")),
             Self::Gitea => header("x-gitea-delivery").or_else(|| header("x-forgejo-delivery")),
         };
-        Ok(Delivery::Push(GitPushEvent {
+        let event = GitPushEvent {
             repository,
             git_ref: field("ref")?,
             after: field("after")?,
@@ -141,22 +144,34 @@ impl Forge {
             delivery_id,
             pusher,
             api_key_id: None,
-        }))
+        };
+        // The same checks as a push event sent over NATS: a full ref and a commit id.
+        event.check()?;
+        Ok(Delivery::Push(event))
     }
 }
 
-/// What is left to check once the body is read.
+/// What is left to check once the body is read: the HMAC is computed as the body streams in
+/// ([`Signature::update`]), so no body is held whole before its signature is known.
 pub enum Signature {
     /// Nothing: the token in the headers was the proof.
     Checked,
     /// The body's HMAC-SHA256 under the forge's secret must equal the presented hex digest.
-    Hmac { secret: Secret, presented: String },
+    Hmac { mac: Box<Hmac<Sha256>>, presented: String },
 }
 
 impl Signature {
-    pub fn verify(&self, body: &[u8]) -> Result<(), RequestError> {
-        let Self::Hmac { secret, presented } = self else { return Ok(()) };
-        let expected = hex::encode(hmac_sha256(secret.expose().as_bytes(), body));
+    /// Feeds the next bytes of the body.
+    pub fn update(&mut self, bytes: &[u8]) {
+        if let Self::Hmac { mac, .. } = self {
+            mac.update(bytes);
+        }
+    }
+
+    /// Whether the bytes fed so far are what the forge signed.
+    pub fn finish(self) -> Result<(), RequestError> {
+        let Self::Hmac { mac, presented } = self else { return Ok(()) };
+        let expected = hex::encode(mac.finalize().into_bytes());
         if bool::from(expected.as_bytes().ct_eq(presented.as_bytes())) {
             Ok(())
         } else {
@@ -166,8 +181,19 @@ impl Signature {
             ))
         }
     }
+
+    /// `body` is what the forge signed (the whole body at once).
+    pub fn verify(&self, body: &[u8]) -> Result<(), RequestError> {
+        let mut signature = match self {
+            Self::Checked => Self::Checked,
+            Self::Hmac { mac, presented } => Self::Hmac { mac: mac.clone(), presented: presented.clone() },
+        };
+        signature.update(body);
+        signature.finish()
+    }
 }
 
+#[cfg(test)]
 fn hmac_sha256(key: &[u8], body: &[u8]) -> [u8; 32] {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
     mac.update(body);
@@ -177,7 +203,7 @@ fn hmac_sha256(key: &[u8], body: &[u8]) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use artifacts_runtime::configuration::HmacHook;
+    use artifacts_runtime::configuration::{HmacHook, Secret};
 
     #[test]
     fn githubs_published_test_vector() {

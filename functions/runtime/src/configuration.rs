@@ -101,6 +101,9 @@ pub struct GatewaySettings {
     pub max_body_bytes: usize,
     /// The largest webhook delivery accepted, in bytes.
     pub max_webhook_bytes: usize,
+    /// The slowest a webhook delivery's body may arrive, in bytes a second, after a 2 s grace (measured
+    /// over each 2 s); a slower one is cut off with 408. 0: no minimum (the 30 s limit still holds).
+    pub webhook_min_bytes_per_sec: u64,
     /// A client that has not sent a request head this long after connecting (or after its previous
     /// answer, on a kept-alive connection) is disconnected.
     pub header_timeout_secs: u64,
@@ -258,6 +261,7 @@ impl Default for GatewaySettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 64 * 1024 * 1024,
             max_webhook_bytes: 5 * 1024 * 1024,
+            webhook_min_bytes_per_sec: 16 * 1024,
             header_timeout_secs: 10,
             max_connections: 10_000,
             rate_limit_per_minute: 6000,

@@ -2,12 +2,14 @@
 //! push event and stored in JetStream with `<forge>:<delivery id>` as `Nats-Msg-Id`, so a redelivered
 //! webhook collapses into one event; the answer comes within milliseconds, and the git trigger does the
 //! rest. A forge whose secret is not configured has no hook (404). Everything that can be refused from the
-//! headers is refused before the body is read, and the body is capped (`gateway.max_webhook_bytes`), as
-//! is what all deliveries being read hold together.
+//! headers is refused before the body is read (GitLab's token included), and the body is capped
+//! (`gateway.max_webhook_bytes`). A body is read as it streams in, its signature computed on the way, and
+//! what deliveries being read hold is shared out per sender, with a minimum pace (`webhook_body`), so a
+//! slow or forged delivery holds only its own share.
 
-use std::time::Duration;
+use std::net::SocketAddr;
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -18,20 +20,10 @@ use utoipa::ToSchema;
 use artifacts_schemas::{ErrorReply, Failure, RequestError};
 
 use crate::error::ApiError;
-use crate::input::{body_bytes, declared_length, PathParams};
+use crate::input::{declared_length, PathParams};
 use crate::state::AppState;
 use crate::webhook::{Delivery, Forge};
-
-/// How long a delivery's body may take to arrive once its head has.
-const WEBHOOK_BODY_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Webhook bodies held at once, in maximal deliveries (`gateway.max_webhook_bytes` each).
-pub const WEBHOOK_BODIES_HELD: usize = 4;
-
-/// The budget's unit: permits are KiB, so a semaphore's count covers gigabytes.
-pub fn kib(bytes: usize) -> u32 {
-    u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX)
-}
+use crate::webhook_body::{self, Pace};
 
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -53,9 +45,10 @@ pub struct HookReply {
         (status = 200, description = "Ping answered", body = HookReply),
         (status = 400, description = "Malformed body", body = ErrorReply),
         (status = 401, description = "Bad or missing signature", body = ErrorReply),
+        (status = 408, description = "The body arrived slower than gateway.webhook_min_bytes_per_sec, or not within 30 s", body = ErrorReply),
         (status = 404, description = "No secret is configured for this forge", body = ErrorReply),
         (status = 413, description = "Larger than gateway.max_webhook_bytes", body = ErrorReply),
-        (status = 503, description = "NATS is unavailable, or too many deliveries are arriving at once (Retry-After)", body = ErrorReply),
+        (status = 503, description = "NATS is unavailable, or too many deliveries are arriving at once, from this sender or in all (Retry-After)", body = ErrorReply),
     )
 )]
 pub async fn receive(
@@ -67,17 +60,16 @@ pub async fn receive(
     let forge = Forge::parse(&forge)?;
     let signature = forge.check_headers(&state.settings.hooks, &headers)?;
     let cap = state.settings.gateway.max_webhook_bytes;
-    // A body is held whole until its signature is checked, and anyone can send a made-up signature: what
-    // all deliveries together hold is bounded, and a slow one cannot hold its share for long.
-    let held = declared_length(&headers).map_or(cap, |length| usize::try_from(length).unwrap_or(usize::MAX).min(cap));
-    let _held = state.webhook_bodies.try_acquire_many(kib(held)).map_err(|_| {
-        ApiError::new(Failure::Unavailable, "too many webhook deliveries are arriving at once: retry shortly")
-            .retry_after(1)
-    })?;
-    let body = tokio::time::timeout(WEBHOOK_BODY_TIMEOUT, body_bytes(request, cap)).await.map_err(|_| {
-        RequestError::invalid(format!("the delivery's body did not arrive within {}s", WEBHOOK_BODY_TIMEOUT.as_secs()))
-    })??;
-    signature.verify(&body)?;
+    if declared_length(&headers).is_some_and(|length| length > cap as u64) {
+        return Err(ApiError::new(
+            Failure::TooLarge,
+            format!("the delivery is larger than gateway.max_webhook_bytes ({cap} bytes)"),
+        ));
+    }
+    let sender = webhook_body::sender(request.extensions().get::<ConnectInfo<SocketAddr>>().map(|peer| peer.0.ip()));
+    let pace = Pace { max_bytes: cap, min_bytes_per_sec: state.settings.gateway.webhook_min_bytes_per_sec };
+    let body = webhook_body::read(request.into_body(), sender, &state.webhook_bodies, pace, signature).await?;
+    let body = body.into_bytes().await?;
     let reply = |code: StatusCode, status, duplicate| {
         (code, Json(HookReply { status, error_message: None, duplicate })).into_response()
     };
