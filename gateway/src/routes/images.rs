@@ -86,6 +86,7 @@ pub struct ImageUpload {
         (status = 200, description = "With `wait`: the build ended in time", body = BuildRecord),
         (status = 400, description = "Bad input", body = ErrorReply),
         (status = 403, description = "The key lacks the build scope", body = ErrorReply),
+        (status = 409, description = "Another (component, branch) owns the image repository this pair's name gives: the message names it", body = ErrorReply),
         (status = 413, description = "Too large", body = ErrorReply),
     ),
     security(("bearer" = []), ("apiKey" = []))
