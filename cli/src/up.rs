@@ -104,6 +104,10 @@ pub async fn run(config: Option<PathBuf>, data_dir: PathBuf, nats_nodes: usize) 
                 1 => (data_dir.join("nats-server.auth.conf"), data_dir.join("nats")),
                 _ => (data_dir.join("nats-server.cluster.conf"), data_dir.join(NATS_NODES[n])),
             };
+            if nats_nodes == 1 {
+                nats_users::adopt_global_account_store(&store)
+                    .with_context(|| format!("cannot move the JetStream store in {}", store.display()))?;
+            }
             let name = if nats_nodes == 1 { "nats" } else { NATS_NODES[n] };
             pids.push(stack.spawn(name, move || {
                 let mut command = Command::new(&bin);

@@ -1,36 +1,30 @@
 //! API keys over HTTP: `Authorization: Bearer <key>` or `X-API-Key: <key>`, and the identity headers.
 //!
 //! Authentication and every rule of who may do what are `artifacts_runtime::auth`'s, shared with the
-//! NATS endpoints; the gateway adds a per-key rate limit and forwards the key with each request it
+//! NATS endpoints, and so is the per-key rate limit; the gateway forwards the key with each request it
 //! relays, so the function that answers checks it again.
 
-use std::collections::HashMap;
 use std::ops::Deref;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 
 use artifacts_runtime::auth::{self, bearer, claimed_identity, Authenticator};
-use artifacts_schemas::{Failure, RequestError, RequestedBy, Username};
+use artifacts_schemas::{RequestError, RequestedBy, Username};
 
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// The keys this gateway accepts, and how often each has been used this minute.
+/// The keys this gateway accepts.
 pub struct Keys {
     authenticator: Arc<Authenticator>,
-    per_minute: u32,
-    windows: Mutex<HashMap<String, (Instant, u32)>>,
 }
 
-const WINDOW: Duration = Duration::from_secs(60);
-
 impl Keys {
-    pub fn new(authenticator: Arc<Authenticator>, per_minute: u32) -> Self {
-        Self { authenticator, per_minute, windows: Mutex::default() }
+    pub fn new(authenticator: Arc<Authenticator>) -> Self {
+        Self { authenticator }
     }
 
     /// The key's caller as it is now, without counting a request: for streams that outlive the request
@@ -44,27 +38,12 @@ impl Keys {
         self.authenticator.forget(key_id);
     }
 
-    /// A fixed one-minute window per key (per gateway).
+    /// The key's rate (`gateway.rate_limit_per_minute`), the same one its NATS requests are held to.
     fn admit(&self, key_id: &str) -> Result<(), ApiError> {
-        if self.per_minute == 0 {
-            return Ok(());
-        }
-        let mut windows = self.windows.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let now = Instant::now();
-        let (started, used) = windows.entry(key_id.to_owned()).or_insert((now, 0));
-        if now.duration_since(*started) >= WINDOW {
-            (*started, *used) = (now, 0);
-        }
-        *used += 1;
-        if *used > self.per_minute {
-            let retry_after = (WINDOW - now.duration_since(*started)).as_secs().max(1);
-            let message = format!(
-                "this API key made more than {} requests this minute: retry in {retry_after}s",
-                self.per_minute
-            );
-            return Err(ApiError::new(Failure::RateLimited, message).retry_after(retry_after));
-        }
-        Ok(())
+        self.authenticator.admit(key_id).map_err(|limited| {
+            let retry_after = limited.retry_after_secs();
+            ApiError::from(RequestError::from(limited)).retry_after(retry_after)
+        })
     }
 }
 

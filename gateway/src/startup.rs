@@ -46,7 +46,7 @@ impl Application {
         // Already installed when the gateway runs as its own process; tests build gateways in theirs.
         artifacts_runtime::metrics::install("artifacts-gateway");
         let stopped = CancellationToken::new();
-        let authenticator = Authenticator::start(settings.admin_key(), &nats, stopped.clone());
+        let authenticator = Authenticator::start(&settings, &nats, stopped.clone());
         let registry_tokens = TokenSigner::load(&settings)?.map(Arc::new);
         let limits = ConnectionLimits {
             header_timeout: Duration::from_secs(settings.gateway.header_timeout_secs),
@@ -54,7 +54,7 @@ impl Application {
         };
         let state = AppState {
             registry_tokens,
-            keys: Arc::new(Keys::new(authenticator, settings.gateway.rate_limit_per_minute)),
+            keys: Arc::new(Keys::new(authenticator)),
             webhook_bodies: Arc::new(Budgets::new(settings.gateway.max_webhook_bytes)),
             nats: Arc::new(nats),
             settings: Arc::new(settings),

@@ -824,6 +824,25 @@ pub fn key_header(key: &str) -> async_nats::HeaderMap {
     headers
 }
 
+/// Connects to `address` as an API key's NATS user (user = key id, password = key, replies on
+/// `_INBOX_<key id>`), retrying while the users file catches up with a key made a moment ago; returns
+/// the connection and how long it took.
+pub async fn connect_as_key(address: &str, key_id: &str, key: &str) -> (async_nats::Client, Duration) {
+    let started = std::time::Instant::now();
+    loop {
+        let attempt = async_nats::ConnectOptions::with_user_and_password(key_id.into(), key.into())
+            .custom_inbox_prefix(format!("_INBOX_{key_id}"))
+            .request_timeout(Some(Duration::from_secs(3)))
+            .connect(address)
+            .await;
+        match attempt {
+            Ok(client) => return (client, started.elapsed()),
+            Err(_) if started.elapsed() < Duration::from_secs(10) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(err) => panic!("key {key_id} cannot connect to NATS: {err}"),
+        }
+    }
+}
+
 /// A real git repository made by the test, served as a `file://` URL.
 pub struct GitRepo {
     dir: tempfile::TempDir,

@@ -9,27 +9,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-use artifacts_tests::{key_header, TestApp};
-
-/// Connects as an API key's NATS user, retrying while the users file catches up with the key (returns
-/// the connection and how long it took).
-async fn connect_with_key(address: &str, key_id: &str, key: &str) -> (async_nats::Client, Duration) {
-    let started = Instant::now();
-    loop {
-        let attempt = async_nats::ConnectOptions::with_user_and_password(key_id.into(), key.into())
-            .custom_inbox_prefix(format!("_INBOX_{key_id}"))
-            .request_timeout(Some(Duration::from_secs(3)))
-            .connect(address)
-            .await;
-        match attempt {
-            Ok(client) => return (client, started.elapsed()),
-            Err(_) if started.elapsed() < Duration::from_secs(10) => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
-            Err(err) => panic!("key {key_id} cannot connect to NATS: {err}"),
-        }
-    }
-}
+use artifacts_tests::{connect_as_key, key_header, TestApp};
 
 /// Collects what a subscription receives within `window`.
 async fn received(mut subscription: async_nats::Subscriber, window: Duration) -> usize {
@@ -67,7 +47,7 @@ async fn no_connection_reads_another_and_keys_are_nats_users() {
     // A read key connects as its own NATS user.
     let (reader, _) = app.create_key(json!({"name": "reader", "scopes": ["read"]})).await;
     let reader_id = artifacts_runtime::auth::key_id_of(&reader).to_owned();
-    let (client, became_user) = connect_with_key(&address, &reader_id, &reader).await;
+    let (client, became_user) = connect_as_key(&address, &reader_id, &reader).await;
     println!("a new key could connect to NATS after {became_user:?}");
     let answer = client.request_with_headers("artifacts.image.get", key_header(&reader), payload.into()).await.unwrap();
     let answer: Value = serde_json::from_slice(&answer.payload).unwrap();

@@ -28,7 +28,7 @@ pub use collect::collect;
 
 pub async fn run(settings: Settings, nats: Nats, shutdown: CancellationToken) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
-    let authenticator = Authenticator::start(settings.admin_key(), &nats, shutdown.clone());
+    let authenticator = Authenticator::start(&settings, &nats, shutdown.clone());
     let (handler_nats, handler_settings) = (nats.clone(), Arc::clone(&settings));
     let serving = service::serve(
         &nats,

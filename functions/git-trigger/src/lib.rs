@@ -55,7 +55,7 @@ pub async fn run(settings: Settings, nats: Nats, shutdown: CancellationToken) ->
     let dependents_spec = consumer_of("git-trigger-dependents", nats.subjects.git_push_dependents());
     // Pushes find what they rebuild in the trigger index; records older than it are indexed first.
     artifacts_runtime::trigger_index::backfill(&nats.stores).await?;
-    let authenticator = Authenticator::start(settings.admin_key(), &nats, shutdown.clone());
+    let authenticator = Authenticator::start(&settings, &nats, shutdown.clone());
     let accept_nats = nats.clone();
     let pushes = service::serve(
         &nats,

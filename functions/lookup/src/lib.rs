@@ -32,7 +32,8 @@ use artifacts_schemas::{
 pub async fn run(settings: Settings, nats: Nats, shutdown: CancellationToken) -> anyhow::Result<()> {
     let handler_nats = nats.clone();
     let base_url: Arc<str> = settings.public_url().into();
-    let authenticator = Authenticator::start(settings.admin_key(), &nats, shutdown.clone());
+    let authenticator = Authenticator::start(&settings, &nats, shutdown.clone());
+    let transfers = Arc::new(archive::Transfers::default());
     service::serve(
         &nats,
         ServiceSpec {
@@ -51,22 +52,22 @@ pub async fn run(settings: Settings, nats: Nats, shutdown: CancellationToken) ->
         },
         authenticator,
         move |request| {
-            let (nats, base_url) = (handler_nats.clone(), Arc::clone(&base_url));
-            async move { answer(&nats, &base_url, &request).await }
+            let (nats, base_url, transfers) = (handler_nats.clone(), Arc::clone(&base_url), Arc::clone(&transfers));
+            async move { answer(&nats, &base_url, &transfers, &request).await }
         },
         shutdown,
     )
     .await
 }
 
-async fn answer(nats: &Nats, base_url: &str, request: &Request) -> Reply {
+async fn answer(nats: &Nats, base_url: &str, transfers: &Arc<archive::Transfers>, request: &Request) -> Reply {
     let stores = &nats.stores;
     let caller = &request.caller;
     let payload = &request.message.payload;
     let result = match request.endpoint {
         Endpoint::ImageGet => image(&stores.images, caller, payload).await,
         Endpoint::ComponentGet => component(nats, base_url, request).await,
-        Endpoint::ComponentArchive => archive::start(nats, caller, payload).await,
+        Endpoint::ComponentArchive => archive::start(nats, transfers, caller, payload).await,
         Endpoint::BuildGet => build(&stores.builds, caller, payload).await,
         Endpoint::BuildList => builds(stores, caller, payload).await,
         Endpoint::CatalogImages => catalog::images(&stores.images, caller, payload).await,

@@ -10,7 +10,12 @@
 //!
 //! Keys are cached from a watch on the keys bucket, so a request costs no NATS round trip and a
 //! revocation reaches every process within milliseconds. A key the cache does not hold is read from the
-//! bucket (a key created a moment ago), so the cache can only be late to *accept*, never to *refuse*.
+//! bucket (a key created a moment ago), so the cache can only be late to *accept*, never to *refuse*. A
+//! record that cannot be read (overwritten with something that is not a key) leaves the cache and is
+//! refused: its last readable version is never trusted.
+//!
+//! The [`Authenticator`] also keeps each key's request rate ([`KeyRateLimit`]), so a key has the same
+//! limit over NATS as over HTTP.
 //!
 //! Identity (`linux_username`, `github_username`) and the key id recorded on a build come from the
 //! authenticated caller and the request's identity headers, never from a payload.
@@ -28,7 +33,9 @@ use tokio_util::sync::CancellationToken;
 use artifacts_schemas::messages::keys::{pattern_within, ApiKeyInfo, Scope, StoredKey};
 use artifacts_schemas::{ComponentName, RequestError, RequestedBy, Timestamp, Username};
 
-use crate::nats::{read_json, Nats};
+use crate::configuration::Settings;
+use crate::nats::{retry_unanswered, unavailable, Nats};
+use crate::rate_limit::{KeyRateLimit, RateLimited};
 
 /// The key id (and NATS user name) of the bootstrap admin key.
 pub const ADMIN_KEY_ID: &str = "admin";
@@ -67,9 +74,32 @@ pub fn bearer(value: &str) -> Option<&str> {
 /// The message every missing or unknown key gets, so a caller learns nothing about which keys exist.
 const NOT_VALID: &str = "the API key is not valid (unknown, revoked or expired)";
 
+/// A key's record as the keys bucket holds it.
+pub enum StoredKeyEntry {
+    Absent,
+    /// Bytes that are not a key record: never a valid key, and removable by any admin.
+    Unreadable(String),
+    Key(StoredKey),
+}
+
+/// Reads key `key_id`'s record.
+pub async fn read_stored_key(store: &kv::Store, key_id: &str) -> Result<StoredKeyEntry, RequestError> {
+    let Some(bytes) = retry_unanswered(|| store.get(key_id)).await.map_err(unavailable)? else {
+        return Ok(StoredKeyEntry::Absent);
+    };
+    Ok(match serde_json::from_slice::<StoredKey>(&bytes) {
+        Ok(stored) => StoredKeyEntry::Key(stored),
+        Err(err) => {
+            tracing::warn!(%key_id, %err, "an unreadable key record is refused");
+            StoredKeyEntry::Unreadable(err.to_string())
+        }
+    })
+}
+
 /// The keys this process accepts.
 pub struct Authenticator {
     admin: Option<[u8; 32]>,
+    rate: KeyRateLimit,
     store: kv::Store,
     /// Managed keys by id; `None` while the watch is not caught up (then every key is read from the bucket).
     cache: Arc<RwLock<Option<HashMap<String, StoredKey>>>>,
@@ -77,9 +107,13 @@ pub struct Authenticator {
 
 impl Authenticator {
     /// Starts following the keys bucket; the watch stops with `shutdown`.
-    pub fn start(admin_key: Option<&str>, nats: &Nats, shutdown: CancellationToken) -> Arc<Self> {
-        let authenticator =
-            Arc::new(Self { admin: admin_key.map(sha256), store: nats.stores.keys.clone(), cache: Arc::default() });
+    pub fn start(settings: &Settings, nats: &Nats, shutdown: CancellationToken) -> Arc<Self> {
+        let authenticator = Arc::new(Self {
+            admin: settings.admin_key().map(sha256),
+            rate: KeyRateLimit::new(settings.gateway.rate_limit_per_minute),
+            store: nats.stores.keys.clone(),
+            cache: Arc::default(),
+        });
         let (store, cache) = (authenticator.store.clone(), Arc::clone(&authenticator.cache));
         tokio::spawn(async move {
             tokio::select! {
@@ -102,9 +136,12 @@ impl Authenticator {
         let cached = self.cache.read().unwrap_or_else(|p| p.into_inner()).as_ref().and_then(|c| c.get(key_id).cloned());
         let stored = match cached {
             Some(stored) => stored,
-            None => read_json::<StoredKey>(&self.store, key_id)
-                .await?
-                .ok_or_else(|| RequestError::unauthorized(NOT_VALID))?,
+            None => match read_stored_key(&self.store, key_id).await? {
+                StoredKeyEntry::Key(stored) => stored,
+                StoredKeyEntry::Absent | StoredKeyEntry::Unreadable(_) => {
+                    return Err(RequestError::unauthorized(NOT_VALID))
+                }
+            },
         };
         if !bool::from(hex::encode(digest).as_bytes().ct_eq(stored.secret_sha256.as_bytes())) {
             return Err(RequestError::unauthorized(NOT_VALID));
@@ -113,6 +150,11 @@ impl Authenticator {
             return Err(RequestError::unauthorized("the API key has expired"));
         }
         Ok(Caller::managed(stored.info))
+    }
+
+    /// Counts a request of `key_id` against its rate.
+    pub fn admit(&self, key_id: &str) -> Result<(), RateLimited> {
+        self.rate.admit(key_id)
     }
 
     /// Drops a key this process has just revoked, so that its next request is refused at once rather than
@@ -147,7 +189,10 @@ async fn follow_keys(store: kv::Store, cache: Arc<RwLock<Option<HashMap<String, 
                     match entry.operation {
                         kv::Operation::Put => match serde_json::from_slice::<StoredKey>(&entry.value) {
                             Ok(stored) => drop(keys.insert(entry.key, stored)),
-                            Err(err) => tracing::warn!(key = %entry.key, %err, "an unreadable key record is ignored"),
+                            Err(err) => {
+                                tracing::warn!(key = %entry.key, %err, "an unreadable key record is refused");
+                                keys.remove(&entry.key);
+                            }
                         },
                         kv::Operation::Delete | kv::Operation::Purge => drop(keys.remove(&entry.key)),
                     }

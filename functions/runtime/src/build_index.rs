@@ -13,7 +13,7 @@ use async_nats::jetstream::kv;
 use artifacts_schemas::names::slug_with_hash;
 use artifacts_schemas::{BuildId, ComponentName, RequestError};
 
-use crate::nats::unavailable;
+use crate::nats::{retry_unanswered, unavailable};
 
 /// Ids per page: a page is one small record (about 4 KiB), rewritten on each append.
 pub const PAGE_SIZE: usize = 100;
@@ -49,7 +49,7 @@ pub async fn append(store: &kv::Store, list: List<'_>, build_id: &BuildId) -> Re
         let page = head.as_ref().map_or(0, |entry| parse_page_number(&entry.value));
         let page_key = list.page_key(page);
         let Some(entry) = live_entry(store, &page_key).await? else {
-            match store.create(&page_key, encode(&[build_id.as_str()])).await {
+            match retry_unanswered(|| store.create(&page_key, encode(&[build_id.as_str()]))).await {
                 Ok(_) => return Ok(()),
                 Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => continue,
                 Err(err) => return Err(unavailable(err)),
@@ -58,19 +58,23 @@ pub async fn append(store: &kv::Store, list: List<'_>, build_id: &BuildId) -> Re
         let mut ids = decode(&entry.value);
         if ids.len() < PAGE_SIZE {
             ids.push(build_id.as_str().to_owned());
-            match store.update(&page_key, encode(&ids), entry.revision).await {
+            match retry_unanswered(|| store.update(&page_key, encode(&ids), entry.revision)).await {
                 Ok(_) => return Ok(()),
                 Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
                 Err(err) => return Err(unavailable(err)),
             }
         }
         // The page is full: open the next one (whoever wins the race, the head moves once).
-        let next = (page + 1).to_string().into();
+        let next: bytes::Bytes = (page + 1).to_string().into();
         let moved = match head {
-            Some(head) => {
-                store.update(list.head_key(), next, head.revision).await.map(|_| ()).map_err(|e| e.to_string())
-            }
-            None => store.create(list.head_key(), next).await.map(|_| ()).map_err(|e| e.to_string()),
+            Some(head) => retry_unanswered(|| store.update(list.head_key(), next.clone(), head.revision))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            None => retry_unanswered(|| store.create(list.head_key(), next.clone()))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
         };
         if let Err(err) = moved {
             tracing::debug!(%err, "another writer moved the index head first");
@@ -91,7 +95,7 @@ pub async fn remove(store: &kv::Store, list: List<'_>, gone: impl Fn(&str) -> bo
             if kept.len() == ids.len() {
                 break;
             }
-            match store.update(&page_key, encode(&kept), entry.revision).await {
+            match retry_unanswered(|| store.update(&page_key, encode(&kept), entry.revision)).await {
                 Ok(_) => {
                     removed += (ids.len() - kept.len()) as u64;
                     break;
@@ -173,7 +177,7 @@ impl<'a> Walk<'a> {
 }
 
 async fn live_entry(store: &kv::Store, key: &str) -> Result<Option<kv::Entry>, RequestError> {
-    let entry = store.entry(key).await.map_err(unavailable)?;
+    let entry = retry_unanswered(|| store.entry(key)).await.map_err(unavailable)?;
     Ok(entry.filter(|entry| entry.operation == kv::Operation::Put))
 }
 

@@ -75,7 +75,7 @@ where
         ]),
     };
     let (submit_nats, submit_settings) = (nats.clone(), Arc::clone(&settings));
-    let authenticator = Authenticator::start(settings.admin_key(), &nats, shutdown.clone());
+    let authenticator = Authenticator::start(&settings, &nats, shutdown.clone());
     let submissions = service::serve(
         &nats,
         service_spec,

@@ -18,7 +18,7 @@ use artifacts_schemas::{
 };
 
 use crate::build_index::{self, List};
-use crate::nats::{read_json, unavailable, Nats};
+use crate::nats::{read_json, retry_unanswered, unavailable, Nats};
 
 /// A new build, as its submitter describes it.
 pub struct Submission<J> {
@@ -65,12 +65,12 @@ pub async fn submit<J: Serialize>(
     let active = &nats.stores.active;
     loop {
         let build_id = BuildId::generate();
-        match active.create(&key, build_id.as_str().to_owned().into()).await {
+        match retry_unanswered(|| active.create(&key, build_id.as_str().to_owned().into())).await {
             Ok(claim) => return start(nats, build_id, &submission, &key, claim).await,
             Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => {}
             Err(err) => return Err(unavailable(err)),
         }
-        let Some(entry) = active.entry(&key).await.map_err(unavailable)? else { continue };
+        let Some(entry) = retry_unanswered(|| active.entry(&key)).await.map_err(unavailable)? else { continue };
         let claimed_by = std::str::from_utf8(&entry.value).ok().and_then(|id| BuildId::parse(id).ok());
         let young = time::OffsetDateTime::now_utc() - entry.created < ORPHAN_CLAIM_AGE;
         let existing = match &claimed_by {
@@ -103,7 +103,7 @@ pub async fn submit<J: Serialize>(
             return Ok(Submitted { build_id: record.build_id, status: AcceptedStatus::Failed, error: Some(error) });
         }
         // The build it names has ended: claim the key, unless another submitter just did.
-        if let Ok(claim) = active.update(&key, build_id.as_str().to_owned().into(), entry.revision).await {
+        if let Ok(claim) = retry_unanswered(|| active.update(&key, build_id.as_str().to_owned().into(), entry.revision)).await {
             return start(nats, build_id, &submission, &key, claim).await;
         }
     }
@@ -206,7 +206,8 @@ pub async fn create(nats: &Nats, record: &BuildRecord) -> Result<(), RequestErro
 
 async fn put(nats: &Nats, record: &BuildRecord) -> Result<(), RequestError> {
     let bytes = serde_json::to_vec(record).expect("records serialise");
-    nats.stores.builds.put(record.build_id.as_str(), bytes.into()).await.map_err(unavailable)?;
+    let bytes = bytes::Bytes::from(bytes);
+    retry_unanswered(|| nats.stores.builds.put(record.build_id.as_str(), bytes.clone())).await.map_err(unavailable)?;
     publish_event(nats, record).await;
     Ok(())
 }
@@ -220,16 +221,15 @@ pub async fn update(
 ) -> Result<BuildRecord, RequestError> {
     let builds = &nats.stores.builds;
     loop {
-        let entry = builds
-            .entry(build_id.as_str())
+        let entry = retry_unanswered(|| builds.entry(build_id.as_str()))
             .await
             .map_err(unavailable)?
             .ok_or_else(|| RequestError::not_found(format!("no build has id {build_id}")))?;
         let mut record: BuildRecord = serde_json::from_slice(&entry.value)
             .map_err(|err| RequestError::internal(format!("build record {build_id} is unreadable: {err}")))?;
         change(&mut record);
-        let bytes = serde_json::to_vec(&record).expect("records serialise");
-        match builds.update(build_id.as_str(), bytes.into(), entry.revision).await {
+        let bytes = bytes::Bytes::from(serde_json::to_vec(&record).expect("records serialise"));
+        match retry_unanswered(|| builds.update(build_id.as_str(), bytes.clone(), entry.revision)).await {
             Ok(_) => {
                 publish_event(nats, &record).await;
                 return Ok(record);

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use artifacts_schemas::{BuildId, ComponentRecord, ImageRecord, RequestError};
 
-use crate::nats::unavailable;
+use crate::nats::{retry_unanswered, unavailable};
 
 /// A record that names the build it came from.
 pub trait FromBuild: Serialize + DeserializeOwned {
@@ -41,9 +41,9 @@ pub enum Moved<T> {
 pub async fn move_forward<T: FromBuild>(store: &kv::Store, key: &str, record: &T) -> Result<Moved<T>, RequestError> {
     let bytes: bytes::Bytes = serde_json::to_vec(record).expect("records serialise").into();
     loop {
-        let current = store.entry(key).await.map_err(unavailable)?.filter(|e| e.operation == kv::Operation::Put);
+        let current = retry_unanswered(|| store.entry(key)).await.map_err(unavailable)?.filter(|e| e.operation == kv::Operation::Put);
         let Some(current) = current else {
-            match store.create(key, bytes.clone()).await {
+            match retry_unanswered(|| store.create(key, bytes.clone())).await {
                 Ok(_) => return Ok(Moved::Forward { replaced: None }),
                 Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => continue,
                 Err(err) => return Err(unavailable(err)),
@@ -53,7 +53,7 @@ pub async fn move_forward<T: FromBuild>(store: &kv::Store, key: &str, record: &T
         if let Some(newer) = existing.as_ref().map(FromBuild::build_id).filter(|id| *id > record.build_id()) {
             return Ok(Moved::Behind { newer: newer.clone() });
         }
-        match store.update(key, bytes.clone(), current.revision).await {
+        match retry_unanswered(|| store.update(key, bytes.clone(), current.revision)).await {
             Ok(_) => return Ok(Moved::Forward { replaced: existing }),
             Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
             Err(err) => return Err(unavailable(err)),

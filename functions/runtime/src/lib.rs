@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod nats;
 pub mod nats_users;
 pub mod neutral_tag;
+pub mod rate_limit;
 pub mod registry;
 pub mod registry_auth;
 pub mod registry_gate;

@@ -99,7 +99,7 @@ pub async fn answer_scrapes(nats: Nats, shutdown: CancellationToken) {
             request = requests.next() => match request { Some(request) => request, None => return },
             _ = shutdown.cancelled() => return,
         };
-        let Some(reply) = request.reply else { continue };
+        let Some(reply) = crate::service::allowed_reply(&request) else { continue };
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(INSTANCE_HEADER, installed.instance.as_str());
         let text = installed.handle.render();

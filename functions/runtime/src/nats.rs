@@ -455,12 +455,56 @@ async fn key_value(
     js.get_key_value(&bucket).await.with_context(|| format!("key-value bucket {bucket}"))
 }
 
+/// Runs a JetStream call again while it reached no one ("no responders"), for about a second at most.
+///
+/// Every API key change rewrites the NATS users and reloads nats-server, and nats-server 2.9 re-registers
+/// each account's JetStream API during a reload: for 2 to 15 ms (measured here) a JetStream request finds
+/// no responder. Such a request was never delivered, so sending it again is safe, writes included; any
+/// other failure is returned at once.
+pub async fn retry_unanswered<T, E, F, Fut>(mut call: F) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::error::Error + 'static,
+{
+    const PAUSES_MS: [u64; 6] = [5, 20, 50, 100, 250, 500];
+    let mut pauses = PAUSES_MS.into_iter();
+    loop {
+        match call().await {
+            Err(err) if reached_no_one(&err) => match pauses.next() {
+                Some(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+                None => return Err(err),
+            },
+            done => return done,
+        }
+    }
+}
+
+/// Whether a failure, or one of its causes, is a request that no subscriber received.
+fn reached_no_one(err: &(dyn std::error::Error + 'static)) -> bool {
+    use async_nats::jetstream::context::RequestErrorKind as JetStreamKind;
+    let mut cause = Some(err);
+    while let Some(err) = cause {
+        if err.downcast_ref::<async_nats::RequestError>().is_some_and(|e| e.kind() == async_nats::RequestErrorKind::NoResponders)
+            || err
+                .downcast_ref::<async_nats::jetstream::context::RequestError>()
+                .is_some_and(|e| e.kind() == JetStreamKind::NoResponders)
+        {
+            return true;
+        }
+        cause = err.source();
+    }
+    // Some of async-nats's error kinds keep only the cause's text.
+    let text = err.to_string();
+    text.contains("no responders") || text.contains("requested JetStream resource does not exist")
+}
+
 /// Reads a JSON record from a key-value bucket.
 pub async fn read_json<T: serde::de::DeserializeOwned>(
     store: &kv::Store,
     key: &str,
 ) -> Result<Option<T>, RequestError> {
-    let Some(bytes) = store.get(key).await.map_err(unavailable)? else { return Ok(None) };
+    let Some(bytes) = retry_unanswered(|| store.get(key)).await.map_err(unavailable)? else { return Ok(None) };
     serde_json::from_slice(&bytes)
         .map(Some)
         .map_err(|err| RequestError::internal(format!("stored record {key} is unreadable: {err}")))
@@ -478,7 +522,7 @@ where
     T: Default + serde::Serialize + serde::de::DeserializeOwned,
 {
     loop {
-        let entry = store.entry(key).await.map_err(unavailable)?;
+        let entry = retry_unanswered(|| store.entry(key)).await.map_err(unavailable)?;
         let mut value: T = entry
             .as_ref()
             .filter(|entry| entry.operation == kv::Operation::Put)
@@ -491,12 +535,10 @@ where
         }
         let bytes: bytes::Bytes = serde_json::to_vec(&value).expect("records serialise").into();
         let written = match &entry {
-            Some(entry) => store
-                .update(key, bytes, entry.revision)
+            Some(entry) => retry_unanswered(|| store.update(key, bytes.clone(), entry.revision))
                 .await
                 .map_err(|err| (err.kind() == kv::UpdateErrorKind::WrongLastRevision, err.to_string())),
-            None => store
-                .create(key, bytes)
+            None => retry_unanswered(|| store.create(key, bytes.clone()))
                 .await
                 .map_err(|err| (err.kind() == kv::CreateErrorKind::AlreadyExists, err.to_string())),
         };

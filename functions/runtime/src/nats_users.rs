@@ -1,4 +1,4 @@
-//! NATS users that follow the API keys.
+//! NATS users that follow the API keys, in two accounts.
 //!
 //! A NATS client connects with its key: user name = the key id (`admin` for the bootstrap admin key),
 //! password = the key itself. nats-server 2.9 has no API to add users, so the users are a generated
@@ -6,13 +6,32 @@
 //! whenever the keys bucket changes, followed by a configuration reload: nats-server then applies the
 //! new permissions to open connections and closes those whose user is gone (a revoked key).
 //!
+//! ```text
+//!   account STACK (JetStream)                      account CLIENTS (no JetStream)
+//!   +-------------------------------+   exports    +-----------------------------------+
+//!   | service: gateway, functions   | -----------> | <key id>, admin: public subjects  |
+//!   | streams, buckets, obj. stores |   imports    |   of their scopes, $SRV.>         |
+//!   | replies: _INBOX_service.>     | <----------- | anonymous: $SRV.> only            |
+//!   +-------------------------------+  _R_.* only  +-----------------------------------+
+//! ```
+//!
+//! Why two accounts: a request's reply subject is whatever the requester wrote, and nats-server does
+//! not check that the requester may read it. With one account, a client asking `$SRV.PING` with the
+//! reply subject `$KV.artifacts_keys.<id>` made the stack's own user overwrite a key record. Across
+//! accounts the server rewrites every imported request's reply subject into the exporting account's
+//! `_R_.` space and carries the answer back into the client's account, where no stream, bucket or job
+//! subject exists: whatever a client names, an answer can land only in its own account. The services
+//! also check the reply subject before answering ([`crate::service::reply_allowed`]), so a slip in
+//! this file alone does not reopen the hole.
+//!
 //! Who may do what:
-//! - `service`: the stack's own processes; everything. They receive replies on
-//!   [`SERVICE_INBOX_PREFIX`](crate::nats::SERVICE_INBOX_PREFIX), which no client may subscribe to.
-//! - a key: publish on the public subjects its scopes reach (`read`: lookups, build records and archive
-//!   downloads; `build`: also submissions and push events), and on `$SRV.>`; subscribe only to its own
-//!   inbox `_INBOX_<key id>.>`. Component patterns are checked by the service on each request.
-//! - a connection without credentials (`anonymous`): `$SRV.>` discovery only.
+//! - `service` (account STACK): the stack's own processes; everything. They receive replies on
+//!   [`SERVICE_INBOX_PREFIX`](crate::nats::SERVICE_INBOX_PREFIX), in an account no client is in.
+//! - a key (account CLIENTS): publish on the public subjects its scopes reach (`read`: lookups, build
+//!   records and archive downloads; `build`: also submissions and push events), and on `$SRV.>`;
+//!   subscribe only to its own inbox `_INBOX_<key id>.>`. Component patterns are checked by the service
+//!   on each request.
+//! - a connection without credentials (`anonymous`, account CLIENTS): `$SRV.>` discovery only.
 //!
 //! Passwords are bcrypt hashes, so the file holds no secret.
 
@@ -29,11 +48,23 @@ use artifacts_schemas::{Endpoint, Subjects, Timestamp};
 
 use crate::auth::ADMIN_KEY_ID;
 
-/// bcrypt cost of NATS passwords: nats-server checks the hash at every connect.
-pub const BCRYPT_COST: u32 = 10;
+/// bcrypt cost of NATS passwords: the least bcrypt has. nats-server checks the hash at every connect,
+/// and again for every open connection at every configuration reload (every key change), holding
+/// JetStream's API meanwhile: at cost 10, eight of the stack's connections kept JetStream unanswered for
+/// 1.2 to 1.4 s after each key change; at cost 4, 15 ms. Slow hashing protects guessable passwords, and
+/// these are not: every password is a 256-bit random key.
+pub const BCRYPT_COST: u32 = 4;
 
 pub const SERVICE_USER: &str = "service";
 pub const ANONYMOUS_USER: &str = "anonymous";
+
+/// The account of the stack's processes and of every stream, bucket and object store.
+pub const STACK_ACCOUNT: &str = "STACK";
+/// The account of every API key's NATS user and of connections without credentials.
+pub const CLIENTS_ACCOUNT: &str = "CLIENTS";
+
+/// How long the server keeps routing `$SRV` answers (several services answer one ping) to a client.
+const DISCOVERY_ANSWER_WINDOW: &str = "5s";
 
 /// The bcrypt hash nats-server checks a password against (slow on purpose: run it off async threads).
 pub fn bcrypt(password: &str) -> String {
@@ -60,11 +91,20 @@ pub fn publish_permissions(subjects: &Subjects, scope: Scope) -> Vec<String> {
     allowed
 }
 
-/// The users file for these keys. Expired keys and keys without a NATS password are left out.
+/// The subjects the stack serves to clients: every endpoint and the archive transfers. Discovery
+/// (`$SRV.>`) is exported beside them, with several answers per request.
+fn served_subjects(subjects: &Subjects) -> Vec<String> {
+    let mut served: Vec<String> = Endpoint::ALL.into_iter().map(|endpoint| subjects.endpoint(endpoint)).collect();
+    served.push(subjects.archive_transfers_wildcard());
+    served
+}
+
+/// The users file for these keys: the two accounts, their users, and what STACK serves to CLIENTS.
+/// Expired keys and keys without a NATS password are left out.
 pub fn render(subjects: &Subjects, fixed: &FixedUsers, keys: &BTreeMap<String, StoredKey>) -> String {
-    let mut users = vec![user(SERVICE_USER, Some(&fixed.service_bcrypt), &[">".into()], &[">".into()])];
+    let mut clients = Vec::new();
     if let Some(admin) = &fixed.admin_bcrypt {
-        users.push(key_user(subjects, ADMIN_KEY_ID, admin, Scope::Admin));
+        clients.push(key_user(subjects, ADMIN_KEY_ID, admin, Scope::Admin));
     }
     let now = Timestamp::now();
     for stored in keys.values() {
@@ -73,15 +113,29 @@ pub fn render(subjects: &Subjects, fixed: &FixedUsers, keys: &BTreeMap<String, S
         if info.expires_at.is_some_and(|at| at <= now) || !crate::auth::is_key_id(&info.key_id) {
             continue;
         }
-        users.push(key_user(subjects, &info.key_id, password, scope));
+        clients.push(key_user(subjects, &info.key_id, password, scope));
     }
     // Anyone may connect without credentials, as this user. It has no password: nats-server 2.9 checks a
     // `no_auth_user` by comparing its stored password with itself, which a bcrypt hash never passes.
-    users.push(user(ANONYMOUS_USER, None, &["$SRV.>".into()], &["_INBOX.>".into()]));
+    clients.push(user(ANONYMOUS_USER, None, &["$SRV.>".into()], &["_INBOX.>".into()]));
+    let served = served_subjects(subjects);
+    let exports: String = served
+        .iter()
+        .map(|subject| format!("      {{ service: {} }}\n", quoted(subject)))
+        .chain([format!("      {{ service: \"$SRV.>\", response: stream, threshold: \"{DISCOVERY_ANSWER_WINDOW}\" }}\n")])
+        .collect();
+    let imports: String = served
+        .iter()
+        .map(String::as_str)
+        .chain(["$SRV.>"])
+        .map(|subject| format!("      {{ service: {{ account: {STACK_ACCOUNT}, subject: {} }} }}\n", quoted(subject)))
+        .collect();
+    let service = user(SERVICE_USER, Some(&fixed.service_bcrypt), &[">".into()], &[">".into()]);
     format!(
         "# Generated from the API keys (artifacts_keys bucket); rewritten on every change. Do not edit.\n\
-         authorization {{\n  users = [\n{}  ]\n}}\nno_auth_user: {ANONYMOUS_USER}\n",
-        users.concat()
+         accounts {{\n  {STACK_ACCOUNT}: {{\n    jetstream: enabled\n    users = [\n{service}    ]\n    exports = [\n{exports}    ]\n  }}\n\
+         \x20 {CLIENTS_ACCOUNT}: {{\n    users = [\n{}    ]\n    imports = [\n{imports}    ]\n  }}\n}}\nno_auth_user: {ANONYMOUS_USER}\n",
+        clients.concat()
     )
 }
 
@@ -103,6 +157,19 @@ fn user(name: &str, password: Option<&str>, publish: &[String], subscribe: &[Str
 /// A string in nats-server's configuration syntax; quoted, so a bcrypt hash's `$` is not a variable.
 fn quoted(text: &str) -> String {
     format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// Moves a JetStream store made before the two accounts (everything in nats-server's global account
+/// `$G`) to [`STACK_ACCOUNT`], so that a server started with the accounts finds its streams. Run before
+/// the server starts; a store already moved, or new, is left alone. Only for a server of its own: a
+/// cluster's nodes record their streams' accounts in their metadata too.
+pub fn adopt_global_account_store(store_dir: &Path) -> std::io::Result<()> {
+    let (global, stack) = (store_dir.join("jetstream").join("$G"), store_dir.join("jetstream").join(STACK_ACCOUNT));
+    if global.is_dir() && !stack.exists() {
+        tracing::info!(from = %global.display(), to = %stack.display(), "moving the JetStream store to the stack's account");
+        std::fs::rename(global, stack)?;
+    }
+    Ok(())
 }
 
 /// A reload of the nats-server with this pid (SIGHUP, as `nats-server --signal reload` sends).
@@ -232,6 +299,17 @@ mod tests {
         assert!(!builder.contains("git.push.accepted"), "only the stack stores push events");
         assert!(line("00000000000000cc").is_none(), "an expired key is no NATS user");
         assert!(text.contains("no_auth_user: anonymous"));
+        let (stack, clients) = text.split_once("CLIENTS: {").unwrap();
+        assert!(stack.contains("user: \"service\"") && stack.contains("jetstream: enabled"));
+        assert!(!clients.contains("user: \"service\"") && !clients.contains("jetstream"), "clients have no JetStream");
+        assert!(clients.contains("user: \"00000000000000aa\"") && clients.contains("user: \"anonymous\""));
+        for line in clients.lines().filter(|line| line.contains("account: STACK")) {
+            assert!(
+                line.contains("\"artifacts.") || line.contains("\"$SRV.>\""),
+                "only endpoints, transfers and discovery are served to clients: {line}"
+            );
+            assert!(!line.contains(".jobs.") && !line.contains("$KV") && !line.contains("$JS"), "{line}");
+        }
         assert!(text.contains("\"$2b$04$service\""), "hashes are quoted, so `$` is no variable");
     }
 }

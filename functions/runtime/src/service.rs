@@ -18,8 +18,46 @@ use tokio_util::sync::CancellationToken;
 
 use artifacts_schemas::{Endpoint, Failure, RequestError, RequestedBy};
 
-use crate::auth::{claimed_identity, Authenticator, Caller, GITHUB_USERNAME_HEADERS, LINUX_USERNAME_HEADERS};
-use crate::nats::Nats;
+use crate::auth::{
+    bearer, claimed_identity, key_id_of, Authenticator, Caller, GITHUB_USERNAME_HEADERS, LINUX_USERNAME_HEADERS,
+};
+use crate::nats::{Nats, SERVICE_INBOX_PREFIX};
+use crate::nats_users::SERVICE_USER;
+
+/// Whether the stack may publish its answer to a request on `reply`: only on an inbox, never on a
+/// subject a stream, bucket or job listens to. A request's reply subject is whatever the requester
+/// wrote, and the stack's user may publish anywhere, so this is checked before every answer.
+///
+/// Allowed: `_R_.…` (a client's request imported from the CLIENTS account, whose reply the server itself
+/// rewrote: see [`crate::nats_users`]), `_INBOX_service.…` (the stack's own processes), `_INBOX_<key id>.…`
+/// for the key the request presents, and `_INBOX.…` (the default inbox, on a server without accounts).
+pub fn reply_allowed(reply: &str, presented_key_id: Option<&str>) -> bool {
+    let Some((first, rest)) = reply.split_once('.') else { return false };
+    if rest.is_empty() || rest.split('.').any(|token| token.is_empty() || token.starts_with('$')) {
+        return false;
+    }
+    match first {
+        "_R_" | "_INBOX" => true,
+        _ => first.strip_prefix("_INBOX_").is_some_and(|owner| owner == SERVICE_USER || presented_key_id == Some(owner)),
+    }
+}
+
+/// The reply subject of `message` if the stack may answer there; a refused one is counted and logged.
+pub fn allowed_reply(message: &Message) -> Option<async_nats::Subject> {
+    let reply = message.reply.clone()?;
+    let presented = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("Authorization"))
+        .and_then(|value| bearer(value.as_str()))
+        .map(key_id_of);
+    if reply_allowed(&reply, presented) {
+        return Some(reply);
+    }
+    metrics::counter!("artifacts_nats_replies_refused_total").increment(1);
+    tracing::warn!(subject = %message.subject, %reply, "not answering: the reply subject is not an inbox");
+    None
+}
 
 /// An answer: the HTTP status it stands for and its JSON body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,6 +175,10 @@ impl Request {
     ) -> Result<Self, RequestError> {
         let headers = message.headers.as_ref();
         let caller = authenticator.authenticate_nats(headers).await?;
+        // A client's own request counts against its key's rate; one the gateway relays counted there.
+        if !message.reply.as_ref().is_some_and(|reply| reply.starts_with(&format!("{SERVICE_INBOX_PREFIX}."))) {
+            authenticator.admit(&caller.key_id)?;
+        }
         caller.require(endpoint.scope())?;
         let (linux, github) = claimed_identity(|name| headers.and_then(|h| h.get(name)).map(|v| v.as_str()))?;
         let requested_by = caller.requested_by(linux, github)?;
@@ -243,6 +285,9 @@ where
                 None => break,
             },
         };
+        if allowed_reply(&request.message).is_none() {
+            continue;
+        }
         let (handler, authenticator) = (Arc::clone(&handler), Arc::clone(&authenticator));
         in_hand.spawn(async move {
             let reply = match Request::authorize(&authenticator, endpoint, request.message.clone()).await {
@@ -264,4 +309,30 @@ where
     in_hand.close();
     in_hand.wait().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reply_allowed;
+
+    #[test]
+    fn answers_go_to_inboxes_only() {
+        for allowed in ["_R_.AbCd.xyz", "_INBOX.abc.1", "_INBOX_service.abc.2", "_INBOX_00000000000000aa.x"] {
+            assert!(reply_allowed(allowed, Some("00000000000000aa")), "{allowed}");
+        }
+        for refused in [
+            "$KV.artifacts_keys.00000000000000aa",
+            "$O.artifacts_archives.C.x",
+            "$JS.API.STREAM.PURGE.ARTIFACTS_JOBS",
+            "artifacts.jobs.image.amd64",
+            "_INBOX_00000000000000bb.x",
+            "_INBOX",
+            "_INBOX.",
+            "_R_",
+            "_INBOX.$KV",
+        ] {
+            assert!(!reply_allowed(refused, Some("00000000000000aa")), "{refused}");
+        }
+        assert!(!reply_allowed("_INBOX_00000000000000aa.x", None), "a key's inbox needs that key");
+    }
 }

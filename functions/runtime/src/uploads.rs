@@ -9,7 +9,7 @@ use artifacts_schemas::names::slug_with_hash;
 use artifacts_schemas::{ComponentName, RequestError};
 
 use crate::auth::Caller;
-use crate::nats::{unavailable, Nats};
+use crate::nats::{retry_unanswered, unavailable, Nats};
 
 /// The two grants of a context: to a key, and to a component.
 fn grants(context_hex: &str, caller: &Caller, component: &ComponentName) -> [String; 2] {
@@ -27,7 +27,7 @@ pub async fn grant(
     component: &ComponentName,
 ) -> Result<(), RequestError> {
     for key in grants(context_hex, caller, component) {
-        nats.stores.upload_grants.put(key, caller.key_id.clone().into()).await.map_err(unavailable)?;
+        retry_unanswered(|| nats.stores.upload_grants.put(&key, caller.key_id.clone().into())).await.map_err(unavailable)?;
     }
     Ok(())
 }
@@ -40,7 +40,7 @@ pub async fn require_grant(
     component: &ComponentName,
 ) -> Result<(), RequestError> {
     for key in grants(context_hex, caller, component) {
-        if nats.stores.upload_grants.get(key).await.map_err(unavailable)?.is_some() {
+        if retry_unanswered(|| nats.stores.upload_grants.get(&key)).await.map_err(unavailable)?.is_some() {
             return Ok(());
         }
     }
