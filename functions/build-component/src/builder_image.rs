@@ -27,6 +27,10 @@ pub async fn choose(
     log: &mut BuildLog,
 ) -> Result<String, BuildFailure> {
     let Some(named) = named else { return Ok(settings.builder_image(job.architecture).to_owned()) };
+    // The operator's choice, even when it is an image of the registry (never read as an image id).
+    if configured(settings).any(|image| same_image(image, named)) && !image_access::may_name_image_id(named) {
+        return Ok(named.to_owned());
+    }
     let patterns = job.component_patterns.as_deref();
     let may_read = |component: &ComponentName| {
         patterns.is_none_or(|patterns| patterns.iter().any(|p| glob_matches(p, component.as_str())))
@@ -41,7 +45,6 @@ pub async fn choose(
             })?;
     match checked {
         Some(repository) => pull(settings, docker, named, &repository, job.architecture.platform(), log).await,
-        None if configured(settings).any(|image| same_image(image, named)) => Ok(named.to_owned()),
         None => Err(BuildFailure::Permanent(format!(
             "the builder image {named} is neither a configured builder image ({}) nor an image of this service's \
              registry ({}): name one of those in artifact.toml (build an image of your own component to use it)",
