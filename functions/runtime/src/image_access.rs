@@ -130,11 +130,16 @@ fn collision(repository: &ImageRepository, owner: &RepositoryOwner, wanted: &Rep
     )
 }
 
-/// The components whose images `repository` may hold: its recorded owner, and those of the image records
-/// that name it (builds from before owners were recorded). Empty for a repository this service never
-/// built.
+/// The components whose images `repository` may hold: its recorded owner alone when the record names its
+/// branch ([`claim`] wrote it after finding no other pair's images there, and refuses every other pair
+/// since); else also those of the image records that name it (builds from before owners were recorded,
+/// found by trying every split of the name). Empty for a repository this service never built.
 pub async fn components_of(nats: &Nats, repository: &str) -> Result<Vec<ComponentName>, RequestError> {
-    let mut components: Vec<ComponentName> = owner(nats, repository).await?.map(|o| o.component).into_iter().collect();
+    let recorded = owner(nats, repository).await?;
+    if let Some(RepositoryOwner { component, branch: Some(_) }) = recorded {
+        return Ok(vec![component]);
+    }
+    let mut components: Vec<ComponentName> = recorded.map(|o| o.component).into_iter().collect();
     for record in image_records(nats, repository).await? {
         if !components.contains(&record.component) {
             components.push(record.component);
