@@ -249,6 +249,9 @@ async fn create_resources(js: &jetstream::Context, subjects: &Subjects, replicas
         storage: stream::StorageType::File,
         duplicate_window: Duration::from_secs(10 * 60),
         max_bytes: JOBS_STREAM_BYTES,
+        max_messages: MAX_QUEUED_JOBS,
+        // A job no worker took in this long names an architecture no worker serves any more.
+        max_age: JOB_MAX_AGE,
         max_message_size: MAX_RECORD_BYTES,
         // A full queue refuses new builds rather than dropping queued ones.
         discard: stream::DiscardPolicy::New,
@@ -380,8 +383,15 @@ pub const MAX_RECORD_BYTES: i32 = 1024 * 1024;
 /// `nats/nats-server.conf`), so together they stay below it: about 80 GiB.
 pub const JOBS_STREAM_BYTES: i64 = 256 * MIB;
 pub const LOGS_STREAM_BYTES: i64 = 4 * GIB;
-/// Each of the thirteen key-value buckets.
+/// Each of the key-value buckets.
 pub const KEY_VALUE_BYTES: i64 = 256 * MIB;
+/// Every stream that takes messages has a count cap beside its byte cap: a key-value bucket's entries
+/// (history included), and the queued jobs.
+pub const KEY_VALUE_MESSAGES: i64 = 1_000_000;
+pub const MAX_QUEUED_JOBS: i64 = 100_000;
+/// A queued job is dropped after this long: only a deployment that lost every worker of an architecture
+/// keeps one waiting that long (its record stays `queued` until cancelled).
+pub const JOB_MAX_AGE: Duration = Duration::from_secs(14 * 24 * 3600);
 pub const ARCHIVES_BYTES: i64 = 64 * GIB;
 pub const UPLOADS_BYTES: i64 = 8 * GIB;
 
@@ -424,6 +434,17 @@ async fn ensure_replicas(js: &jetstream::Context, stream: &str, replicas: usize)
     Ok(())
 }
 
+/// A bucket made before it had a message cap gets one.
+async fn ensure_message_cap(js: &jetstream::Context, stream: &str, max_messages: i64) -> anyhow::Result<()> {
+    let mut config =
+        js.get_stream(stream).await.with_context(|| format!("stream {stream}"))?.cached_info().config.clone();
+    if config.max_messages != max_messages {
+        config.max_messages = max_messages;
+        js.update_stream(config).await.with_context(|| format!("capping {stream} at {max_messages} messages"))?;
+    }
+    Ok(())
+}
+
 /// Creates the bucket's stream directly with the configuration `create_key_value` would use:
 /// `create_key_value` first queries the account, and async-nats 0.51 cannot parse nats-server 2.9's
 /// account info.
@@ -439,6 +460,7 @@ async fn key_value(
         description: Some(description.into()),
         subjects: vec![format!("$KV.{bucket}.>")],
         max_messages_per_subject: history,
+        max_messages: KEY_VALUE_MESSAGES,
         max_bytes: KEY_VALUE_BYTES,
         max_message_size: MAX_RECORD_BYTES,
         storage: stream::StorageType::File,
@@ -452,6 +474,7 @@ async fn key_value(
     .await
     .with_context(|| format!("key-value bucket {bucket}"))?;
     ensure_replicas(js, &format!("KV_{bucket}"), replicas).await?;
+    ensure_message_cap(js, &format!("KV_{bucket}"), KEY_VALUE_MESSAGES).await?;
     js.get_key_value(&bucket).await.with_context(|| format!("key-value bucket {bucket}"))
 }
 
