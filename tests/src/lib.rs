@@ -588,6 +588,7 @@ impl TestApp {
                     dockerfile_digest: format!("sha256:{}", "0".repeat(64)),
                     context_digest: None,
                     build_args: Default::default(),
+                    target: None,
                     trigger: None,
                 },
                 result: None,
@@ -743,6 +744,34 @@ impl TestApp {
             .expect("NATS answers")
     }
 
+    /// Submits a component build with the admin key and waits (two minutes at most) for its success.
+    pub async fn build_component(&self, url: &str, component: &str, tag: &str) -> serde_json::Value {
+        let body = serde_json::json!({"url": url, "component": component, "tag": tag, "architecture": "amd64"});
+        let response = self
+            .http
+            .post(self.url("/api/v1/components?wait=120"))
+            .bearer_auth(ADMIN_KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let record: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(record["status"], "succeeded", "{record}");
+        record
+    }
+
+    /// Builds of a component that a push triggered, oldest first.
+    pub async fn triggered_builds(&self, component: &str) -> Vec<serde_json::Value> {
+        // A busy moment may answer 503 (a lookup timing out): that poll sees nothing, the next one retries.
+        let list: serde_json::Value =
+            self.get(&format!("/api/v1/builds?component={component}&limit=500")).await.json().await.unwrap_or_default();
+        let all = list["builds"].as_array().cloned().unwrap_or_default();
+        let mut builds: Vec<serde_json::Value> =
+            all.into_iter().filter(|b| b["request"]["trigger"].is_object()).collect();
+        builds.reverse();
+        builds
+    }
+
     /// Creates an API key through the gateway with the admin key; returns its secret and id.
     pub async fn create_key(&self, request: serde_json::Value) -> (String, String) {
         self.create_key_as(ADMIN_KEY, request).await.expect("the key is created")
@@ -837,7 +866,9 @@ pub async fn connect_as_key(address: &str, key_id: &str, key: &str) -> (async_na
             .await;
         match attempt {
             Ok(client) => return (client, started.elapsed()),
-            Err(_) if started.elapsed() < Duration::from_secs(10) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(_) if started.elapsed() < Duration::from_secs(10) => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
             Err(err) => panic!("key {key_id} cannot connect to NATS: {err}"),
         }
     }

@@ -25,7 +25,8 @@ async fn ten_key_creations_and_ten_revocations_fail_no_other_request() {
 
     let changing = Arc::new(AtomicBool::new(true));
     let mut load = Vec::new();
-    for path in ["/api/v1/keys", "/api/v1/builds?limit=5", "/api/v1/images?component=quiet&branch=main&architecture=amd64"]
+    for path in
+        ["/api/v1/keys", "/api/v1/builds?limit=5", "/api/v1/images?component=quiet&branch=main&architecture=amd64"]
     {
         let (app, changing) = (Arc::clone(&app), Arc::clone(&changing));
         load.push(tokio::spawn(async move {
@@ -114,7 +115,12 @@ async fn ten_key_creations_and_ten_revocations_fail_no_other_request() {
         record["status"]
     );
     assert!(change_failures.is_empty(), "{change_failures:?}");
-    assert!(failed.is_empty(), "{} requests failed during key changes, e.g. {:?}", failed.len(), &failed[..failed.len().min(5)]);
+    assert!(
+        failed.is_empty(),
+        "{} requests failed during key changes, e.g. {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
     assert_eq!(record["status"], "succeeded", "{record}");
 }
 

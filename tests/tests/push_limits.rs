@@ -3,32 +3,14 @@
 //! team's component, the record carrying the made-up commit. A raw NATS client, connected as the key's
 //! own NATS user, replays that on real nats-server, git and Docker engine.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use artifacts_tests::{
-    allow_local_repositories, key_header, manifest, require_docker, unique_name as name, GitRepo, TestApp, ADMIN_KEY,
+    allow_local_repositories, connect_as_key, key_header, manifest, require_docker, unique_name as name, GitRepo,
+    TestApp,
 };
-
-/// Connects as an API key's NATS user, retrying while the users file catches up with the key.
-async fn connect_with_key(address: &str, key_id: &str, key: &str) -> async_nats::Client {
-    let started = Instant::now();
-    loop {
-        let attempt = async_nats::ConnectOptions::with_user_and_password(key_id.into(), key.into())
-            .custom_inbox_prefix(format!("_INBOX_{key_id}"))
-            .request_timeout(Some(Duration::from_secs(5)))
-            .connect(address)
-            .await;
-        match attempt {
-            Ok(client) => return client,
-            Err(_) if started.elapsed() < Duration::from_secs(10) => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
-            Err(err) => panic!("key {key_id} cannot connect to NATS: {err}"),
-        }
-    }
-}
 
 /// Publishes a push event as a CI system holding `key` would, and checks it was accepted.
 async fn push(client: &async_nats::Client, key: &str, repository: &str, git_ref: &str, after: &str) {
@@ -39,25 +21,6 @@ async fn push(client: &async_nats::Client, key: &str, repository: &str, git_ref:
         .expect("the push endpoint answers");
     let answer: Value = serde_json::from_slice(&answer.payload).unwrap();
     assert_eq!(answer["status"], "accepted", "{answer}");
-}
-
-/// Submits a component build with the admin key and waits for its success.
-async fn build_component(app: &TestApp, url: &str, component: &str, tag: &str) -> Value {
-    let body = json!({"url": url, "component": component, "tag": tag, "architecture": "amd64"});
-    let response =
-        app.http.post(app.url("/api/v1/components?wait=120")).bearer_auth(ADMIN_KEY).json(&body).send().await.unwrap();
-    let record: Value = response.json().await.unwrap();
-    assert_eq!(record["status"], "succeeded", "{record}");
-    record
-}
-
-/// Builds of a component that a push triggered, oldest first.
-async fn triggered(app: &TestApp, component: &str) -> Vec<Value> {
-    let list: Value = app.get(&format!("/api/v1/builds?component={component}&limit=500")).await.json().await.unwrap();
-    let all = list["builds"].as_array().cloned().unwrap_or_default();
-    let mut builds: Vec<Value> = all.into_iter().filter(|b| b["request"]["trigger"].is_object()).collect();
-    builds.reverse();
-    builds
 }
 
 /// Waits until the git trigger has taken every push event from its stream, and the builds the pushes
@@ -82,7 +45,7 @@ async fn pushes_handled(app: &TestApp, components: &[&str]) {
     assert!(handled, "the git trigger did not handle the pushes within 60 s");
     for component in components {
         for _ in 0..1200 {
-            let builds = triggered(app, component).await;
+            let builds = app.triggered_builds(component).await;
             if builds.iter().all(|b| matches!(b["status"].as_str(), Some("succeeded" | "failed" | "cancelled"))) {
                 break;
             }
@@ -99,14 +62,14 @@ async fn a_keys_push_events_rebuild_only_its_components_at_the_commit_the_ref_na
     let (victim_repo, own_repo) = (GitRepo::new().await, GitRepo::new().await);
     victim_repo.commit_and_tag(&[("artifact.toml", &manifest("echo victim > /out/v", &[]), false)], "v1").await;
     own_repo.commit_and_tag(&[("artifact.toml", &manifest("echo own > /out/v", &[]), false)], "v1").await;
-    build_component(&app, &victim_repo.url(), &victim, "main").await;
-    let first = build_component(&app, &own_repo.url(), &own, "main").await;
+    app.build_component(&victim_repo.url(), &victim, "main").await;
+    let first = app.build_component(&own_repo.url(), &own, "main").await;
     // The victim's branch has moved: a push from someone who may build it would rebuild it.
     victim_repo.commit_and_tag(&[("artifact.toml", &manifest("echo victim2 > /out/v", &[]), false)], "v2").await;
 
     let (secret, key_id) =
         app.create_key(json!({"name": "team-a", "scopes": ["build"], "components": ["team-a*"]})).await;
-    let client = connect_with_key(&app.nats_server.address(), &key_id, &secret).await;
+    let (client, _) = connect_as_key(&app.nats_server.address(), &key_id, &secret).await;
 
     // The attack: three events for the other team's repository, with made-up commits.
     for made_up in ["1", "2", "3"] {
@@ -117,9 +80,9 @@ async fn a_keys_push_events_rebuild_only_its_components_at_the_commit_the_ref_na
         push(&client, &secret, &own_repo.url(), "refs/heads/main", &made_up.repeat(40)).await;
     }
     pushes_handled(&app, &[&victim, &own]).await;
-    let victims = triggered(&app, &victim).await;
+    let victims = app.triggered_builds(&victim).await;
     assert!(victims.is_empty(), "a key limited to team-a* rebuilt {victim}: {victims:#?}");
-    let owns = triggered(&app, &own).await;
+    let owns = app.triggered_builds(&own).await;
     assert!(owns.is_empty(), "made-up commits of an unmoved branch rebuilt {own}: {owns:#?}");
 
     // Its own branch moves: an event (even one naming a made-up commit) builds the commit the ref names,
@@ -132,7 +95,7 @@ async fn a_keys_push_events_rebuild_only_its_components_at_the_commit_the_ref_na
     push(&client, &secret, &own_repo.url(), "refs/heads/main", &head).await;
     push(&client, &secret, &own_repo.url(), "refs/heads/main", &"8".repeat(40)).await;
     pushes_handled(&app, &[&own]).await;
-    let owns = triggered(&app, &own).await;
+    let owns = app.triggered_builds(&own).await;
     assert_eq!(owns.len(), 1, "one build of the new commit, however many events name it: {owns:#?}");
     assert_eq!(owns[0]["status"], "succeeded", "{owns:#?}");
     assert_eq!(owns[0]["request"]["trigger"]["commit"], head.as_str(), "the record names the real commit");
@@ -144,7 +107,7 @@ async fn a_keys_push_events_rebuild_only_its_components_at_the_commit_the_ref_na
     app.publish_push(&json!({"repository": victim_repo.url(), "ref": "refs/heads/main", "after": "9".repeat(40)}))
         .await;
     pushes_handled(&app, &[&victim]).await;
-    let victims = triggered(&app, &victim).await;
+    let victims = app.triggered_builds(&victim).await;
     assert_eq!(victims.len(), 1, "{victims:#?}");
     assert_eq!(victims[0]["status"], "succeeded", "{victims:#?}");
     assert_eq!(victims[0]["request"]["trigger"]["commit"], victim_head.as_str());

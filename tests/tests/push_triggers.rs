@@ -38,29 +38,10 @@ async fn github(app: &TestApp, event: &str, delivery: &str, body: &[u8], signatu
     (response.status().as_u16(), response.json().await.unwrap())
 }
 
-async fn build_component(app: &TestApp, url: &str, component: &str, tag: &str) -> Value {
-    let body = json!({"url": url, "component": component, "tag": tag, "architecture": "amd64"});
-    let response =
-        app.http.post(app.url("/api/v1/components?wait=120")).bearer_auth(ADMIN_KEY).json(&body).send().await.unwrap();
-    let record: Value = response.json().await.unwrap();
-    assert_eq!(record["status"], "succeeded", "{record}");
-    record
-}
-
-/// Builds of a component that a push triggered, oldest first.
-async fn triggered(app: &TestApp, component: &str) -> Vec<Value> {
-    // A busy moment may answer 503 (a lookup timing out): that poll sees nothing, the next one retries.
-    let list: Value = app.get(&format!("/api/v1/builds?component={component}&limit=500")).await.json().await.unwrap();
-    let all = list["builds"].as_array().cloned().unwrap_or_default();
-    let mut builds: Vec<Value> = all.into_iter().filter(|b| b["request"]["trigger"].is_object()).collect();
-    builds.reverse();
-    builds
-}
-
 /// Waits until `count` triggered builds of the component exist and have ended.
 async fn wait_triggered(app: &TestApp, component: &str, count: usize) -> Vec<Value> {
     for _ in 0..600 {
-        let builds = triggered(app, component).await;
+        let builds = app.triggered_builds(component).await;
         if builds.len() >= count
             && builds.iter().all(|b| matches!(b["status"].as_str(), Some("succeeded" | "failed" | "cancelled")))
         {
@@ -68,7 +49,7 @@ async fn wait_triggered(app: &TestApp, component: &str, count: usize) -> Vec<Val
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("{count} triggered builds of {component} did not end in time: {:#?}", triggered(app, component).await);
+    panic!("{count} triggered builds of {component} did not end in time: {:#?}", app.triggered_builds(component).await);
 }
 
 async fn push_stream_messages(app: &TestApp) -> u64 {
@@ -82,7 +63,7 @@ async fn a_github_tag_push_builds_the_new_tag_once_however_often_delivered() {
     let repo = GitRepo::new().await;
     let component = name("gh-tag");
     repo.commit_and_tag(&[("artifact.toml", &manifest("echo v1 > /out/version", &[]), false)], "v1").await;
-    build_component(&app, &repo.url(), &component, "v1").await;
+    app.build_component(&repo.url(), &component, "v1").await;
 
     repo.commit_and_tag(&[("artifact.toml", &manifest("echo v2 > /out/version", &[]), false)], "v2").await;
     let mut payload = fixture("github-tag-push.json");
@@ -120,7 +101,7 @@ async fn a_github_tag_push_builds_the_new_tag_once_however_often_delivered() {
     let (status, _) = github(&app, "push", "delivery-2", &body, Some(sign(&body))).await;
     assert_eq!(status, 202);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(triggered(&app, &component).await.len(), 1);
+    assert_eq!(app.triggered_builds(&component).await.len(), 1);
 }
 
 #[tokio::test]
@@ -139,14 +120,14 @@ async fn pings_other_events_deletions_and_malformed_bodies() {
     let component = name("deleted");
     repo.commit_and_tag(&[("artifact.toml", &manifest("echo x > /out/x", &[]), false)], "v1").await;
     repo.branch("feature-branch").await;
-    build_component(&app, &repo.url(), &component, "feature-branch").await;
+    app.build_component(&repo.url(), &component, "feature-branch").await;
     let mut payload = fixture("github-branch-delete.json");
     payload["repository"]["clone_url"] = json!(repo.url());
     let body = serde_json::to_vec(&payload).unwrap();
     let (status, _) = github(&app, "push", "delete-1", &body, Some(sign(&body))).await;
     assert_eq!(status, 202);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(triggered(&app, &component).await.is_empty(), "a deleted branch builds nothing");
+    assert!(app.triggered_builds(&component).await.is_empty(), "a deleted branch builds nothing");
 }
 
 #[tokio::test]
@@ -155,7 +136,7 @@ async fn gitlab_and_gitea_deliveries_trigger_builds() {
     let repo = GitRepo::new().await;
     let component = name("forges");
     repo.commit_and_tag(&[("artifact.toml", &manifest("echo one > /out/v", &[]), false)], "v1").await;
-    build_component(&app, &repo.url(), &component, "main").await;
+    app.build_component(&repo.url(), &component, "main").await;
 
     // GitLab: a tag push, authenticated by token.
     repo.commit_and_tag(&[("artifact.toml", &manifest("echo two > /out/v", &[]), false)], "v1.0.0").await;
@@ -206,11 +187,11 @@ async fn a_push_event_on_nats_rebuilds_dependents_after_their_dependency() {
     let (lib, dependent) = (name("nats-lib"), name("nats-app"));
     let lib_repo = GitRepo::new().await;
     lib_repo.commit_and_tag(&[("artifact.toml", &manifest("echo lib-one > /out/lib.txt", &[]), false)], "v1").await;
-    build_component(&app, &lib_repo.url(), &lib, "main").await;
+    app.build_component(&lib_repo.url(), &lib, "main").await;
     let app_repo = GitRepo::new().await;
     let uses = format!("cat /deps/{lib}/lib.txt > /out/used.txt");
     app_repo.commit_and_tag(&[("artifact.toml", &manifest(&uses, &[(&lib, "main")]), false)], "v1").await;
-    build_component(&app, &app_repo.url(), &dependent, "v1").await;
+    app.build_component(&app_repo.url(), &dependent, "v1").await;
 
     lib_repo.commit_and_tag(&[("artifact.toml", &manifest("echo lib-two > /out/lib.txt", &[]), false)], "v2").await;
     let event = json!({"repository": lib_repo.url(), "ref": "refs/heads/main", "after": "1".repeat(40), "deleted": false, "forge": "ci", "pusher": "dora"});
@@ -246,7 +227,7 @@ async fn a_branch_push_rebuilds_the_images_of_that_component_and_branch() {
     let component = name("img-branch");
     let repo = GitRepo::new().await;
     repo.commit_and_tag(&[("artifact.toml", &manifest("echo x > /out/x", &[]), false)], "v1").await;
-    build_component(&app, &repo.url(), &component, "main").await;
+    app.build_component(&repo.url(), &component, "main").await;
     let image = json!({"dockerfile": format!("FROM busybox\nRUN echo {component} > /x\n"), "component": component, "branch": "main", "architecture": "amd64"});
     let response =
         app.http.post(app.url("/api/v1/images?wait=120")).bearer_auth(ADMIN_KEY).json(&image).send().await.unwrap();
@@ -276,7 +257,7 @@ async fn a_newer_push_cancels_the_queued_build_of_an_older_one() {
     let (busy, component) = (name("busy"), name("superseded"));
     let repo = GitRepo::new().await;
     repo.commit_and_tag(&[("artifact.toml", &manifest("echo x > /out/x", &[]), false)], "v1").await;
-    build_component(&app, &repo.url(), &component, "main").await;
+    app.build_component(&repo.url(), &component, "main").await;
 
     // Hold the only slot, so the triggered builds wait in the queue.
     let busy_repo = GitRepo::new().await;
@@ -331,13 +312,13 @@ async fn a_lookup_during_a_pushed_build_joins_it() {
     let repo = GitRepo::new().await;
     let component = name("join");
     repo.commit_and_tag(&[("artifact.toml", &manifest("echo v1 > /out/version", &[]), false)], "v1").await;
-    build_component(&app, &repo.url(), &component, "v1").await;
+    app.build_component(&repo.url(), &component, "v1").await;
     repo.commit_and_tag(&[("artifact.toml", &manifest("sleep 3 && echo v2 > /out/version", &[]), false)], "v2").await;
     app.publish_push(&json!({"repository": repo.url(), "ref": "refs/tags/v2", "after": repo.head().await})).await;
 
     let pushed = tokio::time::timeout(std::time::Duration::from_secs(20), async {
         loop {
-            if let Some(build) = triggered(&app, &component).await.into_iter().next() {
+            if let Some(build) = app.triggered_builds(&component).await.into_iter().next() {
                 return build;
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;

@@ -172,7 +172,8 @@ async fn one_read_key_cannot_hold_the_lookups_memory() {
     );
     let opened = codes.get("opened").copied().unwrap_or(0);
     assert!(opened <= 8, "one key holds at most 8 open transfers, not {opened}");
-    let (rate, transfers) = (codes.get("429 rate").copied().unwrap_or(0), codes.get("429 transfers").copied().unwrap_or(0));
+    let (rate, transfers) =
+        (codes.get("429 rate").copied().unwrap_or(0), codes.get("429 transfers").copied().unwrap_or(0));
     assert_eq!(opened + rate + transfers, REQUESTS, "every other request is told to slow down: {codes:?}");
     // The key's NATS requests count against the same rate as its HTTP requests (6,000 a minute).
     assert!(rate >= REQUESTS - 6_000 - 2_000, "past its minute's requests, the key is refused: {codes:?}");
