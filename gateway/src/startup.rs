@@ -22,7 +22,7 @@ use crate::error::ApiError;
 use crate::metrics;
 use crate::openapi::ApiDoc;
 use crate::routes::registry::{self, TokenSigner};
-use crate::routes::{builds, components, dashboard, health, hooks, images, keys, manage};
+use crate::routes::{builds, components, dashboard, health, hooks, images, keys, manage, secrets};
 use crate::serve::{serve, ConnectionLimits};
 use crate::state::AppState;
 use crate::webhook_body::Budgets;
@@ -96,6 +96,8 @@ pub fn router(state: AppState) -> Router {
         .route("/keys", post(keys::create).get(keys::list))
         .route("/keys/{key_id}", axum::routing::delete(keys::revoke))
         .route("/whoami", get(keys::whoami))
+        .route("/secrets", post(secrets::put).get(secrets::list))
+        .route("/secrets/{name}", axum::routing::delete(secrets::delete))
         .route("/registry/token", get(registry::token));
     // Docs, health and metrics answer at the root and, since the contract lists them under the API's base
     // path, below `/api/v1` too.

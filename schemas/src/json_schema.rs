@@ -4,7 +4,7 @@ use std::path::Path;
 
 use schemars::{schema_for, Schema};
 
-use crate::messages::{build, component, image, keys, push, reply, submission};
+use crate::messages::{build, component, image, keys, push, reply, secrets, submission};
 
 /// Each message with the file its schema is written to.
 pub fn all() -> Vec<(&'static str, Schema)> {
@@ -36,6 +36,11 @@ pub fn all() -> Vec<(&'static str, Schema)> {
         ("key-created.json", schema_for!(keys::KeyCreated)),
         ("key-list.json", schema_for!(keys::KeyList)),
         ("whoami.json", schema_for!(keys::WhoAmI)),
+        ("secret-put-request.json", schema_for!(secrets::SecretPutRequest)),
+        ("secret-stored.json", schema_for!(secrets::SecretStored)),
+        ("secret-list.json", schema_for!(secrets::SecretList)),
+        ("secret-delete-request.json", schema_for!(secrets::SecretDeleteRequest)),
+        ("secret-deleted.json", schema_for!(secrets::SecretDeleted)),
     ]
 }
 

@@ -30,6 +30,10 @@ pub enum Endpoint {
     CatalogComponents,
     /// `<prefix>.gc.run`: a collection now (admin).
     GcRun,
+    /// `<prefix>.secret.put`, `.list`, `.delete`: build secrets (admin; values go in, never out).
+    SecretPut,
+    SecretList,
+    SecretDelete,
 }
 
 impl Endpoint {
@@ -51,6 +55,9 @@ impl Endpoint {
             Self::CatalogImages => "catalog.images",
             Self::CatalogComponents => "catalog.components",
             Self::GcRun => "gc.run",
+            Self::SecretPut => "secret.put",
+            Self::SecretList => "secret.list",
+            Self::SecretDelete => "secret.delete",
         }
     }
 
@@ -72,6 +79,9 @@ impl Endpoint {
             Self::CatalogImages => "catalog-images",
             Self::CatalogComponents => "catalog-components",
             Self::GcRun => "gc-run",
+            Self::SecretPut => "secret-put",
+            Self::SecretList => "secret-list",
+            Self::SecretDelete => "secret-delete",
         }
     }
 
@@ -92,12 +102,12 @@ impl Endpoint {
             | Self::BuildPin
             | Self::ImageDelete
             | Self::ComponentDelete => Scope::Build,
-            Self::GcRun => Scope::Admin,
+            Self::GcRun | Self::SecretPut | Self::SecretList | Self::SecretDelete => Scope::Admin,
         }
     }
 
     /// Every endpoint, for permission lists.
-    pub const ALL: [Endpoint; 15] = [
+    pub const ALL: [Endpoint; 18] = [
         Self::ImageBuild,
         Self::ImageGet,
         Self::ComponentBuild,
@@ -113,6 +123,9 @@ impl Endpoint {
         Self::CatalogImages,
         Self::CatalogComponents,
         Self::GcRun,
+        Self::SecretPut,
+        Self::SecretList,
+        Self::SecretDelete,
     ];
 }
 
@@ -228,6 +241,9 @@ mod tests {
         assert_eq!(s.endpoint(Endpoint::ComponentGet), "artifacts.component.get");
         assert_eq!(s.endpoint(Endpoint::BuildGet), "artifacts.build.get");
         assert_eq!(s.git_push(), "artifacts.git.push");
+        assert_eq!(s.endpoint(Endpoint::SecretPut), "artifacts.secret.put");
+        assert_eq!(s.endpoint(Endpoint::SecretList), "artifacts.secret.list");
+        assert_eq!(s.endpoint(Endpoint::SecretDelete), "artifacts.secret.delete");
         assert_eq!(Subjects::new("acme").endpoint(Endpoint::ImageGet), "acme.image.get");
     }
 }

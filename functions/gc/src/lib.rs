@@ -7,11 +7,14 @@
 //!   manifests and archives go at once (components) or at the next collection (images). A component that a
 //!   stored component depends on is a 409 naming it.
 //! - `<prefix>.gc.run` (admin) and every `retention.gc_interval_secs`: [`collect`].
+//! - `<prefix>.secret.put`, `.list`, `.delete` (admin): build secrets, encrypted at rest with the key in
+//!   `secrets.key_file` (`artifacts_runtime::secrets`).
 //!
 //! Each answers with the same authorization as builds: the `build` scope and the component's patterns.
 
 mod collect;
 mod manage;
+mod secrets;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,13 +37,16 @@ pub async fn run(settings: Settings, nats: Nats, shutdown: CancellationToken) ->
         &nats,
         ServiceSpec {
             name: service::GC_SERVICE,
-            description: "Cancels, pins and deletes builds and artifacts; collects what retention lets go",
+            description: "Cancels, pins and deletes builds and artifacts; collects what retention lets go; keeps build secrets",
             endpoints: vec![
                 Endpoint::BuildCancel,
                 Endpoint::BuildPin,
                 Endpoint::ImageDelete,
                 Endpoint::ComponentDelete,
                 Endpoint::GcRun,
+                Endpoint::SecretPut,
+                Endpoint::SecretList,
+                Endpoint::SecretDelete,
             ],
             metadata: Default::default(),
         },
@@ -67,6 +73,9 @@ async fn answer(nats: &Nats, settings: &Settings, request: &Request) -> Reply {
             Ok(asked) => Box::pin(collect(nats, settings, asked.dry_run)).await.map(|report| Reply::ok(&report)),
             Err(err) => Err(err),
         },
+        Endpoint::SecretPut => secrets::put(nats, &request.caller, payload).await,
+        Endpoint::SecretList => secrets::list(nats, &request.caller).await,
+        Endpoint::SecretDelete => secrets::delete(nats, &request.caller, payload).await,
         other => Err(artifacts_schemas::RequestError::internal(format!("{other:?} is not served here"))),
     };
     answered.unwrap_or_else(Reply::from)

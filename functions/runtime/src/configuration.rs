@@ -46,8 +46,21 @@ pub struct Settings {
     pub log: LogSettings,
     pub build: BuildSettings,
     pub retention: RetentionSettings,
+    pub secrets: SecretsSettings,
     /// The bootstrap admin API key (env `ARTIFACTS_ADMIN_KEY`).
     pub admin_key: Option<Secret>,
+}
+
+/// Build secrets (`artifacts_runtime::secrets`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecretsSettings {
+    /// The key that encrypts build secrets at rest (32 random bytes, hex), env
+    /// `ARTIFACTS__SECRETS__KEY_FILE`. Every process that stores or reads secrets (the gc function and the
+    /// build workers) must be given the same file. `artifacts up` uses `<data dir>/secrets.key`; unset,
+    /// `$XDG_DATA_HOME/artifacts/secrets.key` (else `~/.local/share/artifacts/secrets.key`). Made (mode
+    /// 0600) on first use when missing.
+    pub key_file: Option<PathBuf>,
 }
 
 /// What the collector keeps (`artifacts-gc`).

@@ -32,6 +32,7 @@ pub mod rate_limit;
 pub mod registry;
 pub mod registry_auth;
 pub mod registry_gate;
+pub mod secrets;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;

@@ -20,6 +20,8 @@ pub struct Nats {
     pub jetstream: jetstream::Context,
     pub subjects: Subjects,
     pub stores: Stores,
+    /// The key of build secrets (`secrets.key_file`), loaded when first needed ([`crate::secrets`]).
+    pub secrets: std::sync::Arc<crate::secrets::Keyring>,
 }
 
 /// The key-value buckets and object store behind lookups.
@@ -57,6 +59,8 @@ pub struct Stores {
     /// Registry pushes in flight and the registry's blob collection, which never overlap
     /// ([`crate::registry_gate`]).
     pub registry_gate: kv::Store,
+    /// Build secrets by the hex of their name, each value encrypted ([`crate::secrets`]).
+    pub secrets: kv::Store,
 }
 
 /// Names of the JetStream resources under a subject prefix: `artifacts` gives `artifacts_builds`,
@@ -111,6 +115,9 @@ impl ResourceNames {
     }
     pub fn registry_gate_bucket(&self) -> String {
         format!("{}_registry_gate", self.base)
+    }
+    pub fn secrets_bucket(&self) -> String {
+        format!("{}_secrets", self.base)
     }
     pub fn logs_stream(&self) -> String {
         format!("{}_LOGS", self.base.to_uppercase())
@@ -173,7 +180,8 @@ pub async fn connect(settings: &Settings, process_name: &str) -> anyhow::Result<
     let stores = ensure_resources(&jetstream, &subjects, settings.nats.replicas).await.with_context(|| {
         format!("cannot set up JetStream on {}: is the server running with JetStream enabled (-js)?", redact_url(url))
     })?;
-    Ok(Nats { client, jetstream, subjects, stores })
+    let secrets = std::sync::Arc::new(crate::secrets::Keyring::new(settings.secrets.key_file.clone()));
+    Ok(Nats { client, jetstream, subjects, stores, secrets })
 }
 
 /// Waits, until `deadline` at most, for JetStream to answer: a cluster that has not elected its metadata
@@ -345,6 +353,9 @@ async fn create_resources(js: &jetstream::Context, subjects: &Subjects, replicas
     let registry_gate =
         key_value(js, replicas, names.registry_gate_bucket(), "Registry pushes in flight and the blob collection", 1)
             .await?;
+    let secrets =
+        key_value(js, replicas, names.secrets_bucket(), "Build secrets by name: values encrypted, never plaintext", 1)
+            .await?;
     Ok(Stores {
         builds,
         build_index,
@@ -360,6 +371,7 @@ async fn create_resources(js: &jetstream::Context, subjects: &Subjects, replicas
         repositories,
         trigger_index,
         registry_gate,
+        secrets,
     })
 }
 

@@ -10,6 +10,7 @@ pub mod images;
 pub mod keys;
 pub mod manage;
 pub mod registry;
+pub mod secrets;
 
 use std::time::Duration;
 

@@ -9,4 +9,5 @@ pub mod keys;
 pub mod manage;
 pub mod push;
 pub mod reply;
+pub mod secrets;
 pub mod submission;
