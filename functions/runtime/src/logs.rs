@@ -4,6 +4,11 @@
 //!
 //! A build keeps at most [`MAX_LOG_BYTES_PER_BUILD`] of log: past it one marker line says where the log
 //! was cut, and later lines go only to the tail kept for a failed build's `errorMessage`.
+//!
+//! A build that can read secrets gives their values to [`BuildLog::mask`]: from then on each value (and
+//! each line of a value of several lines) shows as `***` wherever it appears, in the published lines and
+//! in the tail alike. Output is then published a whole line at a time (a chunk that ends inside a line
+//! waits for the rest), so a value split across two chunks of output is still found.
 
 use std::collections::VecDeque;
 
@@ -22,12 +27,31 @@ pub const MAX_LOG_BYTES_PER_BUILD: usize = 8 * 1024 * 1024;
 /// The line that replaces everything past the cap.
 pub const CUT_MARKER: &str = "[log cut: this build wrote more than 8 MiB of log; later lines are not kept]";
 
+/// What masking puts in place of a secret's value.
+pub const MASK: &str = "***";
+
+/// A partial line waits for its end up to this many bytes (past it, it is published as it is).
+const MAX_PENDING_BYTES: usize = 256 * 1024;
+
 pub struct BuildLog {
     jetstream: async_nats::jetstream::Context,
     subject: String,
     tail: VecDeque<String>,
     /// Bytes published so far; `None` once the log was cut.
     published: Option<usize>,
+    /// Texts shown as [`MASK`], longest first.
+    masks: Vec<String>,
+    /// The start of a line whose end has not come yet (only while masking).
+    pending: String,
+}
+
+impl std::fmt::Debug for BuildLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuildLog")
+            .field("subject", &self.subject)
+            .field("masks", &self.masks.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl BuildLog {
@@ -37,19 +61,58 @@ impl BuildLog {
             subject: nats.subjects.build_log(build_id),
             tail: VecDeque::new(),
             published: Some(0),
+            masks: Vec::new(),
+            pending: String::new(),
         }
+    }
+
+    /// From now on, shows each of `values` as `***` wherever it appears in a line (a value of several
+    /// lines: the whole value, and each of its lines). Empty values mask nothing.
+    pub fn mask<V: AsRef<[u8]>>(&mut self, values: impl IntoIterator<Item = V>) {
+        add_masks(&mut self.masks, values);
+    }
+
+    /// `text` with every masked value replaced.
+    fn masked<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        apply_masks(&self.masks, text)
     }
 
     /// Publishes each line of `text` (trailing line breaks dropped; empty lines kept).
     pub async fn write(&mut self, text: &str) {
         // Colour and cursor codes are for terminals: logs are read in browsers, files and error messages.
         let text = strip_terminal_codes(text);
+        if self.masks.is_empty() {
+            return self.publish(&text).await;
+        }
+        // Whole lines only, so that a value is never cut in two before it is looked for.
+        self.pending.push_str(&text);
+        let complete = match self.pending.rfind('\n') {
+            Some(at) => self.pending.drain(..=at).collect::<String>(),
+            None if self.pending.len() > MAX_PENDING_BYTES => std::mem::take(&mut self.pending),
+            None => return,
+        };
+        let complete = self.masked(&complete).into_owned();
+        self.publish(&complete).await;
+    }
+
+    /// Publishes a line that was waiting for its end.
+    pub async fn flush(&mut self) {
+        if !self.pending.is_empty() {
+            let rest = std::mem::take(&mut self.pending);
+            let rest = self.masked(&rest).into_owned();
+            self.publish(&rest).await;
+        }
+    }
+
+    async fn publish(&mut self, text: &str) {
         // Docker sends a step's line and its newline apart: a bare newline is no line of its own.
         if text.trim_end_matches(['\n', '\r']).is_empty() {
             return;
         }
         for line in text.trim_end_matches(['\n', '\r']).split('\n') {
             let line = line.trim_end_matches('\r');
+            let line = self.masked(line).into_owned();
+            let line = line.as_str();
             if self.tail.len() == TAIL_LINES {
                 self.tail.pop_front();
             }
@@ -76,6 +139,7 @@ impl BuildLog {
     }
 
     pub async fn end(&mut self, status: BuildStatus) {
+        self.flush().await;
         let status = status.as_str();
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(END_HEADER, status);
@@ -88,6 +152,34 @@ impl BuildLog {
             tracing::warn!(%err, subject = %self.subject, "could not publish the end of a log");
         }
     }
+}
+
+/// Adds the texts that stand for `values` to `masks` (longest first).
+fn add_masks<V: AsRef<[u8]>>(masks: &mut Vec<String>, values: impl IntoIterator<Item = V>) {
+    for value in values {
+        let text = String::from_utf8_lossy(value.as_ref());
+        let whole = text.trim_end_matches(['\n', '\r']);
+        let lines = whole.split('\n').map(|line| line.trim_end_matches('\r'));
+        for masked in std::iter::once(whole).chain(lines) {
+            // What a line of the log can hold: terminal codes are stripped from output before masking.
+            let masked = strip_terminal_codes(masked);
+            if !masked.trim().is_empty() && !masks.iter().any(|m| *m == masked) {
+                masks.push(masked.into_owned());
+            }
+        }
+    }
+    masks.sort_by_key(|m| std::cmp::Reverse(m.len()));
+}
+
+/// `text` with every one of `masks` replaced by [`MASK`].
+fn apply_masks<'a>(masks: &[String], text: &'a str) -> std::borrow::Cow<'a, str> {
+    let mut out = std::borrow::Cow::Borrowed(text);
+    for value in masks {
+        if out.contains(value.as_str()) {
+            out = std::borrow::Cow::Owned(out.replace(value.as_str(), MASK));
+        }
+    }
+    out
 }
 
 /// `text` as a terminal cannot misread it: escape sequences go whole, then every other C0 and C1 control
@@ -191,6 +283,22 @@ mod tests {
         }
         // Text outside the controls stays as it is.
         assert_eq!(strip_terminal_codes("é ü 日本 \u{a0}"), "é ü 日本 \u{a0}");
+    }
+
+    #[test]
+    fn secret_values_are_masked_whole_and_line_by_line() {
+        let mut masks = Vec::new();
+        add_masks(
+            &mut masks,
+            [b"s3cr3t-token\n".as_slice(), b"", b"-----BEGIN KEY-----\nAAAA1234\n-----END KEY-----\n"],
+        );
+        add_masks(&mut masks, ["s3cr3t"]);
+        assert_eq!(apply_masks(&masks, "token=s3cr3t-token; again s3cr3t-token"), "token=***; again ***");
+        assert_eq!(apply_masks(&masks, "prefix s3cr3t only"), "prefix *** only");
+        assert_eq!(apply_masks(&masks, "line AAAA1234 of the key"), "line *** of the key");
+        assert_eq!(apply_masks(&masks, "-----BEGIN KEY-----\nAAAA1234\n-----END KEY-----"), "***");
+        assert_eq!(apply_masks(&masks, "nothing here"), "nothing here");
+        assert!(!masks.iter().any(|m| m.is_empty()), "an empty value masks nothing");
     }
 
     /// What a worker publishes: a carriage return inside a line no longer hides its start.

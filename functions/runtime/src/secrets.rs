@@ -87,10 +87,9 @@ impl Keyring {
 
 /// `$XDG_DATA_HOME/artifacts/secrets.key`, else `~/.local/share/artifacts/secrets.key`.
 pub fn default_key_file() -> Option<PathBuf> {
-    let data = std::env::var_os("XDG_DATA_HOME")
-        .filter(|dir| !dir.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").filter(|h| !h.is_empty()).map(|h| PathBuf::from(h).join(".local/share")))?;
+    let data = std::env::var_os("XDG_DATA_HOME").filter(|dir| !dir.is_empty()).map(PathBuf::from).or_else(|| {
+        std::env::var_os("HOME").filter(|h| !h.is_empty()).map(|h| PathBuf::from(h).join(".local/share"))
+    })?;
     Some(data.join("artifacts").join("secrets.key"))
 }
 
@@ -200,7 +199,10 @@ struct StoredSecret {
 
 impl std::fmt::Debug for StoredSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoredSecret").field("name", &self.name).field("components", &self.components).finish_non_exhaustive()
+        f.debug_struct("StoredSecret")
+            .field("name", &self.name)
+            .field("components", &self.components)
+            .finish_non_exhaustive()
     }
 }
 
@@ -246,7 +248,8 @@ fn open(key: &SecretsKey, record: &StoredSecret, file: &Path) -> Result<Vec<u8>,
         )));
     }
     let b64 = base64::engine::general_purpose::STANDARD;
-    let unreadable = || RequestError::internal(format!("the record of secret {} is damaged: set it again", record.name));
+    let unreadable =
+        || RequestError::internal(format!("the record of secret {} is damaged: set it again", record.name));
     let nonce = b64.decode(&record.nonce).ok().filter(|n| n.len() == 24).ok_or_else(unreadable)?;
     let sealed = b64.decode(&record.sealed).map_err(|_| unreadable())?;
     let aad = associated_data(&record.name);
@@ -267,8 +270,9 @@ async fn read_record(nats: &Nats, name: &str) -> Result<Option<(StoredSecret, u6
     if !matches!(entry.operation, async_nats::jetstream::kv::Operation::Put) {
         return Ok(None);
     }
-    let record = serde_json::from_slice::<StoredSecret>(&entry.value)
-        .map_err(|_| RequestError::internal(format!("the record of secret {name} is damaged: delete it and set it again")))?;
+    let record = serde_json::from_slice::<StoredSecret>(&entry.value).map_err(|_| {
+        RequestError::internal(format!("the record of secret {name} is damaged: delete it and set it again"))
+    })?;
     Ok(Some((record, entry.revision)))
 }
 
@@ -305,7 +309,11 @@ fn require_within(caller: &Caller, patterns: &[String], name: &str) -> Result<()
 }
 
 /// Stores a secret (new or replacing one of that name): the answer, and whether it was made.
-pub async fn put(nats: &Nats, caller: &Caller, request: &SecretPutRequest) -> Result<(SecretStored, bool), RequestError> {
+pub async fn put(
+    nats: &Nats,
+    caller: &Caller,
+    request: &SecretPutRequest,
+) -> Result<(SecretStored, bool), RequestError> {
     request.check()?;
     require_within(caller, &request.components, &request.name)?;
     let key = nats.secrets.key()?;
@@ -331,7 +339,9 @@ pub async fn put(nats: &Nats, caller: &Caller, request: &SecretPutRequest) -> Re
         let bytes: bytes::Bytes = serde_json::to_vec(&record).expect("records serialise").into();
         let written = match &existing {
             None => store.create(&bucket_key, bytes).await.map(|_| ()).map_err(|err| err.to_string()),
-            Some((_, revision)) => store.update(&bucket_key, bytes, *revision).await.map(|_| ()).map_err(|err| err.to_string()),
+            Some((_, revision)) => {
+                store.update(&bucket_key, bytes, *revision).await.map(|_| ()).map_err(|err| err.to_string())
+            }
         };
         match written {
             Ok(()) => {
@@ -411,7 +421,10 @@ pub async fn for_build(
     let mut found = Vec::new();
     for name in names {
         check_secret_name(name)?;
-        let record = read_record(nats, name).await?.map(|(record, _)| record).filter(|record| record.matches(component.as_str()));
+        let record = read_record(nats, name)
+            .await?
+            .map(|(record, _)| record)
+            .filter(|record| record.matches(component.as_str()));
         let Some(record) = record else {
             return Err(RequestError::forbidden(format!(
                 "secret {name} is not available to component {component}: no secret of that name has a pattern matching {component} (an admin sets it with `artifacts secret set {name} --component {component}`)"
@@ -450,8 +463,7 @@ mod tests {
         // Many makers at once agree on one key.
         let racing = dir.join("race.key");
         let ids: Vec<String> = std::thread::scope(|scope| {
-            let handles: Vec<_> =
-                (0..8).map(|_| scope.spawn(|| load_key(&racing).unwrap().0.id)).collect();
+            let handles: Vec<_> = (0..8).map(|_| scope.spawn(|| load_key(&racing).unwrap().0.id)).collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
         assert!(ids.windows(2).all(|w| w[0] == w[1]), "{ids:?}");
