@@ -8,14 +8,15 @@ use axum::response::Response;
 
 use artifacts_schemas::messages::keys::Scope;
 use artifacts_schemas::messages::secrets::{
-    check_secret_name, SecretDeleteRequest, SecretDeleted, SecretList, SecretPutRequest, SecretStored,
+    check_secret_name, SecretDeleteRequest, SecretDeleted, SecretList, SecretPutRequest, SecretStatus, SecretStored,
 };
-use artifacts_schemas::{parse_json, Endpoint, ErrorReply};
+use artifacts_schemas::{parse_json, Endpoint, ErrorReply, RequestedBy};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::input::{body_bytes, PathParams};
-use crate::routes::forward;
+use crate::relay::relay;
+use crate::routes::{forward, request};
 use crate::state::AppState;
 
 /// A put's body: a 64 KiB value, JSON-escaped at worst six bytes a byte, with room to spare; past it
@@ -33,11 +34,18 @@ const SECRET_BODY_BYTES: usize = 512 * 1024;
         (status = 413, description = "The body is over 512 KiB", body = ErrorReply),
     ),
     security(("bearer" = []), ("apiKey" = [])))]
-pub async fn put(State(state): State<AppState>, caller: Caller, request: Request) -> Result<Response, ApiError> {
+pub async fn put(State(state): State<AppState>, caller: Caller, body: Request) -> Result<Response, ApiError> {
     caller.require(Scope::Admin)?;
-    let asked: SecretPutRequest = parse_json(&body_bytes(request, SECRET_BODY_BYTES).await?)?;
+    let asked: SecretPutRequest = parse_json(&body_bytes(body, SECRET_BODY_BYTES).await?)?;
     asked.check()?;
-    Ok(forward(&state, &caller, Endpoint::SecretPut, &asked).await)
+    let mut reply = request(&state, &caller, &RequestedBy::default(), Endpoint::SecretPut, &asked).await;
+    // NATS replies carry a code only when they fail: a new secret's 201 is read from its `status`.
+    if !reply.is_failure()
+        && serde_json::from_slice::<SecretStored>(&reply.body).is_ok_and(|s| s.status == SecretStatus::Created)
+    {
+        reply.code = 201;
+    }
+    Ok(relay(reply))
 }
 
 /// List build secrets: names, component patterns and dates, never values.
