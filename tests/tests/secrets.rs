@@ -263,8 +263,6 @@ async fn a_component_build_reads_its_secret_in_memory_and_never_shows_it() {
     assert!(lines.iter().any(|line| line == "the token is ***"), "{log}");
     assert!(lines.iter().any(|line| line == "tmpfs"), "/run/secrets is not in memory:\n{log}");
     assert!(lines.iter().any(|line| line == "read-only"), "{log}");
-    // Nothing of the secrets directory reached the output.
-    assert!(!lines.iter().any(|line| line.contains("tok") && line.contains("/out")), "{log}");
 }
 
 #[tokio::test]

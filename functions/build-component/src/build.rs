@@ -13,12 +13,12 @@ use artifacts_runtime::latest::{move_forward, Moved};
 use artifacts_runtime::logs::BuildLog;
 use artifacts_runtime::metrics::{count_stored, timed};
 use artifacts_runtime::nats::{read_json, ResourceNames};
-use artifacts_runtime::{trigger_index, Nats, Settings};
+use artifacts_runtime::{secrets, trigger_index, Nats, Settings};
 use artifacts_schemas::messages::keys::glob_matches;
 use artifacts_schemas::names::slug_with_hash;
 use artifacts_schemas::{
     Architecture, BuildId, BuildKind, BuildStatus, ComponentBuildRequest, ComponentJob, ComponentQuery,
-    ComponentRecord, ComponentSource, DependencyUsed, RebuiltForPush, Timestamp,
+    ComponentRecord, ComponentSource, DependencyUsed, Failure, RebuiltForPush, Timestamp,
 };
 
 use crate::container::{pack_inputs, Container};
@@ -86,6 +86,16 @@ impl Build for ComponentBuild {
             timed(BuildKind::Component, "clone", git::clone(&url, &job.tag, &settings.git, work_dir)).await?;
         log.write(&format!("commit {}", checkout.commit)).await;
         let recipe = recipe::read(&checkout.path).map_err(BuildFailure::Permanent)?;
+        // Before anything else is fetched: a secret the component may not use fails the build at once.
+        let secrets =
+            secrets::for_build(&self.nats, &job.component, &recipe.secrets).await.map_err(|err| match err.failure {
+                Failure::Unavailable => BuildFailure::Passing(err.message),
+                _ => BuildFailure::Permanent(err.message),
+            })?;
+        log.mask(secrets.iter().map(|(_, value)| value));
+        if !secrets.is_empty() {
+            log.write(&format!("secrets at {}/: {}", crate::container::SECRETS_DIR, recipe.secrets.join(", "))).await;
+        }
 
         let dependencies = self.fetch_dependencies(&recipe.depends, work_dir, log).await?;
 
@@ -96,7 +106,8 @@ impl Build for ComponentBuild {
         let user = settings.build_user();
         let platform = job.architecture.platform();
         let container =
-            Container::create(&docker, &settings.build, &image, &recipe, platform, user, &job.build_id).await?;
+            Container::create(&docker, &settings.build, &image, &recipe, platform, user, &job.build_id, &secrets)
+                .await?;
         let inputs = work_dir.join("inputs.tar");
         let unpacked: Vec<_> = dependencies.iter().map(|(used, path)| (used.component.clone(), path.clone())).collect();
         let (source, output_dir, limits, packed) =
@@ -107,7 +118,8 @@ impl Build for ComponentBuild {
             .map_err(|err| BuildFailure::Passing(format!("packing the inputs stopped: {err}")))?
             .map_err(|err| BuildFailure::Permanent(format!("a dependency or the source: {err}")))?;
         container.upload(&inputs).await?;
-        timed(BuildKind::Component, "build", container.run(log)).await?;
+        timed(BuildKind::Component, "build", container.run(log, &secrets)).await?;
+        drop(secrets);
 
         let query = self.query();
         let object = format!("{}/{}.tar.gz", query.record_key(), job.build_id);

@@ -2,6 +2,15 @@
 //! network off by default, every capability dropped, `no-new-privileges`, and limits on memory, CPU and
 //! processes. The container is labelled with its build id; the attempt loop removes it however the
 //! build ends (`artifacts_runtime::leftovers`).
+//!
+//! Build secrets (`[build] secrets` of `artifact.toml`) are files in a tmpfs at `/run/secrets`: in the
+//! container's memory, never in a layer, an upload or the output. An archive copied into a container
+//! lands beneath its tmpfs mounts, on disk, so each value is written from inside once the container
+//! runs: an exec as root (`head -c <size>` reading the value from its standard input) makes
+//! `/run/secrets/<name>` (root's, mode 0444: readable by the build, writable by nobody but root, and the
+//! command does not run as root unless `build.user` is empty) and the command waits for the files before
+//! it starts. The builder image needs `/bin/sh` and `head` for this (busybox and every distribution
+//! image have them).
 
 use std::path::{Path, PathBuf};
 
@@ -27,6 +36,9 @@ use crate::recipe::Recipe;
 /// Where the source is inside the container (the command's working directory).
 const SOURCE_DIR: &str = "/src";
 
+/// Where build secrets are, each a file named after it.
+pub const SECRETS_DIR: &str = "/run/secrets";
+
 pub struct Container {
     docker: Docker,
     id: String,
@@ -41,7 +53,23 @@ impl Container {
         platform: &str,
         user: Option<(u64, u64)>,
         build_id: &BuildId,
+        secrets: &[(String, Vec<u8>)],
     ) -> Result<Self, BuildFailure> {
+        let (entrypoint, tmpfs) = if secrets.is_empty() {
+            (Vec::new(), None)
+        } else {
+            // Whole pages per file, and room for the directory.
+            let bytes: usize = secrets.iter().map(|(_, value)| value.len().div_ceil(4096) * 4096 + 4096).sum();
+            let options = format!("rw,nosuid,nodev,noexec,mode=0755,size={}", bytes + 64 * 1024);
+            // Names are [a-z0-9._-]: safe in a shell word as they are.
+            let names: Vec<&str> = secrets.iter().map(|(name, _)| name.as_str()).collect();
+            let wait = format!(
+                "for s in {}; do until [ -e {SECRETS_DIR}/$s ]; do sleep 0.1 2>/dev/null || sleep 1; done; done; exec \"$@\"",
+                names.join(" ")
+            );
+            let entrypoint = vec!["/bin/sh".to_owned(), "-c".to_owned(), wait, "artifacts-secrets".to_owned()];
+            (entrypoint, Some([(SECRETS_DIR.to_owned(), options)].into_iter().collect()))
+        };
         let host_config = HostConfig {
             network_mode: Some(settings.network.clone()),
             memory: Some(settings.memory_bytes.min(i64::MAX as u64) as i64),
@@ -49,12 +77,13 @@ impl Container {
             pids_limit: Some(settings.pids_limit),
             cap_drop: Some(vec!["ALL".into()]),
             security_opt: Some(vec!["no-new-privileges".into()]),
+            tmpfs,
             ..Default::default()
         };
         let body = ContainerCreateBody {
             image: Some(image.to_owned()),
             cmd: Some(recipe.command.clone()),
-            entrypoint: Some(Vec::new()),
+            entrypoint: Some(entrypoint),
             working_dir: Some(SOURCE_DIR.into()),
             env: Some(vec![format!("ARTIFACT_OUT={}", recipe.output)]),
             network_disabled: Some(settings.network == "none"),
@@ -84,20 +113,74 @@ impl Container {
             .map_err(|err| BuildFailure::Passing(format!("cannot copy the source into the build container: {err}")))
     }
 
-    /// Runs the command to its end, every output line into the log.
-    pub async fn run(&self, log: &mut BuildLog) -> Result<(), BuildFailure> {
+    /// Writes each secret into the running container's `/run/secrets` (see the module's comment).
+    async fn put_secrets(&self, secrets: &[(String, Vec<u8>)]) -> Result<(), BuildFailure> {
+        use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+        use tokio::io::AsyncWriteExt as _;
+        for (name, value) in secrets {
+            let failed = |why: String| {
+                BuildFailure::Permanent(format!(
+                    "cannot put secret {name} at {SECRETS_DIR}/{name} in the build container ({why}): the builder image needs /bin/sh and head"
+                ))
+            };
+            // Written aside, then moved: the command's wait sees a file only once it is whole.
+            let script = format!(
+                "umask 0222 && head -c {} > {SECRETS_DIR}/.{name}.part && mv {SECRETS_DIR}/.{name}.part {SECRETS_DIR}/{name}",
+                value.len()
+            );
+            let exec = self
+                .docker
+                .create_exec(
+                    &self.id,
+                    CreateExecOptions {
+                        attach_stdin: Some(true),
+                        attach_stdout: Some(true),
+                        attach_stderr: Some(true),
+                        cmd: Some(vec!["/bin/sh".to_owned(), "-c".to_owned(), script]),
+                        user: Some("0:0".to_owned()),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|err| failed(err.to_string()))?;
+            let started = self.docker.start_exec(&exec.id, Some(StartExecOptions::default())).await;
+            let Ok(StartExecResults::Attached { mut output, mut input }) = started else {
+                return Err(failed("the exec did not attach".into()));
+            };
+            input.write_all(value).await.map_err(|err| failed(err.to_string()))?;
+            input.flush().await.map_err(|err| failed(err.to_string()))?;
+            // Its output is a shell's complaint at most (never the value, which goes to the file).
+            let mut said = String::new();
+            while let Some(Ok(chunk)) = output.next().await {
+                said.push_str(&chunk.to_string());
+            }
+            drop(input);
+            let inspected = self.docker.inspect_exec(&exec.id).await.map_err(|err| failed(err.to_string()))?;
+            if inspected.exit_code != Some(0) {
+                return Err(failed(format!("exit code {:?}: {}", inspected.exit_code, said.trim())));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the command to its end, every output line into the log; the secrets go in first.
+    pub async fn run(&self, log: &mut BuildLog, secrets: &[(String, Vec<u8>)]) -> Result<(), BuildFailure> {
         self.docker
             .start_container(&self.id, None)
             .await
             .map_err(|err| BuildFailure::Permanent(format!("the build command cannot start: {err}")))?;
+        if !secrets.is_empty() {
+            self.put_secrets(secrets).await?;
+        }
         let options = LogsOptionsBuilder::default().follow(true).stdout(true).stderr(true).build();
         let mut output = self.docker.logs(&self.id, Some(options));
         while let Some(chunk) = output.next().await {
             match chunk {
-                Ok(chunk) => log.write(&chunk.to_string()).await,
+                Ok(chunk) => log.write_output(&chunk.to_string()).await,
                 Err(err) => return Err(BuildFailure::Passing(format!("lost the build container's output: {err}"))),
             }
         }
+        log.flush().await;
         let exit = self.docker.wait_container(&self.id, None).next().await;
         let code = match exit {
             Some(Ok(response)) => response.status_code,

@@ -6,6 +6,7 @@
 //! image = "builder-image:tag"      # optional; `build.builder_image` otherwise
 //! command = ["sh", "-c", "make && make install DESTDIR=/out"]
 //! output = "/out"                  # the directory that becomes the artifact
+//! secrets = ["npm-token"]          # optional; each at /run/secrets/<name>, read-only, in memory
 //!
 //! [[depends]]                       # unpacked under /deps/<component>/ before the command runs
 //! component = "libfoo"
@@ -31,6 +32,8 @@ pub struct Recipe {
     /// Absolute path inside the container.
     pub output: String,
     pub depends: Vec<Dependency>,
+    /// Build secrets the command reads at `/run/secrets/<name>` (names checked, each once).
+    pub secrets: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -54,6 +57,8 @@ struct BuildSection {
     image: Option<String>,
     command: Vec<String>,
     output: Option<String>,
+    #[serde(default)]
+    secrets: Vec<String>,
 }
 
 /// Reads the instructions from a checkout. The error says what the repository must fix.
@@ -68,6 +73,7 @@ pub fn read(checkout: &Path) -> Result<Recipe, String> {
             command: vec![format!("./{SCRIPT}")],
             output: DEFAULT_OUTPUT.into(),
             depends: Vec::new(),
+            secrets: Vec::new(),
         }),
         Ok(meta) if meta.is_file() => Err(format!("{SCRIPT} is not executable: `chmod +x {SCRIPT}` and commit it")),
         _ => Err(format!("the repository has neither {MANIFEST} nor an executable {SCRIPT} at its root")),
@@ -88,7 +94,15 @@ fn regular_file(path: &Path) -> Result<Option<String>, String> {
 
 pub fn parse_manifest(text: &str) -> Result<Recipe, String> {
     let manifest: Manifest = toml::from_str(text).map_err(|err| format!("{MANIFEST} is invalid: {}", err.message()))?;
-    let BuildSection { image, command, output } = manifest.build;
+    let BuildSection { image, command, output, secrets: listed } = manifest.build;
+    let mut secrets = Vec::new();
+    for name in listed {
+        artifacts_schemas::messages::secrets::check_secret_name(&name)
+            .map_err(|err| format!("{MANIFEST}: build.secrets: {}", err.0))?;
+        if !secrets.contains(&name) {
+            secrets.push(name);
+        }
+    }
     if command.is_empty() || command[0].is_empty() {
         return Err(format!("{MANIFEST}: build.command must name a program, e.g. [\"sh\", \"-c\", \"make\"]"));
     }
@@ -109,7 +123,7 @@ pub fn parse_manifest(text: &str) -> Result<Recipe, String> {
             return Err(format!("{MANIFEST}: build.image {image:?} is not an image reference"));
         }
     }
-    Ok(Recipe { image, command, output, depends: manifest.depends })
+    Ok(Recipe { image, command, output, depends: manifest.depends, secrets })
 }
 
 #[cfg(test)]
@@ -124,6 +138,9 @@ mod tests {
         .unwrap();
         assert_eq!(recipe.command, vec!["sh", "-c", "make"]);
         assert_eq!(recipe.depends[0].component.as_str(), "libfoo");
+        assert!(recipe.secrets.is_empty());
+        let recipe = parse_manifest("[build]\ncommand = [\"x\"]\nsecrets = [\"tok\", \"npm.rc\", \"tok\"]\n").unwrap();
+        assert_eq!(recipe.secrets, vec!["tok", "npm.rc"]);
 
         for (text, says) in [
             ("[build]\ncommand = []\n", "build.command"),
@@ -133,6 +150,8 @@ mod tests {
             ("[build]\ncommand = [\"x\"]\nimage = \"--privileged\"\n", "build.image"),
             ("[build]\ncommand = [\"x\"]\n[[depends]]\ncomponent = \"Bad\"\ntag = \"v1\"\n", "invalid"),
             ("[build]\ncommand = [\"x\"]\nunknown = 1\n", "invalid"),
+            ("[build]\ncommand = [\"x\"]\nsecrets = [\"../etc\"]\n", "build.secrets: secret name"),
+            ("[build]\ncommand = [\"x\"]\nsecrets = [\"..\"]\n", "build.secrets: secret name"),
         ] {
             let err = parse_manifest(text).unwrap_err();
             assert!(err.contains(says), "{text:?}: {err}");

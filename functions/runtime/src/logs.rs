@@ -7,8 +7,9 @@
 //!
 //! A build that can read secrets gives their values to [`BuildLog::mask`]: from then on each value (and
 //! each line of a value of several lines) shows as `***` wherever it appears, in the published lines and
-//! in the tail alike. Output is then published a whole line at a time (a chunk that ends inside a line
-//! waits for the rest), so a value split across two chunks of output is still found.
+//! in the tail alike. Output given with [`BuildLog::write_output`] is then published a whole line at a
+//! time (a chunk that ends inside a line waits for the rest), so a value split across two chunks of
+//! output is still found.
 
 use std::collections::VecDeque;
 
@@ -77,15 +78,24 @@ impl BuildLog {
         apply_masks(&self.masks, text)
     }
 
-    /// Publishes each line of `text` (trailing line breaks dropped; empty lines kept).
+    /// Publishes each line of `text` (trailing line breaks dropped; empty lines kept): `text` ends at the
+    /// end of a line (the worker's own messages). Output that comes in chunks goes to [`Self::write_output`].
     pub async fn write(&mut self, text: &str) {
+        self.flush().await;
         // Colour and cursor codes are for terminals: logs are read in browsers, files and error messages.
         let text = strip_terminal_codes(text);
+        let text = self.masked(&text).into_owned();
+        self.publish(&text).await;
+    }
+
+    /// Publishes a chunk of a build's output. While masking, a chunk that ends inside a line waits for
+    /// the rest of it (or for [`Self::flush`]), so that a value is never cut in two before it is looked
+    /// for; otherwise as [`Self::write`].
+    pub async fn write_output(&mut self, text: &str) {
         if self.masks.is_empty() {
-            return self.publish(&text).await;
+            return self.write(text).await;
         }
-        // Whole lines only, so that a value is never cut in two before it is looked for.
-        self.pending.push_str(&text);
+        self.pending.push_str(&strip_terminal_codes(text));
         let complete = match self.pending.rfind('\n') {
             Some(at) => self.pending.drain(..=at).collect::<String>(),
             None if self.pending.len() > MAX_PENDING_BYTES => std::mem::take(&mut self.pending),
