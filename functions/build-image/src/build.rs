@@ -1,17 +1,16 @@
-//! One image build: assemble the context, build with the classic builder, tag, push, record. The attempt
+//! One image build: unpack the context, build with the engine's BuildKit ([`crate::buildkit`]), push,
+//! record. The attempt
 //! loop around it (attempt counting, timeout, retries, records) is `artifacts_runtime::attempt`.
 
 use std::collections::HashMap;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bollard::query_parameters::{BuildImageOptionsBuilder, BuilderVersion, PushImageOptionsBuilder};
+use bollard::query_parameters::PushImageOptionsBuilder;
 use bollard::Docker;
 use futures::StreamExt;
 use tokio::io::AsyncReadExt;
-use tokio_util::io::ReaderStream;
 
 use artifacts_runtime::archive::{self, ArchiveError, Limits};
 use artifacts_runtime::attempt::{Build, BuildFailure};
@@ -19,15 +18,15 @@ use artifacts_runtime::latest::{move_forward, Moved};
 use artifacts_runtime::logs::BuildLog;
 use artifacts_runtime::metrics::record_stage;
 use artifacts_runtime::neutral_tag::{self, NEUTRAL_TAG};
-use artifacts_runtime::{registry, registry_gate};
+use artifacts_runtime::{image_access, registry, registry_gate};
 use artifacts_runtime::{Nats, Settings};
 use artifacts_schemas::messages::image::pull_command;
 use artifacts_schemas::{
-    Architecture, BuildId, BuildKind, ImageBuildResult, ImageJob, ImageQuery, ImageRecord, ImageRepository, Timestamp,
+    Architecture, BranchName, BuildId, BuildKind, ImageBuildResult, ImageJob, ImageQuery, ImageRecord, ImageRepository,
+    Timestamp,
 };
 
-/// Where the submitted Dockerfile sits in the assembled context (a name no user file is likely to have).
-const DOCKERFILE_IN_CONTEXT: &str = ".artifacts.Dockerfile";
+use crate::buildkit;
 
 /// An image job, with what building it needs.
 pub struct ImageBuild {
@@ -98,54 +97,55 @@ async fn build_and_push(
     log: &mut BuildLog,
 ) -> Result<ImageBuildResult, BuildFailure> {
     let docker = artifacts_runtime::docker::connect(settings).await.map_err(BuildFailure::Passing)?;
-    let context = assemble_context(nats, settings, job, work_dir.to_path_buf()).await?;
+    let (context_dir, dockerfile_dir) = assemble_context(nats, settings, job, work_dir.to_path_buf()).await?;
 
     let repository = format!("{}/{}", settings.registry.address, ImageRepository::new(&job.component, &job.branch));
     let immutable_tag = immutable_tag(job);
     let immutable_name = format!("{repository}:{immutable_tag}");
-    let build_args: HashMap<String, String> = job.build_args.clone().into_iter().collect();
-    let cpu_period = 100_000;
-    let options = BuildImageOptionsBuilder::default()
-        .dockerfile(DOCKERFILE_IN_CONTEXT)
-        .t(&immutable_name)
-        .platform(job.architecture.platform())
-        .networkmode(&settings.build.network)
-        .memory(settings.build.memory_bytes.min(i32::MAX as u64) as i32)
-        .cpuperiod(cpu_period)
-        .cpuquota((settings.build.cpus * f64::from(cpu_period)) as i32)
-        .buildargs(&build_args)
-        .rm(true)
-        .forcerm(true)
-        .version(BuilderVersion::BuilderV1)
-        .build();
-    let file = tokio::fs::File::open(&context).await.map_err(|err| BuildFailure::Passing(err.to_string()))?;
-    let body = bollard::body_try_stream(ReaderStream::with_capacity(file, 128 * 1024));
-    // Base images from this service's registry are pulled as the workers (the submission checked that
-    // the caller may read them).
-    let credentials = registry::builder_credentials(settings)
-        .map(|credentials| HashMap::from([(settings.registry.address.clone(), credentials)]));
+    let mut build_args = job.build_args.clone();
+    let mut cache_from = Vec::new();
+    if settings.build.registry_cache {
+        // BuildKit's inline cache: the image's configuration says which step made which layer, so a
+        // build on any engine can take the layers from the registry instead of running the steps.
+        build_args.insert("BUILDKIT_INLINE_CACHE".into(), "1".into());
+        cache_from = cache_sources(nats, settings, job).await;
+    }
+    // Base images and cache sources from this service's registry are pulled as the workers (the
+    // submission checked that the caller may read them).
+    let credentials = match registry::builder_credentials(settings) {
+        Some(c) => HashMap::from([(
+            settings.registry.address.clone(),
+            (c.username.unwrap_or_default(), c.password.unwrap_or_default()),
+        )]),
+        None => HashMap::new(),
+    };
+    let secrets = build_secrets(nats, job).await?;
+    // A step's output that shows a value shows `***` instead, in the log and the error message alike.
+    log.mask(secrets.iter().map(|(_, value)| value.as_slice()));
+    let version = docker.client_version();
+    let request = buildkit::Request {
+        tag: immutable_name.clone(),
+        platform: job.architecture.platform().to_owned(),
+        network: settings.build.network.clone(),
+        target: job.target.clone(),
+        build_args,
+        cache_from,
+        context_dir,
+        dockerfile_dir,
+        credentials,
+        secrets,
+        build_key: job.build_id.to_string(),
+    };
     let building = Instant::now();
-    let mut output = docker.build_image(options, credentials, Some(body));
-    while let Some(item) = output.next().await {
-        match item {
-            Ok(info) => {
-                if let Some(text) = info.stream {
-                    log.write(&text).await;
-                }
-                if let Some(error) = info.error_detail.and_then(|detail| detail.message) {
-                    return Err(build_failed(&error, log));
-                }
-            }
-            Err(bollard::errors::Error::DockerStreamError { error }) => return Err(build_failed(&error, log)),
-            Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => {
-                return Err(build_failed(&message, log))
-            }
-            Err(other) => {
-                return Err(BuildFailure::Passing(format!("lost the Docker engine during the build: {other}")))
-            }
+    let host = settings.docker_host();
+    let api = format!("{}.{}", version.major_version, version.minor_version);
+    match buildkit::build(&host, &api, request, log).await {
+        Ok(()) => {}
+        Err(buildkit::Failure::Build(error)) => return Err(build_failed(&error, log)),
+        Err(buildkit::Failure::Engine(error)) => {
+            return Err(BuildFailure::Passing(format!("lost the Docker engine during the build: {error}")))
         }
     }
-    drop(output);
     record_stage(BuildKind::Image, "build", building.elapsed());
     // Only the build's own tag is pushed; `store` points the architecture tag at it in the registry.
     let pushing = Instant::now();
@@ -164,6 +164,34 @@ async fn build_and_push(
     }
     let image_name = format!("{repository}:{}", job.architecture.short());
     Ok(ImageBuildResult { pull_command: pull_command(&image_name, &digest), image_name, immutable_name, digest })
+}
+
+/// The build secrets a build of this component may mount (`RUN --mount=type=secret,id=<name>`), handed
+/// to BuildKit through the session, never written anywhere.
+async fn build_secrets(nats: &Nats, job: &ImageJob) -> Result<Vec<(String, Vec<u8>)>, BuildFailure> {
+    artifacts_runtime::secrets::for_component(nats, &job.component)
+        .await
+        .map_err(|err| BuildFailure::Unavailable(format!("cannot read the build secrets: {}", err.message)))
+}
+
+/// The registry images whose inline cache this build may reuse: the latest image of its own
+/// (component, branch) for its architecture, and that of the component's `main` branch, when the
+/// `main` repository is the component's own (its owner record says so).
+async fn cache_sources(nats: &Nats, settings: &Settings, job: &ImageJob) -> Vec<String> {
+    let tag = job.architecture.short();
+    let own = ImageRepository::new(&job.component, &job.branch);
+    let mut sources = vec![format!("{}/{own}:{tag}", settings.registry.address)];
+    if let Ok(main) = BranchName::parse("main") {
+        let repository = ImageRepository::new(&job.component, &main);
+        let owned = match image_access::owner(nats, repository.as_str()).await {
+            Ok(Some(owner)) => owner.component == job.component && owner.branch.as_ref() == Some(&main),
+            _ => false,
+        };
+        if job.branch != main && owned {
+            sources.push(format!("{}/{repository}:{tag}", settings.registry.address));
+        }
+    }
+    sources
 }
 
 /// The tag only this build pushes: `<arch>-<build id>`.
@@ -188,9 +216,10 @@ fn missing_base_image(error: &str, tail: &str) -> Option<String> {
     if !offline && !absent.iter().any(|m| error.contains(m)) {
         return None;
     }
-    // The classic builder logs `Step 1/4 : FROM <image> [AS <name>]` before it pulls.
-    let image = tail.lines().rev().find_map(|line| line.split_once(" : FROM ")).map(|(_, rest)| rest)?;
+    // BuildKit's step `#2 [internal] load metadata for docker.io/library/<image>` comes before it pulls.
+    let image = tail.lines().rev().find_map(|line| line.split_once("] load metadata for ")).map(|(_, rest)| rest)?;
     let image = image.split_whitespace().next().unwrap_or(image);
+    let image = image.strip_prefix("docker.io/library/").or_else(|| image.strip_prefix("docker.io/")).unwrap_or(image);
     let why = if offline { "its registry cannot be reached from the worker" } else { "its registry has no such image" };
     Some(format!(
         "base image {image} is not in the worker's Docker engine, and it cannot be pulled: {why}. Load it into \
@@ -228,13 +257,14 @@ async fn push(
     digest.ok_or_else(|| unreachable("the registry reported no digest".into()))
 }
 
-/// Writes the build context into `dir`: the uploaded context's entries (checked), plus the Dockerfile.
+/// Writes the build's two local sources into `dir`: `context/` (the uploaded context's checked entries)
+/// and `dockerfile/Dockerfile`. Nothing of the service's goes into the context.
 async fn assemble_context(
     nats: &Nats,
     settings: &Settings,
     job: &ImageJob,
     dir: PathBuf,
-) -> Result<PathBuf, BuildFailure> {
+) -> Result<(PathBuf, PathBuf), BuildFailure> {
     let unavailable =
         |what: &str, err: &dyn std::fmt::Display| BuildFailure::Unavailable(format!("cannot read {what}: {err}"));
     let passing =
@@ -243,38 +273,66 @@ async fn assemble_context(
     let mut object =
         nats.stores.uploads.get(&job.dockerfile).await.map_err(|err| unavailable("the Dockerfile", &err))?;
     object.read_to_end(&mut dockerfile).await.map_err(|err| unavailable("the Dockerfile", &err))?;
+    let dockerfile_dir = dir.join("dockerfile");
+    tokio::fs::create_dir_all(&dockerfile_dir).await.map_err(|err| passing("the Dockerfile", &err))?;
+    tokio::fs::write(dockerfile_dir.join("Dockerfile"), &dockerfile)
+        .await
+        .map_err(|err| passing("the Dockerfile", &err))?;
 
-    let uploaded = match &job.context {
-        Some(name) => {
-            let path = dir.join("upload");
-            let mut object = nats.stores.uploads.get(name).await.map_err(|err| unavailable("the context", &err))?;
-            let mut file = tokio::fs::File::create(&path).await.map_err(|err| passing("the context", &err))?;
-            artifacts_runtime::attempt::copy_object("the context", &mut object, &mut file).await?;
-            Some(path)
-        }
-        None => None,
-    };
+    let context_dir = dir.join("context");
+    tokio::fs::create_dir_all(&context_dir).await.map_err(|err| passing("the context", &err))?;
+    let Some(name) = &job.context else { return Ok((context_dir, dockerfile_dir)) };
+    let path = dir.join("upload");
+    let mut object = nats.stores.uploads.get(name).await.map_err(|err| unavailable("the context", &err))?;
+    let mut file = tokio::fs::File::create(&path).await.map_err(|err| passing("the context", &err))?;
+    artifacts_runtime::attempt::copy_object("the context", &mut object, &mut file).await?;
+    drop(file);
     let limits = Limits::for_contexts(&settings.build);
-    let context = dir.join("context.tar");
-    let output = context.clone();
+    let root = context_dir.clone();
     tokio::task::spawn_blocking(move || -> Result<(), ArchiveError> {
-        let mut builder = tar::Builder::new(std::io::BufWriter::new(std::fs::File::create(&output)?));
-        builder.follow_symlinks(false);
-        if let Some(uploaded) = uploaded {
-            archive::for_each_entry(std::fs::File::open(uploaded)?, limits, 0, |path, entry| {
-                let mut header = entry.header().clone();
-                builder.append_data(&mut header, path, entry.by_ref().take(u64::MAX))
-            })?;
-        }
-        let mut header = tar::Header::new_gnu();
-        header.set_size(dockerfile.len() as u64);
-        header.set_mode(0o644);
-        builder.append_data(&mut header, DOCKERFILE_IN_CONTEXT, dockerfile.as_slice())?;
-        builder.into_inner()?.into_inner().map_err(|err| err.into_error())?;
+        archive::for_each_entry(std::fs::File::open(&path)?, limits, 0, |relative, entry| {
+            unpack(&root, relative, entry)
+        })?;
+        std::fs::remove_file(&path)?;
         Ok(())
     })
     .await
     .map_err(|err| BuildFailure::Passing(format!("context assembly stopped: {err}")))?
     .map_err(|err| BuildFailure::Permanent(format!("build context: {err}")))?;
-    Ok(context)
+    Ok((context_dir, dockerfile_dir))
+}
+
+/// Writes one checked entry under `root`, never through a symlink an earlier entry made (a later entry
+/// replaces an earlier one of the same path, as in Docker's own extraction).
+fn unpack(
+    root: &Path,
+    relative: &Path,
+    entry: &mut tar::Entry<'_, Box<dyn std::io::Read + '_>>,
+) -> std::io::Result<()> {
+    if relative.as_os_str().is_empty() {
+        return Ok(());
+    }
+    let mut current = root.to_path_buf();
+    let parts: Vec<_> = relative.components().collect();
+    for part in &parts[..parts.len() - 1] {
+        current.push(part);
+        match std::fs::symlink_metadata(&current) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => return Err(std::io::Error::other(format!("{} goes through a link or file", relative.display()))),
+            Err(_) => std::fs::create_dir(&current)?,
+        }
+    }
+    let target = root.join(relative);
+    if let Ok(meta) = std::fs::symlink_metadata(&target) {
+        if !(meta.is_dir() && entry.header().entry_type().is_dir()) {
+            if meta.is_dir() {
+                std::fs::remove_dir_all(&target)?;
+            } else {
+                std::fs::remove_file(&target)?;
+            }
+        }
+    }
+    entry.set_preserve_permissions(false);
+    entry.set_preserve_mtime(true);
+    entry.unpack(&target).map(|_| ())
 }

@@ -513,6 +513,13 @@ impl Walk<'_> {
                 Some(source) => self.copy_from(&source, line),
                 None => Ok(()),
             },
+            // BuildKit: `RUN --mount=type=bind|cache,from=<stage or image>` reads an image like `COPY --from`.
+            "run" => {
+                for source in mount_sources(&command.flags, line)? {
+                    self.copy_from(&source, line)?;
+                }
+                Ok(())
+            }
             "onbuild" => self.onbuild(&instruction.text.trim()[command.keyword.len()..], line),
             _ => Ok(()),
         }
@@ -634,6 +641,113 @@ fn copy_source(flags: &[String], line: usize) -> Result<Option<String>, String> 
     Ok(source.filter(|source| !source.is_empty()))
 }
 
+/// The `from=` of each `--mount` flag of a `RUN` (BuildKit's comma-separated `key=value` list).
+fn mount_sources(flags: &[String], line: usize) -> Result<Vec<String>, String> {
+    let mut sources = Vec::new();
+    for flag in flags {
+        let Some(("mount", value)) = flag.strip_prefix("--").unwrap_or(flag).split_once('=') else { continue };
+        for field in value.split(',') {
+            match field.split_once('=') {
+                Some((key, source)) if key.trim().eq_ignore_ascii_case("from") => {
+                    if source.contains('$') {
+                        return Err(format!(
+                            "line {line}: RUN --mount=...from={source}: write the stage name or image itself, \
+                             without variables"
+                        ));
+                    }
+                    if !source.is_empty() {
+                        sources.push(source.to_owned());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(sources)
+}
+
+/// What the engine's built-in Dockerfile frontend (BuildKit of Docker 20.10) cannot read, found before
+/// building so that it is refused with its line rather than built differently from what was written.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct NewerSyntax {
+    /// `# syntax=<image>`: BuildKit would build with that frontend image, which it must pull.
+    pub syntax: Option<(usize, String)>,
+    /// The first `RUN`, `COPY` or `ADD` with a heredoc (`<<EOF`), which the built-in frontend reads as
+    /// ordinary words (and the lines after it as instructions).
+    pub heredoc: Option<usize>,
+}
+
+/// The `# syntax=` directive and the first heredoc of `dockerfile`.
+pub fn newer_syntax(dockerfile: &str) -> Result<NewerSyntax, String> {
+    let source = dockerfile.strip_prefix('\u{feff}').unwrap_or(dockerfile);
+    let mut found = NewerSyntax::default();
+    for (index, line) in physical_lines(source).enumerate() {
+        let Some((name, value)) = directive(line) else { break };
+        if name.eq_ignore_ascii_case("syntax") {
+            found.syntax = Some((index + 1, value.to_owned()));
+        }
+    }
+    let (_, instructions) = parse(dockerfile)?;
+    for instruction in &instructions {
+        let command = split_command(&instruction.text, instruction.line)?;
+        if !matches!(command.keyword.as_str(), "run" | "copy" | "add") {
+            continue;
+        }
+        if command.args.split(is_separator).any(is_heredoc) {
+            found.heredoc = Some(instruction.line);
+            break;
+        }
+    }
+    Ok(found)
+}
+
+/// A word BuildKit's newer parsers take for a heredoc: `[n]<<[-]NAME`, the name maybe quoted.
+fn is_heredoc(word: &str) -> bool {
+    let word = word.trim_start_matches(|c: char| c.is_ascii_digit());
+    let Some(rest) = word.strip_prefix("<<") else { return false };
+    let rest = rest.strip_prefix('-').unwrap_or(rest);
+    let name = rest.trim_matches(['"', '\'']);
+    !name.is_empty() && !name.contains('<') && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+}
+
+/// The stage names of `dockerfile` (`FROM <image> AS <name>`), lower-cased as Docker reads them.
+pub fn stage_names(dockerfile: &str) -> Result<Vec<String>, String> {
+    let (_, instructions) = parse(dockerfile)?;
+    let mut names = Vec::new();
+    for instruction in &instructions {
+        let command = split_command(&instruction.text, instruction.line)?;
+        if command.keyword != "from" {
+            continue;
+        }
+        let words: Vec<&str> = command.args.split(is_separator).filter(|word| !word.is_empty()).collect();
+        if let [_, keyword, name] = words[..] {
+            if keyword.eq_ignore_ascii_case("as") {
+                names.push(name.to_ascii_lowercase());
+            }
+        }
+    }
+    Ok(names)
+}
+
+/// A `target` as Docker accepts a stage name: `[a-z][a-z0-9._-]*` (at most 128 characters).
+pub fn check_target(target: &str, dockerfile: &str) -> Result<(), String> {
+    let valid = target.len() <= 128
+        && target.starts_with(|c: char| c.is_ascii_lowercase())
+        && target.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+    if !valid {
+        return Err(format!(
+            "target {target:?} is not a stage name: a stage name is a lower-case letter followed by lower-case \
+             letters, digits, '.', '_' or '-' (at most 128 characters)"
+        ));
+    }
+    let stages = stage_names(dockerfile)?;
+    if !stages.iter().any(|stage| stage == target) {
+        let known = if stages.is_empty() { "none".to_owned() } else { stages.join(", ") };
+        return Err(format!("target {target:?} is not a stage of the Dockerfile (its named stages: {known})"));
+    }
+    Ok(())
+}
+
 /// The `COPY --from` source of an `ONBUILD` trigger, which Docker parses as a file of its own.
 fn trigger_copy_source(trigger: &str, line: usize) -> Result<Option<String>, String> {
     let (_, instructions) = parse(trigger).map_err(|why| format!("line {line}: ONBUILD {trigger}: {why}"))?;
@@ -665,6 +779,33 @@ mod tests {
 
     fn error(dockerfile: &str) -> String {
         referenced_images(dockerfile, &BTreeMap::new()).unwrap_err()
+    }
+
+    #[test]
+    fn mounts_from_images_are_images_and_from_stages_are_not() {
+        let file = "FROM busybox AS b\nFROM busybox\nRUN --mount=type=bind,from=b,target=/b --mount=type=cache,target=/c,from=other/img true\n";
+        assert_eq!(images(file), ["busybox", "other/img"]);
+        assert!(error("FROM busybox\nRUN --mount=from=$X,target=/x true\n").contains("line 2"));
+    }
+
+    #[test]
+    fn syntax_directives_and_heredocs_are_found_with_their_lines() {
+        let found = newer_syntax("# syntax=docker/dockerfile:1.4\nFROM busybox\nRUN <<EOF\necho hi\nEOF\n").unwrap();
+        assert_eq!(found.syntax, Some((1, "docker/dockerfile:1.4".into())));
+        assert_eq!(found.heredoc, Some(3));
+        let found = newer_syntax("FROM busybox\nRUN true\nCOPY <<-\"END\" /x\n").unwrap();
+        assert_eq!(found, NewerSyntax { syntax: None, heredoc: Some(3) });
+        let plain = newer_syntax("FROM busybox\nRUN echo a<<b && cat <<< x\n# syntax=late\n").unwrap();
+        assert_eq!(plain, NewerSyntax::default());
+    }
+
+    #[test]
+    fn targets_are_stage_names_of_the_file() {
+        let file = "FROM busybox AS Build\nFROM busybox AS final\n";
+        assert_eq!(check_target("build", file), Ok(()));
+        assert!(check_target("Build", file).unwrap_err().contains("not a stage name"));
+        assert!(check_target("nope", file).unwrap_err().contains("build, final"));
+        assert!(check_target("../x", file).is_err());
     }
 
     #[test]

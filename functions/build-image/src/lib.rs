@@ -3,6 +3,7 @@
 //! `artifacts_runtime::builder` frame.
 
 pub mod build;
+pub mod buildkit;
 pub mod dockerfile;
 pub mod submit;
 

@@ -22,7 +22,7 @@ use artifacts_schemas::{
     ImageJob, RequestError, RequestedBy, Trigger,
 };
 
-use crate::dockerfile::referenced_images;
+use crate::dockerfile::{check_target, newer_syntax, referenced_images};
 use crate::SERVICE_NAME;
 
 pub async fn answer(nats: &Nats, settings: &Settings, request: &Request) -> Reply {
@@ -39,6 +39,10 @@ async fn accept(nats: &Nats, settings: &Settings, request: &Request) -> Result<B
     if build.dockerfile.trim().is_empty() {
         return Err(RequestError::invalid("the Dockerfile is empty"));
     }
+    if let Some(target) = &build.target {
+        check_target(target, &build.dockerfile).map_err(RequestError::invalid)?;
+    }
+    require_readable_frontend(settings, &build.dockerfile).await?;
     require_readable_bases(nats, settings, caller, &build).await?;
     if let Some(context) = &build.context {
         require_grant(nats, context_hex(context)?, caller, &build.component).await?;
@@ -60,6 +64,32 @@ async fn require_readable_bases(
         let may_read = |component: &ComponentName| caller.may(Scope::Read, component);
         image_access::require_readable(nats, &settings.registry.address, &reference, "the Dockerfile", may_read)
             .await?;
+    }
+    Ok(())
+}
+
+/// 400 for what the engine's built-in Dockerfile frontend cannot read (a heredoc), or a `# syntax=`
+/// frontend image the engine does not have (it cannot pull one): the line and why, never a build that
+/// silently reads the file otherwise. A frontend image present on the engine is used, heredocs and all.
+async fn require_readable_frontend(settings: &Settings, dockerfile: &str) -> Result<(), RequestError> {
+    let found = newer_syntax(dockerfile).map_err(RequestError::invalid)?;
+    if let Some((line, image)) = &found.syntax {
+        let docker = artifacts_runtime::docker::connect(settings).await.map_err(RequestError::unavailable)?;
+        if docker.inspect_image(image).await.is_ok() {
+            return Ok(());
+        }
+        return Err(RequestError::invalid(format!(
+            "line {line}: `# syntax={image}` asks BuildKit to build with the Dockerfile frontend image {image}, \
+             which the build engine does not have and cannot pull; remove the line to use the engine's built-in \
+             frontend, or have the operator load that image into the engine"
+        )));
+    }
+    if let Some(line) = found.heredoc {
+        return Err(RequestError::invalid(format!(
+            "line {line}: heredocs (`<<EOF`) need a newer Dockerfile frontend than the build engine's built-in \
+             one, which would read the lines that follow as instructions; write the commands on the line (or \
+             COPY a file), or name a frontend image present on the engine with `# syntax=`"
+        )));
     }
     Ok(())
 }
@@ -102,6 +132,7 @@ pub async fn queue(
         dockerfile_digest: format!("sha256:{dockerfile_hex}"),
         context_digest,
         build_args: request.build_args.clone(),
+        target: request.target.clone(),
         trigger: trigger.clone(),
     };
     // One repository, one (component, branch): a pair whose repository name another pair owns is a 409.
@@ -120,6 +151,7 @@ pub async fn queue(
                 dockerfile: dockerfile_object.clone(),
                 context: request.context.clone(),
                 build_args: request.build_args.clone(),
+                target: request.target.clone(),
             },
             rerun_failed: true,
             force: request.force,

@@ -322,6 +322,7 @@ async fn rebuild_images(
             branch: summary.branch,
             architecture: summary.architecture,
             build_args: summary.build_args,
+            target: summary.target,
             context: summary
                 .context_digest
                 .and_then(|d| d.strip_prefix("sha256:").map(|hex| format!("contexts/{hex}"))),

@@ -189,6 +189,10 @@ pub struct BuildSettings {
     pub cpus: f64,
     /// Network of build containers: `none` (default) or `default`/`bridge`/`host`.
     pub network: String,
+    /// Image builds take as BuildKit cache sources the latest image of their (component, branch) and of
+    /// the component's `main` branch from the registry, and push inline cache metadata, so every worker
+    /// reuses the layers any worker pushed. `false`: each engine's own cache only.
+    pub registry_cache: bool,
     /// Starts of one build before it is failed for good.
     pub max_attempts: u32,
     /// How long a job may go without a sign of life before JetStream hands it to another worker; workers
@@ -310,6 +314,7 @@ impl Default for BuildSettings {
             memory_bytes: 2 * 1024 * 1024 * 1024 - 1,
             cpus: 2.0,
             network: "none".into(),
+            registry_cache: true,
             max_attempts: 3,
             ack_wait_secs: 60,
             shutdown_grace_secs: 30,

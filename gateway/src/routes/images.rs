@@ -71,6 +71,8 @@ pub struct ImageUpload {
     build_args: Option<String>,
     /// `true`: build again even if an identical build succeeded.
     force: Option<bool>,
+    /// The stage to build (`docker build --target`); default the last.
+    target: Option<String>,
 }
 
 /// Build a Dockerfile and push the image to the registry.
@@ -140,7 +142,7 @@ async fn parse_submission(request: Request, state: &AppState) -> Result<(ImageBu
 
 async fn from_multipart(mut multipart: Multipart, state: &AppState) -> Result<ImageBuildRequest, ApiError> {
     let (mut dockerfile, mut component, mut branch, mut architecture, mut context) = (None, None, None, None, None);
-    let (mut build_args, mut force) = (BTreeMap::new(), false);
+    let (mut build_args, mut force, mut target) = (BTreeMap::new(), false, None);
     while let Some(field) = multipart.next_field().await.map_err(malformed)? {
         let name = field.name().unwrap_or("").to_owned();
         match name.as_str() {
@@ -148,10 +150,10 @@ async fn from_multipart(mut multipart: Multipart, state: &AppState) -> Result<Im
                 context = Some(upload_context(state, field).await?);
                 continue;
             }
-            "dockerfile" | "component" | "branch" | "architecture" | "buildArgs" | "force" => {}
+            "dockerfile" | "component" | "branch" | "architecture" | "buildArgs" | "force" | "target" => {}
             other => {
                 return Err(RequestError::invalid(format!(
-                    "unknown part {other:?}: expected dockerfile, component, branch, architecture, context, buildArgs or force"
+                    "unknown part {other:?}: expected dockerfile, component, branch, architecture, context, buildArgs, force or target"
                 ))
                 .into())
             }
@@ -167,6 +169,7 @@ async fn from_multipart(mut multipart: Multipart, state: &AppState) -> Result<Im
             "component" => component = Some(ComponentName::parse(text.trim())?),
             "branch" => branch = Some(BranchName::parse(text.trim())?),
             "architecture" => architecture = Some(Architecture::parse(text.trim())?),
+            "target" => target = Some(text.trim().to_owned()),
             "force" => force = text.trim().parse().map_err(|_| RequestError::invalid("force must be true or false"))?,
             _ => {
                 build_args = serde_json::from_str(&text).map_err(|_| {
@@ -183,6 +186,7 @@ async fn from_multipart(mut multipart: Multipart, state: &AppState) -> Result<Im
         architecture: architecture.ok_or_else(|| missing("architecture"))?,
         build_args,
         context,
+        target,
         force,
     })
 }

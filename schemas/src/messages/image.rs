@@ -53,6 +53,10 @@ pub struct ImageBuildRequest {
     /// the key that uploaded it or by keys building the component it was uploaded for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<String>,
+    /// The stage to build (`docker build --target`): a stage name of the Dockerfile (`[a-z][a-z0-9._-]*`,
+    /// at most 128 characters); stages it does not need are not built. Default: the last stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
     /// Build again even when the same Dockerfile, context and arguments were built successfully before
     /// (default: answer with that build).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -73,6 +77,9 @@ pub struct ImageJob {
     /// Object name of the build context, `contexts/<sha256 hex>`.
     pub context: Option<String>,
     pub build_args: BTreeMap<String, String>,
+    /// The stage to build, if not the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
 }
 
 /// What an image build's record shows of its submission: enough to tell exactly what was built.
@@ -87,6 +94,9 @@ pub struct ImageBuildSummary {
     /// `sha256:<hex>` of the uploaded context, if any.
     pub context_digest: Option<String>,
     pub build_args: BTreeMap<String, String>,
+    /// The stage built, if not the last (part of what makes builds identical).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger: Option<Trigger>,
 }
