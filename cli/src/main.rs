@@ -2,7 +2,7 @@
 //!
 //! `artifacts up` runs the whole stack in the foreground (see [`up`]); `artifacts keys` manages API keys
 //! through the gateway (see [`keys`]). The everyday client commands (`login`, `whoami`, `image`,
-//! `component`, `builds`, `gc`) talk to a gateway over its HTTP API ([`client`]), print tables for
+//! `component`, `builds`, `secret`, `gc`) talk to a gateway over its HTTP API ([`client`]), print tables for
 //! people or the gateway's JSON with `--json`, and exit 0 on success, 1 when the build or request
 //! failed (saying why), 2 on a usage error.
 
@@ -13,6 +13,7 @@ mod component;
 mod image;
 mod keys;
 mod progress;
+mod secrets;
 mod up;
 
 use std::path::PathBuf;
@@ -68,6 +69,9 @@ enum Command {
     /// List, show, follow and cancel builds.
     #[command(subcommand)]
     Builds(BuildsCommand),
+    /// Set, list and remove build secrets (admin keys); a value is read from standard input.
+    #[command(subcommand)]
+    Secret(SecretCommand),
     /// Run the collector now (admin keys).
     Gc {
         /// Say what would be removed, and remove nothing.
@@ -147,6 +151,23 @@ enum ComponentCommand {
     },
     /// List the stored components (of one component).
     Ls { component: Option<String> },
+}
+
+#[derive(Debug, Subcommand)]
+enum SecretCommand {
+    /// Create or replace a secret, its value read from standard input (one trailing line break dropped):
+    /// `artifacts secret set npm-token --component web-* < token.txt`.
+    Set {
+        /// [a-z0-9._-], at most 64 characters: the file /run/secrets/<name> in builds.
+        name: String,
+        /// A component pattern (`*` wildcard) whose builds may read the secret (repeatable; at least one).
+        #[arg(long = "component", required = true)]
+        components: Vec<String>,
+    },
+    /// List secrets: names, component patterns, last change (never values).
+    Ls,
+    /// Remove a secret: builds no longer get it.
+    Rm { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -243,6 +264,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Builds(BuildsCommand::Show { build_id }) => builds::show(&client()?, &build_id).await,
         Command::Builds(BuildsCommand::Logs { build_id, follow }) => builds::logs(&client()?, &build_id, follow).await,
         Command::Builds(BuildsCommand::Cancel { build_id }) => builds::cancel(&client()?, &build_id).await,
+        Command::Secret(SecretCommand::Set { name, components }) => secrets::set(&client()?, &name, components).await,
+        Command::Secret(SecretCommand::Ls) => secrets::list(&client()?).await,
+        Command::Secret(SecretCommand::Rm { name }) => secrets::remove(&client()?, &name).await,
         Command::Gc { dry_run } => builds::gc(&client()?, dry_run).await,
         Command::Completions { shell } => {
             use clap::CommandFactory as _;

@@ -163,6 +163,16 @@ pub async fn run(config: Option<PathBuf>, data_dir: PathBuf, nats_nodes: usize) 
         (Some(key), Some(certificate)) => SigningFiles { key: key.clone(), certificate: certificate.clone() },
         _ => registry_auth::ensure_signing_files(&data_dir).context("the registry token signing key")?,
     };
+    // Build secrets: the processes that store them (gc) and read them (build workers) share one key.
+    let secrets_key = match &settings.secrets.key_file {
+        Some(_) => None,
+        None => {
+            let file = data_dir.join("secrets.key");
+            artifacts_runtime::secrets::ensure_key_file(&file)
+                .map_err(|err| anyhow::anyhow!("the build secrets key: {err}"))?;
+            Some(file)
+        }
+    };
     let registry = &settings.registry.address;
     // The storage of the registry `up` runs, where the collector sweeps blobs.
     let mut registry_storage = settings.registry.storage_dir.clone();
@@ -208,6 +218,7 @@ pub async fn run(config: Option<PathBuf>, data_dir: PathBuf, nats_nodes: usize) 
             }
             let (config, service_url, admin_key) = (config.clone(), service_url.clone(), admin_key.clone());
             let (signing, registry_storage) = (signing.clone(), registry_storage.clone());
+            let secrets_key = secrets_key.clone();
             stack.spawn(name.trim_start_matches("artifacts-"), move || {
                 let mut command = Command::new(&bin);
                 command
@@ -215,6 +226,9 @@ pub async fn run(config: Option<PathBuf>, data_dir: PathBuf, nats_nodes: usize) 
                     .env("ARTIFACTS__REGISTRY__TOKEN_CERTIFICATE_FILE", &signing.certificate);
                 if let Some(storage) = &registry_storage {
                     command.env("ARTIFACTS__REGISTRY__STORAGE_DIR", storage);
+                }
+                if let Some(file) = &secrets_key {
+                    command.env("ARTIFACTS__SECRETS__KEY_FILE", file);
                 }
                 if let Some(config) = &config {
                     command.env("ARTIFACTS_CONFIG", config);

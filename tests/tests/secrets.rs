@@ -298,3 +298,66 @@ async fn a_component_outside_the_patterns_cannot_have_the_secret() {
     assert_eq!(record["status"], "failed", "{record}");
     assert!(record["errorMessage"].as_str().unwrap().contains("secret name"), "{record}");
 }
+
+/// Runs the `artifacts` program against the app with `key`, `stdin` as its standard input.
+async fn cli(app: &TestApp, key: &str, args: &[&str], stdin: &str) -> (i32, String, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(artifacts_tests::workspace_binary("artifacts"))
+        .args(args)
+        .env("ARTIFACTS_URL", &app.address)
+        .env("ARTIFACTS_KEY", key)
+        .env("HOME", "/nonexistent")
+        .env_remove("XDG_CONFIG_HOME")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).await.unwrap();
+    drop(input);
+    let output = child.wait_with_output().await.unwrap();
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (output.status.code().unwrap_or(-1), text(&output.stdout), text(&output.stderr))
+}
+
+#[tokio::test]
+async fn the_cli_sets_lists_and_removes_secrets_reading_values_from_standard_input() {
+    let (app, _dir) = app().await;
+    let value = random_value("cli");
+    let (code, out, err) =
+        cli(&app, ADMIN_KEY, &["secret", "set", "cli-tok", "--component", "app-*"], &format!("{value}\n")).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("cli-tok") && out.contains("created"), "{out}");
+    assert!(!out.contains(&value) && !err.contains(&value));
+    // Stored without the trailing line break: a build's hash of it matches the value's.
+    let component = artifacts_schemas::ComponentName::parse("app-one").unwrap();
+    let found = artifacts_runtime::secrets::for_component(&app.nats, &component).await.unwrap();
+    assert_eq!(found, vec![("cli-tok".to_owned(), value.clone().into_bytes())]);
+
+    let (code, out, _) = cli(&app, ADMIN_KEY, &["secret", "ls", "--json"], "").await;
+    assert_eq!(code, 0);
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed["secrets"][0]["name"], "cli-tok");
+    assert!(!out.contains(&value));
+    let (code, out, _) = cli(&app, ADMIN_KEY, &["secret", "ls"], "").await;
+    assert_eq!(code, 0);
+    assert!(out.contains("cli-tok") && out.contains("app-*"), "{out}");
+
+    let (reader, _) = app.create_key(json!({"name": "reader", "scopes": ["read"]})).await;
+    let (code, _, err) = cli(&app, &reader, &["secret", "ls"], "").await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("admin"), "{err}");
+    let (code, _, err) = cli(&app, ADMIN_KEY, &["secret", "set", "cli-tok"], "v").await;
+    assert_eq!(code, 2, "no --component is a usage error: {err}");
+    let (code, _, err) = cli(&app, ADMIN_KEY, &["secret", "set", "Bad", "--component", "a"], "v").await;
+    assert_eq!(code, 1);
+    assert!(err.contains("secret name"), "{err}");
+
+    let (code, out, _) = cli(&app, ADMIN_KEY, &["secret", "rm", "cli-tok", "--json"], "").await;
+    assert_eq!(code, 0);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["status"], "deleted");
+    let (code, _, err) = cli(&app, ADMIN_KEY, &["secret", "rm", "cli-tok"], "").await;
+    assert_eq!(code, 1);
+    assert!(err.contains("cli-tok"), "{err}");
+}

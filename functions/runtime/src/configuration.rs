@@ -586,7 +586,9 @@ mod layering_tests {
         std::env::set_var("ARTIFACTS__HOOKS__GITHUB__SECRET", "00042");
         std::env::set_var("ARTIFACTS__BUILD__ARCHITECTURES", "386");
         std::env::set_var("ARTIFACTS__BUILD__SLOTS", "3");
+        std::env::set_var("ARTIFACTS__SECRETS__KEY_FILE", "/srv/artifacts/secrets.key");
         let s = Settings::load(Some(&file)).unwrap();
+        assert_eq!(s.secrets.key_file.as_deref(), Some(Path::new("/srv/artifacts/secrets.key")));
         assert_eq!(s.gateway.listen.port(), 9999);
         assert_eq!(s.nats.url, "nats://plain:2");
         assert_eq!(s.nats.prefix, "fromenv");
@@ -605,6 +607,7 @@ mod layering_tests {
             "ARTIFACTS__NATS__PREFIX",
             "ARTIFACTS__GIT__ALLOWED_SCHEMES",
             "ARTIFACTS__HOOKS__GITHUB__SECRET",
+            "ARTIFACTS__SECRETS__KEY_FILE",
         ] {
             std::env::remove_var(var);
         }
