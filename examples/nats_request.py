@@ -4,18 +4,22 @@
     pip install nats-py
     export ARTIFACTS_KEY=ak_...          # an API key (or the admin key)
     python3 examples/nats_request.py artifacts.image.get \\
-        '{"component": "libfoo", "branch": "main", "architecture": "amd64"}'
+        '{"component": "hello", "branch": "main", "architecture": "amd64"}'
 
     # a component's tarball, fetched in chunks over NATS and checked against its digest
-    python3 examples/nats_request.py --download libfoo.tar.gz \\
-        '{"component": "libfoo", "tag": "v1.2.0", "architecture": "amd64"}'
+    python3 examples/nats_request.py --download hello-component.tar.gz \\
+        '{"component": "hello-component", "tag": "v1.0.0", "architecture": "amd64"}'
 
 The client connects with its key: user name = the key id (`admin` for the bootstrap admin key), password
 = the key; its replies come to its own inbox prefix `_INBOX_<key id>`, which no other connection may
 read. Each request also carries `Authorization: Bearer <key>`.
 
+(`hello` and `hello-component` are what the README's tour builds.)
+
 Prints the JSON reply. A failed request also carries the NATS micro-service headers
-Nats-Service-Error-Code (the HTTP status) and Nats-Service-Error, printed to stderr.
+Nats-Service-Error-Code (the HTTP status) and Nats-Service-Error, printed to stderr. Exit status, as the
+`artifacts` client's: 0 the request succeeded, 1 it failed (a 4xx or 5xx answer, no answer), 2 usage or
+no connection.
 """
 import argparse
 import asyncio
@@ -115,7 +119,7 @@ async def main() -> int:
         print(f"Nats-Service-Error-Code: {code}", file=sys.stderr)
         print(f"Nats-Service-Error: {reply.headers.get('Nats-Service-Error')}", file=sys.stderr)
     print(reply.data.decode())
-    return 0
+    return 1 if code else 0
 
 
 if __name__ == "__main__":

@@ -112,7 +112,8 @@ async fn a_python_client_gets_the_same_json() {
         .await
         .expect("python3 runs");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "the example failed (is nats-py installed? scripts/test installs it): {stderr}");
+    assert!(!stderr.contains("No module named"), "nats-py is missing: scripts/test installs it: {stderr}");
+    assert_eq!(output.status.code(), Some(1), "a 404 is a failed request, as the client's exit status says: {stderr}");
     assert!(stderr.contains("Nats-Service-Error-Code: 404"), "{stderr}");
     let from_python: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(from_python, http);
