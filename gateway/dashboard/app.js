@@ -608,6 +608,64 @@ async function keysView(signal) {
   await list();
 }
 
+async function secretsView(signal) {
+  const said = h('div', { 'aria-live': 'polite' });
+  const listing = h('div', {});
+  const form = h('form', { class: 'key-form', 'aria-label': 'Set a secret', autocomplete: 'off' },
+    h('div', {}, h('label', { for: 'secret-name' }, 'Name (a-z, 0-9, . _ -)'),
+      h('input', { id: 'secret-name', name: 'name', required: true })),
+    h('div', {}, h('label', { for: 'secret-value' }, 'Value (at most 64 KiB; never shown again)'),
+      h('textarea', { id: 'secret-value', name: 'value', required: true, rows: 3, spellcheck: 'false' })),
+    h('div', {}, h('label', { for: 'secret-components' }, 'Components whose builds may read it (patterns, comma-separated)'),
+      h('input', { id: 'secret-components', name: 'components', required: true, placeholder: 'web-*, libfoo' })),
+    h('button', { type: 'submit' }, 'Set secret'));
+
+  async function list() {
+    try {
+      const answer = await api('/secrets', { signal });
+      const rows = answer.secrets.map((secret) => h('tr', {},
+        h('td', {}, h('code', {}, secret.name)),
+        h('td', {}, secret.components.join(', ')),
+        h('td', {}, when(secret.updatedAt)),
+        h('td', {}, h('button', {
+          type: 'button',
+          class: 'danger',
+          'aria-label': `Remove ${secret.name}`,
+          onclick: async () => {
+            if (!window.confirm(`Remove the secret ${secret.name}? Builds no longer get it.`)) return;
+            try {
+              await api(`/secrets/${encodeURIComponent(secret.name)}`, { method: 'DELETE' });
+              say(`Secret ${secret.name} removed`);
+              list();
+            } catch (error) {
+              listing.prepend(failure(error));
+            }
+          },
+        }, 'Remove'))));
+      listing.replaceChildren(table('Build secrets', ['Name', 'Components', 'Changed', ''], rows, 'No secrets yet.'));
+    } catch (error) {
+      listing.replaceChildren(failure(error));
+    }
+  }
+
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const fields = Object.fromEntries(new FormData(form).entries());
+    const components = fields.components.split(',').map((pattern) => pattern.trim()).filter(Boolean);
+    try {
+      const answer = await api('/secrets', { method: 'POST', json: { name: fields.name, value: fields.value, components } });
+      form.reset();
+      said.replaceChildren(h('p', {}, `Secret ${answer.name} ${answer.status}.`));
+      say(`Secret ${answer.name} ${answer.status}`);
+      list();
+    } catch (error) {
+      said.replaceChildren(failure(error));
+    }
+  });
+  page('Secrets', said, h('h2', {}, 'Set a secret'), form, h('h2', {}, 'Secrets'), listing);
+  await list();
+}
+
 // ---- routing ------------------------------------------------------------------------------------------
 
 function route() {
@@ -640,6 +698,7 @@ async function render() {
   }
   $('#who').textContent = `Signed in as ${me.key?.name || me.keyId} (${me.scope})`;
   $('#nav-keys').hidden = me.scope !== 'admin';
+  $('#nav-secrets').hidden = me.scope !== 'admin';
   const { parts, params } = route();
   const section = parts[0] || 'builds';
   for (const link of document.querySelectorAll('#nav a')) {
@@ -653,6 +712,8 @@ async function render() {
   else if (section === 'components') await componentsView(params, signal);
   else if (section === 'keys' && me.scope === 'admin') await keysView(signal);
   else if (section === 'keys') page('Keys', h('p', {}, 'Only admin keys manage keys.'));
+  else if (section === 'secrets' && me.scope === 'admin') await secretsView(signal);
+  else if (section === 'secrets') page('Secrets', h('p', {}, 'Only admin keys manage secrets.'));
   else await buildsView(params, signal);
 }
 

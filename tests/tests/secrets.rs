@@ -361,3 +361,34 @@ async fn the_cli_sets_lists_and_removes_secrets_reading_values_from_standard_inp
     assert_eq!(code, 1);
     assert!(err.contains("cli-tok"), "{err}");
 }
+
+#[tokio::test]
+async fn the_dashboard_sets_lists_and_removes_secrets_for_admins_only() {
+    use fantoccini::Locator;
+    let (app, _dir) = app().await;
+    let browser = artifacts_tests::browser::Browser::start().await;
+    let home = app.url("/");
+    browser.sign_in(&home, ADMIN_KEY).await;
+    browser.go(&format!("{home}#/secrets")).await;
+    let value = random_value("page");
+    browser.wait_for("#secret-name").await.send_keys("page-tok").await.unwrap();
+    browser.wait_for("#secret-value").await.send_keys(&value).await.unwrap();
+    browser.wait_for("#secret-components").await.send_keys("web-*, api").await.unwrap();
+    browser.client.find(Locator::Css(".key-form button")).await.unwrap().click().await.unwrap();
+    browser.wait_for_text("table", "page-tok").await;
+    let page = browser.wait_for_text("#view", "web-*").await;
+    assert!(!page.contains(&value), "the page shows the value");
+    browser.screenshot("secrets").await;
+    let stored = list(&app, ADMIN_KEY).await.1;
+    assert_eq!(stored["secrets"][0]["components"], json!(["web-*", "api"]), "{stored}");
+
+    browser.script("window.confirm = () => true; return null").await;
+    browser.client.find(Locator::Css("button[aria-label='Remove page-tok']")).await.unwrap().click().await.unwrap();
+    browser.wait_for_text("#view", "No secrets yet").await;
+    assert_eq!(list(&app, ADMIN_KEY).await.1["secrets"], json!([]));
+
+    let (builder, _) = app.create_key(json!({"name": "builder", "scopes": ["build"]})).await;
+    browser.sign_out().await;
+    browser.sign_in(&home, &builder).await;
+    assert!(browser.client.find(Locator::Css("#nav-secrets[hidden]")).await.is_ok(), "the secrets page is an admin's");
+}
