@@ -70,6 +70,7 @@ pub struct ImageUpload {
     /// A JSON object of build arguments, e.g. `{"VERSION":"1.2"}`.
     build_args: Option<String>,
     /// `true`: build again even if an identical build succeeded.
+    #[schema(default = false, example = false)]
     force: Option<bool>,
     /// The stage to build (`docker build --target`); default the last.
     target: Option<String>,

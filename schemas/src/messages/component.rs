@@ -14,6 +14,12 @@ use crate::names::{slug_with_hash, Architecture, ComponentName, TagName};
 /// A repository to build: `POST /components`, `<prefix>.component.build`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({
+    "url": "https://github.com/acme/hello-component.git",
+    "component": "hello-component",
+    "tag": "v1.0.0",
+    "architecture": "amd64"
+}))]
 pub struct ComponentBuildRequest {
     /// The git URL to clone; its scheme must be allowed by `git.allowed_schemes` (default `https`).
     pub url: String,
@@ -22,6 +28,7 @@ pub struct ComponentBuildRequest {
     pub architecture: Architecture,
     /// Build again even when this commit was built successfully before (default: answer with that build).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[schema(default = false, example = false)]
     pub force: bool,
 }
 

@@ -39,6 +39,12 @@ pub const MAX_DOCKERFILE_BYTES: usize = 1024 * 1024;
 /// A Dockerfile to build: `POST /images`, `<prefix>.image.build`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({
+    "dockerfile": "FROM busybox\nRUN echo built > /built\nCMD [\"cat\", \"/built\"]\n",
+    "component": "hello",
+    "branch": "main",
+    "architecture": "amd64"
+}))]
 pub struct ImageBuildRequest {
     /// The Dockerfile's text.
     pub dockerfile: String,
@@ -60,6 +66,7 @@ pub struct ImageBuildRequest {
     /// Build again even when the same Dockerfile, context and arguments were built successfully before
     /// (default: answer with that build).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[schema(default = false, example = false)]
     pub force: bool,
 }
 
