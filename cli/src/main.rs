@@ -46,6 +46,15 @@ enum Command {
         /// one machine.
         #[arg(long, value_name = "NODES", value_parser = clap::builder::PossibleValuesParser::new(["3", "5"]))]
         nats_cluster: Option<String>,
+        /// Show every process's log here, each line prefixed by its name (they are always kept in
+        /// <data dir>/logs/<process>.log; without this only warnings and errors are shown).
+        #[arg(long, short)]
+        verbose: bool,
+        /// For trying things out: components may also be built from file:// repositories under the
+        /// system's temporary directory and the data directory (adds `file` to git.allowed_schemes and
+        /// both to git.file_roots, for every process).
+        #[arg(long)]
+        dev: bool,
     },
     /// Create, list and revoke API keys (needs an admin key).
     Keys(keys::KeysArgs),
@@ -214,9 +223,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let json = cli.json;
     let client = || client::Client::from_environment(json);
     match cli.command {
-        Command::Up { data_dir, nats_cluster } => {
+        Command::Up { data_dir, nats_cluster, verbose, dev } => {
             let nodes = nats_cluster.map_or(1, |nodes| nodes.parse().expect("3 or 5"));
-            up::run(cli.config, data_dir, nodes).await
+            up::run(cli.config, data_dir, nodes, up::Options { verbose, dev }).await
         }
         Command::Keys(args) => keys::run(cli.config, args).await,
         Command::Login { url, key } => account::login(url, key, json).await,

@@ -2,13 +2,18 @@
 //!
 //! Starts `nats-server` (JetStream, with `nats/nats-server.conf`) and the registry (Debian's
 //! `docker-registry`) unless something already answers at their addresses, then every function and the
-//! gateway, each as its own process with its output prefixed by its name. A process that exits is
-//! started again after a backoff (1 s, doubling to 30 s), and `up` says so; the stack stops only on
+//! gateway, each as its own process. Each process's output goes to `<data dir>/logs/<process>.log`
+//! (appended; at 16 MiB it moves to `<process>.log.1`, replacing the one before); on screen `up` shows
+//! its own lines and the processes' warnings and errors (`--verbose`: every line, prefixed by the
+//! process's name). A process that exits is shown with its last lines and started again after a backoff
+//! (1 s, doubling to 30 s), and `up` says so; the stack stops only on
 //! Ctrl-C or SIGTERM: the gateway and functions first, then the registry and NATS, each with SIGTERM and,
 //! after a grace period, SIGKILL. Children get SIGTERM when `up` dies however it dies (parent-death
 //! signal). `up` says the stack is up only when the gateway listens and every function answers
 //! `$SRV.PING`.
 
+use std::collections::VecDeque;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -61,8 +66,22 @@ const FUNCTIONS: &[&str] = &[
 /// Beyond a process's own time to stop (`Settings::stop_within`), before `up` kills it.
 const KILL_MARGIN: Duration = Duration::from_secs(2);
 
+/// How `up` runs the stack.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Every line of every process on screen, not only warnings and errors.
+    pub verbose: bool,
+    /// `file://` repositories under the temporary directory and the data directory may be built.
+    pub dev: bool,
+}
+
 /// `nats_nodes`: 1 runs one nats-server, more a local cluster of that many.
-pub async fn run(config: Option<PathBuf>, data_dir: PathBuf, nats_nodes: usize) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    config: Option<PathBuf>,
+    data_dir: PathBuf,
+    nats_nodes: usize,
+    options: Options,
+) -> anyhow::Result<ExitCode> {
     let mut settings = Settings::load(config.as_deref())?;
     if nats_nodes > 1 {
         settings.nats.replicas = 3;
@@ -71,8 +90,16 @@ pub async fn run(config: Option<PathBuf>, data_dir: PathBuf, nats_nodes: usize) 
     let data_dir = data_dir.canonicalize()?;
     let config = config.map(|file| file.canonicalize()).transpose().context("--config")?;
     let (admin_key, key_is_new) = admin_key(&data_dir)?;
+    let logs = data_dir.join("logs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
+    let dev_git = options.dev.then(|| dev_git_settings(&settings, &data_dir));
+    println!(
+        "artifacts up: starting the stack; each process's log goes to {}/<process>.log{}",
+        logs.display(),
+        if options.verbose { "" } else { " (--verbose shows them here)" }
+    );
 
-    let mut stack = Stack::new(settings.stop_within() + KILL_MARGIN);
+    let mut stack = Stack::new(settings.stop_within() + KILL_MARGIN, logs.clone(), options.verbose);
     let mut missing = Vec::new();
 
     let nats_addr = nats_address(&settings.nats.url)?;
@@ -80,7 +107,7 @@ pub async fn run(config: Option<PathBuf>, data_dir: PathBuf, nats_nodes: usize) 
     let mut service_url = None;
     let mut nats_users = None;
     let nats_up = if answers(&nats_addr).await {
-        println!("NATS already answers at {nats_addr}: using it");
+        println!("artifacts up: NATS already answers at {nats_addr}: using it");
         true
     } else if let Some(bin) = find_program("nats-server") {
         std::fs::write(data_dir.join("nats-server.conf"), NATS_CONFIG)?;
@@ -178,13 +205,15 @@ pub async fn run(config: Option<PathBuf>, data_dir: PathBuf, nats_nodes: usize) 
     let mut registry_storage = settings.registry.storage_dir.clone();
     if answers(registry).await {
         println!(
-            "a registry already answers at {registry}: using it (to put it behind API keys, see the README's \"Registry\")"
+            "artifacts up: a registry already answers at {registry}: using it (to put it behind API keys, see the README's \"Registry\")"
         );
     } else if let Some(bin) = find_program("docker-registry").or_else(|| find_program("registry")) {
         let conf = data_dir.join("registry.yml");
         let auth = registry_auth::registry_auth_config(&settings.public_url(), &signing.certificate);
         std::fs::write(&conf, format!("{REGISTRY_CONFIG}{auth}"))?;
         let (address, storage) = (registry.clone(), data_dir.join("registry"));
+        // Signs the registry's upload state; without one it makes up its own at each start (and warns).
+        let http_secret = secret_file(&data_dir.join("registry-http-secret"), "rs")?.0;
         registry_storage = Some(storage.clone());
         stack.spawn("registry", move || {
             let mut command = Command::new(&bin);
@@ -192,6 +221,7 @@ pub async fn run(config: Option<PathBuf>, data_dir: PathBuf, nats_nodes: usize) 
                 .arg("serve")
                 .arg(&conf)
                 .env("REGISTRY_HTTP_ADDR", &address)
+                .env("REGISTRY_HTTP_SECRET", &http_secret)
                 .env("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", &storage);
             command
         });
@@ -218,7 +248,7 @@ pub async fn run(config: Option<PathBuf>, data_dir: PathBuf, nats_nodes: usize) 
             }
             let (config, service_url, admin_key) = (config.clone(), service_url.clone(), admin_key.clone());
             let (signing, registry_storage) = (signing.clone(), registry_storage.clone());
-            let secrets_key = secrets_key.clone();
+            let (secrets_key, dev_git) = (secrets_key.clone(), dev_git.clone());
             stack.spawn(name.trim_start_matches("artifacts-"), move || {
                 let mut command = Command::new(&bin);
                 command
@@ -238,6 +268,11 @@ pub async fn run(config: Option<PathBuf>, data_dir: PathBuf, nats_nodes: usize) 
                 }
                 if nats_nodes > 1 {
                     command.env("ARTIFACTS__NATS__REPLICAS", "3");
+                }
+                if let Some(git) = &dev_git {
+                    command
+                        .env("ARTIFACTS__GIT__ALLOWED_SCHEMES", git.allowed_schemes.join(","))
+                        .env("ARTIFACTS__GIT__FILE_ROOTS", git.file_roots.join(","));
                 }
                 if std::env::var_os("ARTIFACTS__LOG__FORMAT").is_none() {
                     command.env("ARTIFACTS__LOG__FORMAT", "text");
@@ -280,9 +315,33 @@ pub async fn run(config: Option<PathBuf>, data_dir: PathBuf, nats_nodes: usize) 
             };
             println!("  NATS:      {servers} (user: the key id, or `admin`; password: the key)");
         }
+        println!("  logs:      {}/", logs.display());
+        if let Some(git) = &dev_git {
+            println!("  dev mode:  components may be built from file:// repositories under {}", git.file_roots.join(", "));
+        }
         println!("Press Ctrl-C to stop.");
+    } else {
+        eprintln!("artifacts up: the stack is not up yet; the processes' logs are in {}/", logs.display());
     }
     Ok(stack.supervise().await)
+}
+
+/// What `--dev` gives every process: `file` among the allowed schemes, and the temporary directory
+/// (`TMPDIR`, and `/tmp`, where the README's tour keeps its repositories) and the data directory among
+/// the roots `file://` URLs may name, besides whatever the configuration allows already.
+fn dev_git_settings(settings: &Settings, data_dir: &Path) -> artifacts_runtime::configuration::GitSettings {
+    let mut git = settings.git.clone();
+    if !git.allowed_schemes.iter().any(|scheme| scheme == "file") {
+        git.allowed_schemes.push("file".into());
+    }
+    let temp = std::env::temp_dir();
+    for root in [temp.as_path(), Path::new("/tmp"), data_dir] {
+        let root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf()).display().to_string();
+        if !git.file_roots.contains(&root) {
+            git.file_roots.push(root);
+        }
+    }
+    git
 }
 
 /// The NATS users of a stack `up` runs: written before nats-server starts, then kept following the API
@@ -382,6 +441,10 @@ struct Stack {
     processes: Vec<Supervised>,
     /// How long a process may take to stop before it is killed.
     grace: Duration,
+    /// Where each process's log is kept.
+    logs: PathBuf,
+    /// Every line on screen too.
+    verbose: bool,
 }
 
 struct Supervised {
@@ -397,15 +460,16 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const STEADY: Duration = Duration::from_secs(60);
 
 impl Stack {
-    fn new(grace: Duration) -> Self {
-        Self { processes: Vec::new(), grace }
+    fn new(grace: Duration, logs: PathBuf, verbose: bool) -> Self {
+        Self { processes: Vec::new(), grace, logs, verbose }
     }
 
     /// Starts a process made by `launch` and keeps it running: when it exits, it is started again after
     /// a backoff, and `up` says so. Returns the slot holding its current pid.
     fn spawn(&mut self, name: &'static str, launch: impl Fn() -> Command + Send + 'static) -> Arc<AtomicU32> {
         let (stop, pid) = (CancellationToken::new(), Arc::new(AtomicU32::new(0)));
-        let stopped = tokio::spawn(keep_running(name, launch, Arc::clone(&pid), stop.clone(), self.grace));
+        let log = Arc::new(ProcessLog::new(name, self.logs.join(format!("{name}.log")), self.verbose));
+        let stopped = tokio::spawn(keep_running(name, launch, log, Arc::clone(&pid), stop.clone(), self.grace));
         self.processes.push(Supervised { name, stop, stopped });
         pid
     }
@@ -436,6 +500,7 @@ impl Stack {
 async fn keep_running(
     name: &'static str,
     launch: impl Fn() -> Command,
+    log: Arc<ProcessLog>,
     pid_slot: Arc<AtomicU32>,
     stop: CancellationToken,
     grace: Duration,
@@ -443,8 +508,9 @@ async fn keep_running(
     let mut backoff = FIRST_BACKOFF;
     loop {
         let started = tokio::time::Instant::now();
-        let mut child = match start(name, launch()).await {
-            Ok(child) => child,
+        log.mark("starting");
+        let (mut child, readers) = match start(name, launch(), &log).await {
+            Ok(started) => started,
             Err(err) => {
                 eprintln!("artifacts up: cannot start {name}: {err:#}");
                 return;
@@ -454,13 +520,32 @@ async fn keep_running(
         pid_slot.store(pid, Ordering::Relaxed);
         let status = tokio::select! {
             status = child.wait() => status,
-            _ = stop.cancelled() => return stop_child(name, pid, &mut child, grace).await,
+            _ = stop.cancelled() => {
+                stop_child(name, pid, &mut child, grace).await;
+                log.mark("stopped");
+                return;
+            }
         };
+        // Its last words (a configuration error, a panic) are read to the end before they are shown.
+        let _ = tokio::time::timeout(Duration::from_secs(1), futures::future::join_all(readers)).await;
         let shown = status.map_or_else(|err| err.to_string(), |status| status.to_string());
         if started.elapsed() >= STEADY {
             backoff = FIRST_BACKOFF;
         }
-        eprintln!("artifacts up: {name} exited ({shown}); restarting it in {}s", backoff.as_secs());
+        log.mark(&format!("exited ({shown}); restarting it in {}s", backoff.as_secs()));
+        let last = log.take_recent();
+        if log.verbose || last.is_empty() {
+            eprintln!("artifacts up: {name} exited ({shown}); restarting it in {}s", backoff.as_secs());
+        } else {
+            eprintln!(
+                "artifacts up: {name} exited ({shown}); restarting it in {}s. Its last lines ({}):",
+                backoff.as_secs(),
+                log.path.display()
+            );
+            for line in last {
+                eprintln!("{name:>9} | {line}");
+            }
+        }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = stop.cancelled() => return,
@@ -470,9 +555,14 @@ async fn keep_running(
 }
 
 /// Spawns `command` in its own process group (Ctrl-C reaches `up` alone, which stops the processes in
-/// order), with its output prefixed by its name, and set to receive SIGTERM when `up` dies, however it
-/// dies (even SIGKILL), so nothing outlives the stack.
-async fn start(name: &'static str, mut command: Command) -> anyhow::Result<tokio::process::Child> {
+/// order), with its output going to its log, and set to receive SIGTERM when `up` dies, however it
+/// dies (even SIGKILL), so nothing outlives the stack. Also returns the tasks reading its output, which
+/// end with it.
+async fn start(
+    name: &'static str,
+    mut command: Command,
+    log: &Arc<ProcessLog>,
+) -> anyhow::Result<(tokio::process::Child, Vec<tokio::task::JoinHandle<()>>)> {
     command.process_group(0).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
     let up = std::process::id();
     // SAFETY: between fork and exec only prctl(2) and getppid(2), which are async-signal-safe, run.
@@ -489,9 +579,11 @@ async fn start(name: &'static str, mut command: Command) -> anyhow::Result<tokio
         });
     }
     let mut child = spawner().spawn(command).await.with_context(|| format!("cannot start {name}"))?;
-    tokio::spawn(prefix_lines(name, child.stdout.take().expect("piped")));
-    tokio::spawn(prefix_lines(name, child.stderr.take().expect("piped")));
-    Ok(child)
+    let readers = vec![
+        tokio::spawn(follow_lines(Arc::clone(log), child.stdout.take().expect("piped"))),
+        tokio::spawn(follow_lines(Arc::clone(log), child.stderr.take().expect("piped"))),
+    ];
+    Ok((child, readers))
 }
 
 /// The thread every child is forked from. The parent-death signal comes when the *thread* that forked a
@@ -555,16 +647,169 @@ async fn every_function_answers(nats: &Nats, limit: Duration) -> bool {
     }
 }
 
-async fn prefix_lines(name: &'static str, output: impl AsyncRead + Unpin) {
+async fn follow_lines(log: Arc<ProcessLog>, output: impl AsyncRead + Unpin) {
     let mut lines = BufReader::new(output).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        println!("{name:>9} | {line}");
+        log.line(&line);
     }
+}
+
+/// A log file grows to this, then moves to `<name>.log.1` (replacing the one before).
+const LOG_CAP: u64 = 16 << 20;
+
+/// Lines of a process kept to show when it exits.
+const LAST_LINES: usize = 12;
+
+/// One process's log: its file, what is shown on screen, and its latest lines.
+struct ProcessLog {
+    name: &'static str,
+    path: PathBuf,
+    verbose: bool,
+    state: std::sync::Mutex<LogState>,
+}
+
+#[derive(Default)]
+struct LogState {
+    file: Option<std::fs::File>,
+    size: u64,
+    /// The latest lines since the process last started.
+    recent: VecDeque<String>,
+    /// A write failed, and `up` said so: it is not said again.
+    failed: bool,
+}
+
+impl ProcessLog {
+    fn new(name: &'static str, path: PathBuf, verbose: bool) -> Self {
+        Self { name, path, verbose, state: Default::default() }
+    }
+
+    /// One line of the process's output: to its file, and on screen when verbose or when it is a warning
+    /// or an error.
+    fn line(&self, line: &str) {
+        {
+            let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            self.append(&mut state, line);
+            if state.recent.len() == LAST_LINES {
+                state.recent.pop_front();
+            }
+            state.recent.push_back(line.to_owned());
+        }
+        if self.verbose {
+            println!("{:>9} | {line}", self.name);
+        } else if is_warning(line) {
+            eprintln!("{:>9} | {line}", self.name);
+        }
+    }
+
+    /// A line of `up`'s own in the file (a start, an exit), and a new run's latest lines start afresh.
+    fn mark(&self, what: &str) {
+        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.append(&mut state, &format!("==> artifacts up: {} {what}", self.name));
+        if what == "starting" {
+            state.recent.clear();
+        }
+    }
+
+    /// The latest lines of the run that ended.
+    fn take_recent(&self) -> Vec<String> {
+        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.recent.drain(..).collect()
+    }
+
+    fn append(&self, state: &mut LogState, line: &str) {
+        if state.size >= LOG_CAP {
+            state.file = None;
+            let _ = std::fs::rename(&self.path, self.path.with_extension("log.1"));
+        }
+        if state.file.is_none() {
+            let opened = std::fs::OpenOptions::new().create(true).append(true).open(&self.path);
+            match opened {
+                Ok(file) => {
+                    state.size = file.metadata().map_or(0, |meta| meta.len());
+                    state.file = Some(file);
+                }
+                Err(err) => return self.failed(state, err),
+            }
+        }
+        let file = state.file.as_mut().expect("opened above");
+        match file.write_all(format!("{line}\n").as_bytes()) {
+            Ok(()) => state.size += line.len() as u64 + 1,
+            Err(err) => {
+                state.file = None;
+                self.failed(state, err);
+            }
+        }
+    }
+
+    fn failed(&self, state: &mut LogState, err: std::io::Error) {
+        if !std::mem::replace(&mut state.failed, true) {
+            eprintln!("artifacts up: cannot write {}: {err}; its lines are lost", self.path.display());
+        }
+    }
+}
+
+/// Whether a line of a process's output is a warning or an error, in the formats the stack's processes
+/// write: tracing's text (`<time>  WARN target: ...`) and JSON (`"level":"WARN"`), nats-server
+/// (`[WRN]`, `[ERR]`, `[FTL]`) and the registry (`level=warning`). Known harmless warnings are not:
+/// nats-server 2.9 calls the `anonymous` user (no password) a plaintext password, and the registry warns
+/// of every request without a token, which is how every client starts (then it gets one).
+fn is_warning(line: &str) -> bool {
+    const HARMLESS: &[&str] = &["Plaintext passwords detected", "authorization token required"];
+    if HARMLESS.iter().any(|harmless| line.contains(harmless)) {
+        return false;
+    }
+    let tracing_text = line.split_whitespace().nth(1).is_some_and(|level| matches!(level, "WARN" | "ERROR"));
+    let tracing_json = line.contains(r#""level":"WARN""#) || line.contains(r#""level":"ERROR""#);
+    let nats = ["[WRN]", "[ERR]", "[FTL]"].iter().any(|tag| line.contains(tag));
+    let registry = ["level=warning", "level=error", "level=fatal", "level=panic"].iter().any(|tag| line.contains(tag));
+    tracing_text || tracing_json || nats || registry || line.contains("panicked at")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warnings_are_told_from_other_lines() {
+        for line in [
+            "2026-12-07T04:54:58.855305Z  WARN artifacts_runtime::jobs: slow",
+            "2026-12-07T04:54:58.855305Z ERROR artifacts_gateway: failed",
+            r#"{"timestamp":"...","level":"WARN","fields":{"message":"slow"}}"#,
+            "[11425] 2026/12/07 04:54:58.445688 [ERR] cannot listen",
+            r#"time="2026-12-07T04:54:58Z" level=error msg="storage""#,
+            "thread 'main' panicked at src/main.rs:1:1:",
+        ] {
+            assert!(is_warning(line), "{line}");
+        }
+        for line in [
+            "2026-12-07T04:54:58.855305Z  INFO async_nats: event: connected",
+            "[11425] 2026/12/07 04:54:58.445610 [INF] Starting nats-server",
+            "[11425] 2026/12/07 04:54:58.445688 [WRN] Plaintext passwords detected, use nkeys or bcrypt",
+            r#"time="2026-12-07T04:54:58Z" level=info msg="listening on 127.0.0.1:5000""#,
+            r#"time="2026-12-07T05:09:03Z" level=warning msg="error authorizing context: authorization token required""#,
+            r#"127.0.0.1 - - [07/Dec/2026:04:55:00 +0000] "GET /v2/ HTTP/1.1" 401 87 "" "curl/7.88""#,
+        ] {
+            assert!(!is_warning(line), "{line}");
+        }
+    }
+
+    #[test]
+    fn logs_are_appended_and_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lookup.log");
+        std::fs::write(&path, "from before\n").unwrap();
+        let log = ProcessLog::new("lookup", path.clone(), false);
+        log.line("before");
+        log.mark("starting");
+        log.line("one");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, "from before\nbefore\n==> artifacts up: lookup starting\none\n");
+        assert_eq!(log.take_recent(), ["one"]);
+        log.state.lock().unwrap().size = LOG_CAP;
+        log.line("two");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "two\n");
+        assert_eq!(std::fs::read_to_string(path.with_extension("log.1")).unwrap(), text);
+    }
 
     #[test]
     fn nats_addresses() {

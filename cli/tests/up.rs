@@ -50,6 +50,8 @@ async fn up_starts_everything_and_ctrl_c_stops_everything() {
         .env("ARTIFACTS__REGISTRY__ADDRESS", format!("127.0.0.1:{registry}"))
         .env_remove("ARTIFACTS_ADMIN_KEY")
         .env_remove("ARTIFACTS_CONFIG")
+        .env_remove("ARTIFACTS__GIT__ALLOWED_SCHEMES")
+        .env_remove("ARTIFACTS__GIT__FILE_ROOTS")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
@@ -91,6 +93,16 @@ async fn up_starts_everything_and_ctrl_c_stops_everything() {
     assert_eq!(lookup.status(), 404);
     let body: Value = lookup.json().await.unwrap();
     assert_eq!(body["status"], "not_found");
+    // Without --dev, file:// repositories are refused.
+    let refused = http
+        .post(format!("http://127.0.0.1:{gateway}/api/v1/components"))
+        .bearer_auth(&admin_key)
+        .json(&serde_json::json!({"url": format!("file://{}", data.path().display()), "component": "local",
+            "tag": "v1.0.0", "architecture": "amd64"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
     // The registry answers only with a token from the gateway.
     let registry_answer = http.get(format!("http://127.0.0.1:{registry}/v2/")).send().await.unwrap();
     assert_eq!(registry_answer.status(), 401);
@@ -222,4 +234,130 @@ async fn up_starts_everything_and_ctrl_c_stops_everything() {
             "port {port} still answers after up stopped"
         );
     }
+}
+
+/// Issue 29: before its banner `up` shows only its own lines (each process's log goes to
+/// `<data dir>/logs/<process>.log`), and `--dev` lets components be built from `file://` repositories
+/// under the temporary and data directories.
+#[tokio::test]
+async fn up_keeps_process_logs_in_files_and_dev_builds_file_repositories() {
+    let bin = Path::new(env!("CARGO_BIN_EXE_artifacts"));
+    let data = tempfile::tempdir().unwrap();
+    let (gateway, nats, registry) = (free_port(), free_port(), free_port());
+    let mut up = tokio::process::Command::new(bin)
+        .args(["up", "--dev", "--data-dir"])
+        .arg(data.path())
+        .env("ARTIFACTS__GATEWAY__LISTEN", format!("127.0.0.1:{gateway}"))
+        .env("NATS_URL", format!("nats://127.0.0.1:{nats}"))
+        .env("ARTIFACTS__REGISTRY__ADDRESS", format!("127.0.0.1:{registry}"))
+        .env_remove("ARTIFACTS_ADMIN_KEY")
+        .env_remove("ARTIFACTS_CONFIG")
+        .env_remove("ARTIFACTS__GIT__ALLOWED_SCHEMES")
+        .env_remove("ARTIFACTS__GIT__FILE_ROOTS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    // Both streams, in the order they come, marked by which.
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<(&str, String)>();
+    let forward = |stream: &'static str, output: Box<dyn tokio::io::AsyncRead + Unpin + Send>| {
+        let lines_tx = lines_tx.clone();
+        tokio::spawn(async move {
+            let mut output = BufReader::new(output).lines();
+            while let Ok(Some(line)) = output.next_line().await {
+                let _ = lines_tx.send((stream, line));
+            }
+        });
+    };
+    forward("stdout", Box::new(up.stdout.take().unwrap()));
+    forward("stderr", Box::new(up.stderr.take().unwrap()));
+    let mut before_banner = Vec::new();
+    let mut banner = Vec::new();
+    let started = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some((stream, line)) = lines.recv().await {
+            if stream == "stdout" && line == "artifact storage is up" || !banner.is_empty() {
+                let done = line.starts_with("Press Ctrl-C");
+                banner.push(line);
+                if done {
+                    return;
+                }
+            } else {
+                before_banner.push(format!("{stream}: {line}"));
+            }
+        }
+    })
+    .await;
+    let shown = format!("before the banner:\n{}\nbanner:\n{}", before_banner.join("\n"), banner.join("\n"));
+    assert!(started.is_ok(), "up did not come up in 60s:\n{shown}");
+    tokio::spawn(async move { while lines.recv().await.is_some() {} });
+    // Its own lines only: each starts with `artifacts up:` or is blank (processes' lines are `name | ...`).
+    for line in &before_banner {
+        let text = line.split_once(": ").unwrap().1;
+        assert!(text.is_empty() || text.starts_with("artifacts up: "), "a line not of up's own: {line}\n{shown}");
+    }
+    let text = banner.join("\n");
+    let logs = data.path().canonicalize().unwrap().join("logs");
+    assert!(text.contains(&format!("logs:      {}/", logs.display())), "{text}");
+    assert!(text.contains("dev mode:  components may be built from file:// repositories under"), "{text}");
+    let admin_key = banner
+        .iter()
+        .find_map(|line| line.trim().strip_prefix("admin key: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the generated admin key is printed")
+        .to_owned();
+
+    // Each process's log, in its file.
+    for (process, says) in [
+        ("nats", "Server is ready"),
+        ("registry", "listening on"),
+        ("gateway", "gateway listening"),
+        ("lookup", "serving"),
+        ("build-image", "serving"),
+        ("build-component", "serving"),
+        ("git-trigger", ""),
+        ("gc", "serving"),
+    ] {
+        let file = logs.join(format!("{process}.log"));
+        let log = std::fs::read_to_string(&file).unwrap_or_else(|err| panic!("{}: {err}", file.display()));
+        assert!(log.contains(&format!("==> artifacts up: {process} starting")), "{}:\n{log}", file.display());
+        assert!(log.contains(says), "{} does not say {says:?}:\n{log}", file.display());
+    }
+
+    // A component from a file:// repository in the data directory is accepted.
+    let repo = data.path().join("hello-component");
+    std::fs::create_dir(&repo).unwrap();
+    std::fs::write(repo.join("build.sh"), "#!/bin/sh\necho hello > \"$ARTIFACT_OUT/hello.txt\"\n").unwrap();
+    for args in [
+        &["init", "-q", "-b", "main"][..],
+        &["add", "."],
+        &["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "hello"],
+        &["tag", "v1.0.0"],
+    ] {
+        let status = std::process::Command::new("git").arg("-C").arg(&repo).args(args).status().unwrap();
+        assert!(status.success(), "git {args:?}");
+    }
+    let answer = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{gateway}/api/v1/components"))
+        .bearer_auth(&admin_key)
+        .json(&serde_json::json!({
+            "url": format!("file://{}", repo.display()),
+            "component": "dev-hello",
+            "tag": "v1.0.0",
+            "architecture": "amd64",
+        }))
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status();
+    let body = answer.text().await.unwrap();
+    assert_eq!(status, 202, "{body}");
+
+    // SAFETY: signalling the child this test spawned.
+    unsafe { libc::kill(up.id().unwrap() as i32, libc::SIGINT) };
+    let status = tokio::time::timeout(Duration::from_secs(30), up.wait()).await.expect("up stops within 30s").unwrap();
+    assert!(status.success(), "{status}");
+    let gateway_log = std::fs::read_to_string(logs.join("gateway.log")).unwrap();
+    assert!(gateway_log.trim_end().ends_with("==> artifacts up: gateway stopped"), "{gateway_log}");
 }
