@@ -47,8 +47,86 @@ pub struct Settings {
     pub build: BuildSettings,
     pub retention: RetentionSettings,
     pub secrets: SecretsSettings,
+    pub storage: StorageSettings,
     /// The bootstrap admin API key (env `ARTIFACTS_ADMIN_KEY`).
     pub admin_key: Option<Secret>,
+}
+
+/// What JetStream keeps at most, per resource (env `ARTIFACTS__STORAGE__ARCHIVES_BYTES=20GiB`, ...; a
+/// number of bytes, or one with `KiB`, `MiB`, `GiB`, `TiB`, `KB`, `MB`, `GB`, `TB`). JetStream reserves
+/// every cap in full on each replica's node, so together they must fit each node's JetStream storage
+/// (`max_file_store`); the stack refuses to start otherwise, naming the setting to lower. A cap below
+/// what a resource already holds is refused too (nothing stored is dropped to fit).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageSettings {
+    /// Component tarballs (object store `artifacts_archives`).
+    #[serde(deserialize_with = "byte_size")]
+    pub archives_bytes: u64,
+    /// Uploaded Dockerfiles and build contexts (object store `artifacts_uploads`).
+    #[serde(deserialize_with = "byte_size")]
+    pub uploads_bytes: u64,
+    /// Build logs (the oldest lines go first).
+    #[serde(deserialize_with = "byte_size")]
+    pub logs_bytes: u64,
+    /// Queued build jobs (a full queue refuses new builds).
+    #[serde(deserialize_with = "byte_size")]
+    pub jobs_bytes: u64,
+    /// Push events, and the dead letters, each.
+    #[serde(deserialize_with = "byte_size")]
+    pub events_bytes: u64,
+    /// Each key-value bucket (records, indexes, keys, ...).
+    #[serde(deserialize_with = "byte_size")]
+    pub bucket_bytes: u64,
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        const MIB: u64 = 1024 * 1024;
+        const GIB: u64 = 1024 * MIB;
+        Self {
+            archives_bytes: 64 * GIB,
+            uploads_bytes: 8 * GIB,
+            logs_bytes: 4 * GIB,
+            jobs_bytes: 256 * MIB,
+            events_bytes: 256 * MIB,
+            bucket_bytes: 256 * MIB,
+        }
+    }
+}
+
+/// A size in bytes: a number, or a number with a unit (`20GiB`, `512 MiB`, `10GB`).
+fn byte_size<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Given {
+        Number(u64),
+        Text(String),
+    }
+    match Given::deserialize(deserializer)? {
+        Given::Number(bytes) => Ok(bytes),
+        Given::Text(text) => parse_byte_size(&text).map_err(serde::de::Error::custom),
+    }
+}
+
+pub fn parse_byte_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let (number, unit) = (text[..split].trim(), text[split..].trim());
+    let unit_bytes: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1000 * 1000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1000 * 1000 * 1000,
+        "gib" => 1 << 30,
+        "t" | "tb" => 1000 * 1000 * 1000 * 1000,
+        "tib" => 1 << 40,
+        _ => return Err(format!("{text:?} is not a size: write bytes, or a number with KiB, MiB, GiB or TiB (or KB, MB, GB, TB)")),
+    };
+    let number: f64 = number.parse().map_err(|_| format!("{text:?} is not a size: it must start with a number"))?;
+    Ok((number * unit_bytes as f64) as u64)
 }
 
 /// Build secrets (`artifacts_runtime::secrets`).
@@ -556,6 +634,24 @@ mod tests {
     }
 
     #[test]
+    fn sizes_are_bytes_or_numbers_with_units() {
+        assert_eq!(parse_byte_size("512"), Ok(512));
+        assert_eq!(parse_byte_size("20GiB"), Ok(20 << 30));
+        assert_eq!(parse_byte_size("1.5 MiB"), Ok(3 << 19));
+        assert_eq!(parse_byte_size("10GB"), Ok(10_000_000_000));
+        assert!(parse_byte_size("20 parsecs").unwrap_err().contains("KiB, MiB, GiB or TiB"));
+        assert!(parse_byte_size("GiB").is_err());
+        let text = "[storage]\narchives_bytes = \"8GiB\"\nlogs_bytes = 1024\n";
+        let s: Settings = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()
+            .and_then(config::Config::try_deserialize)
+            .unwrap();
+        assert_eq!((s.storage.archives_bytes, s.storage.logs_bytes), (8 << 30, 1024));
+        assert_eq!(Settings::default().storage.archives_bytes, 64 << 30);
+    }
+
+    #[test]
     fn secrets_do_not_print() {
         let s = Settings { admin_key: Some(Secret::new("hunter2")), ..Settings::default() };
         assert!(!format!("{s:?}").contains("hunter2"));
@@ -587,7 +683,11 @@ mod layering_tests {
         std::env::set_var("ARTIFACTS__BUILD__ARCHITECTURES", "386");
         std::env::set_var("ARTIFACTS__BUILD__SLOTS", "3");
         std::env::set_var("ARTIFACTS__SECRETS__KEY_FILE", "/srv/artifacts/secrets.key");
+        std::env::set_var("ARTIFACTS__STORAGE__ARCHIVES_BYTES", "12GiB");
+        std::env::set_var("ARTIFACTS__STORAGE__BUCKET_BYTES", "1048576");
         let s = Settings::load(Some(&file)).unwrap();
+        assert_eq!(s.storage.archives_bytes, 12 << 30);
+        assert_eq!(s.storage.bucket_bytes, 1 << 20);
         assert_eq!(s.secrets.key_file.as_deref(), Some(Path::new("/srv/artifacts/secrets.key")));
         assert_eq!(s.gateway.listen.port(), 9999);
         assert_eq!(s.nats.url, "nats://plain:2");
@@ -608,6 +708,8 @@ mod layering_tests {
             "ARTIFACTS__GIT__ALLOWED_SCHEMES",
             "ARTIFACTS__HOOKS__GITHUB__SECRET",
             "ARTIFACTS__SECRETS__KEY_FILE",
+            "ARTIFACTS__STORAGE__ARCHIVES_BYTES",
+            "ARTIFACTS__STORAGE__BUCKET_BYTES",
         ] {
             std::env::remove_var(var);
         }

@@ -11,7 +11,7 @@ use async_nats::jetstream::{self, kv, object_store, stream};
 
 use artifacts_schemas::{RequestError, Subjects};
 
-use crate::configuration::{redact_url, Settings};
+use crate::configuration::{redact_url, Settings, StorageSettings};
 
 /// A connected process: the client, JetStream, the subject names and the shared stores.
 #[derive(Clone)]
@@ -177,9 +177,9 @@ pub async fn connect(settings: &Settings, process_name: &str) -> anyhow::Result<
     wait_for_jetstream(&client, deadline).await;
     let jetstream = jetstream::new(client.clone());
     let subjects = settings.subjects();
-    let stores = ensure_resources(&jetstream, &subjects, settings.nats.replicas).await.with_context(|| {
-        format!("cannot set up JetStream on {}: is the server running with JetStream enabled (-js)?", redact_url(url))
-    })?;
+    let stores = ensure_resources(&jetstream, &subjects, settings.nats.replicas, &settings.storage)
+        .await
+        .map_err(|err| explain_setup_failure(err, &redact_url(url), &settings.storage))?;
     let secrets = std::sync::Arc::new(crate::secrets::Keyring::new(settings.secrets.key_file.clone()));
     Ok(Nats { client, jetstream, subjects, stores, secrets })
 }
@@ -229,12 +229,17 @@ fn split_credentials(url: &str) -> (Vec<String>, Option<(String, String)>) {
 /// Creates every stream and bucket that is missing. Processes starting together race to create the same
 /// streams, and the server refuses the loser's create (e.g. "subjects overlap with an existing stream")
 /// while the winner's is not yet in place: every step is idempotent, so a refused round is simply run again.
-pub async fn ensure_resources(js: &jetstream::Context, subjects: &Subjects, replicas: usize) -> anyhow::Result<Stores> {
+pub async fn ensure_resources(
+    js: &jetstream::Context,
+    subjects: &Subjects,
+    replicas: usize,
+    storage: &StorageSettings,
+) -> anyhow::Result<Stores> {
     const ROUNDS: u32 = 10;
     let mut round = 1;
     loop {
         // Boxed: the set-up future is large, and callers (tests especially) hold many at once.
-        match Box::pin(create_resources(js, subjects, replicas)).await {
+        match Box::pin(create_resources(&Setup { js, replicas, storage }, subjects)).await {
             Ok(stores) => return Ok(stores),
             Err(err) if round < ROUNDS => {
                 tracing::debug!(error = %format!("{err:#}"), round, "JetStream set-up raced another process; again");
@@ -246,8 +251,70 @@ pub async fn ensure_resources(js: &jetstream::Context, subjects: &Subjects, repl
     }
 }
 
-async fn create_resources(js: &jetstream::Context, subjects: &Subjects, replicas: usize) -> anyhow::Result<Stores> {
+/// What every resource is made with: the context, the replicas, the caps.
+struct Setup<'a> {
+    js: &'a jetstream::Context,
+    replicas: usize,
+    storage: &'a StorageSettings,
+}
+
+/// A byte cap and the setting it comes from, for messages that name what to change.
+#[derive(Clone, Copy)]
+struct Cap {
+    setting: &'static str,
+    bytes: u64,
+}
+
+impl Cap {
+    fn max_bytes(self) -> i64 {
+        i64::try_from(self.bytes).unwrap_or(i64::MAX)
+    }
+}
+
+impl std::fmt::Display for Cap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} = {}", self.setting, human_bytes(self.bytes))
+    }
+}
+
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let (mut value, mut unit) = (bytes as f64, 0);
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
+
+/// Set-up failures as an operator can act on them: too little JetStream storage names the caps to lower.
+fn explain_setup_failure(err: anyhow::Error, url: &str, storage: &StorageSettings) -> anyhow::Error {
+    let text = format!("{err:#}");
+    if text.contains("insufficient storage") || text.contains("insufficient resources") {
+        let reserved = storage.archives_bytes
+            + storage.uploads_bytes
+            + storage.logs_bytes
+            + storage.jobs_bytes
+            + 2 * storage.events_bytes
+            + KEY_VALUE_BUCKETS * storage.bucket_bytes;
+        return anyhow::anyhow!(
+            "JetStream on {url} has less storage than the stack's caps reserve ({} in all, on every replica's node): \
+             lower the setting named here, or give nats-server more JetStream storage (max_file_store). {text}",
+            human_bytes(reserved)
+        );
+    }
+    err.context(format!("cannot set up JetStream on {url}: is the server running with JetStream enabled (-js)?"))
+}
+
+/// The key-value buckets `create_resources` makes, each capped at `storage.bucket_bytes`.
+const KEY_VALUE_BUCKETS: u64 = 14;
+
+async fn create_resources(setup: &Setup<'_>, subjects: &Subjects) -> anyhow::Result<Stores> {
+    let (js, replicas, storage) = (setup.js, setup.replicas, setup.storage);
     let names = ResourceNames::new(subjects);
+    let jobs_cap = Cap { setting: "storage.jobs_bytes", bytes: storage.jobs_bytes };
+    let events_cap = Cap { setting: "storage.events_bytes", bytes: storage.events_bytes };
+    let logs_cap = Cap { setting: "storage.logs_bytes", bytes: storage.logs_bytes };
     // Created or updated, as the logs and push streams: byte caps reach deployments made before them.
     js.create_or_update_stream(stream::Config {
         name: names.jobs_stream(),
@@ -256,7 +323,7 @@ async fn create_resources(js: &jetstream::Context, subjects: &Subjects, replicas
         retention: stream::RetentionPolicy::WorkQueue,
         storage: stream::StorageType::File,
         duplicate_window: Duration::from_secs(10 * 60),
-        max_bytes: JOBS_STREAM_BYTES,
+        max_bytes: jobs_cap.max_bytes(),
         max_messages: MAX_QUEUED_JOBS,
         // A job no worker took in this long names an architecture no worker serves any more.
         max_age: JOB_MAX_AGE,
@@ -267,7 +334,7 @@ async fn create_resources(js: &jetstream::Context, subjects: &Subjects, replicas
         ..Default::default()
     })
     .await
-    .context("jobs stream")?;
+    .with_context(|| format!("jobs stream ({jobs_cap})"))?;
     // Created or updated: the first round stored pushes on the public subject itself.
     js.create_or_update_stream(stream::Config {
         name: names.push_stream(),
@@ -276,7 +343,7 @@ async fn create_resources(js: &jetstream::Context, subjects: &Subjects, replicas
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
         max_age: Duration::from_secs(7 * 24 * 3600),
-        max_bytes: PUSH_STREAM_BYTES,
+        max_bytes: events_cap.max_bytes(),
         max_message_size: MAX_PUSH_EVENT_BYTES as i32,
         // Forges redeliver a webhook for hours; a delivery id seen within a day collapses into one event.
         duplicate_window: Duration::from_secs(24 * 3600),
@@ -284,7 +351,7 @@ async fn create_resources(js: &jetstream::Context, subjects: &Subjects, replicas
         ..Default::default()
     })
     .await
-    .context("push stream")?;
+    .with_context(|| format!("push stream ({events_cap})"))?;
     js.create_or_update_stream(stream::Config {
         name: names.dead_letter_stream(),
         description: Some("Jobs that failed at every allowed delivery, kept for an operator to read and replay".into()),
@@ -292,13 +359,13 @@ async fn create_resources(js: &jetstream::Context, subjects: &Subjects, replicas
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
         max_age: Duration::from_secs(30 * 24 * 3600),
-        max_bytes: PUSH_STREAM_BYTES,
+        max_bytes: events_cap.max_bytes(),
         discard: stream::DiscardPolicy::Old,
         num_replicas: replicas,
         ..Default::default()
     })
     .await
-    .context("dead-letter stream")?;
+    .with_context(|| format!("dead-letter stream ({events_cap})"))?;
     js.create_or_update_stream(stream::Config {
         name: names.logs_stream(),
         description: Some("Build log lines, one subject per build".into()),
@@ -306,7 +373,7 @@ async fn create_resources(js: &jetstream::Context, subjects: &Subjects, replicas
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
         max_messages_per_subject: MAX_LOG_LINES_PER_BUILD,
-        max_bytes: LOGS_STREAM_BYTES,
+        max_bytes: logs_cap.max_bytes(),
         max_message_size: MAX_RECORD_BYTES,
         max_age: Duration::from_secs(30 * 24 * 3600),
         discard: stream::DiscardPolicy::Old,
@@ -314,47 +381,56 @@ async fn create_resources(js: &jetstream::Context, subjects: &Subjects, replicas
         ..Default::default()
     })
     .await
-    .context("logs stream")?;
-    let builds = key_value(js, replicas, names.builds_bucket(), "Build records by build id", 1).await?;
+    .with_context(|| format!("logs stream ({logs_cap})"))?;
+    let builds = key_value(setup, names.builds_bucket(), "Build records by build id", 1).await?;
     let build_index =
-        key_value(js, replicas, names.build_index_bucket(), "Build ids newest first: every build and per component", 1)
+        key_value(setup, names.build_index_bucket(), "Build ids newest first: every build and per component", 1)
             .await?;
     let active =
-        key_value(js, replicas, names.active_bucket(), "Queued or running build per submission hash", 1).await?;
+        key_value(setup, names.active_bucket(), "Queued or running build per submission hash", 1).await?;
     let sources =
-        key_value(js, replicas, names.sources_bucket(), "Where each component's source is known from", 1).await?;
+        key_value(setup, names.sources_bucket(), "Where each component's source is known from", 1).await?;
     let pushes =
-        key_value(js, replicas, names.pushes_bucket(), "Pushes handled by the git trigger, latest triggered builds", 1)
+        key_value(setup, names.pushes_bucket(), "Pushes handled by the git trigger, latest triggered builds", 1)
             .await?;
     let keys =
-        key_value(js, replicas, names.keys_bucket(), "Managed API keys by key id: hashes, never secrets", 1).await?;
+        key_value(setup, names.keys_bucket(), "Managed API keys by key id: hashes, never secrets", 1).await?;
     let upload_grants =
-        key_value(js, replicas, names.upload_grants_bucket(), "Who may use each uploaded build context", 1).await?;
+        key_value(setup, names.upload_grants_bucket(), "Who may use each uploaded build context", 1).await?;
     let images =
-        key_value(js, replicas, names.images_bucket(), "Latest image per component/branch/architecture", 10).await?;
+        key_value(setup, names.images_bucket(), "Latest image per component/branch/architecture", 10).await?;
     let components =
-        key_value(js, replicas, names.components_bucket(), "Latest component per component/tag/architecture", 10)
+        key_value(setup, names.components_bucket(), "Latest component per component/tag/architecture", 10)
             .await?;
     let archives =
-        object_store(js, replicas, names.archives_bucket(), "Component tarballs (.tar.gz)", ARCHIVES_BYTES).await?;
+        object_store(
+        setup,
+        names.archives_bucket(),
+        "Component tarballs (.tar.gz)",
+        Cap { setting: "storage.archives_bytes", bytes: storage.archives_bytes },
+    ).await?;
     let uploads =
-        object_store(js, replicas, names.uploads_bucket(), "Build sources: Dockerfiles and contexts", UPLOADS_BYTES)
+        object_store(
+            setup,
+            names.uploads_bucket(),
+            "Build sources: Dockerfiles and contexts",
+            Cap { setting: "storage.uploads_bytes", bytes: storage.uploads_bytes },
+        )
             .await?;
     let repositories =
-        key_value(js, replicas, names.repositories_bucket(), "The component of each registry repository", 1).await?;
+        key_value(setup, names.repositories_bucket(), "The component of each registry repository", 1).await?;
     let trigger_index = key_value(
-        js,
-        replicas,
+        setup,
         names.trigger_index_bucket(),
         "Components per repository and dependants per component version, for the git trigger",
         1,
     )
     .await?;
     let registry_gate =
-        key_value(js, replicas, names.registry_gate_bucket(), "Registry pushes in flight and the blob collection", 1)
+        key_value(setup, names.registry_gate_bucket(), "Registry pushes in flight and the blob collection", 1)
             .await?;
     let secrets =
-        key_value(js, replicas, names.secrets_bucket(), "Build secrets by name: values encrypted, never plaintext", 1)
+        key_value(setup, names.secrets_bucket(), "Build secrets by name: values encrypted, never plaintext", 1)
             .await?;
     Ok(Stores {
         builds,
@@ -378,9 +454,6 @@ async fn create_resources(js: &jetstream::Context, subjects: &Subjects, replicas
 /// The largest push event accepted: a push is a few hundred bytes of JSON.
 pub const MAX_PUSH_EVENT_BYTES: usize = 64 * 1024;
 
-/// What the push stream may hold; past it the oldest events go (a week's pushes are far smaller).
-pub const PUSH_STREAM_BYTES: i64 = 256 * 1024 * 1024;
-
 /// Each build keeps at most this many log lines (the oldest go first); its bytes are capped by the
 /// writer (`logs::MAX_LOG_BYTES_PER_BUILD`).
 pub const MAX_LOG_LINES_PER_BUILD: i64 = 20_000;
@@ -389,14 +462,9 @@ pub const MAX_LOG_LINES_PER_BUILD: i64 = 20_000;
 /// `max_payload`.
 pub const MAX_RECORD_BYTES: i32 = 1024 * 1024;
 
-/// Every stream has a byte cap, so no client can fill the server's disk. Jobs and records are a few KiB
-/// each; logs go oldest first; the object stores refuse what does not fit (the build or upload fails).
-/// The server reserves every cap in full against its `max_file_store` (100 GB in
-/// `nats/nats-server.conf`), so together they stay below it: about 80 GiB.
-pub const JOBS_STREAM_BYTES: i64 = 256 * MIB;
-pub const LOGS_STREAM_BYTES: i64 = 4 * GIB;
-/// Each of the key-value buckets.
-pub const KEY_VALUE_BYTES: i64 = 256 * MIB;
+/// Every stream has a byte cap (`storage.*_bytes`), so no client can fill the server's disk. Jobs and
+/// records are a few KiB each; logs and events go oldest first; the object stores refuse what does not
+/// fit (the build or upload fails). The server reserves every cap in full against its JetStream storage.
 /// Every stream that takes messages has a count cap beside its byte cap: a key-value bucket's entries
 /// (history included), and the queued jobs.
 pub const KEY_VALUE_MESSAGES: i64 = 1_000_000;
@@ -404,55 +472,54 @@ pub const MAX_QUEUED_JOBS: i64 = 100_000;
 /// A queued job is dropped after this long: only a deployment that lost every worker of an architecture
 /// keeps one waiting that long (its record stays `queued` until cancelled).
 pub const JOB_MAX_AGE: Duration = Duration::from_secs(14 * 24 * 3600);
-pub const ARCHIVES_BYTES: i64 = 64 * GIB;
-pub const UPLOADS_BYTES: i64 = 8 * GIB;
-
-const MIB: i64 = 1024 * 1024;
-const GIB: i64 = 1024 * MIB;
 
 async fn object_store(
-    js: &jetstream::Context,
-    replicas: usize,
+    setup: &Setup<'_>,
     bucket: String,
     description: &str,
-    max_bytes: i64,
+    cap: Cap,
 ) -> anyhow::Result<object_store::ObjectStore> {
+    let js = setup.js;
     if let Ok(store) = js.get_object_store(&bucket).await {
-        ensure_replicas(js, &format!("OBJ_{bucket}"), replicas).await?;
+        ensure_limits(setup, &format!("OBJ_{bucket}"), None, cap).await?;
         return Ok(store);
     }
     js.create_object_store(object_store::Config {
         bucket: bucket.clone(),
         description: Some(description.into()),
         storage: stream::StorageType::File,
-        max_bytes,
-        num_replicas: replicas,
+        max_bytes: cap.max_bytes(),
+        num_replicas: setup.replicas,
         ..Default::default()
     })
     .await
-    .with_context(|| format!("object store {bucket}"))
+    .with_context(|| format!("object store {bucket} ({cap})"))
 }
 
-/// A bucket made before `nats.replicas` changed is scaled to it: the server copies it to the new
-/// replicas (or drops the extra ones) in the background.
-async fn ensure_replicas(js: &jetstream::Context, stream: &str, replicas: usize) -> anyhow::Result<()> {
-    let mut config =
-        js.get_stream(stream).await.with_context(|| format!("stream {stream}"))?.cached_info().config.clone();
-    if config.num_replicas != replicas {
-        tracing::info!(stream, from = config.num_replicas, to = replicas, "changing the replicas");
-        config.num_replicas = replicas;
-        js.update_stream(config).await.with_context(|| format!("scaling {stream} to {replicas} replicas"))?;
+/// A bucket made before its settings changed follows them: the replicas (the server copies the data to
+/// new replicas, or drops the extra ones, in the background), the message cap, and the byte cap, which
+/// may not go below what the bucket already holds.
+async fn ensure_limits(setup: &Setup<'_>, stream: &str, max_messages: Option<i64>, cap: Cap) -> anyhow::Result<()> {
+    let mut found = setup.js.get_stream(stream).await.with_context(|| format!("stream {stream}"))?;
+    let info = found.info().await.with_context(|| format!("stream {stream}"))?;
+    let mut config = info.config.clone();
+    if cap.bytes < info.state.bytes {
+        anyhow::bail!(
+            "{cap} is less than {stream} already holds ({}): raise it, or collect first (artifacts gc)",
+            human_bytes(info.state.bytes)
+        );
     }
-    Ok(())
-}
-
-/// A bucket made before it had a message cap gets one.
-async fn ensure_message_cap(js: &jetstream::Context, stream: &str, max_messages: i64) -> anyhow::Result<()> {
-    let mut config =
-        js.get_stream(stream).await.with_context(|| format!("stream {stream}"))?.cached_info().config.clone();
-    if config.max_messages != max_messages {
-        config.max_messages = max_messages;
-        js.update_stream(config).await.with_context(|| format!("capping {stream} at {max_messages} messages"))?;
+    let changed = config.num_replicas != setup.replicas
+        || max_messages.is_some_and(|max| config.max_messages != max)
+        || config.max_bytes != cap.max_bytes();
+    if changed {
+        if config.num_replicas != setup.replicas {
+            tracing::info!(stream, from = config.num_replicas, to = setup.replicas, "changing the replicas");
+        }
+        config.num_replicas = setup.replicas;
+        config.max_messages = max_messages.unwrap_or(config.max_messages);
+        config.max_bytes = cap.max_bytes();
+        setup.js.update_stream(config).await.with_context(|| format!("updating {stream} ({cap})"))?;
     }
     Ok(())
 }
@@ -460,34 +527,30 @@ async fn ensure_message_cap(js: &jetstream::Context, stream: &str, max_messages:
 /// Creates the bucket's stream directly with the configuration `create_key_value` would use:
 /// `create_key_value` first queries the account, and async-nats 0.51 cannot parse nats-server 2.9's
 /// account info.
-async fn key_value(
-    js: &jetstream::Context,
-    replicas: usize,
-    bucket: String,
-    description: &str,
-    history: i64,
-) -> anyhow::Result<kv::Store> {
-    js.get_or_create_stream(stream::Config {
-        name: format!("KV_{bucket}"),
-        description: Some(description.into()),
-        subjects: vec![format!("$KV.{bucket}.>")],
-        max_messages_per_subject: history,
-        max_messages: KEY_VALUE_MESSAGES,
-        max_bytes: KEY_VALUE_BYTES,
-        max_message_size: MAX_RECORD_BYTES,
-        storage: stream::StorageType::File,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        discard: stream::DiscardPolicy::New,
-        num_replicas: replicas,
-        ..Default::default()
-    })
-    .await
-    .with_context(|| format!("key-value bucket {bucket}"))?;
-    ensure_replicas(js, &format!("KV_{bucket}"), replicas).await?;
-    ensure_message_cap(js, &format!("KV_{bucket}"), KEY_VALUE_MESSAGES).await?;
-    js.get_key_value(&bucket).await.with_context(|| format!("key-value bucket {bucket}"))
+async fn key_value(setup: &Setup<'_>, bucket: String, description: &str, history: i64) -> anyhow::Result<kv::Store> {
+    let cap = Cap { setting: "storage.bucket_bytes", bytes: setup.storage.bucket_bytes };
+    setup
+        .js
+        .get_or_create_stream(stream::Config {
+            name: format!("KV_{bucket}"),
+            description: Some(description.into()),
+            subjects: vec![format!("$KV.{bucket}.>")],
+            max_messages_per_subject: history,
+            max_messages: KEY_VALUE_MESSAGES,
+            max_bytes: cap.max_bytes(),
+            max_message_size: MAX_RECORD_BYTES,
+            storage: stream::StorageType::File,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::New,
+            num_replicas: setup.replicas,
+            ..Default::default()
+        })
+        .await
+        .with_context(|| format!("key-value bucket {bucket} ({cap})"))?;
+    ensure_limits(setup, &format!("KV_{bucket}"), Some(KEY_VALUE_MESSAGES), cap).await?;
+    setup.js.get_key_value(&bucket).await.with_context(|| format!("key-value bucket {bucket}"))
 }
 
 /// Runs a JetStream call again while it reached no one ("no responders"), for about a second at most.
