@@ -111,7 +111,79 @@ pub async fn list(
     Ok(ExitCode::SUCCESS)
 }
 
+/// A full build id is 36 characters: 8-4-4-4-12 hex digits.
+const BUILD_ID_LENGTH: usize = 36;
+
+/// The most builds read (newest first) while looking for a prefix.
+const MAX_BUILDS_SEARCHED: usize = 20_000;
+
+/// The build `given` names: a whole build id as it is, or any unique prefix of one (as the dashboard
+/// shortens them, e.g. `01a24e73-fa27`), found in the builds listing the key may see. None: not found;
+/// several: an error listing them.
+pub async fn resolve(client: &Client, given: &str) -> anyhow::Result<String> {
+    let prefix = given.trim().to_ascii_lowercase();
+    if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+        return Err(anyhow!(
+            "{given:?} is not a build id: expected a build id or the start of one, e.g. 01a24e73-fa27"
+        ));
+    }
+    if prefix.len() >= BUILD_ID_LENGTH {
+        return Ok(prefix);
+    }
+    let mut found: Vec<Value> = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut searched = 0;
+    loop {
+        let mut query = vec![("limit", "500".to_owned())];
+        query.extend(cursor.clone().map(|c| ("cursor", c)));
+        let page = client.send(client.get("/builds").query(&query), "builds").await?;
+        let builds = page["builds"].as_array().cloned().unwrap_or_default();
+        searched += builds.len();
+        found
+            .extend(builds.iter().filter(|b| b["buildId"].as_str().is_some_and(|id| id.starts_with(&prefix))).cloned());
+        // Build ids begin with their creation time (UUID v7) and the listing is newest first: once a
+        // page ends before the prefix, no older build can match.
+        // Compared on the time part (the first 13 characters) only, as ids of one millisecond are in no order.
+        let time = prefix.len().min(13);
+        let passed = builds
+            .last()
+            .and_then(|b| b["buildId"].as_str())
+            .is_some_and(|oldest| oldest.get(..time).is_some_and(|start| start < &prefix[..time]));
+        match page["nextCursor"].as_str() {
+            Some(next) if !passed && searched < MAX_BUILDS_SEARCHED => cursor = Some(next.to_owned()),
+            _ => break,
+        }
+    }
+    match found.as_slice() {
+        [] => Err(anyhow!(
+            "build {given}: no build id the key may see begins with {prefix:?} (`artifacts builds ls` lists them)"
+        )),
+        [one] => Ok(text(&one["buildId"])),
+        several => {
+            let candidates: Vec<String> = several
+                .iter()
+                .map(|b| {
+                    let target = if b["kind"] == "image" { &b["request"]["branch"] } else { &b["request"]["tag"] };
+                    format!(
+                        "  {}  {} {} {}",
+                        text(&b["buildId"]),
+                        text(&b["kind"]),
+                        text(&b["request"]["component"]),
+                        text(target)
+                    )
+                })
+                .collect();
+            Err(anyhow!(
+                "build id prefix {given:?} is ambiguous: {} builds begin with it (give more of the id):\n{}",
+                several.len(),
+                candidates.join("\n")
+            ))
+        }
+    }
+}
+
 pub async fn show(client: &Client, build_id: &str) -> anyhow::Result<ExitCode> {
+    let build_id = &resolve(client, build_id).await?;
     let record = client.send(client.get(&format!("/builds/{build_id}")), &format!("build {build_id}")).await?;
     client.print(&record, |record| {
         let request = &record["request"];
@@ -143,6 +215,7 @@ pub async fn show(client: &Client, build_id: &str) -> anyhow::Result<ExitCode> {
 
 /// The log so far; with `follow`, until the build ends (exit status as the build's).
 pub async fn logs(client: &Client, build_id: &str, follow_it: bool) -> anyhow::Result<ExitCode> {
+    let build_id = &resolve(client, build_id).await?;
     if follow_it {
         let record = follow(client, build_id).await?;
         return Ok(if record["status"] == "succeeded" { ExitCode::SUCCESS } else { ExitCode::FAILURE });
@@ -154,6 +227,7 @@ pub async fn logs(client: &Client, build_id: &str, follow_it: bool) -> anyhow::R
 }
 
 pub async fn cancel(client: &Client, build_id: &str) -> anyhow::Result<ExitCode> {
+    let build_id = &resolve(client, build_id).await?;
     let record = client.send(client.post(&format!("/builds/{build_id}/cancel")), &format!("build {build_id}")).await?;
     client.print(&record, |record| {
         println!("build {} {}", text(&record["buildId"]), status_text(&text(&record["status"])))

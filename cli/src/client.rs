@@ -58,6 +58,33 @@ pub fn save_login(login: &Login) -> anyhow::Result<PathBuf> {
     Ok(file)
 }
 
+/// What `login` saved, if it did (and the file reads).
+pub fn saved_login() -> Option<Login> {
+    login_file()
+        .ok()
+        .and_then(|file| std::fs::read_to_string(file).ok())
+        .and_then(|text| serde_json::from_str(&text).ok())
+}
+
+/// A variable of the environment, unless unset or empty.
+pub fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|value| !value.is_empty())
+}
+
+/// The gateway (normalized) and key the environment names: `ARTIFACTS_URL` and `ARTIFACTS_KEY`, each
+/// else from the saved login. The saved key goes only with the saved URL: with `ARTIFACTS_URL` naming
+/// another gateway, only `ARTIFACTS_KEY` is sent there.
+pub fn environment_login() -> (Option<String>, Option<String>) {
+    let saved = saved_login();
+    let url = env("ARTIFACTS_URL").map(|url| normalize_url(&url));
+    let saved_url = saved.as_ref().map(|login| normalize_url(&login.url));
+    let key = env("ARTIFACTS_KEY").or_else(|| {
+        let same_gateway = url.is_none() || url == saved_url;
+        saved.filter(|_| same_gateway).map(|login| login.key)
+    });
+    (url.or(saved_url), key)
+}
+
 /// The gateway and key the commands use, with how they print.
 pub struct Client {
     /// Where the gateway is, without a trailing `/` (e.g. `http://127.0.0.1:8080`).
@@ -71,13 +98,7 @@ pub struct Client {
 impl Client {
     /// From `ARTIFACTS_URL` / `ARTIFACTS_KEY`, each else from the saved login.
     pub fn from_environment(json: bool) -> anyhow::Result<Self> {
-        let saved: Option<Login> = login_file()
-            .ok()
-            .and_then(|file| std::fs::read_to_string(file).ok())
-            .and_then(|text| serde_json::from_str(&text).ok());
-        let env = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
-        let url = env("ARTIFACTS_URL").or_else(|| saved.as_ref().map(|login| login.url.clone()));
-        let key = env("ARTIFACTS_KEY").or_else(|| saved.as_ref().map(|login| login.key.clone()));
+        let (url, key) = environment_login();
         let (Some(url), Some(key)) = (url, key) else {
             return Err(anyhow!(
                 "not logged in: run `artifacts login http://<gateway>:8080` (or set ARTIFACTS_URL and ARTIFACTS_KEY)"
@@ -95,6 +116,11 @@ impl Client {
             .read_timeout(Duration::from_secs(120))
             .build()?;
         Ok(Self { url, key, http, json })
+    }
+
+    /// The key sent (for `registry login`, which hands it to Docker).
+    pub fn key(&self) -> &str {
+        &self.key
     }
 
     pub fn api(&self, path: &str) -> String {

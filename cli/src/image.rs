@@ -10,6 +10,8 @@ use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 
+use artifacts_schemas::messages::image::body_too_large;
+
 use crate::builds::{follow, outcome};
 use crate::client::{list_catalog, text, Client};
 use crate::progress;
@@ -39,6 +41,7 @@ pub async fn build(client: &Client, args: BuildArgs) -> anyhow::Result<ExitCode>
     let ignore = dockerignore(&args.context)?;
     let entries = std::sync::Arc::new(walk_context(&args.context, &ignore)?);
     let size = packed_size(&entries)?;
+    refuse_too_large(client, size + dockerfile.len() as u64).await?;
     let architectures =
         if args.architectures.is_empty() { vec!["amd64".to_owned()] } else { args.architectures.clone() };
     let mut worst = ExitCode::SUCCESS;
@@ -83,6 +86,21 @@ pub async fn build(client: &Client, args: BuildArgs) -> anyhow::Result<ExitCode>
         }
     }
     Ok(worst)
+}
+
+/// Refuses before uploading a body (the context and the Dockerfile, `size` bytes) the gateway would
+/// refuse, with the gateway's own message: its limit comes from `GET /api/v1/info` (a gateway without it
+/// answers 413 itself).
+async fn refuse_too_large(client: &Client, size: u64) -> anyhow::Result<()> {
+    let Ok(info) = client.send(client.get("/info"), "the gateway's limits").await else {
+        return Ok(());
+    };
+    match info["limits"]["maxBodyBytes"].as_u64() {
+        Some(limit) if size > limit => {
+            Err(anyhow!("the image build: {} (HTTP 413, before uploading)", body_too_large(Some(size), limit)))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// What `.dockerignore` leaves out of the context, its patterns as Docker reads them: relative to the

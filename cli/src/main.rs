@@ -12,7 +12,9 @@ mod client;
 mod component;
 mod image;
 mod keys;
+mod pipe;
 mod progress;
+mod registry;
 mod secrets;
 mod up;
 
@@ -81,6 +83,8 @@ enum Command {
     /// Set, list and remove build secrets (admin keys); a value is read from standard input.
     #[command(subcommand)]
     Secret(SecretCommand),
+    /// Log the Docker engine in to the stack's registry with the key in use (`registry login`).
+    Registry(registry::RegistryArgs),
     /// Run the collector now (admin keys).
     Gc {
         /// Say what would be removed, and remove nothing.
@@ -208,11 +212,13 @@ enum BuildsCommand {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    pipe::quiet_on_closed_output();
     let cli = Cli::parse();
     let result = run(cli).await;
     match result {
         Ok(code) => code,
         Err(err) => {
+            pipe::exit_if_closed_output(&err);
             eprintln!("artifacts: {err:#}");
             ExitCode::FAILURE
         }
@@ -227,7 +233,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let nodes = nats_cluster.map_or(1, |nodes| nodes.parse().expect("3 or 5"));
             up::run(cli.config, data_dir, nodes, up::Options { verbose, dev }).await
         }
-        Command::Keys(args) => keys::run(cli.config, args).await,
+        Command::Keys(args) => keys::run(cli.config, args, json).await,
+        Command::Registry(args) => registry::run(&client()?, args).await,
         Command::Login { url, key } => account::login(url, key, json).await,
         Command::Whoami => account::whoami(&client()?).await,
         Command::Image(ImageCommand::Build {
@@ -279,7 +286,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Gc { dry_run } => builds::gc(&client()?, dry_run).await,
         Command::Completions { shell } => {
             use clap::CommandFactory as _;
-            clap_complete::generate(shell, &mut Cli::command(), "artifacts", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "artifacts", &mut script);
+            std::io::Write::write_all(&mut std::io::stdout().lock(), &script)?;
             Ok(ExitCode::SUCCESS)
         }
     }

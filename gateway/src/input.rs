@@ -45,16 +45,21 @@ pub fn declared_length(headers: &HeaderMap) -> Option<u64> {
 
 /// The whole body, at most `limit` bytes: 413 past it, at once when `Content-Length` says so.
 pub async fn body_bytes(req: Request, limit: usize) -> Result<Bytes, ApiError> {
-    let too_large = || {
-        ApiError::new(Failure::TooLarge, format!("the request body is larger than this route accepts ({limit} bytes)"))
+    let declared = declared_length(req.headers());
+    let too_large = |size: Option<u64>| {
+        let size = size.map_or_else(|| "is ".to_owned(), |size| format!("is {size} bytes, "));
+        ApiError::new(
+            Failure::TooLarge,
+            format!("the request body {size}larger than the {limit} bytes this route accepts"),
+        )
     };
-    if declared_length(req.headers()).is_some_and(|length| length > limit as u64) {
-        return Err(too_large());
+    if let Some(length) = declared.filter(|length| *length > limit as u64) {
+        return Err(too_large(Some(length)));
     }
     axum::body::to_bytes(req.into_body(), limit).await.map_err(|err| {
         let err = err.into_inner();
         if err.is::<LengthLimitError>() {
-            too_large()
+            too_large(None)
         } else {
             ApiError::new(Failure::Invalid, format!("cannot read the request body: {err}"))
         }

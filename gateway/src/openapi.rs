@@ -29,6 +29,7 @@ use crate::routes;
         routes::secrets::list,
         routes::secrets::delete,
         routes::registry::token,
+        routes::info::info,
         routes::manage::cancel,
         routes::manage::pin,
         routes::manage::unpin,

@@ -22,7 +22,7 @@ use crate::error::ApiError;
 use crate::metrics;
 use crate::openapi::ApiDoc;
 use crate::routes::registry::{self, TokenSigner};
-use crate::routes::{builds, components, dashboard, health, hooks, images, keys, manage, secrets};
+use crate::routes::{builds, components, dashboard, health, hooks, images, info, keys, manage, secrets};
 use crate::serve::{serve, ConnectionLimits};
 use crate::state::AppState;
 use crate::webhook_body::Budgets;
@@ -98,7 +98,8 @@ pub fn router(state: AppState) -> Router {
         .route("/whoami", get(keys::whoami))
         .route("/secrets", post(secrets::put).get(secrets::list))
         .route("/secrets/{name}", axum::routing::delete(secrets::delete))
-        .route("/registry/token", get(registry::token));
+        .route("/registry/token", get(registry::token))
+        .route("/info", get(info::info));
     // Docs, health and metrics answer at the root and, since the contract lists them under the API's base
     // path, below `/api/v1` too.
     let open = Router::new()

@@ -138,7 +138,8 @@ async fn every_command_works_against_a_real_stack() {
     let args = ["image", "build", context_arg, "-f", bad.to_str().unwrap(), "--component", &image, "--branch", "bad"];
     let output = cli.run(&args, &[], None).await;
     assert_eq!(output.status.code(), Some(1), "a failing build exits 1: {:?}", text(&output));
-    assert!(text(&output).1.contains("non-zero code: 3"), "and says why: {:?}", text(&output));
+    let why = text(&output).1;
+    assert!(why.contains("non-zero code: 3") || why.contains("exit code: 3"), "and says why: {why}");
 
     let found = cli.json(&["image", "get", &image, "--branch", "main"]).await;
     assert_eq!(found["status"], "found");
@@ -284,4 +285,285 @@ async fn the_archive_route_answers_a_range_and_refuses_one_past_the_end() {
     assert_eq!(past.headers()["content-range"], format!("bytes */{}", payload.len()).as_str());
     let body: Value = past.json().await.unwrap();
     assert!(body["errorMessage"].as_str().unwrap().contains("bytes=N-"), "{body}");
+}
+
+/// Issue 29: the client as people know `gh` and `gcloud`. Each test here failed before.
+mod first_hour {
+    use super::*;
+    use artifacts_schemas::{BuildKind, BuildStatus};
+
+    async fn logged_in(app: &TestApp) -> Cli {
+        let cli = Cli { home: tempfile::tempdir().unwrap(), url: app.url("") };
+        let output = cli.run(&["login", &cli.url], &[], Some(&format!("{ADMIN_KEY}\n"))).await;
+        assert!(output.status.success(), "{:?}", text(&output));
+        cli
+    }
+
+    /// `keys` used to ignore the saved login (`no admin key: pass --admin-key`), print JSON on a
+    /// terminal, and take `.../api/v1` as `--url` where `login` takes the gateway's root.
+    #[tokio::test]
+    async fn keys_use_the_saved_login_print_tables_and_take_the_gateway_root() {
+        let app = TestApp::spawn().await;
+        let cli = logged_in(&app).await;
+        let output = cli.run(&["keys", "create", "--name", "first-hour", "--scope", "read"], &[], None).await;
+        let (stdout, stderr) = text(&output);
+        assert!(output.status.success(), "keys create with the saved login: {stdout}\n{stderr}");
+        let secret = stdout.trim();
+        assert!(secret.starts_with("ak_") && !secret.contains('{'), "the secret alone, not JSON: {stdout}");
+        assert!(stderr.contains("shown this once"), "{stderr}");
+
+        let output = cli.run(&["keys", "list"], &[], None).await;
+        let (stdout, stderr) = text(&output);
+        assert!(output.status.success(), "{stdout}\n{stderr}");
+        let heading = stdout.lines().next().unwrap_or_default();
+        assert!(heading.starts_with("KEY") && heading.contains("NAME") && heading.contains("SCOPES"), "{stdout}");
+        assert!(stdout.lines().any(|line| line.contains("first-hour") && line.contains("read")), "{stdout}");
+        serde_json::from_str::<Value>(&stdout).expect_err("a table, not JSON");
+
+        // --json, and --url as the gateway's root or its API base.
+        for url in [cli.url.clone(), format!("{}/api/v1", cli.url), format!("{}/", cli.url)] {
+            let listed = cli.json(&["keys", "list", "--url", &url]).await;
+            let keys = listed["keys"].as_array().unwrap_or_else(|| panic!("{url}: {listed}"));
+            assert!(keys.iter().any(|key| key["name"] == "first-hour"), "{url}: {listed}");
+        }
+        // ARTIFACTS_URL / ARTIFACTS_KEY override the saved login.
+        let (reader, _) = app.create_key(json!({"name": "reader", "scopes": ["read"]})).await;
+        let output = cli.run(&["keys", "list"], &[("ARTIFACTS_KEY", &reader)], None).await;
+        assert_eq!(output.status.code(), Some(1), "{:?}", text(&output));
+        assert!(text(&output).1.contains("may not"), "a read key is refused: {:?}", text(&output));
+        let output =
+            cli.run(&["keys", "ls", "--json"], &[("ARTIFACTS_URL", &format!("{}/api/v1", cli.url))], None).await;
+        assert!(output.status.success(), "ARTIFACTS_URL with /api/v1 names the saved gateway: {:?}", text(&output));
+        let id = serde_json::from_slice::<Value>(&output.stdout).unwrap()["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|key| key["name"] == "reader")
+            .map(|key| key["keyId"].as_str().unwrap().to_owned())
+            .unwrap();
+        let output = cli.run(&["keys", "revoke", &id], &[], None).await;
+        assert!(output.status.success() && text(&output).0.contains("revoked"), "{:?}", text(&output));
+    }
+
+    /// `artifacts completions bash | head -3` used to panic (broken pipe).
+    #[tokio::test]
+    async fn a_closed_pipe_ends_the_command_quietly() {
+        for args in [&["completions", "bash"][..], &["--help"][..], &["completions", "zsh"][..]] {
+            let (reader, writer) = std::io::pipe().unwrap();
+            drop(reader);
+            let output = std::process::Command::new(workspace_binary("artifacts"))
+                .args(args)
+                .stdout(writer)
+                .stderr(Stdio::piped())
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+            assert!(stderr.is_empty(), "{args:?}: quietly: {stderr}");
+            assert_ne!(output.status.code(), Some(101), "{args:?}");
+        }
+        // head reads the first lines and goes away; the command ends quietly however far it got.
+        let mut shell = std::process::Command::new("bash")
+            .args([
+                "-c",
+                &format!("set -o pipefail; {} completions bash | head -3", workspace_binary("artifacts").display()),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let status = shell.wait().unwrap();
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(shell.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(status.code() == Some(0) || status.code() == Some(141), "{status:?}: {stderr}");
+    }
+
+    /// A mistyped command gets "did you mean" (clap's `suggestions`).
+    #[tokio::test]
+    async fn a_mistyped_command_gets_a_suggestion() {
+        let cli = Cli { home: tempfile::tempdir().unwrap(), url: String::new() };
+        let output = cli.run(&["buidls", "ls"], &[], None).await;
+        assert_eq!(output.status.code(), Some(2));
+        assert!(text(&output).1.contains("similar subcommand exists: 'builds'"), "{:?}", text(&output));
+        let output = cli.run(&["registry", "logn"], &[], None).await;
+        assert!(text(&output).1.contains("'login'"), "{:?}", text(&output));
+    }
+
+    /// A build id prefix as the dashboard shows it (`01a24e73-fa27`) used to be refused as "not a build
+    /// id"; any unique prefix names its build, an ambiguous one lists the candidates.
+    #[tokio::test]
+    async fn builds_are_named_by_any_unique_prefix() {
+        let app = TestApp::spawn().await;
+        let first = app.store_build(BuildKind::Image, BuildStatus::Succeeded, "prefix-a").await;
+        let second = app.store_build(BuildKind::Component, BuildStatus::Failed, "prefix-b").await;
+        let (first, second) = (first.as_str().to_owned(), second.as_str().to_owned());
+        let cli = logged_in(&app).await;
+        let common = first.chars().zip(second.chars()).take_while(|(a, b)| a == b).count();
+        assert!(common >= 8, "ids of one moment share their time prefix: {first} {second}");
+
+        for id in [&first, &second] {
+            let unique = &id[..common + 1];
+            let shown = cli.json(&["builds", "show", unique]).await;
+            assert_eq!(shown["buildId"], id.as_str(), "{unique}: {shown}");
+            let upper = unique.to_uppercase();
+            assert_eq!(cli.json(&["builds", "show", &upper]).await["buildId"], id.as_str());
+        }
+        // The dashboard's 13 characters, when they are unique.
+        if first[..13] != second[..13] {
+            assert_eq!(cli.json(&["builds", "show", &first[..13]]).await["buildId"], first.as_str());
+        }
+        let output = cli.run(&["builds", "logs", &second[..common + 1]], &[], None).await;
+        assert!(!text(&output).1.contains("not a build id"), "{:?}", text(&output));
+
+        let ambiguous = &first[..common];
+        let output = cli.run(&["builds", "show", ambiguous], &[], None).await;
+        let (_, stderr) = text(&output);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("ambiguous"), "{stderr}");
+        assert!(stderr.contains(&first) && stderr.contains(&second), "the candidates are listed: {stderr}");
+
+        let output = cli.run(&["builds", "cancel", "fffffff"], &[], None).await;
+        assert_eq!(output.status.code(), Some(1));
+        assert!(text(&output).1.contains("no build"), "{:?}", text(&output));
+        let output = cli.run(&["builds", "show", "not-hex"], &[], None).await;
+        assert!(text(&output).1.contains("not a build id"), "{:?}", text(&output));
+    }
+
+    /// A 100 MiB context used to get `413 ... (gateway.max_body_bytes)` with neither the limit nor the
+    /// size. The gateway's 413 names both (the size when the request declares it); the client, knowing
+    /// the size, refuses before uploading with the same words.
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_refused_naming_the_limit_and_the_size() {
+        let app = TestApp::spawn_with(|settings| settings.gateway.max_body_bytes = 1 << 20).await;
+        let form = || {
+            reqwest::multipart::Form::new()
+                .part("dockerfile", reqwest::multipart::Part::bytes(b"FROM busybox\n".to_vec()).file_name("Dockerfile"))
+                .text("component", "too-large")
+                .text("branch", "main")
+                .text("architecture", "amd64")
+                .part("context", reqwest::multipart::Part::bytes(vec![0u8; 3 << 20]).file_name("context.tar"))
+        };
+        let answer =
+            app.http.post(app.url("/api/v1/images")).bearer_auth(ADMIN_KEY).multipart(form()).send().await.unwrap();
+        assert_eq!(answer.status(), 413);
+        let body: Value = answer.json().await.unwrap();
+        let message = body["errorMessage"].as_str().unwrap();
+        assert!(message.contains("1048576 bytes (1.0 MiB)"), "the limit: {message}");
+        assert!(message.contains("gateway.max_body_bytes"), "{message}");
+        let declared = message.split("the request body is ").nth(1).and_then(|rest| rest.split(' ').next());
+        let size: u64 = declared.and_then(|size| size.parse().ok()).unwrap_or_else(|| panic!("the size: {message}"));
+        assert!(size > 3 << 20, "{message}");
+
+        // Without a declared length: the limit, and that the body is past it.
+        let chunks = futures::stream::iter((0..64).map(|_| Ok::<_, std::io::Error>(vec![0u8; 64 << 10])));
+        let streamed = reqwest::multipart::Form::new()
+            .part("dockerfile", reqwest::multipart::Part::bytes(b"FROM busybox\n".to_vec()).file_name("Dockerfile"))
+            .text("component", "too-large")
+            .text("branch", "main")
+            .text("architecture", "amd64")
+            .part("context", reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(chunks)).file_name("c.tar"));
+        let answer = app.http.post(app.url("/api/v1/images")).bearer_auth(ADMIN_KEY).multipart(streamed).send().await;
+        if let Ok(answer) = answer {
+            assert_eq!(answer.status(), 413);
+            let body: Value = answer.json().await.unwrap();
+            let message = body["errorMessage"].as_str().unwrap();
+            assert!(message.contains("larger than the 1048576 bytes (1.0 MiB)"), "{message}");
+        }
+
+        // The client refuses before uploading, with the same message.
+        let cli = logged_in(&app).await;
+        let context = cli.home.path().join("big-context");
+        std::fs::create_dir_all(&context).unwrap();
+        std::fs::write(context.join("Dockerfile"), "FROM busybox\nCOPY . /ctx\n").unwrap();
+        std::fs::write(context.join("big.bin"), vec![1u8; 2 << 20]).unwrap();
+        let args = ["image", "build", context.to_str().unwrap(), "--component", "too-large", "--branch", "main"];
+        let output = cli.run(&args, &[], None).await;
+        let (_, stderr) = text(&output);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("1048576 bytes (1.0 MiB)") && stderr.contains("gateway.max_body_bytes"), "{stderr}");
+        assert!(stderr.contains(" bytes (2.0 MiB)"), "the context's size: {stderr}");
+        assert!(!stderr.contains("uploading the context"), "refused before uploading: {stderr}");
+    }
+
+    /// There was no `docker login` helper: `artifacts registry login` gives the Docker engine the key for
+    /// the registry the gateway names (token authentication, realm the gateway), and `docker pull` works.
+    #[tokio::test]
+    async fn registry_login_lets_docker_pull() {
+        use artifacts_runtime::registry_auth::{self, ensure_signing_files};
+        require_docker().await;
+        let signing_dir = tempfile::tempdir().unwrap();
+        let signing = ensure_signing_files(signing_dir.path()).unwrap();
+        let registry_address = format!("127.0.0.1:{}", artifacts_tests::free_port());
+        let app = TestApp::spawn_with(|settings| {
+            settings.registry.address = registry_address.clone();
+            settings.registry.token_key_file = Some(signing.key.clone());
+            settings.registry.token_certificate_file = Some(signing.certificate.clone());
+        })
+        .await;
+        let auth = registry_auth::registry_auth_config(&app.url(""), &signing.certificate);
+        let _registry = Registry::start_at(&registry_address, &auth).await;
+        let component = unique_name("cli-pull");
+        let body = json!({"dockerfile": "FROM busybox\nRUN echo pulled > /which\n", "component": component,
+                          "branch": "main", "architecture": "amd64"});
+        let record: Value = app
+            .http
+            .post(app.url("/api/v1/images?wait=120"))
+            .bearer_auth(ADMIN_KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(record["status"], "succeeded", "{record}");
+        let image = record["result"]["imageName"].as_str().unwrap().to_owned();
+        let (reader, _) =
+            app.create_key(json!({"name": "puller", "scopes": ["read"], "components": [component]})).await;
+
+        let cli = Cli { home: tempfile::tempdir().unwrap(), url: app.url("") };
+        let output = cli.run(&["login", &cli.url], &[], Some(&format!("{reader}\n"))).await;
+        assert!(output.status.success(), "{:?}", text(&output));
+        let docker_env: Vec<(&str, String)> =
+            std::env::var("DOCKER_HOST").map(|host| vec![("DOCKER_HOST", host)]).unwrap_or_default();
+        let pull = |config: std::path::PathBuf| {
+            let image = image.clone();
+            let docker_env = docker_env.clone();
+            async move {
+                let _ = Command::new("docker").args(["rmi", "-f", &image]).output().await;
+                let output = Command::new("docker")
+                    .env("DOCKER_CONFIG", &config)
+                    .envs(docker_env)
+                    .args(["pull", &image])
+                    .output()
+                    .await
+                    .unwrap();
+                (output.status.success(), format!("{}{}", text(&output).0, text(&output).1))
+            }
+        };
+        let empty = tempfile::tempdir().unwrap();
+        let (pulled, said) = pull(empty.path().to_owned()).await;
+        assert!(!pulled, "without credentials the registry refuses: {said}");
+
+        for (name, extra) in [("docker-login", None), ("written", Some("--write-config"))] {
+            let config = cli.home.path().join(name);
+            let config_text = config.to_str().unwrap();
+            let mut env: Vec<(&str, &str)> = vec![("DOCKER_CONFIG", config_text)];
+            env.extend(docker_env.iter().map(|(name, value)| (*name, value.as_str())));
+            let mut args = vec!["registry", "login", "--json"];
+            args.extend(extra);
+            let output = cli.run(&args, &env, None).await;
+            assert!(output.status.success(), "{name}: {:?}", text(&output));
+            let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+            assert_eq!(report["registry"], registry_address.as_str(), "{report}");
+            assert_eq!(report["tokenAuthentication"], true, "{report}");
+            let saved: Value =
+                serde_json::from_str(&std::fs::read_to_string(config.join("config.json")).unwrap()).unwrap();
+            assert!(saved["auths"][&registry_address].is_object(), "{name}: {saved}");
+            assert!(!text(&output).1.contains(&reader), "the key is never shown");
+            let (pulled, said) = pull(config).await;
+            assert!(pulled, "{name}: docker pull after `artifacts registry login`: {said}");
+        }
+    }
 }

@@ -145,7 +145,7 @@ async fn the_cli_manages_keys() {
         tokio::process::Command::new(workspace_binary("artifacts"))
             .arg("keys")
             .args(args)
-            .args(["--url", &url])
+            .args(["--url", &url, "--json"])
             .env("ARTIFACTS_ADMIN_KEY", ADMIN_KEY)
             .output()
     };

@@ -12,7 +12,7 @@ use artifacts_runtime::uploads;
 use axum::http::header;
 use axum::response::Response;
 
-use artifacts_schemas::messages::image::MAX_DOCKERFILE_BYTES;
+use artifacts_schemas::messages::image::{body_too_large, MAX_DOCKERFILE_BYTES};
 use artifacts_schemas::{
     parse_json, Architecture, BranchName, BuildAccepted, BuildRecord, ComponentName, Endpoint, ErrorReply, Failure,
     ImageBuildRequest, ImageLookupReply, ImageQuery, RequestError,
@@ -23,7 +23,7 @@ use artifacts_schemas::messages::keys::Scope;
 
 use crate::auth::{Caller, Identity};
 use crate::error::ApiError;
-use crate::input::{body_bytes, QueryOrJson};
+use crate::input::{body_bytes, declared_length, QueryOrJson};
 use crate::state::AppState;
 
 /// Find the latest successful image of a component's branch for an architecture.
@@ -90,7 +90,7 @@ pub struct ImageUpload {
         (status = 400, description = "Bad input", body = ErrorReply),
         (status = 403, description = "The key lacks the build scope", body = ErrorReply),
         (status = 409, description = "Another (component, branch) owns the image repository this pair's name gives: the message names it", body = ErrorReply),
-        (status = 413, description = "Too large", body = ErrorReply),
+        (status = 413, description = "Larger than gateway.max_body_bytes (the message names the limit and the size), or a context past build.max_context_bytes", body = ErrorReply),
     ),
     security(("bearer" = []), ("apiKey" = []))
 )]
@@ -119,6 +119,11 @@ async fn parse_submission(request: Request, state: &AppState) -> Result<(ImageBu
     let content_type =
         request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
     let multipart = content_type.starts_with("multipart/form-data");
+    // A body whose length is declared past the limit is refused before any of it is read, naming both.
+    let limit = state.settings.gateway.max_body_bytes as u64;
+    if let Some(length) = declared_length(request.headers()).filter(|length| *length > limit) {
+        return Err(ApiError::new(Failure::TooLarge, body_too_large(Some(length), limit)));
+    }
     let submission: ImageBuildRequest = if multipart {
         let multipart = Multipart::from_request(request, state)
             .await
@@ -144,7 +149,8 @@ async fn parse_submission(request: Request, state: &AppState) -> Result<(ImageBu
 async fn from_multipart(mut multipart: Multipart, state: &AppState) -> Result<ImageBuildRequest, ApiError> {
     let (mut dockerfile, mut component, mut branch, mut architecture, mut context) = (None, None, None, None, None);
     let (mut build_args, mut force, mut target) = (BTreeMap::new(), false, None);
-    while let Some(field) = multipart.next_field().await.map_err(malformed)? {
+    let malformed = malformed(state);
+    while let Some(field) = multipart.next_field().await.map_err(&malformed)? {
         let name = field.name().unwrap_or("").to_owned();
         match name.as_str() {
             "context" => {
@@ -159,7 +165,7 @@ async fn from_multipart(mut multipart: Multipart, state: &AppState) -> Result<Im
                 .into())
             }
         }
-        let bytes = field.bytes().await.map_err(malformed)?;
+        let bytes = field.bytes().await.map_err(&malformed)?;
         if name == "dockerfile" && bytes.len() > MAX_DOCKERFILE_BYTES {
             return Err(ApiError::new(Failure::TooLarge, "the Dockerfile is larger than 1 MiB"));
         }
@@ -192,14 +198,16 @@ async fn from_multipart(mut multipart: Multipart, state: &AppState) -> Result<Im
     })
 }
 
-fn malformed(err: axum::extract::multipart::MultipartError) -> ApiError {
-    if err.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(
-            Failure::TooLarge,
-            "the request body is larger than this gateway accepts (gateway.max_body_bytes)",
-        )
-    } else {
-        RequestError::invalid(format!("malformed multipart body: {err}")).into()
+/// A multipart body that cannot be read: past `gateway.max_body_bytes` (a body of undeclared length,
+/// since a declared one past it is refused before reading), a 413 naming the limit; else a 400.
+fn malformed(state: &AppState) -> impl Fn(axum::extract::multipart::MultipartError) -> ApiError {
+    let limit = state.settings.gateway.max_body_bytes as u64;
+    move |err| {
+        if err.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(Failure::TooLarge, body_too_large(None, limit))
+        } else {
+            RequestError::invalid(format!("malformed multipart body: {err}")).into()
+        }
     }
 }
 
@@ -212,7 +220,7 @@ async fn upload_context(state: &AppState, mut field: Field<'_>) -> Result<String
     let spool = tempfile::NamedTempFile::new().map_err(|err| unavailable(&err))?;
     let mut file = tokio::fs::File::create(spool.path()).await.map_err(|err| unavailable(&err))?;
     let mut hasher = Sha256::new();
-    while let Some(chunk) = field.chunk().await.map_err(malformed)? {
+    while let Some(chunk) = field.chunk().await.map_err(malformed(state))? {
         hasher.update(&chunk);
         file.write_all(&chunk).await.map_err(|err| unavailable(&err))?;
     }

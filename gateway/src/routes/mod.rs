@@ -7,6 +7,7 @@ pub mod dashboard;
 pub mod health;
 pub mod hooks;
 pub mod images;
+pub mod info;
 pub mod keys;
 pub mod manage;
 pub mod registry;

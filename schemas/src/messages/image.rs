@@ -142,6 +142,37 @@ pub fn pull_command(image_name: &str, digest: &str) -> String {
     format!("docker pull {repository}@{digest}")
 }
 
+/// What a 413 for a body over `gateway.max_body_bytes` says, from the gateway and from the client that
+/// refuses before uploading: the limit, and the size when it is known (`None`: a body sent without a
+/// length, cut off at the limit).
+pub fn body_too_large(size: Option<u64>, limit: u64) -> String {
+    let size = match size {
+        Some(size) => format!("is {size} bytes ({}), larger than", human_bytes(size)),
+        None => "is larger than".to_owned(),
+    };
+    format!(
+        "the request body {size} the {limit} bytes ({}) this gateway accepts (gateway.max_body_bytes): \
+         leave files out of the context with .dockerignore, or raise the setting",
+        human_bytes(limit)
+    )
+}
+
+/// `bytes` in binary units, e.g. `100.0 MiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} bytes")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
 /// `echo "$ARTIFACTS_KEY" | docker login <registry> --username artifacts --password-stdin`.
 pub fn login_command(image_name: &str) -> String {
     let registry = image_name.split('/').next().unwrap_or(image_name);
