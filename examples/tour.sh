@@ -4,9 +4,11 @@
 #
 #   ARTIFACTS_KEY=$(cat /path/to/.artifacts/admin-key) examples/tour.sh
 #
-# The stack must allow `file://` repositories under the tour's directory, for the sample component:
+# The stack must allow `file://` repositories under the tour's directory, for the sample component, as
+# `scripts/up --dev` does (or ARTIFACTS__GIT__ALLOWED_SCHEMES=https,file
+# ARTIFACTS__GIT__FILE_ROOTS=/tmp/artifacts-tour scripts/up):
 #
-#   ARTIFACTS__GIT__ALLOWED_SCHEMES=https,file ARTIFACTS__GIT__FILE_ROOTS=/tmp/artifacts-tour scripts/up
+#   scripts/up --dev
 #
 # Settings: ARTIFACTS_URL (default http://127.0.0.1:8080), ARTIFACTS_KEY (an admin key), TOUR_DIR
 # (default /tmp/artifacts-tour). Needs curl, git and python3 (to read JSON); docker for the pull step.

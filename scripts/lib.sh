@@ -29,6 +29,15 @@ ensure_packages() {
 
 file_is_static() { ! ldd "$1" >/dev/null 2>&1; }
 
+# Where cargo puts what it builds: CARGO_TARGET_DIR, build.target-dir of a .cargo/config.toml, else
+# ./target (cargo's own answer, as an absolute path).
+target_dir() {
+  local dir
+  dir=$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
+        sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+  printf '%s\n' "${dir:-${CARGO_TARGET_DIR:-$PWD/target}}"
+}
+
 ensure_rust() {
   command -v cargo >/dev/null 2>&1 && return 0
   [ -x "$HOME/.cargo/bin/cargo" ] && { export PATH="$HOME/.cargo/bin:$PATH"; return 0; }

@@ -361,3 +361,26 @@ async fn up_keeps_process_logs_in_files_and_dev_builds_file_repositories() {
     let gateway_log = std::fs::read_to_string(logs.join("gateway.log")).unwrap();
     assert!(gateway_log.trim_end().ends_with("==> artifacts up: gateway stopped"), "{gateway_log}");
 }
+
+/// Issue 29: `scripts/up` runs the `artifacts` it built from cargo's target directory, which
+/// `CARGO_TARGET_DIR` moves (it ran `target/release/artifacts` whatever that said).
+#[test]
+fn scripts_up_finds_what_cargo_built_where_cargo_target_dir_says() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let target_dir = |value: &str| {
+        let output = std::process::Command::new("bash")
+            .args(["-c", ". scripts/lib.sh && target_dir"])
+            .current_dir(root)
+            .env("CARGO_TARGET_DIR", value)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    };
+    assert_eq!(target_dir("/tmp/elsewhere-target"), "/tmp/elsewhere-target");
+    assert_eq!(target_dir("relative-target"), root.join("relative-target").display().to_string());
+    let script = std::fs::read_to_string(root.join("scripts/up")).unwrap();
+    assert!(script.contains("bin_dir=\"$(target_dir)/release\""), "{script}");
+    assert!(script.contains("exec \"$bin_dir/artifacts\" up"), "{script}");
+    assert!(!script.contains("--workspace"), "scripts/up builds only what runs:\n{script}");
+}

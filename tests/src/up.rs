@@ -42,8 +42,9 @@ impl UpStack {
         let data = tempfile::tempdir().expect("temporary directory");
         let (gateway, registry) = (free_port(), free_port());
         let mut command = Command::new(workspace_binary("artifacts"));
+        // --verbose: every process's lines on up's output, which the test shows when it fails.
         command
-            .args(["up", "--data-dir"])
+            .args(["up", "--verbose", "--data-dir"])
             .arg(data.path())
             .args(args)
             .env("ARTIFACTS__GATEWAY__LISTEN", format!("127.0.0.1:{gateway}"))
