@@ -336,3 +336,37 @@ async fn add_from_the_gateway_is_refused_under_buildkit_too() {
         assert!(record["errorMessage"].as_str().unwrap().contains("401"), "{url}: {record}");
     }
 }
+
+/// BuildKit keys a cache mount by its id alone (the target path when none is given): two teams' builds on
+/// one engine once shared `/cache`, so one read what the other left there. Each component's cache mounts
+/// are its own; a component still reuses its own.
+#[tokio::test]
+async fn cache_mounts_are_each_components_own() {
+    let (app, _registry) = app_with_registry(|_| {}).await;
+    let run = std::process::id();
+    // What a step leaves in its cache mount and what it found there, as the image's /seen.
+    let dockerfile = |marker: &str| {
+        format!(
+            "FROM busybox\nARG RUN_ID={run}-{marker}\nRUN --mount=type=cache,target=/shared-cache \
+             (cat /shared-cache/left 2>/dev/null || echo nothing) > /seen && echo {marker} > /shared-cache/left\n\
+             CMD [\"cat\", \"/seen\"]\n"
+        )
+    };
+    let seen = |record: &Value| {
+        let image = record["result"]["imageName"].as_str().unwrap_or_else(|| panic!("{record}")).to_owned();
+        async move {
+            pull(&image).await;
+            docker(&["run", "--rm", "--network", "none", &image]).await
+        }
+    };
+    let team_a = component("cache-team-a");
+    let first = build(&app, &team_a, "main", &dockerfile("secret-of-team-a"), &[("a.txt", "a\n")]).await;
+    assert_eq!(first["status"], "succeeded", "{first}");
+    let team_b = component("cache-team-b");
+    let other = build(&app, &team_b, "main", &dockerfile("team-b"), &[("b.txt", "b\n")]).await;
+    assert_eq!(other["status"], "succeeded", "{other}");
+    assert_eq!(seen(&other).await.trim(), "nothing", "team B does not see team A's cache");
+    let again = build(&app, &team_a, "main", &dockerfile("second"), &[("a.txt", "a\n")]).await;
+    assert_eq!(again["status"], "succeeded", "{again}");
+    assert_eq!(seen(&again).await.trim(), "secret-of-team-a", "team A reuses its own cache");
+}

@@ -273,6 +273,10 @@ async fn assemble_context(
     let mut object =
         nats.stores.uploads.get(&job.dockerfile).await.map_err(|err| unavailable("the Dockerfile", &err))?;
     object.read_to_end(&mut dockerfile).await.map_err(|err| unavailable("the Dockerfile", &err))?;
+    // Each component's cache mounts are its own (the Dockerfile was read at submission, so it parses).
+    let text = String::from_utf8_lossy(&dockerfile);
+    let dockerfile = crate::dockerfile::scope_cache_mounts(&text, job.component.as_str())
+        .map_err(|err| BuildFailure::Passing(format!("cannot read the Dockerfile: {err}")))?;
     let dockerfile_dir = dir.join("dockerfile");
     tokio::fs::create_dir_all(&dockerfile_dir).await.map_err(|err| passing("the Dockerfile", &err))?;
     tokio::fs::write(dockerfile_dir.join("Dockerfile"), &dockerfile)

@@ -51,9 +51,10 @@ pub fn referenced_images(dockerfile: &str, build_args: &BTreeMap<String, String>
     Ok(walk.images)
 }
 
-/// One instruction, its continuation lines joined, and the line it starts on.
+/// One instruction, its continuation lines joined, and the lines it starts and ends on.
 struct Instruction {
     line: usize,
+    last_line: usize,
     text: String,
 }
 
@@ -73,8 +74,10 @@ fn parse(source: &str) -> Result<(char, Vec<Instruction>), String> {
             continue;
         }
         let mut text = first.to_owned();
+        let mut last_line = index + 1;
         while continued {
-            let Some((_, next)) = lines.next() else { break };
+            let Some((next_index, next)) = lines.next() else { break };
+            last_line = next_index + 1;
             // Comments and blank lines inside a continued instruction are skipped; they do not end it.
             let trimmed = next.trim_start();
             if trimmed.is_empty() || trimmed.starts_with('#') {
@@ -84,7 +87,7 @@ fn parse(source: &str) -> Result<(char, Vec<Instruction>), String> {
             text.push_str(part);
             continued = again;
         }
-        instructions.push(Instruction { line: index + 1, text });
+        instructions.push(Instruction { line: index + 1, last_line, text });
     }
     Ok((escape, instructions))
 }
@@ -666,6 +669,71 @@ fn mount_sources(flags: &[String], line: usize) -> Result<Vec<String>, String> {
     Ok(sources)
 }
 
+/// The Dockerfile with every `RUN --mount=type=cache` given an id of `scope`'s own: BuildKit keys cache
+/// mounts by id alone (the target path when none is given), so without this every build on an engine,
+/// whoever's, would read and write the same `/root/.cargo` cache. A rewritten instruction is written on
+/// its first line, its other lines left blank, so line numbers stay what the author wrote.
+pub fn scope_cache_mounts(dockerfile: &str, scope: &str) -> Result<String, String> {
+    let (_, instructions) = parse(dockerfile)?;
+    let mut lines: Vec<String> = physical_lines(dockerfile).map(str::to_owned).collect();
+    for instruction in &instructions {
+        let command = split_command(&instruction.text, instruction.line)?;
+        if command.keyword != "run" {
+            continue;
+        }
+        let flags: Vec<String> = command.flags.iter().map(|flag| scope_cache_flag(flag, scope)).collect();
+        if flags == command.flags {
+            continue;
+        }
+        let keyword = instruction.text.trim_start().split(is_separator).next().unwrap_or("RUN");
+        let flags: Vec<String> = flags.iter().map(|flag| quote_flag(flag)).collect();
+        lines[instruction.line - 1] = format!("{keyword} {} {}", flags.join(" "), command.args);
+        for line in &mut lines[instruction.line..instruction.last_line] {
+            line.clear();
+        }
+    }
+    let mut scoped = lines.join("\n");
+    if dockerfile.ends_with('\n') {
+        scoped.push('\n');
+    }
+    Ok(scoped)
+}
+
+/// One `--mount=...` flag with the cache id scoped; any other flag as it was.
+fn scope_cache_flag(flag: &str, scope: &str) -> String {
+    let Some(value) = flag.strip_prefix("--mount=") else { return flag.to_owned() };
+    let fields: Vec<(String, String)> = value
+        .split(',')
+        .map(|field| match field.split_once('=') {
+            Some((key, value)) => (key.trim().to_ascii_lowercase(), value.to_owned()),
+            None => (field.trim().to_ascii_lowercase(), String::new()),
+        })
+        .collect();
+    if !fields.iter().any(|(key, value)| key == "type" && value.eq_ignore_ascii_case("cache")) {
+        return flag.to_owned();
+    }
+    let target = fields.iter().find(|(key, _)| matches!(key.as_str(), "target" | "dst" | "destination"));
+    let id = fields.iter().find(|(key, _)| key == "id").or(target).map_or("", |(_, value)| value.as_str());
+    let mut rewritten: Vec<String> = fields
+        .iter()
+        .filter(|(key, _)| key != "id")
+        .map(|(key, value)| if value.is_empty() { key.clone() } else { format!("{key}={value}") })
+        .collect();
+    rewritten.push(format!("id=artifacts/{scope}/{id}"));
+    format!("--mount={}", rewritten.join(","))
+}
+
+/// A flag as the Dockerfile parser reads it back: its value quoted when it holds a blank, a quote or a
+/// backslash (a flag must start with a bare `--`).
+fn quote_flag(flag: &str) -> String {
+    let (name, value) = flag.split_once('=').unwrap_or((flag, ""));
+    if value.bytes().any(|b| is_latin1_space(b) || matches!(b, b'"' | b'\'' | b'\\')) {
+        format!("{name}=\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
+    } else {
+        flag.to_owned()
+    }
+}
+
 /// What the engine's built-in Dockerfile frontend (BuildKit of Docker 20.10) cannot read, found before
 /// building so that it is refused with its line rather than built differently from what was written.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -779,6 +847,29 @@ mod tests {
 
     fn error(dockerfile: &str) -> String {
         referenced_images(dockerfile, &BTreeMap::new()).unwrap_err()
+    }
+
+    #[test]
+    fn cache_mounts_get_ids_of_the_component_and_lines_stay() {
+        let file = "FROM busybox\nRUN --mount=type=cache,target=/root/.cargo \\\n    --mount=type=secret,id=tok \\\n    cargo build\nRUN --mount=type=cache,id=shared,target=/c,sharing=locked true\nRUN --mount=type=bind,target=/b true\nRUN echo --mount=type=cache\n";
+        let scoped = scope_cache_mounts(file, "team-a").unwrap();
+        let lines: Vec<&str> = scoped.lines().collect();
+        assert_eq!(lines.len(), file.lines().count(), "{scoped}");
+        assert_eq!(
+            lines[1],
+            "RUN --mount=type=cache,target=/root/.cargo,id=artifacts/team-a//root/.cargo --mount=type=secret,id=tok cargo build"
+        );
+        assert_eq!((lines[2], lines[3]), ("", ""));
+        assert_eq!(lines[4], "RUN --mount=type=cache,target=/c,sharing=locked,id=artifacts/team-a/shared true");
+        assert_eq!(lines[5], "RUN --mount=type=bind,target=/b true", "no cache mount: untouched");
+        assert_eq!(lines[6], "RUN echo --mount=type=cache", "the command's own words are not flags");
+        assert_eq!(referenced_images(&scoped, &BTreeMap::new()).unwrap(), vec!["busybox"]);
+        assert!(scoped.ends_with('\n'));
+        let quoted = scope_cache_mounts("FROM busybox\nRUN --mount=\"type=cache,target=/a b\" true\n", "c").unwrap();
+        assert_eq!(quoted.lines().nth(1).unwrap(), "RUN --mount=\"type=cache,target=/a b,id=artifacts/c//a b\" true");
+        let (_, again) = parse(&quoted).unwrap();
+        let flags = split_command(&again[1].text, 2).unwrap().flags;
+        assert_eq!(flags, vec!["--mount=type=cache,target=/a b,id=artifacts/c//a b"], "read back as written");
     }
 
     #[test]
