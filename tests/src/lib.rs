@@ -744,6 +744,53 @@ impl TestApp {
             .expect("NATS answers")
     }
 
+    /// Like `spawn_with`, with a real registry of its own (`registry.address` set to it).
+    pub async fn spawn_with_registry(configure: impl FnOnce(&mut Settings)) -> (Self, Registry) {
+        require_docker().await;
+        let registry = Registry::start().await;
+        let address = registry.address.clone();
+        let app = Self::spawn_with(|settings| {
+            settings.registry.address = address;
+            configure(settings);
+        })
+        .await;
+        (app, registry)
+    }
+
+    /// Like `spawn_with`, with a registry that trusts only this gateway's tokens, as `artifacts up` runs
+    /// it; the temporary directory holds the signing key and certificate.
+    pub async fn spawn_with_token_registry() -> (Self, Registry, tempfile::TempDir) {
+        use artifacts_runtime::registry_auth::{self, ensure_signing_files};
+        require_docker().await;
+        let signing_dir = tempfile::tempdir().expect("temporary directory");
+        let signing = ensure_signing_files(signing_dir.path()).expect("signing files");
+        let registry_address = format!("127.0.0.1:{}", free_port());
+        let app = Self::spawn_with(|settings| {
+            settings.registry.address = registry_address.clone();
+            settings.registry.token_key_file = Some(signing.key.clone());
+            settings.registry.token_certificate_file = Some(signing.certificate.clone());
+        })
+        .await;
+        let auth = registry_auth::registry_auth_config(&app.url(""), &signing.certificate);
+        let registry = Registry::start_at(&registry_address, &auth).await;
+        (app, registry, signing_dir)
+    }
+
+    /// `POST /api/v1/images` (with `query`, e.g. `?wait=120`) of a JSON body with the admin key: the
+    /// status and the answer.
+    pub async fn post_image(&self, query: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        let response = self
+            .http
+            .post(self.url(&format!("/api/v1/images{query}")))
+            .bearer_auth(ADMIN_KEY)
+            .json(body)
+            .send()
+            .await
+            .expect("the gateway answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON"))
+    }
+
     /// Submits a component build with the admin key and waits (two minutes at most) for its success.
     pub async fn build_component(&self, url: &str, component: &str, tag: &str) -> serde_json::Value {
         let body = serde_json::json!({"url": url, "component": component, "tag": tag, "architecture": "amd64"});
@@ -844,6 +891,19 @@ pub fn manifest(command: &str, depends: &[(&str, &str)]) -> String {
 pub fn allow_local_repositories(settings: &mut Settings) {
     settings.git.allowed_schemes = vec!["https".into(), "file".into()];
     settings.git.file_roots = vec![std::env::temp_dir().display().to_string()];
+}
+
+/// A tar build context of `(path, content)` files.
+pub fn context_tar(files: &[(&str, &str)]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, content) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(1_700_000_000);
+        builder.append_data(&mut header, path, content.as_bytes()).expect("a tar entry");
+    }
+    builder.into_inner().expect("a tar")
 }
 
 /// NATS headers carrying an API key, as every request on a public subject must.

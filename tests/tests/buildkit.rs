@@ -6,43 +6,12 @@
 use serde_json::{json, Value};
 use sha2::Digest as _;
 
-use artifacts_runtime::configuration::Settings;
 use artifacts_schemas::Architecture;
 use artifacts_tests::engines::DockerEngine;
-use artifacts_tests::{docker, require_docker, Registry, TestApp, ADMIN_KEY};
+use artifacts_tests::{context_tar, docker, require_docker, Registry, TestApp, ADMIN_KEY};
 
 fn component(test: &str) -> String {
     format!("bk-{test}-{}", std::process::id())
-}
-
-fn context_tar(files: &[(&str, &str)]) -> Vec<u8> {
-    let mut builder = tar::Builder::new(Vec::new());
-    for (path, content) in files {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(content.len() as u64);
-        header.set_mode(0o644);
-        header.set_mtime(1_700_000_000);
-        builder.append_data(&mut header, path, content.as_bytes()).unwrap();
-    }
-    builder.into_inner().unwrap()
-}
-
-async fn app_with_registry(configure: impl FnOnce(&mut Settings)) -> (TestApp, Registry) {
-    require_docker().await;
-    let registry = Registry::start().await;
-    let address = registry.address.clone();
-    let app = TestApp::spawn_with(|settings| {
-        settings.registry.address = address;
-        configure(settings);
-    })
-    .await;
-    (app, registry)
-}
-
-async fn post_json(app: &TestApp, body: &Value) -> (u16, Value) {
-    let response = app.http.post(app.url("/api/v1/images")).bearer_auth(ADMIN_KEY).json(body).send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap())
 }
 
 /// Submits a multipart build (Dockerfile, context, optional target) and waits for its record.
@@ -89,7 +58,7 @@ CMD cat /dep /from-cache /secret /platform && ls -A /ctx
 
 #[tokio::test]
 async fn buildkit_dockerfile_features_build_pull_and_run() {
-    let (app, _registry) = app_with_registry(|_| {}).await;
+    let (app, _registry) = TestApp::spawn_with_registry(|_| {}).await;
     let component = component("features");
     let context = [("hello.txt", "hello\n"), (".dockerignore", "ignored.txt\n"), ("ignored.txt", "no\n")];
     // A step unique to this run, so the steps after it run here rather than come from an earlier run's cache.
@@ -134,7 +103,7 @@ async fn buildkit_dockerfile_features_build_pull_and_run() {
 
 #[tokio::test]
 async fn a_target_builds_that_stage_is_checked_and_is_part_of_what_is_built() {
-    let (app, _registry) = app_with_registry(|_| {}).await;
+    let (app, _registry) = TestApp::spawn_with_registry(|_| {}).await;
     let component = component("target");
     let dockerfile = "FROM busybox AS first\nRUN echo first > /stage\nFROM busybox AS second\nRUN exit 9\n";
     let body = |target: Option<&str>| {
@@ -145,7 +114,7 @@ async fn a_target_builds_that_stage_is_checked_and_is_part_of_what_is_built() {
         }
         body
     };
-    let (status, accepted) = post_json(&app, &body(Some("first"))).await;
+    let (status, accepted) = app.post_image("", &body(Some("first"))).await;
     assert_eq!(status, 202, "{accepted}");
     let record = app.wait_for_build(accepted["buildId"].as_str().unwrap()).await;
     assert_eq!(record["status"], "succeeded", "{record}");
@@ -155,7 +124,7 @@ async fn a_target_builds_that_stage_is_checked_and_is_part_of_what_is_built() {
     assert_eq!(docker(&["run", "--rm", "--network", "none", image, "cat", "/stage"]).await, "first\n");
 
     // Without a target it is another build (the last stage, which fails).
-    let (status, other) = post_json(&app, &body(None)).await;
+    let (status, other) = app.post_image("", &body(None)).await;
     assert_eq!(status, 202, "{other}");
     assert_ne!(other["buildId"], accepted["buildId"]);
     let failed = app.wait_for_build(other["buildId"].as_str().unwrap()).await;
@@ -164,7 +133,7 @@ async fn a_target_builds_that_stage_is_checked_and_is_part_of_what_is_built() {
     assert!(message.contains("exit code: 9"), "{message}");
 
     for (target, why) in [("Bad!", "is not a stage name"), ("third", "is not a stage of the Dockerfile")] {
-        let (status, refused) = post_json(&app, &body(Some(target))).await;
+        let (status, refused) = app.post_image("", &body(Some(target))).await;
         assert_eq!(status, 400, "{refused}");
         assert!(refused["errorMessage"].as_str().unwrap().contains(why), "{refused}");
     }
@@ -172,19 +141,19 @@ async fn a_target_builds_that_stage_is_checked_and_is_part_of_what_is_built() {
 
 #[tokio::test]
 async fn what_the_built_in_frontend_cannot_read_is_refused_with_its_line() {
-    let (app, _registry) = app_with_registry(|_| {}).await;
+    let (app, _registry) = TestApp::spawn_with_registry(|_| {}).await;
     let component = component("syntax");
     let submit = |dockerfile: &str| json!({"dockerfile": dockerfile, "component": component, "branch": "main", "architecture": "amd64"});
-    let (status, refused) = post_json(&app, &submit("# syntax=docker/dockerfile:1.4\nFROM busybox\n")).await;
+    let (status, refused) = app.post_image("", &submit("# syntax=docker/dockerfile:1.4\nFROM busybox\n")).await;
     assert_eq!(status, 400, "{refused}");
     let message = refused["errorMessage"].as_str().unwrap();
     assert!(message.starts_with("line 1: ") && message.contains("docker/dockerfile:1.4"), "{message}");
 
-    let (status, refused) = post_json(&app, &submit("FROM busybox\n\nRUN <<EOF\necho hi\nEOF\n")).await;
+    let (status, refused) = app.post_image("", &submit("FROM busybox\n\nRUN <<EOF\necho hi\nEOF\n")).await;
     assert_eq!(status, 400, "{refused}");
     let message = refused["errorMessage"].as_str().unwrap();
     assert!(message.starts_with("line 3: ") && message.contains("heredoc"), "{message}");
-    let (status, refused) = post_json(&app, &submit("FROM busybox\nCOPY <<EOF /x\nhi\nEOF\n")).await;
+    let (status, refused) = app.post_image("", &submit("FROM busybox\nCOPY <<EOF /x\nhi\nEOF\n")).await;
     assert_eq!(status, 400, "{refused}");
     assert!(refused["errorMessage"].as_str().unwrap().starts_with("line 2: "), "{refused}");
 
@@ -192,7 +161,7 @@ async fn what_the_built_in_frontend_cannot_read_is_refused_with_its_line() {
     let frontend = format!("artifacts-test-frontend:{}", std::process::id());
     docker(&["tag", "busybox:latest", &frontend]).await;
     let (status, accepted) =
-        post_json(&app, &submit(&format!("# syntax={frontend}\nFROM busybox\nRUN <<EOF\nEOF\n"))).await;
+        app.post_image("", &submit(&format!("# syntax={frontend}\nFROM busybox\nRUN <<EOF\nEOF\n"))).await;
     assert_eq!(status, 202, "{accepted}");
     app.wait_for_build(accepted["buildId"].as_str().unwrap()).await;
     docker(&["rmi", &frontend]).await;
@@ -214,7 +183,7 @@ async fn an_arm64_image_built_under_qemu_says_arm64() {
     let dockerfile = "FROM busybox\nARG TARGETARCH\nRUN echo \"$(uname -m) $TARGETARCH\" > /arch\nCMD cat /arch\n";
     let body =
         json!({"dockerfile": dockerfile, "component": component("arm"), "branch": "main", "architecture": "arm64"});
-    let (status, accepted) = post_json(&app, &body).await;
+    let (status, accepted) = app.post_image("", &body).await;
     assert_eq!(status, 202, "{accepted}");
     let record = app.wait_for_build(accepted["buildId"].as_str().unwrap()).await;
     assert_eq!(record["status"], "succeeded", "{record}");
@@ -287,7 +256,7 @@ async fn a_fresh_engine_reuses_the_layers_other_workers_pushed() {
 async fn a_build_mounts_the_secrets_of_its_component_and_shows_them_nowhere() {
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("secrets.key");
-    let (app, _registry) = app_with_registry(|settings| settings.secrets.key_file = Some(key_file)).await;
+    let (app, _registry) = TestApp::spawn_with_registry(|settings| settings.secrets.key_file = Some(key_file)).await;
     let component = component("secret");
     let value = format!("tok-{}-value", std::process::id());
     let body = json!({"name": "tok", "value": value, "components": [component]});
@@ -325,11 +294,11 @@ async fn a_build_mounts_the_secrets_of_its_component_and_shows_them_nowhere() {
 async fn add_from_the_gateway_is_refused_under_buildkit_too() {
     // BuildKit fetches `ADD <url>` itself, outside the step's network `none`, with no key: the gateway
     // answers 401. (The registry behind tokens does the same; this test's registry has no tokens.)
-    let (app, _registry) = app_with_registry(|_| {}).await;
+    let (app, _registry) = TestApp::spawn_with_registry(|_| {}).await;
     for url in [format!("{}/api/v1/builds", app.address)] {
         let dockerfile = format!("FROM busybox\nADD {url} /fetched\nRUN cat /fetched\n");
         let body = json!({"dockerfile": dockerfile, "component": component("addurl"), "branch": "main", "architecture": "amd64", "force": true});
-        let (status, accepted) = post_json(&app, &body).await;
+        let (status, accepted) = app.post_image("", &body).await;
         assert_eq!(status, 202, "{accepted}");
         let record = app.wait_for_build(accepted["buildId"].as_str().unwrap()).await;
         assert_eq!(record["status"], "failed", "{url}: {record}");
@@ -342,7 +311,7 @@ async fn add_from_the_gateway_is_refused_under_buildkit_too() {
 /// are its own; a component still reuses its own.
 #[tokio::test]
 async fn cache_mounts_are_each_components_own() {
-    let (app, _registry) = app_with_registry(|_| {}).await;
+    let (app, _registry) = TestApp::spawn_with_registry(|_| {}).await;
     let run = std::process::id();
     // What a step leaves in its cache mount and what it found there, as the image's /seen.
     let dockerfile = |marker: &str| {

@@ -490,33 +490,12 @@ mod first_hour {
     /// the registry the gateway names (token authentication, realm the gateway), and `docker pull` works.
     #[tokio::test]
     async fn registry_login_lets_docker_pull() {
-        use artifacts_runtime::registry_auth::{self, ensure_signing_files};
-        require_docker().await;
-        let signing_dir = tempfile::tempdir().unwrap();
-        let signing = ensure_signing_files(signing_dir.path()).unwrap();
-        let registry_address = format!("127.0.0.1:{}", artifacts_tests::free_port());
-        let app = TestApp::spawn_with(|settings| {
-            settings.registry.address = registry_address.clone();
-            settings.registry.token_key_file = Some(signing.key.clone());
-            settings.registry.token_certificate_file = Some(signing.certificate.clone());
-        })
-        .await;
-        let auth = registry_auth::registry_auth_config(&app.url(""), &signing.certificate);
-        let _registry = Registry::start_at(&registry_address, &auth).await;
+        let (app, registry, _signing) = TestApp::spawn_with_token_registry().await;
+        let registry_address = registry.address.clone();
         let component = unique_name("cli-pull");
         let body = json!({"dockerfile": "FROM busybox\nRUN echo pulled > /which\n", "component": component,
                           "branch": "main", "architecture": "amd64"});
-        let record: Value = app
-            .http
-            .post(app.url("/api/v1/images?wait=120"))
-            .bearer_auth(ADMIN_KEY)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (_, record) = app.post_image("?wait=120", &body).await;
         assert_eq!(record["status"], "succeeded", "{record}");
         let image = record["result"]["imageName"].as_str().unwrap().to_owned();
         let (reader, _) =

@@ -3,46 +3,16 @@
 
 use serde_json::{json, Value};
 
-use artifacts_runtime::configuration::Settings;
-use artifacts_tests::{docker, require_docker, Registry, TestApp, ADMIN_KEY};
+use artifacts_tests::{context_tar, docker, TestApp, ADMIN_KEY};
 
 /// A unique component name per test, so tests sharing the Docker engine never share images.
 fn component(test: &str) -> String {
     format!("{test}-{}", std::process::id())
 }
 
-fn context_tar(files: &[(&str, &str)]) -> Vec<u8> {
-    let mut builder = tar::Builder::new(Vec::new());
-    for (path, content) in files {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(content.len() as u64);
-        header.set_mode(0o644);
-        builder.append_data(&mut header, path, content.as_bytes()).unwrap();
-    }
-    builder.into_inner().unwrap()
-}
-
-async fn app_with_registry(configure: impl FnOnce(&mut Settings)) -> (TestApp, Registry) {
-    require_docker().await;
-    let registry = Registry::start().await;
-    let address = registry.address.clone();
-    let app = TestApp::spawn_with(|settings| {
-        settings.registry.address = address;
-        configure(settings);
-    })
-    .await;
-    (app, registry)
-}
-
-async fn post_json(app: &TestApp, body: Value) -> (u16, Value) {
-    let response = app.http.post(app.url("/api/v1/images")).bearer_auth(ADMIN_KEY).json(&body).send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap())
-}
-
 #[tokio::test]
 async fn dockerfile_with_context_builds_pushes_and_pulls() {
-    let (app, _registry) = app_with_registry(|_| {}).await;
+    let (app, _registry) = TestApp::spawn_with_registry(|_| {}).await;
     let component = component("e2e");
     let dockerfile = "FROM busybox\nCOPY hello.txt /hello.txt\nRUN echo built-by-artifacts > /greeting\nCMD cat /greeting /hello.txt\n";
     let form = reqwest::multipart::Form::new()
@@ -114,7 +84,7 @@ async fn dockerfile_with_context_builds_pushes_and_pulls() {
 
 #[tokio::test]
 async fn nats_clients_submit_with_identity_headers() {
-    let (app, _registry) = app_with_registry(|_| {}).await;
+    let (app, _registry) = TestApp::spawn_with_registry(|_| {}).await;
     let component = component("nats");
     let mut headers = artifacts_tests::key_header(ADMIN_KEY);
     headers.insert("linux_username", "bob");
@@ -147,10 +117,10 @@ async fn nats_clients_submit_with_identity_headers() {
 
 #[tokio::test]
 async fn twenty_identical_submissions_make_one_build() {
-    let (app, _registry) = app_with_registry(|_| {}).await;
+    let (app, _registry) = TestApp::spawn_with_registry(|_| {}).await;
     let component = component("dedup");
     let body = json!({"dockerfile": "FROM busybox\nRUN sleep 2 && echo once > /once\n", "component": component, "branch": "main", "architecture": "amd64"});
-    let answers = futures::future::join_all((0..20).map(|_| post_json(&app, body.clone()))).await;
+    let answers = futures::future::join_all((0..20).map(|_| app.post_image("", &body))).await;
     let ids: std::collections::BTreeSet<String> = answers
         .iter()
         .map(|(status, body)| {
@@ -169,18 +139,18 @@ async fn twenty_identical_submissions_make_one_build() {
     assert_eq!(lines.iter().filter(|l| l.contains("RUN sleep 2")).count(), 1, "one Docker build: {lines:#?}");
 
     // Once it has succeeded, the same submission answers with that build; `force` builds it again.
-    let (status, again) = post_json(&app, body.clone()).await;
+    let (status, again) = app.post_image("", &body).await;
     assert_eq!((status, &again["status"], &again["buildId"]), (202, &json!("succeeded"), &json!(build_id)));
     let mut forced = body;
     forced["force"] = json!(true);
-    let (status, again) = post_json(&app, forced).await;
+    let (status, again) = app.post_image("", &forced).await;
     assert_eq!((status, &again["status"]), (202, &json!("queued")));
     assert_ne!(again["buildId"], build_id.as_str());
 }
 
 #[tokio::test]
 async fn wait_returns_the_final_record() {
-    let (app, _registry) = app_with_registry(|_| {}).await;
+    let (app, _registry) = TestApp::spawn_with_registry(|_| {}).await;
     let body = json!({"dockerfile": "FROM busybox\nRUN true\n", "component": component("wait"), "branch": "main", "architecture": "linux/amd64"});
     let response =
         app.http.post(app.url("/api/v1/images?wait=120")).bearer_auth(ADMIN_KEY).json(&body).send().await.unwrap();
@@ -197,7 +167,7 @@ async fn wait_returns_the_final_record() {
 async fn failed_build(app: &TestApp, dockerfile: &str, test: &str) -> Value {
     let body =
         json!({"dockerfile": dockerfile, "component": component(test), "branch": "main", "architecture": "amd64"});
-    let (status, accepted) = post_json(app, body).await;
+    let (status, accepted) = app.post_image("", &body).await;
     assert_eq!(status, 202, "{accepted}");
     let record = app.wait_for_build(accepted["buildId"].as_str().unwrap()).await;
     assert_eq!(record["status"], "failed", "{record}");
@@ -206,7 +176,7 @@ async fn failed_build(app: &TestApp, dockerfile: &str, test: &str) -> Value {
 
 #[tokio::test]
 async fn failing_builds_say_why() {
-    let (app, _registry) = app_with_registry(|_| {}).await;
+    let (app, _registry) = TestApp::spawn_with_registry(|_| {}).await;
 
     let record = failed_build(&app, "FROM busybox\nRUN echo about-to-fail && exit 3\n", "runfail").await;
     let message = record["errorMessage"].as_str().unwrap();
@@ -234,18 +204,19 @@ async fn failing_builds_say_why() {
     let message = record["errorMessage"].as_str().unwrap();
     assert!(message.contains("red failure") && !message.contains('\u{1b}'), "{message:?}");
 
-    let (status, refused) = post_json(
-        &app,
-        json!({"dockerfile": "FROM busybox\n", "component": component("arch"), "branch": "main", "architecture": "arm64"}),
-    )
-    .await;
+    let (status, refused) = app
+        .post_image(
+            "",
+            &json!({"dockerfile": "FROM busybox\n", "component": component("arch"), "branch": "main", "architecture": "arm64"}),
+        )
+        .await;
     assert_eq!(status, 400, "{refused}");
     assert!(refused["errorMessage"].as_str().unwrap().contains("no build worker builds linux/arm64"), "{refused}");
 }
 
 #[tokio::test]
 async fn a_build_past_its_timeout_fails() {
-    let (app, _registry) = app_with_registry(|s| s.build.timeout_secs = 3).await;
+    let (app, _registry) = TestApp::spawn_with_registry(|s| s.build.timeout_secs = 3).await;
     let record = failed_build(&app, "FROM busybox\nRUN sleep 60\n", "timeout").await;
     assert!(record["errorMessage"].as_str().unwrap().contains("timed out after 3s"), "{record}");
 }
@@ -253,7 +224,7 @@ async fn a_build_past_its_timeout_fails() {
 #[tokio::test]
 async fn unreachable_registry_and_engine_fail_after_bounded_attempts() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let (app, _registry) = app_with_registry(|s| {
+    let (app, _registry) = TestApp::spawn_with_registry(|s| {
         s.registry.address = format!("127.0.0.1:{closed}");
         s.build.max_attempts = 2;
     })

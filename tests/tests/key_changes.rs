@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use artifacts_tests::{connect_as_key, key_header, require_docker, Registry, TestApp, ADMIN_KEY};
 
@@ -65,22 +65,17 @@ async fn ten_key_creations_and_ten_revocations_fail_no_other_request() {
         }));
     }
     // A build runs through the key changes too.
-    let build: Value = app
-        .http
-        .post(app.url("/api/v1/images"))
-        .bearer_auth(ADMIN_KEY)
-        .json(&json!({
-            "dockerfile": "FROM busybox\nRUN for i in 1 2 3 4 5 6 7 8; do echo step $i; sleep 0.5; done\n",
-            "component": artifacts_tests::unique_name("through-key-changes"),
-            "branch": "main",
-            "architecture": "amd64",
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, build) = app
+        .post_image(
+            "",
+            &json!({
+                "dockerfile": "FROM busybox\nRUN for i in 1 2 3 4 5 6 7 8; do echo step $i; sleep 0.5; done\n",
+                "component": artifacts_tests::unique_name("through-key-changes"),
+                "branch": "main",
+                "architecture": "amd64",
+            }),
+        )
+        .await;
     let build_id = build["buildId"].as_str().expect("a build id").to_owned();
 
     let mut change_failures = Vec::new();

@@ -8,8 +8,8 @@ use std::path::Path;
 use serde_json::{json, Value};
 use tokio::process::Command;
 
-use artifacts_runtime::registry_auth::{self, ensure_signing_files, TOKEN_PATH};
-use artifacts_tests::{free_port, require_docker, unique_name, Registry, TestApp, ADMIN_KEY};
+use artifacts_runtime::registry_auth::{self, TOKEN_PATH};
+use artifacts_tests::{unique_name, TestApp, ADMIN_KEY};
 
 /// Runs the docker CLI with its own configuration directory (its saved logins), input on stdin.
 async fn docker_as(config: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String) {
@@ -65,18 +65,8 @@ async fn token(app: &TestApp, key: &str, scope: &str) -> (u16, Value) {
 
 #[tokio::test]
 async fn registry_access_follows_api_keys() {
-    require_docker().await;
-    let signing_dir = tempfile::tempdir().unwrap();
-    let signing = ensure_signing_files(signing_dir.path()).unwrap();
-    let registry_address = format!("127.0.0.1:{}", free_port());
-    let app = TestApp::spawn_with(|settings| {
-        settings.registry.address = registry_address.clone();
-        settings.registry.token_key_file = Some(signing.key.clone());
-        settings.registry.token_certificate_file = Some(signing.certificate.clone());
-    })
-    .await;
-    let auth = registry_auth::registry_auth_config(&app.url(""), &signing.certificate);
-    let _registry = Registry::start_at(&registry_address, &auth).await;
+    let (app, registry, _signing) = TestApp::spawn_with_token_registry().await;
+    let registry_address = registry.address.clone();
 
     let (mine, theirs) = (unique_name("reg-mine"), unique_name("reg-theirs"));
     let my_image = build_image(&app, &mine).await["result"]["imageName"].as_str().unwrap().to_owned();

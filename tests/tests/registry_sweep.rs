@@ -129,17 +129,7 @@ async fn a_collection_deletes_the_manifest_lists_no_tag_names() {
     .await;
     let component = format!("orphan-list-{}", std::process::id());
     let body = json!({"dockerfile": "FROM busybox\nRUN echo listed > /x\n", "component": component, "branch": "main", "architecture": "amd64"});
-    let accepted: Value = app
-        .http
-        .post(app.url("/api/v1/images"))
-        .bearer_auth(ADMIN_KEY)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, accepted) = app.post_image("", &body).await;
     let record = app.wait_for_build(accepted["buildId"].as_str().unwrap()).await;
     assert_eq!(record["status"], "succeeded", "{record}");
 

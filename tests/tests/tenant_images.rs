@@ -4,9 +4,9 @@
 use serde_json::{json, Value};
 use tokio::process::Command;
 
-use artifacts_runtime::registry_auth::{self, ensure_signing_files, TOKEN_PATH};
+use artifacts_runtime::registry_auth::{self, TOKEN_PATH};
 use artifacts_tests::{
-    allow_local_repositories, free_port, require_docker, unique_name as name, GitRepo, Registry, TestApp, ADMIN_KEY,
+    allow_local_repositories, require_docker, unique_name as name, GitRepo, Registry, TestApp, ADMIN_KEY,
 };
 
 async fn post(app: &TestApp, key: &str, path: &str, body: &Value) -> (u16, Value) {
@@ -86,7 +86,12 @@ async fn builder_images_are_inputs_like_from() {
     let thief = format!("team-a-{pid}-thief");
     for (tag, why, image, says) in [
         ("t1", "its registry name", victim_image.clone(), "may not read"),
-        ("t2", "another spelling of the registry", format!("localhost:{port}/{victim}-main-image:amd64"), "may not read"),
+        (
+            "t2",
+            "another spelling of the registry",
+            format!("localhost:{port}/{victim}-main-image:amd64"),
+            "may not read",
+        ),
         ("t3", "an image-id prefix", hex[..8].to_owned(), "image id"),
         ("t4", "a whole image id", id.clone(), "image id"),
         ("t5", "another name on the engine", engine_name.clone(), "builder image"),
@@ -148,26 +153,14 @@ fn pull(repository: &str) -> Value {
 /// submission; another pair is answered 409 naming the owner.
 #[tokio::test]
 async fn one_repository_holds_one_component_and_branch() {
-    require_docker().await;
-    let signing_dir = tempfile::tempdir().unwrap();
-    let signing = ensure_signing_files(signing_dir.path()).unwrap();
-    let registry_address = format!("127.0.0.1:{}", free_port());
-    let app = TestApp::spawn_with(|settings| {
-        settings.registry.address = registry_address.clone();
-        settings.registry.token_key_file = Some(signing.key.clone());
-        settings.registry.token_certificate_file = Some(signing.certificate.clone());
-    })
-    .await;
-    let auth = registry_auth::registry_auth_config(&app.url(""), &signing.certificate);
-    let _registry = Registry::start_at(&registry_address, &auth).await;
+    let (app, _registry, _signing) = TestApp::spawn_with_token_registry().await;
     let pid = std::process::id();
     let dockerfile = |who: &str| format!("FROM busybox\nRUN echo {who} > /which\n");
 
     // The other team builds first; the attacker's colliding pair is refused, its tags untouched.
     let (victim, attacker) = (format!("app{pid}-web"), format!("app{pid}"));
     let (victim_key, _) = app.create_key(json!({"name": "web", "scopes": ["build"], "components": [victim]})).await;
-    let (attacker_key, _) =
-        app.create_key(json!({"name": "app", "scopes": ["build"], "components": [attacker]})).await;
+    let (attacker_key, _) = app.create_key(json!({"name": "app", "scopes": ["build"], "components": [attacker]})).await;
     let repository = format!("{victim}-main-image");
     let built = build_image(&app, &victim_key, &victim, "main", &dockerfile("victim")).await;
     assert!(built["result"]["imageName"].as_str().unwrap().contains(&repository), "{built}");
@@ -188,11 +181,11 @@ async fn one_repository_holds_one_component_and_branch() {
     // repository whose pull rights follow the attacker), and the attacker reads only its own images.
     let (victim, attacker) = (format!("bpp{pid}-web"), format!("bpp{pid}"));
     let (victim_key, _) = app.create_key(json!({"name": "web", "scopes": ["build"], "components": [victim]})).await;
-    let (attacker_key, _) =
-        app.create_key(json!({"name": "app", "scopes": ["build"], "components": [attacker]})).await;
+    let (attacker_key, _) = app.create_key(json!({"name": "app", "scopes": ["build"], "components": [attacker]})).await;
     let repository = format!("{victim}-main-image");
     build_image(&app, &attacker_key, &attacker, "web-main", &dockerfile("attacker")).await;
-    let body = json!({"dockerfile": dockerfile("victim"), "component": victim, "branch": "main", "architecture": "amd64"});
+    let body =
+        json!({"dockerfile": dockerfile("victim"), "component": victim, "branch": "main", "architecture": "amd64"});
     let (status, answer) = post(&app, &victim_key, "/api/v1/images", &body).await;
     assert_eq!(status, 409, "{answer}");
     let message = answer["errorMessage"].as_str().unwrap();
