@@ -37,12 +37,15 @@ pub fn exit_if_closed_output(err: &anyhow::Error) {
 
 /// Whether standard output or error is a pipe (or socket) nobody reads any more.
 fn output_closed() -> bool {
-    [1, 2].into_iter().any(|fd| {
-        let mut poll = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
-        // SAFETY: one valid pollfd, no timeout.
-        let ready = unsafe { libc::poll(&mut poll, 1, 0) };
-        ready == 1 && poll.revents & libc::POLLERR != 0
-    })
+    [1, 2].into_iter().any(closed)
+}
+
+/// Whether `fd` is a pipe (or socket) whose reader is gone.
+fn closed(fd: i32) -> bool {
+    let mut poll = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
+    // SAFETY: one valid pollfd, no timeout.
+    let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+    ready == 1 && poll.revents & libc::POLLERR != 0
 }
 
 #[cfg(test)]
@@ -54,10 +57,6 @@ mod tests {
         let mut fds = [0; 2];
         // SAFETY: a two-int array for pipe(2).
         assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-        let closed = |fd| {
-            let mut poll = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
-            unsafe { libc::poll(&mut poll, 1, 0) == 1 && poll.revents & libc::POLLERR != 0 }
-        };
         assert!(!closed(fds[1]), "a pipe with a reader is open");
         unsafe { libc::close(fds[0]) };
         assert!(closed(fds[1]), "without its reader it is closed");
