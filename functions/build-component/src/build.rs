@@ -21,7 +21,7 @@ use artifacts_schemas::{
     ComponentRecord, ComponentSource, DependencyUsed, Failure, RebuiltForPush, Timestamp,
 };
 
-use crate::container::{pack_inputs, Container};
+use crate::container::{pack_inputs, Container, ContainerSpec};
 use crate::recipe::{self, Dependency};
 use crate::submit::{self, Submitter};
 use crate::{builder_image, git, output};
@@ -105,9 +105,15 @@ impl Build for ComponentBuild {
         log.write(&format!("running {:?} in {image}", recipe.command)).await;
         let user = settings.build_user();
         let platform = job.architecture.platform();
-        let container =
-            Container::create(&docker, &settings.build, &image, &recipe, platform, user, &job.build_id, &secrets)
-                .await?;
+        let spec = ContainerSpec {
+            image: &image,
+            recipe: &recipe,
+            platform,
+            user,
+            build_id: &job.build_id,
+            secrets: &secrets,
+        };
+        let container = Container::create(&docker, &settings.build, spec).await?;
         let inputs = work_dir.join("inputs.tar");
         let unpacked: Vec<_> = dependencies.iter().map(|(used, path)| (used.component.clone(), path.clone())).collect();
         let (source, output_dir, limits, packed) =

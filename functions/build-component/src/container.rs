@@ -44,17 +44,24 @@ pub struct Container {
     id: String,
 }
 
+/// What one build's container runs: the builder image, the recipe, for which platform, as whom, and
+/// the secrets it may read.
+pub struct ContainerSpec<'a> {
+    pub image: &'a str,
+    pub recipe: &'a Recipe,
+    pub platform: &'a str,
+    pub user: Option<(u64, u64)>,
+    pub build_id: &'a BuildId,
+    pub secrets: &'a [(String, Vec<u8>)],
+}
+
 impl Container {
     pub async fn create(
         docker: &Docker,
         settings: &BuildSettings,
-        image: &str,
-        recipe: &Recipe,
-        platform: &str,
-        user: Option<(u64, u64)>,
-        build_id: &BuildId,
-        secrets: &[(String, Vec<u8>)],
+        spec: ContainerSpec<'_>,
     ) -> Result<Self, BuildFailure> {
+        let ContainerSpec { image, recipe, platform, user, build_id, secrets } = spec;
         let (entrypoint, tmpfs) = if secrets.is_empty() {
             (Vec::new(), None)
         } else {

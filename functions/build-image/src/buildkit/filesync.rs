@@ -40,7 +40,7 @@ impl FileSync for Dirs {
             tokio::task::spawn_blocking(move || walk(&root, &excludes, &includes, &follow).map(|e| (root, e)))
                 .await
                 .map_err(|err| Status::internal(err.to_string()))?
-                .map_err(|err| Status::invalid_argument(err))?;
+                .map_err(Status::invalid_argument)?;
         let (root, entries) = entries;
         let mut incoming = request.into_inner();
         let (sender, receiver) = mpsc::channel::<Result<Packet, Status>>(64);
