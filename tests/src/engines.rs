@@ -82,6 +82,33 @@ impl DockerEngine {
     }
 
     /// Kills the engine, its containerd and its running builds at once, as a host that loses power.
+    /// Whether a process of this engine runs a command line containing `needle`: a build step under
+    /// BuildKit is no container `docker ps` lists, but a descendant of the engine's own process.
+    pub fn runs(&self, needle: &str) -> bool {
+        let Some(engine) = self.child.id() else { return false };
+        let parent = |pid: u32| -> Option<u32> {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+            stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+        };
+        let Ok(entries) = std::fs::read_dir("/proc") else { return false };
+        entries.flatten().filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok()).any(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if !cmdline.contains(needle) {
+                return false;
+            }
+            let mut ancestor = Some(pid);
+            while let Some(pid) = ancestor.filter(|pid| *pid > 1) {
+                if pid == engine {
+                    return true;
+                }
+                ancestor = parent(pid);
+            }
+            false
+        })
+    }
+
     pub fn kill(&mut self) {
         if let Some(pid) = self.child.id() {
             // SAFETY: kill(2) on the engine's own process group; it touches no memory of this process.
