@@ -8,6 +8,7 @@
 
 const API = '/api/v1';
 const KEY_ITEM = 'artifacts.key';
+const DOCKERFILES_ITEM = 'artifacts.dockerfiles'; // the Dockerfiles this tab submitted, by build id, for Rebuild
 const PAGE_SIZE = 50;
 const FINISHED = ['succeeded', 'failed', 'cancelled'];
 
@@ -50,6 +51,14 @@ function bytes(size) {
 const shortArch = (architecture) => architecture.replace(/^linux\//, '').replace('/', '-');
 const shortDigest = (digest) => (digest || '').replace(/^sha256:/, '').slice(0, 12);
 
+// Build ids begin with their time (UUIDv7), so ids made close together share a long prefix: shown by
+// their last 8 hex digits instead, marked by a leading ellipsis, the full id in the tooltip and links.
+const idTail = (buildId) => `…${buildId.slice(-8)}`;
+
+function buildLink(buildId, hash = `#/builds/${buildId}`) {
+  return h('a', { href: hash, class: 'build-id', title: buildId }, idTail(buildId));
+}
+
 function statusBadge(status) {
   return h('span', { class: `status status-${status}` }, status);
 }
@@ -80,8 +89,15 @@ function copyButton(text, what) {
   }, 'Copy');
 }
 
+// Each cell is labelled with its column's name, which narrow screens show beside it (a card per row).
+function labelled(row, headings) {
+  [...row.children].forEach((cell, index) => cell.setAttribute('data-label', headings[index] || ''));
+  return row;
+}
+
 function table(caption, headings, rows, empty) {
   if (!rows.length) return h('p', { class: 'empty' }, empty);
+  rows.forEach((row) => labelled(row, headings));
   return h('div', { class: 'scroll', role: 'region', 'aria-label': caption, tabindex: '0' },
     h('table', {},
       h('caption', {}, caption),
@@ -95,7 +111,23 @@ class ApiError extends Error {
   constructor(status, message) { super(message); this.status = status; }
 }
 
+// A read answered 503 (a JetStream hiccup, a process restarting) is tried again a few times, shortly, before
+// the page shows the error.
+const RETRIES_MS = [150, 400, 1000, 2000];
+
 async function api(path, options = {}) {
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      return await apiOnce(path, options);
+    } catch (error) {
+      const read = !options.method || options.method === 'GET';
+      if (!read || error.status !== 503 || attempt >= RETRIES_MS.length || options.signal?.aborted) throw error;
+      await new Promise((resolve) => { window.setTimeout(resolve, RETRIES_MS[attempt]); });
+    }
+  }
+}
+
+async function apiOnce(path, options) {
   const headers = { Authorization: `Bearer ${sessionStorage.getItem(KEY_ITEM) || ''}`, ...options.headers };
   if (options.json !== undefined) headers['Content-Type'] = 'application/json';
   const response = await fetch(API + path, {
@@ -104,7 +136,7 @@ async function api(path, options = {}) {
     body: options.json !== undefined ? JSON.stringify(options.json) : undefined,
     signal: options.signal,
   });
-  if (options.raw) return response;
+  if (options.raw && !(response.status === 503 && !options.method)) return response;
   const body = await response.json().catch(() => ({}));
   if (response.status === 401) { signOut('Your key was refused (revoked or expired?): sign in again.'); }
   if (!response.ok && !(options.accept || []).includes(response.status)) {
@@ -166,6 +198,7 @@ async function signIn(key) {
 
 function signOut(message) {
   sessionStorage.removeItem(KEY_ITEM);
+  sessionStorage.removeItem(DOCKERFILES_ITEM);
   me = null;
   leaving.abort();
   $('#sign-in-error').textContent = message || '';
@@ -176,7 +209,7 @@ function signOut(message) {
 
 function page(title, ...content) {
   const view = $('#view');
-  view.replaceChildren(h('h1', { tabindex: '-1' }, title), ...content);
+  view.replaceChildren(h('h1', { tabindex: '-1' }, title), ...content.filter(Boolean));
   document.title = `${title} · artifact storage`;
   view.querySelector('h1').focus();
 }
@@ -185,17 +218,19 @@ function failure(error) {
   return h('p', { class: 'error', role: 'alert' }, error.message);
 }
 
+const BUILD_HEADINGS = ['Build', 'Component', 'Kind', 'Branch or tag', 'Architecture', 'Status', 'Created'];
+
 function buildRow(record) {
   const request = record.request || {};
   const target = record.kind === 'image' ? request.branch : request.tag;
-  return h('tr', { 'data-build': record.buildId },
-    h('td', {}, h('a', { href: `#/builds/${record.buildId}` }, record.buildId.slice(0, 12))),
+  return labelled(h('tr', { 'data-build': record.buildId },
+    h('td', {}, buildLink(record.buildId)),
     h('td', {}, request.component || ''),
     h('td', {}, record.kind),
     h('td', {}, target || ''),
     h('td', {}, request.architecture || ''),
     h('td', {}, statusBadge(record.status)),
-    h('td', {}, when(record.createdAt)));
+    h('td', {}, when(record.createdAt))), BUILD_HEADINGS);
 }
 
 function matches(record, filters) {
@@ -243,9 +278,8 @@ async function buildsView(params, signal) {
     live, problem,
     h('div', { class: 'scroll', role: 'region', 'aria-label': 'Builds', tabindex: '0' },
       h('table', {},
-        h('caption', {}, 'Builds, newest first'),
-        h('thead', {}, h('tr', {}, ['Build', 'Component', 'Kind', 'Branch or tag', 'Architecture', 'Status', 'Created']
-          .map((heading) => h('th', { scope: 'col' }, heading)))),
+        h('caption', {}, 'Builds, newest first (ids by their last 8 digits)'),
+        h('thead', {}, h('tr', {}, BUILD_HEADINGS.map((heading) => h('th', { scope: 'col' }, heading)))),
         body)),
     pager);
 
@@ -301,7 +335,73 @@ function recordList(entries) {
     .map(([name, value]) => [h('dt', {}, name), h('dd', {}, value)]));
 }
 
-async function buildView(buildId, signal) {
+// A failed build's errorMessage is its reason, then `last log lines:` and the log's tail, which the page
+// shows in the log itself: the reason alone (its first line if it is long).
+function failureReason(message) {
+  const reason = message.split(/\n\s*last log lines:/)[0].trim();
+  const lines = reason.split('\n');
+  return lines.length > 3 ? lines[0] : reason;
+}
+
+// The log line that says why a build failed, among those before the worker's own `failed: …` summary:
+// the first `ERROR` line whose message the reason repeats (BuildKit's failing step, not a cache miss),
+// else the last `ERROR` line, else the last naming an error or an exit code, else the last line.
+function failingLine(nodes, reason) {
+  const all = Array.from(nodes);
+  const summary = all.findIndex((line) => line.textContent.startsWith('failed: '));
+  const lines = summary > 0 ? all.slice(0, summary) : all;
+  const text = (line) => line.textContent.trim();
+  const errors = lines.filter((line) => /\bERROR\b/.test(text(line)));
+  return errors.find((line) => reason.includes(text(line).replace(/^.*?\bERROR:?\s*/, '')))
+    || errors[errors.length - 1]
+    || lines.slice().reverse().find((line) => /error|exit code|failed/i.test(text(line)))
+    || lines[lines.length - 1];
+}
+
+const remembered = () => JSON.parse(sessionStorage.getItem(DOCKERFILES_ITEM) || '{}');
+
+function remember(buildId, dockerfile) {
+  const known = Object.entries(remembered()).slice(-19);
+  known.push([buildId, dockerfile]);
+  sessionStorage.setItem(DOCKERFILES_ITEM, JSON.stringify(Object.fromEntries(known)));
+}
+
+// Starts a build (POST /images or /components) and goes to its page.
+async function submitBuild(kind, request) {
+  const answer = await api(kind === 'image' ? '/images' : '/components', { method: 'POST', json: request });
+  if (kind === 'image') remember(answer.buildId, request.dockerfile);
+  say(answer.status === 'succeeded' ? 'Built before: showing that build' : 'Build started');
+  location.hash = `#/builds/${answer.buildId}`;
+  return answer;
+}
+
+// Rebuild: the record's request again, forced. An image's record keeps only its Dockerfile's digest, so
+// the Dockerfile comes from this tab when it submitted the build; otherwise (or with an uploaded context)
+// the form opens filled in.
+async function rebuild(record) {
+  const request = record.request || {};
+  if (record.kind === 'component') {
+    return submitBuild('component', {
+      url: request.url, component: request.component, tag: request.tag, architecture: request.architecture, force: true,
+    });
+  }
+  const dockerfile = remembered()[record.buildId];
+  if (dockerfile === undefined || request.contextDigest) {
+    location.hash = `#/new${query({
+      kind: 'image', component: request.component, branch: request.branch, architecture: request.architecture,
+      target: request.target, from: record.buildId,
+    })}`;
+    return null;
+  }
+  const again = {
+    dockerfile, component: request.component, branch: request.branch, architecture: request.architecture, force: true,
+  };
+  if (request.buildArgs && Object.keys(request.buildArgs).length) again.buildArgs = request.buildArgs;
+  if (request.target) again.target = request.target;
+  return submitBuild('image', again);
+}
+
+async function buildView(buildId, params, signal) {
   let record;
   try {
     record = await api(`/builds/${encodeURIComponent(buildId)}`, { signal });
@@ -313,8 +413,22 @@ async function buildView(buildId, signal) {
   const actions = h('div', { class: 'actions' });
   const log = h('pre', { class: 'log', tabindex: '0', 'aria-label': 'Build log' });
   const logState = h('p', { class: 'live', 'aria-live': 'polite' }, 'Reading the log…');
-  page(`Build ${buildId.slice(0, 12)}`, details, actions,
+  let logEnded = false;
+  let wantFailing = params.get('at') === 'failure';
+  page(`Build ${idTail(buildId)}`, details, actions,
     h('h2', {}, 'Log'), logState, log);
+
+  // Marks the failing line and moves to it (once the log has been read to its end).
+  const showFailing = () => {
+    if (!logEnded) { wantFailing = true; return; }
+    const lines = log.querySelectorAll('.line');
+    if (!lines.length) return;
+    const line = failingLine(lines, failureReason(record.errorMessage || ''));
+    line.classList.add('failing');
+    line.setAttribute('tabindex', '-1');
+    line.scrollIntoView({ block: 'center' });
+    line.focus({ preventScroll: true });
+  };
 
   const showRecord = (current) => {
     record = current;
@@ -335,7 +449,16 @@ async function buildView(buildId, signal) {
       ['Finished', when(current.finishedAt)],
       ['Attempts', current.attempts],
       ['Pinned', current.pinned ? 'yes' : null],
-      ['Error', current.errorMessage],
+      ['Error', current.errorMessage ? h('div', { class: 'failure' },
+        h('p', {}, failureReason(current.errorMessage)),
+        h('a', {
+          href: `#/builds/${buildId}?at=failure`,
+          onclick: (event) => {
+            event.preventDefault();
+            history.replaceState(null, '', `#/builds/${buildId}?at=failure`);
+            showFailing();
+          },
+        }, 'Go to the failing line of the log')) : null],
       ['Image', result.imageName],
       ['Digest', result.digest],
       ['Pull command', result.pullCommand
@@ -343,8 +466,22 @@ async function buildView(buildId, signal) {
         : null],
       ['Size', result.size !== undefined ? bytes(result.size) : null],
     ]));
-    const mayCancel = !FINISHED.includes(current.status) && ['build', 'admin'].includes(me.scope);
-    actions.replaceChildren(...(mayCancel ? [h('button', {
+    const mayBuild = ['build', 'admin'].includes(me.scope);
+    const mayCancel = !FINISHED.includes(current.status) && mayBuild;
+    const again = FINISHED.includes(current.status) && mayBuild ? h('button', {
+      type: 'button',
+      id: 'rebuild',
+      onclick: async (event) => {
+        event.target.disabled = true;
+        try {
+          await rebuild(current);
+        } catch (error) {
+          actions.append(failure(error));
+          event.target.disabled = false;
+        }
+      },
+    }, 'Rebuild') : null;
+    actions.replaceChildren(...(again ? [again] : []), ...(mayCancel ? [h('button', {
       type: 'button',
       class: 'danger',
       onclick: async (event) => {
@@ -379,12 +516,18 @@ async function buildView(buildId, signal) {
     await events(`/builds/${encodeURIComponent(buildId)}/logs`, (type, data) => {
       if (type === 'end') {
         logState.textContent = `The build ${data}.`;
+        logEnded = true;
+        if (wantFailing || data === 'failed') {
+          const lines = log.querySelectorAll('.line');
+          if (lines.length) failingLine(lines, failureReason(record.errorMessage || '')).classList.add('failing');
+        }
+        if (wantFailing) showFailing();
         api(`/builds/${encodeURIComponent(buildId)}`, { signal }).then(showRecord).catch(() => {});
       } else if (type === 'error') {
         logState.textContent = `The log stopped: ${data}`;
       } else {
         const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
-        log.append(`${data}\n`);
+        log.append(h('span', { class: 'line' }, `${data}\n`));
         if (atBottom) log.scrollTop = log.scrollHeight;
         logState.textContent = 'Live: lines appear as the build writes them.';
       }
@@ -392,6 +535,90 @@ async function buildView(buildId, signal) {
   } catch (error) {
     if (!signal.aborted) logState.textContent = `The log cannot be read: ${error.message}`;
   }
+}
+
+const ARCHITECTURES = ['amd64', 'arm64', 'arm/v7', '386'];
+
+function field(id, label, control, wide) {
+  return h('div', { class: wide ? 'wide' : null }, h('label', { for: id }, label), control);
+}
+
+function architectureSelect(id, chosen) {
+  return h('select', { id, name: 'architecture' },
+    ARCHITECTURES.map((architecture) => h('option', { value: architecture, selected: architecture === chosen }, architecture)));
+}
+
+function forceBox(id) {
+  return h('div', { class: 'check' }, h('input', { id, name: 'force', type: 'checkbox' }),
+    h('label', { for: id }, 'Build again even if built before (force)'));
+}
+
+// `#/new`: an image from a Dockerfile (POST /images; a build context needs the client) or a component from
+// a git repository (POST /components). `?kind=image&component=…` fills the form in, as Rebuild does.
+function newBuildView(params) {
+  const said = h('div', { 'aria-live': 'polite' });
+  const image = h('form', { id: 'image-form', class: 'build-form', 'aria-labelledby': 'image-title' },
+    field('image-component', 'Component', h('input', {
+      id: 'image-component', name: 'component', required: true, spellcheck: 'false', value: params.get('component') || '',
+    })),
+    field('image-branch', 'Branch', h('input', {
+      id: 'image-branch', name: 'branch', required: true, spellcheck: 'false', value: params.get('branch') || 'main',
+    })),
+    field('image-architecture', 'Architecture', architectureSelect('image-architecture', params.get('architecture') || 'amd64')),
+    field('image-target', 'Stage (empty: the last)', h('input', {
+      id: 'image-target', name: 'target', spellcheck: 'false', value: params.get('target') || '',
+    })),
+    field('image-dockerfile', 'Dockerfile', h('textarea', {
+      id: 'image-dockerfile', name: 'dockerfile', required: true, rows: 8, spellcheck: 'false',
+      placeholder: 'FROM busybox\nRUN echo hello > /hello',
+    }), true),
+    forceBox('image-force'),
+    h('div', { class: 'wide' }, h('button', { type: 'submit' }, 'Build image')));
+  const component = h('form', { id: 'component-form', class: 'build-form', 'aria-labelledby': 'component-title' },
+    field('component-url', 'Git URL', h('input', {
+      id: 'component-url', name: 'url', required: true, spellcheck: 'false', placeholder: 'https://github.com/acme/libfoo.git',
+    }), true),
+    field('component-component', 'Component', h('input', { id: 'component-component', name: 'component', required: true, spellcheck: 'false' })),
+    field('component-tag', 'Tag', h('input', { id: 'component-tag', name: 'tag', required: true, spellcheck: 'false', placeholder: 'v1.0.0' })),
+    field('component-architecture', 'Architecture', architectureSelect('component-architecture', 'amd64')),
+    forceBox('component-force'),
+    h('div', { class: 'wide' }, h('button', { type: 'submit' }, 'Build component')));
+
+  const send = (form, kind, request) => async (event) => {
+    event.preventDefault();
+    const button = form.querySelector('button[type="submit"]');
+    button.disabled = true;
+    try {
+      await submitBuild(kind, request(Object.fromEntries(new FormData(form).entries())));
+    } catch (error) {
+      said.replaceChildren(failure(error));
+      button.disabled = false;
+    }
+  };
+  image.addEventListener('submit', send(image, 'image', (fields) => {
+    const request = {
+      dockerfile: fields.dockerfile, component: fields.component.trim(), branch: fields.branch.trim(),
+      architecture: fields.architecture, force: Boolean(fields.force),
+    };
+    if (fields.target.trim()) request.target = fields.target.trim();
+    return request;
+  }));
+  component.addEventListener('submit', send(component, 'component', (fields) => ({
+    url: fields.url.trim(), component: fields.component.trim(), tag: fields.tag.trim(),
+    architecture: fields.architecture, force: Boolean(fields.force),
+  })));
+  const from = params.get('from');
+  if (from) image.querySelector('#image-force').checked = true;
+  page('New build', said,
+    from ? h('p', { class: 'note' }, 'Rebuilding ', buildLink(from), ': its record keeps only the Dockerfile\'s digest, so paste ',
+      'the Dockerfile again (a build with an uploaded context is rebuilt with the client, ', h('code', {}, 'artifacts image build'), ').')
+      : null,
+    h('h2', { id: 'image-title' }, 'An image, from a Dockerfile'),
+    h('p', { class: 'note' }, 'For a build context (files to COPY), use the client: ', h('code', {}, 'artifacts image build'), '.'),
+    image,
+    h('h2', { id: 'component-title' }, 'A component, from a git repository'),
+    component);
+  if (from) image.querySelector('#image-dockerfile').focus();
 }
 
 async function catalog(path, filters, signal) {
@@ -579,7 +806,10 @@ async function keysView(signal) {
         }, 'Revoke'))));
       listing.replaceChildren(table('API keys', ['Name', 'Key id', 'Scopes', 'Components', 'Expires', ''], rows, 'No keys yet.'));
     } catch (error) {
-      listing.replaceChildren(failure(error));
+      // A list shown before stays, under the error (reads are retried on a 503 first).
+      if (signal.aborted) return;
+      const shown = listing.querySelector('table');
+      listing.replaceChildren(failure(new Error(`The list could not be read again: ${error.message}`)), ...(shown ? [shown.closest('.scroll')] : []));
     }
   }
 
@@ -698,6 +928,7 @@ async function render() {
   }
   $('#who').textContent = `Signed in as ${me.key?.name || me.keyId} (${me.scope})`;
   $('#nav-keys').hidden = me.scope !== 'admin';
+  $('#nav-new').hidden = !['build', 'admin'].includes(me.scope);
   $('#nav-secrets').hidden = me.scope !== 'admin';
   const { parts, params } = route();
   const section = parts[0] || 'builds';
@@ -705,7 +936,9 @@ async function render() {
     if (link.dataset.section === section) link.setAttribute('aria-current', 'page');
     else link.removeAttribute('aria-current');
   }
-  if (section === 'builds' && parts[1]) await buildView(parts[1], signal);
+  if (section === 'builds' && parts[1]) await buildView(parts[1], params, signal);
+  else if (section === 'new' && ['build', 'admin'].includes(me.scope)) newBuildView(params);
+  else if (section === 'new') page('New build', h('p', {}, 'Starting builds takes a key with the build or admin scope.'));
   else if (section === 'images' && parts.length === 3) await imageView(parts[1], parts[2], signal);
   else if (section === 'images') await imagesView(params, signal);
   else if (section === 'components' && parts.length === 4) await componentView(parts[1], parts[2], parts[3], signal);

@@ -114,6 +114,8 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(dashboard::index))
         .route("/ui/app.js", get(dashboard::script))
         .route("/ui/app.css", get(dashboard::style))
+        .route("/ui/favicon.svg", get(dashboard::favicon))
+        .route("/favicon.ico", get(dashboard::favicon))
         .nest("/api/v1", api)
         .merge(open)
         .merge(SwaggerUi::new("/docs").url("/api/v1/openapi.json", ApiDoc::openapi()))

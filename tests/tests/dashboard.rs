@@ -139,3 +139,232 @@ async fn the_dashboard_shows_builds_live_their_logs_images_components_and_keys_i
     assert!(overflow.as_i64().unwrap() <= 0, "the page is wider than the phone by {overflow}px");
     browser.screenshot("phone").await;
 }
+
+// ---- issue 29: the rough edges a new user found ----------------------------------------------------------
+
+/// Whether the first element matching `css` is shown (false when there is none).
+async fn shown(browser: &Browser, css: &str) -> bool {
+    match browser.client.find(Locator::Css(css)).await {
+        Ok(element) => element.is_displayed().await.unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+/// A TestApp with a registry of its own, for tests that build images.
+async fn app_with_registry() -> (TestApp, Registry) {
+    require_docker().await;
+    let registry = Registry::start().await;
+    let address = registry.address.clone();
+    let app = TestApp::spawn_with(|settings| settings.registry.address = address).await;
+    (app, registry)
+}
+
+#[tokio::test]
+async fn the_favicon_is_an_image() {
+    let app = TestApp::spawn().await;
+    let answer = app.get("/favicon.ico").await;
+    assert_eq!(answer.status(), 200, "GET /favicon.ico");
+    let kind = answer.headers()[reqwest::header::CONTENT_TYPE].to_str().unwrap().to_owned();
+    assert!(kind.starts_with("image/"), "the favicon's content type: {kind}");
+    assert!(!answer.bytes().await.unwrap().is_empty());
+    let page = app.get("/").await.text().await.unwrap();
+    assert!(page.contains("rel=\"icon\""), "the page names its icon: {page}");
+}
+
+#[tokio::test]
+async fn nothing_of_the_signed_in_view_shows_before_sign_in() {
+    let app = TestApp::spawn().await;
+    let browser = Browser::start().await;
+    let home = app.url("/");
+    browser.go(&home).await;
+    browser.wait_for("#key").await;
+    assert!(!shown(&browser, "#nav").await, "the navigation shows while signed out");
+    assert!(!shown(&browser, "#sign-out").await, "Sign out shows while signed out");
+    assert!(!shown(&browser, "#nav a[href='#/builds']").await, "Builds link shows while signed out");
+    browser.sign_in(&home, ADMIN_KEY).await;
+    assert!(shown(&browser, "#nav").await && shown(&browser, "#sign-out").await, "signed in: navigation and sign out");
+    browser.sign_out().await;
+    assert!(!shown(&browser, "#nav").await && !shown(&browser, "#sign-out").await, "signed out again");
+    assert!(!shown(&browser, "#view").await, "the signed-in view is gone");
+    browser.screenshot("signed-out").await;
+}
+
+#[tokio::test]
+async fn a_new_key_is_listed_even_when_the_first_reread_is_refused_with_503() {
+    let app = TestApp::spawn().await;
+    let browser = Browser::start().await;
+    let home = app.url("/");
+    browser.sign_in(&home, ADMIN_KEY).await;
+    browser.go(&format!("{home}#/keys")).await;
+    browser.wait_for("#key-name").await;
+    // As the gateway answered while a key change paused JetStream: the first reading of the keys after a
+    // creation is refused with a 503.
+    browser
+        .script(
+            "const original = window.fetch;
+             let armed = false;
+             window.fetch = function (url, options) {
+               const method = (options && options.method) || 'GET';
+               if (String(url).endsWith('/api/v1/keys') && method === 'POST') armed = true;
+               else if (armed && String(url).endsWith('/api/v1/keys') && method === 'GET') {
+                 armed = false;
+                 return Promise.resolve(new Response(JSON.stringify({status: 'error', errorMessage:
+                   'watch failed: requested JetStream resource does not exist'}),
+                   {status: 503, headers: {'Content-Type': 'application/json'}}));
+               }
+               return original.apply(this, arguments);
+             };",
+        )
+        .await;
+    browser.wait_for("#key-name").await.send_keys("made-after-a-503").await.unwrap();
+    browser.client.find(Locator::Css(".key-form button")).await.unwrap().click().await.unwrap();
+    browser.wait_for_text("#new-secret", "ak").await;
+    browser.wait_for_text("#view table", "made-after-a-503").await;
+    let view = browser.wait_for_text("#view", "made-after-a-503").await;
+    assert!(!view.contains("JetStream"), "the list is not replaced by the error: {view}");
+}
+
+#[tokio::test]
+async fn build_ids_are_shown_by_the_part_that_differs() {
+    use artifacts_schemas::{BuildKind, BuildStatus};
+    let app = TestApp::spawn().await;
+    let component = unique_name("ids");
+    let first = app.store_build(BuildKind::Image, BuildStatus::Succeeded, &component).await;
+    let second = app.store_build(BuildKind::Image, BuildStatus::Failed, &component).await;
+    let browser = Browser::start().await;
+    let home = app.url("/");
+    browser.sign_in(&home, ADMIN_KEY).await;
+    let mut shown_ids = Vec::new();
+    for id in [first.as_str(), second.as_str()] {
+        let link = browser.wait_for(&format!("tr[data-build=\"{id}\"] a")).await;
+        let text = link.text().await.unwrap();
+        assert!(text.starts_with('…') && id.ends_with(text.trim_start_matches('…')), "{id} shown as {text:?}");
+        assert_eq!(link.attr("title").await.unwrap().as_deref(), Some(id), "the full id in the tooltip");
+        assert!(link.attr("href").await.unwrap().unwrap().ends_with(&format!("#/builds/{id}")));
+        shown_ids.push(text);
+    }
+    assert_ne!(shown_ids[0], shown_ids[1], "two builds look alike");
+    browser.go(&format!("{home}#/builds/{first}")).await;
+    let title = browser.wait_for_text("#view h1", "Build").await;
+    assert!(title.contains(&shown_ids[0]), "the build page's title: {title}");
+}
+
+#[tokio::test]
+async fn at_390_pixels_the_pages_fit_and_show_status_and_download() {
+    use artifacts_schemas::{BuildKind, BuildStatus};
+    let app = TestApp::spawn().await;
+    let component = unique_name("phone-component-with-a-long-name");
+    app.store_build(BuildKind::Image, BuildStatus::Succeeded, &component).await;
+    let build = app.store_build(BuildKind::Component, BuildStatus::Failed, &component).await;
+    app.store_archive(&component, "v1.0.0-with-a-long-tag", b"bytes").await;
+    app.create_key(
+        json!({"name": "a-key-with-a-long-name-for-a-phone", "scopes": ["read"], "components": [component]}),
+    )
+    .await;
+    let browser = Browser::start().await;
+    let home = app.url("/");
+    browser.sign_in(&home, ADMIN_KEY).await;
+    browser.client.set_window_size(390, 844).await.unwrap();
+    let width = browser.script("return window.innerWidth").await.as_i64().unwrap();
+    assert!(width <= 390, "the window is {width}px wide");
+    let fits = "const overflowing = [...document.querySelectorAll('#view *')]
+                  .filter((e) => e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflowX !== 'visible'
+                    && e.tagName !== 'PRE' && e.clientWidth > 1)
+                  .map((e) => e.tagName + '.' + e.className);
+                return [document.documentElement.scrollWidth, overflowing];";
+    let inside = |css: &str| {
+        format!(
+            "const e = document.querySelector({css:?}); const r = e.getBoundingClientRect();
+             return e.checkVisibility() && r.width > 0 && r.left >= 0 && r.right <= window.innerWidth;"
+        )
+    };
+    let build_page = format!("#/builds/{build}");
+    for (name, hash, wanted, visible) in [
+        ("builds", "#/builds", component.as_str(), "tbody .status"),
+        ("components", "#/components", component.as_str(), "tbody button"),
+        ("keys", "#/keys", "Revoke", "tbody button"),
+        ("build", build_page.as_str(), "Status", ".status"),
+    ] {
+        browser.go(&format!("{home}{hash}")).await;
+        browser.wait_for_text("#view", wanted).await;
+        browser.wait_for(visible).await;
+        let answer = browser.script(fits).await;
+        assert!(answer[0].as_i64().unwrap() <= 390, "{name}: the page is {}px wide", answer[0]);
+        assert_eq!(answer[1], json!([]), "{name}: these scroll sideways");
+        assert_eq!(browser.script(&inside(visible)).await, json!(true), "{name}: {visible} is not in sight");
+        browser.screenshot(&format!("phone-{name}")).await;
+    }
+}
+
+#[tokio::test]
+async fn a_failed_build_shows_its_reason_and_a_link_to_the_failing_log_line() {
+    let (app, _registry) = app_with_registry().await;
+    let component = unique_name("fails");
+    let build_id = submit_image(&app, &component, "FROM busybox\nRUN echo about-to-fail && exit 3\n").await;
+    let record = app.wait_for_build(&build_id).await;
+    assert_eq!(record["status"], "failed", "{record}");
+    let browser = Browser::start().await;
+    let home = app.url("/");
+    browser.sign_in(&home, ADMIN_KEY).await;
+    browser.go(&format!("{home}#/builds/{build_id}")).await;
+    let reason = browser.wait_for_text(".failure", "failed").await;
+    assert!(!reason.contains("last log lines"), "the reason repeats the log: {reason}");
+    assert!(reason.lines().count() <= 3, "the reason is a paragraph: {reason}");
+    browser.wait_for_text("pre.log", "about-to-fail").await;
+    browser.wait_for_text("#view", "The build failed.").await;
+    let link = browser.wait_for(".failure a").await;
+    link.click().await.unwrap();
+    let line = browser.wait_for(".log .failing").await;
+    let text = line.text().await.unwrap();
+    assert!(text.contains("ERROR") && text.contains("exit code: 3"), "the failing line: {text}");
+    let focused = browser.script("return document.activeElement.classList.contains('failing')").await;
+    assert_eq!(focused, json!(true), "the link goes to the failing line");
+    browser.screenshot("failed").await;
+}
+
+#[tokio::test]
+async fn builds_start_and_repeat_from_the_page() {
+    let (app, _registry) = app_with_registry().await;
+    let browser = Browser::start().await;
+    let home = app.url("/");
+    browser.sign_in(&home, ADMIN_KEY).await;
+    browser.go(&format!("{home}#/new")).await;
+    let component = unique_name("from-page");
+    browser.wait_for("#image-component").await.send_keys(&component).await.unwrap();
+    let dockerfile = browser.wait_for("#image-dockerfile").await;
+    dockerfile.clear().await.unwrap();
+    dockerfile.send_keys("FROM busybox\nRUN echo hi\n").await.unwrap();
+    // The component form is there too.
+    for field in ["#component-url", "#component-component", "#component-tag", "#component-architecture"] {
+        browser.wait_for(field).await;
+    }
+    browser.client.find(Locator::Css("#image-form button[type=submit]")).await.unwrap().click().await.unwrap();
+    // The page goes to the new build, which succeeds; it is in the list of builds.
+    browser.wait_for_text("dl.record", &component).await;
+    browser.wait_for_text(".live", "succeeded").await;
+    let first =
+        browser.client.current_url().await.unwrap().fragment().unwrap().trim_start_matches("/builds/").to_owned();
+    browser.go(&format!("{home}#/builds")).await;
+    browser.wait_for_text(&format!("tr[data-build=\"{first}\"] .status"), "succeeded").await;
+    let row = browser.wait_for_text(&format!("tr[data-build=\"{first}\"]"), &component).await;
+    assert!(row.contains("main") && row.contains("amd64"), "{row}");
+
+    // Rebuild: the same request again, forced, as a new build.
+    browser.go(&format!("{home}#/builds/{first}")).await;
+    browser.wait_for_text(".live", "succeeded").await;
+    browser.wait_for("#rebuild").await.click().await.unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let second = loop {
+        let fragment = browser.client.current_url().await.unwrap().fragment().unwrap_or("").to_owned();
+        let id = fragment.trim_start_matches("/builds/").to_owned();
+        if fragment.starts_with("/builds/") && id != first {
+            break id;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "Rebuild did not go to a new build");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let record = app.wait_for_build(&second).await;
+    assert_eq!(record["status"], "succeeded", "{record}");
+    assert_eq!(record["request"]["component"], json!(component));
+    browser.screenshot("rebuilt").await;
+}

@@ -1,6 +1,6 @@
-//! `GET /` and `/ui/...`: the dashboard, a page for people. Its three files are compiled into the gateway,
-//! so it needs no build step and no network; it reads everything through the API below `/api/v1` with
-//! the key a person signs in with (see `dashboard/app.js`).
+//! `GET /`, `/ui/...` and `/favicon.ico`: the dashboard, a page for people. Its files are compiled into the
+//! gateway, so it needs no build step and no network; it reads everything through the API below `/api/v1`
+//! with the key a person signs in with (see `dashboard/app.js`).
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -29,6 +29,12 @@ pub async fn script() -> Response {
 
 pub async fn style() -> Response {
     asset("text/css; charset=utf-8", include_str!("../../dashboard/app.css"))
+}
+
+/// The icon, an SVG: at `/ui/favicon.svg`, which the page names, and at `/favicon.ico`, where browsers
+/// and other tools look without being told.
+pub async fn favicon() -> Response {
+    asset("image/svg+xml", include_str!("../../dashboard/favicon.svg"))
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
