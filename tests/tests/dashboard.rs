@@ -284,6 +284,7 @@ async fn at_390_pixels_the_pages_fit_and_show_status_and_download() {
         ("components", "#/components", component.as_str(), "tbody button"),
         ("keys", "#/keys", "Revoke", "tbody button"),
         ("build", build_page.as_str(), "Status", ".status"),
+        ("new", "#/new", "Dockerfile", "#image-form button"),
     ] {
         browser.go(&format!("{home}{hash}")).await;
         browser.wait_for_text("#view", wanted).await;
@@ -367,4 +368,46 @@ async fn builds_start_and_repeat_from_the_page() {
     assert_eq!(record["status"], "succeeded", "{record}");
     assert_eq!(record["request"]["component"], json!(component));
     browser.screenshot("rebuilt").await;
+}
+
+#[tokio::test]
+async fn a_component_builds_and_rebuilds_from_the_page() {
+    require_docker().await;
+    let app = TestApp::spawn_with(artifacts_tests::allow_local_repositories).await;
+    let repo = artifacts_tests::GitRepo::new().await;
+    repo.commit_and_tag(
+        &[("artifact.toml", &artifacts_tests::manifest("echo from-the-page > /out/page.txt", &[]), false)],
+        "v1.0.0",
+    )
+    .await;
+    let component = unique_name("page-lib");
+    let browser = Browser::start().await;
+    let home = app.url("/");
+    browser.sign_in(&home, ADMIN_KEY).await;
+    browser.client.find(Locator::Css("#nav-new a")).await.unwrap().click().await.unwrap();
+    browser.wait_for("#component-url").await.send_keys(&repo.url()).await.unwrap();
+    browser.wait_for("#component-component").await.send_keys(&component).await.unwrap();
+    browser.wait_for("#component-tag").await.send_keys("v1.0.0").await.unwrap();
+    browser.client.find(Locator::Css("#component-form button[type=submit]")).await.unwrap().click().await.unwrap();
+    browser.wait_for_text("dl.record", &component).await;
+    browser.wait_for_text(".live", "succeeded").await;
+    let first =
+        browser.client.current_url().await.unwrap().fragment().unwrap().trim_start_matches("/builds/").to_owned();
+
+    // Rebuild submits the record's request again, forced: a new build of the same commit.
+    browser.wait_for("#rebuild").await.click().await.unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let second = loop {
+        let fragment = browser.client.current_url().await.unwrap().fragment().unwrap_or("").to_owned();
+        let id = fragment.trim_start_matches("/builds/").to_owned();
+        if fragment.starts_with("/builds/") && id != first {
+            break id;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "Rebuild did not go to a new build");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let (before, after) = (app.wait_for_build(&first).await, app.wait_for_build(&second).await);
+    assert_eq!(after["status"], "succeeded", "{after}");
+    assert_eq!(after["request"]["commit"], before["request"]["commit"]);
+    assert_eq!(after["request"]["tag"], "v1.0.0");
 }
