@@ -117,19 +117,26 @@ const BUILD_ID_LENGTH: usize = 36;
 /// The most builds read (newest first) while looking for a prefix.
 const MAX_BUILDS_SEARCHED: usize = 20_000;
 
-/// The build `given` names: a whole build id as it is, or any unique prefix of one (as the dashboard
-/// shortens them, e.g. `01a24e73-fa27`), found in the builds listing the key may see. None: not found;
-/// several: an error listing them.
+/// The build `given` names: a whole build id as it is, any unique prefix of one, or (written `…` then
+/// the end of an id, as the dashboard shows ids, e.g. `…9f3c2a1b`) any unique ending, found in the builds
+/// listing the key may see. None: not found; several: an error listing them.
 pub async fn resolve(client: &Client, given: &str) -> anyhow::Result<String> {
-    let prefix = given.trim().to_ascii_lowercase();
-    if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+    let trimmed = given.trim();
+    let (part, by_end) = match trimmed.strip_prefix('…').or_else(|| trimmed.strip_prefix("...")) {
+        Some(end) => (end.to_ascii_lowercase(), true),
+        None => (trimmed.to_ascii_lowercase(), false),
+    };
+    if part.is_empty() || !part.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
         return Err(anyhow!(
-            "{given:?} is not a build id: expected a build id or the start of one, e.g. 01a24e73-fa27"
+            "{given:?} is not a build id: expected a build id, the start of one (01a24e73-fa27) or its end as the dashboard shows it (…9f3c2a1b)"
         ));
     }
-    if prefix.len() >= BUILD_ID_LENGTH {
-        return Ok(prefix);
+    if part.len() >= BUILD_ID_LENGTH {
+        return Ok(part);
     }
+    let prefix = part;
+    let matches = |id: &str| if by_end { id.ends_with(&prefix) } else { id.starts_with(&prefix) };
+    let (begins, begin) = if by_end { ("end with", "ends") } else { ("begin with", "begins") };
     let mut found: Vec<Value> = Vec::new();
     let mut cursor: Option<String> = None;
     let mut searched = 0;
@@ -139,16 +146,16 @@ pub async fn resolve(client: &Client, given: &str) -> anyhow::Result<String> {
         let page = client.send(client.get("/builds").query(&query), "builds").await?;
         let builds = page["builds"].as_array().cloned().unwrap_or_default();
         searched += builds.len();
-        found
-            .extend(builds.iter().filter(|b| b["buildId"].as_str().is_some_and(|id| id.starts_with(&prefix))).cloned());
+        found.extend(builds.iter().filter(|b| b["buildId"].as_str().is_some_and(matches)).cloned());
         // Build ids begin with their creation time (UUID v7) and the listing is newest first: once a
         // page ends before the prefix, no older build can match.
         // Compared on the time part (the first 13 characters) only, as ids of one millisecond are in no order.
         let time = prefix.len().min(13);
-        let passed = builds
-            .last()
-            .and_then(|b| b["buildId"].as_str())
-            .is_some_and(|oldest| oldest.get(..time).is_some_and(|start| start < &prefix[..time]));
+        let passed = !by_end
+            && builds
+                .last()
+                .and_then(|b| b["buildId"].as_str())
+                .is_some_and(|oldest| oldest.get(..time).is_some_and(|start| start < &prefix[..time]));
         match page["nextCursor"].as_str() {
             Some(next) if !passed && searched < MAX_BUILDS_SEARCHED => cursor = Some(next.to_owned()),
             _ => break,
@@ -156,7 +163,7 @@ pub async fn resolve(client: &Client, given: &str) -> anyhow::Result<String> {
     }
     match found.as_slice() {
         [] => Err(anyhow!(
-            "build {given}: no build id the key may see begins with {prefix:?} (`artifacts builds ls` lists them)"
+            "build {given}: no build id the key may see {begin} with {prefix:?} (`artifacts builds ls` lists them)"
         )),
         [one] => Ok(text(&one["buildId"])),
         several => {
@@ -174,7 +181,7 @@ pub async fn resolve(client: &Client, given: &str) -> anyhow::Result<String> {
                 })
                 .collect();
             Err(anyhow!(
-                "build id prefix {given:?} is ambiguous: {} builds begin with it (give more of the id):\n{}",
+                "build id {given:?} is ambiguous: {} builds {begins} it (give more of the id):\n{}",
                 several.len(),
                 candidates.join("\n")
             ))

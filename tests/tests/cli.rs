@@ -413,6 +413,11 @@ mod first_hour {
         if first[..13] != second[..13] {
             assert_eq!(cli.json(&["builds", "show", &first[..13]]).await["buildId"], first.as_str());
         }
+        // The dashboard shows an id by its end: `…` and the last 8 hex digits.
+        for id in [&first, &second] {
+            let shown_by_end = format!("…{}", &id[id.len() - 8..]);
+            assert_eq!(cli.json(&["builds", "show", &shown_by_end]).await["buildId"], id.as_str(), "{shown_by_end}");
+        }
         let output = cli.run(&["builds", "logs", &second[..common + 1]], &[], None).await;
         assert!(!text(&output).1.contains("not a build id"), "{:?}", text(&output));
 
