@@ -93,7 +93,7 @@ pub async fn list_builds(
         ("kind" = Option<String>, Query, description = "image or component"),
     ),
     responses(
-        (status = 200, description = "Build records as they change, from now on", content_type = "text/event-stream", body = String),
+        (status = 200, description = "Build records as they change, from now on: each event's data is a build record", content_type = "text/event-stream", body = ServerSentEvent),
         (status = 400, description = "Bad input", body = ErrorReply),
     ),
     security(("bearer" = []), ("apiKey" = []))
@@ -139,6 +139,16 @@ impl std::fmt::Display for KeyGone {
 /// `items` for as long as `key` stays valid, each with the key's caller as it is when the item comes: the
 /// key is checked ([`Keys::current`](crate::auth::Keys::current)) at every item, and every [`KEY_RECHECK`]
 /// while none comes; the first check that finds it revoked or expired ends the stream with `Err(KeyGone)`.
+/// One server-sent event of the streams, as the OpenAPI document describes each: `event` (`message`
+/// for a log line or a record, `end` with the build's final status, `error` when the stream stops early)
+/// and its `data`.
+#[derive(utoipa::ToSchema)]
+pub struct ServerSentEvent {
+    #[schema(example = "message")]
+    pub event: Option<String>,
+    pub data: String,
+}
+
 /// For every stream that outlives the request that opened it (`/builds/events`, `/builds/{id}/logs`).
 fn while_key_valid<S>(
     state: AppState,
@@ -181,7 +191,7 @@ pub struct BuildEventsQuery {
         ("format" = Option<String>, Query, description = "`events` (the default): server-sent events, `data` per line and a last `end` event whose data is the status; `text`: plain lines, the last one `build <status>`"),
     ),
     responses(
-        (status = 200, description = "Log lines, from the first, then live until the build ends", content_type = "text/event-stream", body = String),
+        (status = 200, description = "Log lines, from the first, then live until the build ends", content_type = "text/event-stream", body = ServerSentEvent),
         (status = 400, description = "Not a build id, or an unknown format", body = ErrorReply),
         (status = 403, description = "The key may not see that component", body = ErrorReply),
         (status = 404, description = "No such build", body = ErrorReply),
