@@ -153,13 +153,19 @@ async fn a_secret_value_is_in_no_message_an_admin_key_reads_nor_in_the_stacks_lo
         assert_eq!(record["status"], expected, "{record}");
         image_builds.push(build_id);
     }
-    let found = ask(&admin, "artifacts.image.get", &json!({"component": image, "branch": "main", "architecture": "amd64"})).await;
+    let found =
+        ask(&admin, "artifacts.image.get", &json!({"component": image, "branch": "main", "architecture": "amd64"}))
+            .await;
     assert_eq!(found["status"], "found", "{found}");
 
     // Component builds over NATS likewise.
     let repo = GitRepo::new().await;
     let toml = |command: &str| format!("{}secrets = [\"leak\"]\n", manifest(command, &[]));
-    repo.commit_and_tag(&[("artifact.toml", &toml("echo \"value: $(cat /run/secrets/leak)\"; date > /out/x"), false)], "v1").await;
+    repo.commit_and_tag(
+        &[("artifact.toml", &toml("echo \"value: $(cat /run/secrets/leak)\"; date > /out/x"), false)],
+        "v1",
+    )
+    .await;
     repo.commit_and_tag(&[("artifact.toml", &toml("cat /run/secrets/leak; exit 4"), false)], "v2").await;
     let mut component_builds = Vec::new();
     for (tag, expected) in [("v1", "succeeded"), ("v2", "failed")] {
@@ -171,7 +177,8 @@ async fn a_secret_value_is_in_no_message_an_admin_key_reads_nor_in_the_stacks_lo
         component_builds.push(build_id);
     }
     let found =
-        ask(&admin, "artifacts.component.get", &json!({"component": component, "tag": "v1", "architecture": "amd64"})).await;
+        ask(&admin, "artifacts.component.get", &json!({"component": component, "tag": "v1", "architecture": "amd64"}))
+            .await;
     assert_eq!(found["status"], "found", "{found}");
 
     // What else a client asks: listings, the secrets themselves, each build's log (HTTP: no NATS subject
@@ -188,7 +195,10 @@ async fn a_secret_value_is_in_no_message_an_admin_key_reads_nor_in_the_stacks_lo
         let (lines, _) = app.follow_logs(build_id).await;
         let log = lines.join("\n");
         assert!(!holds(log.as_bytes(), &forms), "the log of {build_id} shows the value:\n{log}");
-        masked += lines.iter().filter(|line| line.ends_with("value: ***") || line.ends_with(" ***") || *line == "***").count();
+        masked += lines
+            .iter()
+            .filter(|line| line.ends_with("value: ***") || line.ends_with(" ***") || *line == "***")
+            .count();
         let record = app.get(&format!("/api/v1/builds/{build_id}")).await.text().await.unwrap();
         assert!(!holds(record.as_bytes(), &forms), "the record of {build_id} holds the value: {record}");
     }
