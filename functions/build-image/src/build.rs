@@ -56,6 +56,7 @@ impl Build for ImageBuild {
 
     async fn store(&self, built: &ImageBuildResult, log: &mut BuildLog) -> Result<(), String> {
         let job = &self.job;
+        let phases = Phases::new(&job.build_id);
         let query =
             ImageQuery { component: job.component.clone(), branch: job.branch.clone(), architecture: job.architecture };
         let image = ImageRecord {
@@ -70,10 +71,19 @@ impl Build for ImageBuild {
         match move_forward(&self.nats.stores.images, &query.record_key(), &image).await.map_err(|err| err.message)? {
             Moved::Forward { .. } => {
                 let repository = ImageRepository::new(&job.component, &job.branch).to_string();
-                registry::copy_tag(&self.settings, &repository, &immutable_tag(job), job.architecture.short()).await?;
+                phases.done("image record written");
+                // The architecture tag and the list of every architecture's latest (which names images by
+                // digest, not by tag) at once.
+                let built_tag = immutable_tag(job);
+                let (copied, refreshed) = tokio::join!(
+                    registry::copy_tag(&self.settings, &repository, &built_tag, job.architecture.short()),
+                    neutral_tag::refresh(&self.nats, &self.settings, &job.component, &job.branch)
+                );
+                phases.done("architecture tag copied, manifest list refreshed");
+                copied?;
                 log.write(&format!("pushed {} ({})", built.image_name, built.digest)).await;
                 // The image is stored either way: a list that could not be published is only reported.
-                match neutral_tag::refresh(&self.nats, &self.settings, &job.component, &job.branch).await {
+                match refreshed {
                     Ok(()) => {
                         log.write(&format!("{repository}:{NEUTRAL_TAG} lists every architecture's latest image")).await
                     }
@@ -96,19 +106,33 @@ async fn build_and_push(
     work_dir: &Path,
     log: &mut BuildLog,
 ) -> Result<ImageBuildResult, BuildFailure> {
-    let docker = artifacts_runtime::docker::connect(settings).await.map_err(BuildFailure::Passing)?;
-    let (context_dir, dockerfile_dir) = assemble_context(nats, settings, job, work_dir.to_path_buf()).await?;
+    let phases = Phases::new(&job.build_id);
+    // What the build needs, fetched at once: the engine, the context and Dockerfile, the cache sources
+    // and the secrets do not wait for one another.
+    let (docker, assembled, cache_from, secrets) = tokio::join!(
+        artifacts_runtime::docker::connect(settings),
+        assemble_context(nats, settings, job, work_dir.to_path_buf()),
+        async {
+            match settings.build.registry_cache {
+                true => cache_sources(nats, settings, job).await,
+                false => Vec::new(),
+            }
+        },
+        build_secrets(nats, job),
+    );
+    let docker = docker.map_err(BuildFailure::Passing)?;
+    let (context_dir, dockerfile_dir) = assembled?;
+    let secrets = secrets?;
+    phases.done("engine, context, cache sources and secrets ready");
 
     let repository = format!("{}/{}", settings.registry.address, ImageRepository::new(&job.component, &job.branch));
     let immutable_tag = immutable_tag(job);
     let immutable_name = format!("{repository}:{immutable_tag}");
     let mut build_args = job.build_args.clone();
-    let mut cache_from = Vec::new();
     if settings.build.registry_cache {
         // BuildKit's inline cache: the image's configuration says which step made which layer, so a
         // build on any engine can take the layers from the registry instead of running the steps.
         build_args.insert("BUILDKIT_INLINE_CACHE".into(), "1".into());
-        cache_from = cache_sources(nats, settings, job).await;
     }
     // Base images and cache sources from this service's registry are pulled as the workers (the
     // submission checked that the caller may read them).
@@ -119,7 +143,6 @@ async fn build_and_push(
         )]),
         None => HashMap::new(),
     };
-    let secrets = build_secrets(nats, job).await?;
     // A step's output that shows a value shows `***` instead, in the log and the error message alike.
     log.mask(secrets.iter().map(|(_, value)| value.as_slice()));
     let version = docker.client_version();
@@ -147,6 +170,7 @@ async fn build_and_push(
         }
     }
     record_stage(BuildKind::Image, "build", building.elapsed());
+    phases.done("built");
     // Only the build's own tag is pushed; `store` points the architecture tag at it in the registry.
     let pushing = Instant::now();
     // Never while the collector sweeps the registry's blobs (see registry_gate).
@@ -156,14 +180,39 @@ async fn build_and_push(
     });
     let digest = pushed.await.map_err(|err| BuildFailure::Passing(err.message))??;
     record_stage(BuildKind::Image, "push", pushing.elapsed());
-    // The registry holds it now; the engine does not need to (nothing else ever collects it there).
-    if let Err(err) =
-        docker.remove_image(&immutable_name, None::<bollard::query_parameters::RemoveImageOptions>, None).await
-    {
-        tracing::warn!(%err, image = %immutable_name, "could not remove a pushed image from the engine");
-    }
+    phases.done("pushed");
+    // The registry holds it now; the engine does not need to (nothing else ever collects it there). Not
+    // on the build's way: the records need not wait for it.
+    let name = immutable_name.clone();
+    tokio::spawn(async move {
+        if let Err(err) = docker.remove_image(&name, None::<bollard::query_parameters::RemoveImageOptions>, None).await
+        {
+            tracing::warn!(%err, image = %name, "could not remove a pushed image from the engine");
+        }
+    });
     let image_name = format!("{repository}:{}", job.architecture.short());
     Ok(ImageBuildResult { pull_command: pull_command(&image_name, &digest), image_name, immutable_name, digest })
+}
+
+/// Debug lines saying how long each phase of a build took (`RUST_LOG=artifacts_build_image=debug`).
+pub(crate) struct Phases<'a> {
+    build_id: &'a BuildId,
+    started: Instant,
+    last: std::cell::Cell<Instant>,
+}
+
+impl<'a> Phases<'a> {
+    pub(crate) fn new(build_id: &'a BuildId) -> Self {
+        let now = Instant::now();
+        Self { build_id, started: now, last: std::cell::Cell::new(now) }
+    }
+
+    pub(crate) fn done(&self, phase: &str) {
+        let now = Instant::now();
+        let took = now - self.last.replace(now);
+        let (took_ms, at_ms) = (took.as_secs_f64() * 1e3, (now - self.started).as_secs_f64() * 1e3);
+        tracing::debug!(build_id = %self.build_id, phase, took_ms, at_ms, "image build phase");
+    }
 }
 
 /// The build secrets a build of this component may mount (`RUN --mount=type=secret,id=<name>`), handed

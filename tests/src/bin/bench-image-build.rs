@@ -65,6 +65,10 @@ fn mean(samples: &[Duration]) -> f64 {
 #[tokio::main]
 async fn main() {
     let iterations: usize = std::env::args().nth(1).and_then(|n| n.parse().ok()).unwrap_or(5);
+    // RUST_LOG=artifacts_build_image=debug: the stack's log on standard error (each build's phases).
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    }
     require_docker().await;
     let registry = Registry::start().await;
     let address = registry.address.clone();

@@ -79,7 +79,9 @@ pub async fn build(host: &str, api: &str, request: Request, log: &mut BuildLog) 
         credentials: request.credentials.clone(),
         secrets: request.secrets.iter().cloned().collect(),
     };
+    let started = std::time::Instant::now();
     let _session = session::start(host, api, &session_id, &session_id, services).await.map_err(Failure::Engine)?;
+    tracing::debug!(build_key = %request.build_key, took_ms = started.elapsed().as_secs_f64() * 1e3, "BuildKit session up");
 
     let query = build_query(&request, &session_id);
     let http = hyper::Request::builder()
@@ -99,6 +101,7 @@ pub async fn build(host: &str, api: &str, request: Request, log: &mut BuildLog) 
         .await
         .map_err(|err| Failure::Engine(format!("lost the Docker engine during the build: {err}")))?;
     let status = response.status();
+    tracing::debug!(build_key = %request.build_key, at_ms = started.elapsed().as_secs_f64() * 1e3, "BuildKit build answered");
     let mut body = response.into_body().into_data_stream();
     if !status.is_success() {
         let mut text = Vec::new();
@@ -134,6 +137,7 @@ pub async fn build(host: &str, api: &str, request: Request, log: &mut BuildLog) 
         }
     }
     connection.abort();
+    tracing::debug!(build_key = %request.build_key, at_ms = started.elapsed().as_secs_f64() * 1e3, "BuildKit build ended");
     outcome
 }
 
