@@ -317,7 +317,10 @@ pub async fn run(
         }
         println!("  logs:      {}/", logs.display());
         if let Some(git) = &dev_git {
-            println!("  dev mode:  components may be built from file:// repositories under {}", git.file_roots.join(", "));
+            println!(
+                "  dev mode:  components may be built from file:// repositories under {}",
+                git.file_roots.join(", ")
+            );
         }
         println!("Press Ctrl-C to stop.");
     } else {

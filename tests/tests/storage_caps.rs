@@ -41,7 +41,8 @@ async fn too_little_storage_names_the_setting_and_lowered_caps_fit() {
     let (_server, url) = server_with_20_gib(store.path()).await;
 
     let defaults = test_settings(&url);
-    let refused = artifacts_runtime::nats::connect(&defaults, "test").await.err().expect("64 GiB of archives do not fit");
+    let refused =
+        artifacts_runtime::nats::connect(&defaults, "test").await.err().expect("64 GiB of archives do not fit");
     let message = format!("{refused:#}");
     println!("{message}");
     assert!(message.contains("storage.archives_bytes = 64.0 GiB"), "the setting to lower is named: {message}");

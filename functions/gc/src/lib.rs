@@ -37,7 +37,8 @@ pub async fn run(settings: Settings, nats: Nats, shutdown: CancellationToken) ->
         &nats,
         ServiceSpec {
             name: service::GC_SERVICE,
-            description: "Cancels, pins and deletes builds and artifacts; collects what retention lets go; keeps build secrets",
+            description:
+                "Cancels, pins and deletes builds and artifacts; collects what retention lets go; keeps build secrets",
             endpoints: vec![
                 Endpoint::BuildCancel,
                 Endpoint::BuildPin,

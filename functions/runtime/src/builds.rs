@@ -103,7 +103,9 @@ pub async fn submit<J: Serialize>(
             return Ok(Submitted { build_id: record.build_id, status: AcceptedStatus::Failed, error: Some(error) });
         }
         // The build it names has ended: claim the key, unless another submitter just did.
-        if let Ok(claim) = retry_unanswered(|| active.update(&key, build_id.as_str().to_owned().into(), entry.revision)).await {
+        if let Ok(claim) =
+            retry_unanswered(|| active.update(&key, build_id.as_str().to_owned().into(), entry.revision)).await
+        {
             return start(nats, build_id, &submission, &key, claim).await;
         }
     }

@@ -123,7 +123,11 @@ pub fn parse_byte_size(text: &str) -> Result<u64, String> {
         "gib" => 1 << 30,
         "t" | "tb" => 1000 * 1000 * 1000 * 1000,
         "tib" => 1 << 40,
-        _ => return Err(format!("{text:?} is not a size: write bytes, or a number with KiB, MiB, GiB or TiB (or KB, MB, GB, TB)")),
+        _ => {
+            return Err(format!(
+                "{text:?} is not a size: write bytes, or a number with KiB, MiB, GiB or TiB (or KB, MB, GB, TB)"
+            ))
+        }
     };
     let number: f64 = number.parse().map_err(|_| format!("{text:?} is not a size: it must start with a number"))?;
     Ok((number * unit_bytes as f64) as u64)

@@ -41,7 +41,10 @@ pub enum Moved<T> {
 pub async fn move_forward<T: FromBuild>(store: &kv::Store, key: &str, record: &T) -> Result<Moved<T>, RequestError> {
     let bytes: bytes::Bytes = serde_json::to_vec(record).expect("records serialise").into();
     loop {
-        let current = retry_unanswered(|| store.entry(key)).await.map_err(unavailable)?.filter(|e| e.operation == kv::Operation::Put);
+        let current = retry_unanswered(|| store.entry(key))
+            .await
+            .map_err(unavailable)?
+            .filter(|e| e.operation == kv::Operation::Put);
         let Some(current) = current else {
             match retry_unanswered(|| store.create(key, bytes.clone())).await {
                 Ok(_) => return Ok(Moved::Forward { replaced: None }),

@@ -284,7 +284,11 @@ pub fn human_bytes(bytes: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
 
 /// Set-up failures as an operator can act on them: too little JetStream storage names the caps to lower.
@@ -386,37 +390,31 @@ async fn create_resources(setup: &Setup<'_>, subjects: &Subjects) -> anyhow::Res
     let build_index =
         key_value(setup, names.build_index_bucket(), "Build ids newest first: every build and per component", 1)
             .await?;
-    let active =
-        key_value(setup, names.active_bucket(), "Queued or running build per submission hash", 1).await?;
-    let sources =
-        key_value(setup, names.sources_bucket(), "Where each component's source is known from", 1).await?;
+    let active = key_value(setup, names.active_bucket(), "Queued or running build per submission hash", 1).await?;
+    let sources = key_value(setup, names.sources_bucket(), "Where each component's source is known from", 1).await?;
     let pushes =
         key_value(setup, names.pushes_bucket(), "Pushes handled by the git trigger, latest triggered builds", 1)
             .await?;
-    let keys =
-        key_value(setup, names.keys_bucket(), "Managed API keys by key id: hashes, never secrets", 1).await?;
+    let keys = key_value(setup, names.keys_bucket(), "Managed API keys by key id: hashes, never secrets", 1).await?;
     let upload_grants =
         key_value(setup, names.upload_grants_bucket(), "Who may use each uploaded build context", 1).await?;
-    let images =
-        key_value(setup, names.images_bucket(), "Latest image per component/branch/architecture", 10).await?;
+    let images = key_value(setup, names.images_bucket(), "Latest image per component/branch/architecture", 10).await?;
     let components =
-        key_value(setup, names.components_bucket(), "Latest component per component/tag/architecture", 10)
-            .await?;
-    let archives =
-        object_store(
+        key_value(setup, names.components_bucket(), "Latest component per component/tag/architecture", 10).await?;
+    let archives = object_store(
         setup,
         names.archives_bucket(),
         "Component tarballs (.tar.gz)",
         Cap { setting: "storage.archives_bytes", bytes: storage.archives_bytes },
-    ).await?;
-    let uploads =
-        object_store(
-            setup,
-            names.uploads_bucket(),
-            "Build sources: Dockerfiles and contexts",
-            Cap { setting: "storage.uploads_bytes", bytes: storage.uploads_bytes },
-        )
-            .await?;
+    )
+    .await?;
+    let uploads = object_store(
+        setup,
+        names.uploads_bucket(),
+        "Build sources: Dockerfiles and contexts",
+        Cap { setting: "storage.uploads_bytes", bytes: storage.uploads_bytes },
+    )
+    .await?;
     let repositories =
         key_value(setup, names.repositories_bucket(), "The component of each registry repository", 1).await?;
     let trigger_index = key_value(
@@ -427,11 +425,9 @@ async fn create_resources(setup: &Setup<'_>, subjects: &Subjects) -> anyhow::Res
     )
     .await?;
     let registry_gate =
-        key_value(setup, names.registry_gate_bucket(), "Registry pushes in flight and the blob collection", 1)
-            .await?;
+        key_value(setup, names.registry_gate_bucket(), "Registry pushes in flight and the blob collection", 1).await?;
     let secrets =
-        key_value(setup, names.secrets_bucket(), "Build secrets by name: values encrypted, never plaintext", 1)
-            .await?;
+        key_value(setup, names.secrets_bucket(), "Build secrets by name: values encrypted, never plaintext", 1).await?;
     Ok(Stores {
         builds,
         build_index,
@@ -583,7 +579,9 @@ fn reached_no_one(err: &(dyn std::error::Error + 'static)) -> bool {
     use async_nats::jetstream::context::RequestErrorKind as JetStreamKind;
     let mut cause = Some(err);
     while let Some(err) = cause {
-        if err.downcast_ref::<async_nats::RequestError>().is_some_and(|e| e.kind() == async_nats::RequestErrorKind::NoResponders)
+        if err
+            .downcast_ref::<async_nats::RequestError>()
+            .is_some_and(|e| e.kind() == async_nats::RequestErrorKind::NoResponders)
             || err
                 .downcast_ref::<async_nats::jetstream::context::RequestError>()
                 .is_some_and(|e| e.kind() == JetStreamKind::NoResponders)

@@ -122,7 +122,9 @@ pub fn render(subjects: &Subjects, fixed: &FixedUsers, keys: &BTreeMap<String, S
     let exports: String = served
         .iter()
         .map(|subject| format!("      {{ service: {} }}\n", quoted(subject)))
-        .chain([format!("      {{ service: \"$SRV.>\", response: stream, threshold: \"{DISCOVERY_ANSWER_WINDOW}\" }}\n")])
+        .chain([format!(
+            "      {{ service: \"$SRV.>\", response: stream, threshold: \"{DISCOVERY_ANSWER_WINDOW}\" }}\n"
+        )])
         .collect();
     let imports: String = served
         .iter()

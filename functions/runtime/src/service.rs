@@ -38,7 +38,9 @@ pub fn reply_allowed(reply: &str, presented_key_id: Option<&str>) -> bool {
     }
     match first {
         "_R_" | "_INBOX" => true,
-        _ => first.strip_prefix("_INBOX_").is_some_and(|owner| owner == SERVICE_USER || presented_key_id == Some(owner)),
+        _ => {
+            first.strip_prefix("_INBOX_").is_some_and(|owner| owner == SERVICE_USER || presented_key_id == Some(owner))
+        }
     }
 }
 

@@ -27,7 +27,9 @@ pub async fn grant(
     component: &ComponentName,
 ) -> Result<(), RequestError> {
     for key in grants(context_hex, caller, component) {
-        retry_unanswered(|| nats.stores.upload_grants.put(&key, caller.key_id.clone().into())).await.map_err(unavailable)?;
+        retry_unanswered(|| nats.stores.upload_grants.put(&key, caller.key_id.clone().into()))
+            .await
+            .map_err(unavailable)?;
     }
     Ok(())
 }
