@@ -57,6 +57,23 @@ impl Browser {
     }
 
     /// The first element matching `css` once it exists.
+    /// Clicks `css` once it is there, finding it again when the page re-rendered it in between (live
+    /// pages replace their elements as records change).
+    pub async fn click_fresh(&self, css: &str) {
+        for _ in 0..20 {
+            match self.wait_for(css).await.click().await {
+                Ok(()) => return,
+                Err(fantoccini::error::CmdError::Standard(err))
+                    if err.error == fantoccini::error::ErrorStatus::StaleElementReference =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Err(err) => panic!("cannot click {css}: {err}"),
+            }
+        }
+        panic!("{css} kept being replaced before it could be clicked");
+    }
+
     pub async fn wait_for(&self, css: &str) -> fantoccini::elements::Element {
         self.client
             .wait()

@@ -906,6 +906,28 @@ pub fn context_tar(files: &[(&str, &str)]) -> Vec<u8> {
     builder.into_inner().expect("a tar")
 }
 
+/// A request from a client, sent again while it reaches no one: every key change reloads nats-server,
+/// and for about 15 ms the CLIENTS account's imports are re-registered, so a request sent then finds no
+/// responder (it was never delivered, so sending it again is safe). How many tries it took comes back.
+pub async fn request_across_reloads(
+    client: &async_nats::Client,
+    subject: &str,
+    headers: async_nats::HeaderMap,
+    payload: &str,
+) -> (Result<async_nats::Message, async_nats::RequestError>, u32) {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let answer = client.request_with_headers(subject.to_owned(), headers.clone(), payload.to_owned().into()).await;
+        match answer {
+            Err(err) if err.kind() == async_nats::RequestErrorKind::NoResponders && tries < 50 => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            answer => return (answer, tries),
+        }
+    }
+}
+
 /// NATS headers carrying an API key, as every request on a public subject must.
 pub fn key_header(key: &str) -> async_nats::HeaderMap {
     let mut headers = async_nats::HeaderMap::new();

@@ -353,7 +353,7 @@ async fn builds_start_and_repeat_from_the_page() {
     // Rebuild: the same request again, forced, as a new build.
     browser.go(&format!("{home}#/builds/{first}")).await;
     browser.wait_for_text(".live", "succeeded").await;
-    browser.wait_for("#rebuild").await.click().await.unwrap();
+    browser.click_fresh("#rebuild").await;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
     let second = loop {
         let fragment = browser.client.current_url().await.unwrap().fragment().unwrap_or("").to_owned();
@@ -395,7 +395,7 @@ async fn a_component_builds_and_rebuilds_from_the_page() {
         browser.client.current_url().await.unwrap().fragment().unwrap().trim_start_matches("/builds/").to_owned();
 
     // Rebuild submits the record's request again, forced: a new build of the same commit.
-    browser.wait_for("#rebuild").await.click().await.unwrap();
+    browser.click_fresh("#rebuild").await;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
     let second = loop {
         let fragment = browser.client.current_url().await.unwrap().fragment().unwrap_or("").to_owned();
