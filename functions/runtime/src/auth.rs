@@ -34,7 +34,7 @@ use artifacts_schemas::messages::keys::{pattern_within, ApiKeyInfo, Scope, Store
 use artifacts_schemas::{ComponentName, RequestError, RequestedBy, Timestamp, Username};
 
 use crate::configuration::Settings;
-use crate::nats::{retry_unanswered, unavailable, Nats};
+use crate::nats::{retry_read, unavailable, Nats};
 use crate::rate_limit::{KeyRateLimit, RateLimited};
 
 /// The key id (and NATS user name) of the bootstrap admin key.
@@ -84,7 +84,7 @@ pub enum StoredKeyEntry {
 
 /// Reads key `key_id`'s record.
 pub async fn read_stored_key(store: &kv::Store, key_id: &str) -> Result<StoredKeyEntry, RequestError> {
-    let Some(bytes) = retry_unanswered(|| store.get(key_id)).await.map_err(unavailable)? else {
+    let Some(bytes) = retry_read(|| store.get(key_id)).await.map_err(unavailable)? else {
         return Ok(StoredKeyEntry::Absent);
     };
     Ok(match serde_json::from_slice::<StoredKey>(&bytes) {

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::TryStreamExt;
 
-use artifacts_runtime::nats::{retry_unanswered, unavailable};
+use artifacts_runtime::nats::{retry_read, retry_unanswered, unavailable};
 use artifacts_schemas::messages::keys::{
     check_pattern, ApiKeyInfo, KeyCreateRequest, KeyCreated, KeyList, KeyRevoked, KeyStatus, Scope, StoredKey, WhoAmI,
 };
@@ -113,7 +113,7 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<
     caller.require(Scope::Admin)?;
     let store = &state.nats.stores.keys;
     let ids: Vec<String> =
-        retry_unanswered(|| store.keys()).await.map_err(unavailable)?.try_collect().await.map_err(unavailable)?;
+        retry_read(|| store.keys()).await.map_err(unavailable)?.try_collect().await.map_err(unavailable)?;
     let mut keys = Vec::new();
     for id in ids {
         // An unreadable record is no key: revoking its id removes it.
