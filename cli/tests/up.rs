@@ -393,7 +393,12 @@ async fn asked_across_reloads(
 ) -> async_nats::Message {
     for _ in 0..50 {
         match client.request_with_headers("artifacts.image.get", headers.clone(), payload.to_owned().into()).await {
-            Err(err) if err.kind() == async_nats::RequestErrorKind::NoResponders => {
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    async_nats::RequestErrorKind::NoResponders | async_nats::RequestErrorKind::TimedOut
+                ) =>
+            {
                 tokio::time::sleep(Duration::from_millis(20)).await
             }
             answer => return answer.expect("the lookup answers"),

@@ -908,7 +908,8 @@ pub fn context_tar(files: &[(&str, &str)]) -> Vec<u8> {
 
 /// A request from a client, sent again while it reaches no one: every key change reloads nats-server,
 /// and for about 15 ms the CLIENTS account's imports are re-registered, so a request sent then finds no
-/// responder (it was never delivered, so sending it again is safe). How many tries it took comes back.
+/// responder (it was never delivered, so sending it again is safe), and an answer on its way may be lost
+/// (a read is asked again). How many tries it took comes back.
 pub async fn request_across_reloads(
     client: &async_nats::Client,
     subject: &str,
@@ -920,7 +921,13 @@ pub async fn request_across_reloads(
         tries += 1;
         let answer = client.request_with_headers(subject.to_owned(), headers.clone(), payload.to_owned().into()).await;
         match answer {
-            Err(err) if err.kind() == async_nats::RequestErrorKind::NoResponders && tries < 50 => {
+            // A reply on its way during the reload can be lost too: a read is asked again after its timeout.
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    async_nats::RequestErrorKind::NoResponders | async_nats::RequestErrorKind::TimedOut
+                ) && tries < 50 =>
+            {
                 tokio::time::sleep(Duration::from_millis(20)).await
             }
             answer => return (answer, tries),

@@ -66,7 +66,7 @@ async fn ten_key_creations_and_ten_revocations_fail_no_other_request() {
                     Err(err) => failed.push(format!("NATS lookup: {err}")),
                 }
             }
-            println!("NATS lookups sent again after reaching no one during a reload: {resent}");
+            println!("NATS lookups sent again after reaching no one or losing their answer during a reload: {resent}");
             (answered, failed)
         }));
     }
