@@ -62,7 +62,10 @@ fn holds(haystack: &[u8], forms: &[Vec<u8>]) -> bool {
 }
 
 /// Every message a subscription receives until the test takes them: (subject, headers and payload).
-fn collect(mut subscription: async_nats::Subscriber) -> Arc<Mutex<Vec<(String, Vec<u8>)>>> {
+/// Messages a subscription received: subject and payload.
+type Received = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
+fn collect(mut subscription: async_nats::Subscriber) -> Received {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let into = seen.clone();
     tokio::spawn(async move {
