@@ -353,17 +353,7 @@ async fn builds_start_and_repeat_from_the_page() {
     // Rebuild: the same request again, forced, as a new build.
     browser.go(&format!("{home}#/builds/{first}")).await;
     browser.wait_for_text(".live", "succeeded").await;
-    browser.click_fresh("#rebuild").await;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-    let second = loop {
-        let fragment = browser.client.current_url().await.unwrap().fragment().unwrap_or("").to_owned();
-        let id = fragment.trim_start_matches("/builds/").to_owned();
-        if fragment.starts_with("/builds/") && id != first {
-            break id;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "Rebuild did not go to a new build");
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    };
+    let second = rebuild(&browser, &first).await;
     let record = app.wait_for_build(&second).await;
     assert_eq!(record["status"], "succeeded", "{record}");
     assert_eq!(record["request"]["component"], json!(component));
@@ -395,19 +385,24 @@ async fn a_component_builds_and_rebuilds_from_the_page() {
         browser.client.current_url().await.unwrap().fragment().unwrap().trim_start_matches("/builds/").to_owned();
 
     // Rebuild submits the record's request again, forced: a new build of the same commit.
-    browser.click_fresh("#rebuild").await;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-    let second = loop {
-        let fragment = browser.client.current_url().await.unwrap().fragment().unwrap_or("").to_owned();
-        let id = fragment.trim_start_matches("/builds/").to_owned();
-        if fragment.starts_with("/builds/") && id != first {
-            break id;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "Rebuild did not go to a new build");
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    };
+    let second = rebuild(&browser, &first).await;
     let (before, after) = (app.wait_for_build(&first).await, app.wait_for_build(&second).await);
     assert_eq!(after["status"], "succeeded", "{after}");
     assert_eq!(after["request"]["commit"], before["request"]["commit"]);
     assert_eq!(after["request"]["tag"], "v1.0.0");
+}
+
+/// Clicks Rebuild on build `first`'s page and answers the id of the new build the page goes to.
+async fn rebuild(browser: &Browser, first: &str) -> String {
+    browser.click_fresh("#rebuild").await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let fragment = browser.client.current_url().await.unwrap().fragment().unwrap_or("").to_owned();
+        let id = fragment.trim_start_matches("/builds/").to_owned();
+        if fragment.starts_with("/builds/") && id != first {
+            return id;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "Rebuild did not go to a new build");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
