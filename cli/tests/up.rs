@@ -42,19 +42,8 @@ async fn up_starts_everything_and_ctrl_c_stops_everything() {
     }
     let data = tempfile::tempdir().unwrap();
     let (gateway, nats, registry) = (free_port(), free_port(), free_port());
-    let mut up = tokio::process::Command::new(bin)
-        .args(["up", "--data-dir"])
-        .arg(data.path())
-        .env("ARTIFACTS__GATEWAY__LISTEN", format!("127.0.0.1:{gateway}"))
-        .env("NATS_URL", format!("nats://127.0.0.1:{nats}"))
-        .env("ARTIFACTS__REGISTRY__ADDRESS", format!("127.0.0.1:{registry}"))
-        .env_remove("ARTIFACTS_ADMIN_KEY")
-        .env_remove("ARTIFACTS_CONFIG")
-        .env_remove("ARTIFACTS__GIT__ALLOWED_SCHEMES")
-        .env_remove("ARTIFACTS__GIT__FILE_ROOTS")
-        .stdout(Stdio::piped())
+    let mut up = up_command(&bin, &["up", "--data-dir"], data.path(), (gateway, nats, registry))
         .stderr(Stdio::inherit())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
 
@@ -243,19 +232,8 @@ async fn up_keeps_process_logs_in_files_and_dev_builds_file_repositories() {
     let bin = Path::new(env!("CARGO_BIN_EXE_artifacts"));
     let data = tempfile::tempdir().unwrap();
     let (gateway, nats, registry) = (free_port(), free_port(), free_port());
-    let mut up = tokio::process::Command::new(bin)
-        .args(["up", "--dev", "--data-dir"])
-        .arg(data.path())
-        .env("ARTIFACTS__GATEWAY__LISTEN", format!("127.0.0.1:{gateway}"))
-        .env("NATS_URL", format!("nats://127.0.0.1:{nats}"))
-        .env("ARTIFACTS__REGISTRY__ADDRESS", format!("127.0.0.1:{registry}"))
-        .env_remove("ARTIFACTS_ADMIN_KEY")
-        .env_remove("ARTIFACTS_CONFIG")
-        .env_remove("ARTIFACTS__GIT__ALLOWED_SCHEMES")
-        .env_remove("ARTIFACTS__GIT__FILE_ROOTS")
-        .stdout(Stdio::piped())
+    let mut up = up_command(&bin, &["up", "--dev", "--data-dir"], data.path(), (gateway, nats, registry))
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
 
@@ -405,4 +383,28 @@ async fn asked_across_reloads(
         }
     }
     panic!("artifacts.image.get reached no one for a second");
+}
+
+/// `artifacts up` with `args` on `data`, every address on loopback at the given ports (gateway, NATS,
+/// registry), and none of the settings a developer's shell may hold.
+fn up_command(
+    bin: &Path,
+    args: &[&str],
+    data: &Path,
+    (gateway, nats, registry): (u16, u16, u16),
+) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(bin);
+    command
+        .args(args)
+        .arg(data)
+        .env("ARTIFACTS__GATEWAY__LISTEN", format!("127.0.0.1:{gateway}"))
+        .env("NATS_URL", format!("nats://127.0.0.1:{nats}"))
+        .env("ARTIFACTS__REGISTRY__ADDRESS", format!("127.0.0.1:{registry}"))
+        .env_remove("ARTIFACTS_ADMIN_KEY")
+        .env_remove("ARTIFACTS_CONFIG")
+        .env_remove("ARTIFACTS__GIT__ALLOWED_SCHEMES")
+        .env_remove("ARTIFACTS__GIT__FILE_ROOTS")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true);
+    command
 }
