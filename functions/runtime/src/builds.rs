@@ -151,6 +151,7 @@ async fn queue_and_record<J: Serialize>(
     let job = serde_json::to_vec(&(submission.job)(build_id)).expect("jobs serialise");
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Nats-Msg-Id", build_id.as_str());
+    crate::telemetry::add_request_id(&mut headers);
     let queued = async {
         nats.jetstream.publish_with_headers(submission.job_subject.clone(), headers, job.into()).await?.await?;
         Ok::<_, async_nats::Error>(())
