@@ -25,10 +25,21 @@ const README_TOUR_DIR: &str = "/tmp/artifacts-tour";
 
 /// The tour's ```sh blocks, in the README's order.
 fn readme_tour_blocks() -> Vec<String> {
-    let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("README.md");
-    let start = readme.find(&format!("\n{TOUR_HEADING}\n")).expect("the README has its tour") + 1;
-    let section = &readme[start + TOUR_HEADING.len()..];
-    let section = &section[..section.find("\n## ").unwrap_or(section.len())];
+    sh_blocks("README.md", TOUR_HEADING)
+}
+
+/// The curl examples of docs/http-api.md, written to run after the README's tour, in its shell.
+const HTTP_API_PAGE: &str = "docs/http-api.md";
+const HTTP_API_EXAMPLES: &str = "## With curl";
+
+/// The ```sh blocks of the section of `page` (a path in the repository) that starts with `heading`, up to
+/// the next heading of that level, in order.
+fn sh_blocks(page: &str, heading: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(repo_root().join(page)).unwrap_or_else(|err| panic!("{page}: {err}"));
+    let start = text.find(&format!("\n{heading}\n")).unwrap_or_else(|| panic!("{page} has no {heading:?}")) + 1;
+    let section = &text[start + heading.len()..];
+    let level = heading.split(' ').next().expect("a heading");
+    let section = &section[..section.find(&format!("\n{level} ")).unwrap_or(section.len())];
     let mut blocks = Vec::new();
     let mut current: Option<String> = None;
     for line in section.lines() {
@@ -42,7 +53,7 @@ fn readme_tour_blocks() -> Vec<String> {
             (None, _) => {}
         }
     }
-    assert!(current.is_none(), "a ```sh block of the tour is not closed");
+    assert!(current.is_none(), "a ```sh block of {page}'s {heading:?} is not closed");
     blocks
 }
 
@@ -62,7 +73,7 @@ fn the_readme_tour_starts_the_stack_with_the_readme_start_command() {
         "scripts/up runs artifacts up with its arguments"
     );
     // Every address the steps use is one the test can move to its own stack's.
-    let steps = blocks[1..].concat();
+    let steps = blocks[1..].concat() + &sh_blocks(HTTP_API_PAGE, HTTP_API_EXAMPLES).concat();
     for (at, _) in steps.match_indices("127.0.0.1:") {
         let address = steps.get(at..at + 14).unwrap_or(&steps[at..]);
         assert!(
@@ -204,8 +215,13 @@ async fn the_readme_tour_runs_top_to_bottom_then_the_tour_script_twice() {
     let blocks = readme_tour_blocks();
     let tour_dir = tempfile::tempdir().expect("a temporary directory");
     let tour_path = tour_dir.path().join("artifacts-tour");
-    let mut script = String::from("set -euxo pipefail\n");
-    for block in &blocks[1..] {
+    // No pipefail: a person's shell has none, and `curl ... | head -c 200` is fine there.
+    let mut script = String::from("set -eux\n");
+    // Then, in the same shell, the curl examples of docs/http-api.md, which use the tour's variables.
+    let examples = sh_blocks(HTTP_API_PAGE, HTTP_API_EXAMPLES);
+    assert!(examples.len() >= 5, "{HTTP_API_PAGE} has its curl examples: {examples:?}");
+    let marker = "echo '== the curl examples of docs/http-api.md'\n".to_owned();
+    for block in blocks[1..].iter().chain(std::iter::once(&marker)).chain(&examples) {
         script.push_str(
             &block
                 .replace(README_GATEWAY, &started.gateway)
@@ -228,6 +244,11 @@ async fn the_readme_tour_runs_top_to_bottom_then_the_tour_script_twice() {
         log_tails(clone.path())
     );
     let readme_at = began.elapsed();
+    let (tour_output, examples_output) =
+        stdout.split_once("== the curl examples of docs/http-api.md").expect("the examples ran after the tour");
+    assert!(examples_output.contains("hi, built"), "docs/http-api.md's image ran: {examples_output}");
+    assert!(examples_output.contains("bin/hello"), "docs/http-api.md's archive lists its files: {examples_output}");
+    let stdout = tour_output;
     // What the README's comments say the steps print.
     for says in [
         "logged in to",
