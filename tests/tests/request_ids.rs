@@ -70,6 +70,33 @@ async fn a_request_id_follows_a_build_through_the_gateway_the_function_and_the_w
     let builder = std::fs::read_to_string(logs.join("build-image.log")).expect("the build-image log");
     assert!(!builder.contains(&lookup_id), "the lookup never reached build-image");
 
+    // Straight over NATS: the client's id comes back on the reply and is on the lookup's lines; a
+    // request without one is answered with the id the function made.
+    let nats = async_nats::ConnectOptions::with_user_and_password("admin".into(), stack.admin_key.clone())
+        .custom_inbox_prefix("_INBOX_admin")
+        .connect(format!("127.0.0.1:{}", stack.nats_port))
+        .await
+        .expect("NATS connects");
+    let nats_id = format!("test-{:016x}", rand::random::<u64>());
+    let query = json!({"component": component, "branch": "main", "architecture": "amd64"}).to_string();
+    for sent in [Some(nats_id.as_str()), None] {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Authorization", format!("Bearer {}", stack.admin_key).as_str());
+        if let Some(sent) = sent {
+            headers.insert(HEADER, sent);
+        }
+        let reply = nats
+            .request_with_headers("artifacts.image.get", headers, query.clone().into())
+            .await
+            .expect("the lookup answers");
+        let answered = reply.headers.as_ref().and_then(|h| h.get(HEADER)).map(|v| v.as_str().to_owned());
+        match sent {
+            Some(sent) => assert_eq!(answered.as_deref(), Some(sent)),
+            None => assert!(answered.is_some_and(|id| id.len() == 32), "the reply names the id the function made"),
+        }
+    }
+    lines_with(&logs.join("lookup.log"), &nats_id, |line| line["message"] == "answered").await;
+
     // No id, or one unsafe to log or too long: the gateway makes one, each request its own.
     let mut made = Vec::new();
     for sent in [None, Some("two words"), Some("x\"}{"), Some(&*"a".repeat(129))] {
