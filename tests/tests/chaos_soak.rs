@@ -66,7 +66,7 @@ async fn two_minutes_of_kills_lose_nothing() {
     assert!(result["kills"].as_u64().unwrap() >= 6, "{output}");
     assert!(result["accepted"].as_u64().unwrap() >= 20, "{output}");
     assert!(result["pushesBuilt"].as_u64().unwrap() >= 10, "{output}");
-    assert!(result["lookupsRight"].as_u64().unwrap() >= 1000, "{output}");
+    assert!(result["lookupsRight"].as_u64().unwrap() >= 500, "{output}");
     assert!(result["archivesChecked"].as_u64().unwrap() >= 10, "{output}");
     assert!(status.success(), "chaos-soak exited with {status}:\n{output}");
 }
