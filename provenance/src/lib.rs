@@ -15,9 +15,11 @@
 
 pub mod cosign;
 pub mod dsse;
+pub mod image;
 pub mod key;
 pub mod spdx;
 pub mod statement;
+pub mod verify;
 
 pub use dsse::{Envelope, VerifyError};
 pub use key::{PublicKey, SigningKey};
