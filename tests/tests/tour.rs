@@ -1,8 +1,10 @@
 //! Issues 14 and 29: the README's tour, run from top to bottom as a person would, in order, on a stack
 //! started by the README's own start command (`scripts/up --dev`, which runs `artifacts up --dev`); then
-//! `examples/tour.sh` twice in a row on that same stack, which is no longer fresh. The tour's commands are
-//! read from README.md itself, so the page and the test cannot drift; and the examples fail with one plain
-//! line, not pages of tracebacks, when the stack is down.
+//! `examples/tour.sh` twice in a row on that same stack, which is no longer fresh; then Ctrl-C and a second
+//! start, which keeps what the tour built. The tour's commands are read from README.md itself (and the curl
+//! examples of docs/http-api.md, which follow it in the same shell), so the pages and the test cannot drift;
+//! every link of the README and docs/ names a file; and the examples fail with one plain line, not pages of
+//! tracebacks, when the stack is down.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
