@@ -55,6 +55,7 @@ async fn two_minutes_of_kills_lose_nothing() {
         "lookupsTimedOut",
         "refusedOutsideGatewayOutage",
         "corrupt",
+        "imagesWrong",
         "containersLeft",
         "neverBack",
         "defects",

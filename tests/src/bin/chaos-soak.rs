@@ -20,7 +20,7 @@
 //!
 //!     cargo build --workspace --bins
 //!     target/debug/chaos-soak --minutes 10 [--kill-every 20] [--interval-ms 2000] [--drain-minutes 5]
-//!                             [--data-dir DIR]
+//!                             [--data-dir DIR] [--keep]
 //!
 //! Needs what `scripts/test` installs and starts: nats-server, docker-registry, a Docker engine with the
 //! `busybox` image, git.
@@ -64,6 +64,8 @@ struct Args {
     push_interval: Duration,
     drain: Duration,
     data_dir: Option<PathBuf>,
+    /// Keep the data directory (every process's log) even when nothing went wrong.
+    keep: bool,
 }
 
 fn args() -> Args {
@@ -74,10 +76,11 @@ fn args() -> Args {
         push_interval: Duration::from_millis(4000),
         drain: Duration::from_secs(300),
         data_dir: None,
+        keep: false,
     };
     let mut given = std::env::args().skip(1);
     let usage = "usage: chaos-soak [--minutes M] [--kill-every SECS] [--interval-ms MS] [--push-interval-ms MS] \
-                 [--drain-minutes M] [--data-dir DIR]";
+                 [--drain-minutes M] [--data-dir DIR] [--keep]";
     while let Some(flag) = given.next() {
         let mut value = || given.next().unwrap_or_else(|| panic!("{flag} needs a value\n{usage}"));
         let number = |text: String| text.parse::<f64>().unwrap_or_else(|_| panic!("not a number: {text}\n{usage}"));
@@ -88,6 +91,7 @@ fn args() -> Args {
             "--push-interval-ms" => args.push_interval = Duration::from_secs_f64(number(value()) / 1e3),
             "--drain-minutes" => args.drain = Duration::from_secs_f64(number(value()) * 60.0),
             "--data-dir" => args.data_dir = Some(PathBuf::from(value())),
+            "--keep" => args.keep = true,
             "-h" | "--help" => {
                 println!("{usage}");
                 std::process::exit(0);
@@ -889,6 +893,8 @@ async fn main() {
     let (mut lost, mut stuck, mut doubled, mut failed, mut second_attempts) = (0, 0, 0, 0, 0);
     let mut ours: BTreeSet<String> = BTreeSet::new();
     let mut archives: Vec<(String, String, String, String)> = Vec::new();
+    // Succeeded image builds: (component, build id, digest of its record).
+    let mut images: Vec<(String, String, Value)> = Vec::new();
     for submission in &ledger.submissions {
         let Some(id) = &submission.build_id else { continue };
         ours.insert(id.clone());
@@ -937,6 +943,9 @@ async fn main() {
         {
             archives.push((submission.component.clone(), submission.tag.clone(), digest.to_owned(), expected.clone()));
         }
+        if submission.kind == Kind::Image && record["status"] == "succeeded" {
+            images.push((submission.component.clone(), id.clone(), record["result"]["digest"].clone()));
+        }
     }
     let mut pushes_built = 0;
     for tag in &pushed {
@@ -982,6 +991,25 @@ async fn main() {
         if let Err(why) = checked {
             corrupt += 1;
             defects.push(format!("corrupt: {why}"));
+        }
+    }
+    // Each built image is what its lookup answers (the lookup a client runs before `docker pull`).
+    let mut images_wrong = 0;
+    for (component, id, digest) in &images {
+        let path = format!("/api/v1/images?component={component}&branch=main&architecture=amd64");
+        let found = retrying("an image lookup", || async {
+            let answer = stack.up.http.get(stack.up.url(&path)).bearer_auth(&stack.up.admin_key).send().await.ok()?;
+            let status = answer.status().as_u16();
+            (status != 503).then_some(())?;
+            Some((status, answer.json::<Value>().await.unwrap_or(Value::Null)))
+        })
+        .await;
+        if found.0 != 200 || found.1["buildId"] != **id || found.1["digest"] != *digest || !digest.is_string() {
+            images_wrong += 1;
+            defects.push(format!(
+                "image {component} built by {id} ({digest}): the lookup answers HTTP {} {}",
+                found.0, found.1
+            ));
         }
     }
     // Removed containers go within a few seconds of a build's end.
@@ -1104,6 +1132,7 @@ async fn main() {
         println!("lookups answered after more than 2 s: {}", lookups.slow.join("; "));
     }
     println!("archives checked: {}, corrupt: {corrupt}", archives.len());
+    println!("images checked (lookup answers the build and digest): {}, wrong: {images_wrong}", images.len());
     println!("containers left over: {}", left.len());
     for (victim, (count, worst)) in &per_victim {
         let worst =
@@ -1149,6 +1178,8 @@ async fn main() {
         "refusedOutsideGatewayOutage": refused_outside,
         "archivesChecked": archives.len(),
         "corrupt": corrupt,
+        "imagesChecked": images.len(),
+        "imagesWrong": images_wrong,
         "containersLeft": left.len(),
         "longestDownMs": longest_down.map(|(d, _)| d.as_millis() as u64),
         "neverBack": never_back.len(),
@@ -1164,9 +1195,11 @@ async fn main() {
         unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     }
     let _ = tokio::time::timeout(Duration::from_secs(60), stack.up.child.wait()).await;
-    if !defects.is_empty() {
+    if !defects.is_empty() || args.keep {
         let kept = stack.up.data.keep();
         println!("data directory kept (logs/ has every process's log): {}", kept.display());
+    }
+    if !defects.is_empty() {
         std::process::exit(1);
     }
 }
