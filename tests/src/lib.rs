@@ -589,6 +589,7 @@ impl TestApp {
                     context_digest: None,
                     build_args: Default::default(),
                     target: None,
+                    secrets: Vec::new(),
                     trigger: None,
                 },
                 result: None,
@@ -665,6 +666,7 @@ impl TestApp {
             object: "none".into(),
             build_id: BuildId::generate(),
             built_at: Timestamp::now(),
+            secrets: Vec::new(),
         };
         let stores = &self.nats.stores;
         let source = ComponentSource {

@@ -10,14 +10,15 @@ use async_nats::jetstream::kv;
 use artifacts_runtime::builder::ensure_buildable;
 use artifacts_runtime::builds::{self, Submission};
 use artifacts_runtime::configuration::{redact_url, GitSettings};
-use artifacts_runtime::nats::unavailable;
+use artifacts_runtime::nats::{retry_unanswered, unavailable};
 use artifacts_runtime::service::{Reply, Request, LOOKUP_HEADER};
-use artifacts_runtime::{trigger_index, Nats, Settings};
+use artifacts_runtime::{secrets, trigger_index, Nats, Settings};
 use artifacts_schemas::messages::keys::Scope;
 use artifacts_schemas::names::slug_with_hash;
 use artifacts_schemas::{
-    normalize_repository, parse_json, BuildAccepted, BuildId, BuildKind, BuildWork, ComponentBuildRequest,
-    ComponentBuildSummary, ComponentJob, ComponentSource, Failure, GitUrl, RequestError, RequestedBy, Trigger,
+    normalize_repository, parse_json, BuildAccepted, BuildId, BuildKind, BuildStatus, BuildWork, ComponentBuildRequest,
+    ComponentBuildSummary, ComponentJob, ComponentName, ComponentSource, Failure, GitUrl, RequestError, RequestedBy,
+    Trigger,
 };
 
 use crate::git;
@@ -132,8 +133,9 @@ pub struct Submitter {
 }
 
 /// Queues a checked request, or answers with the identical build: the same commit of the same component,
-/// tag and architecture, queued, running, or (unless `force`) built successfully. `dependents` are the
-/// builds waiting for this one (for cycle detection).
+/// tag and architecture, queued, running, or (unless `force`) built successfully with the values of the
+/// build secrets it read unchanged. `dependents` are the builds waiting for this one (for cycle
+/// detection).
 pub async fn queue(
     nats: &Nats,
     settings: &Settings,
@@ -153,10 +155,12 @@ pub async fn queue(
         commit,
         trigger: submitter.trigger.clone(),
     };
+    let work = BuildWork::Component { request: summary, result: None };
+    let secrets_changed = !request.force && read_secrets_changed(nats, &work, &request.component).await?;
     let submitted = builds::submit(
         nats,
         Submission {
-            work: BuildWork::Component { request: summary, result: None },
+            work,
             requested_by: submitter.requested_by.clone(),
             job_subject: nats.subjects.jobs(BuildKind::Component, request.architecture),
             job: |build_id: &BuildId| ComponentJob {
@@ -171,9 +175,40 @@ pub async fn queue(
                 rebuilt_for_push: submitter.rebuilt_for_push.clone(),
             },
             rerun_failed: submitter.rerun_failed,
-            force: request.force,
+            force: request.force || secrets_changed,
         },
     )
     .await?;
     Ok(submitted.accepted(None))
+}
+
+/// Whether the last identical build that succeeded (the build `work`'s identical-work key names) read a
+/// build secret whose value has changed since, or that `component` may no longer use: then it no
+/// longer answers, and the commit is built anew. The secrets a commit reads are those its
+/// `artifact.toml` lists, known only once it is cloned, so a build records them with its result (names
+/// and keyed fingerprints, never values) rather than in the key; a change to a secret it did not list
+/// builds nothing.
+async fn read_secrets_changed(nats: &Nats, work: &BuildWork, component: &ComponentName) -> Result<bool, RequestError> {
+    let key = builds::content_hash(work);
+    let Some(entry) = retry_unanswered(|| nats.stores.active.entry(&key)).await.map_err(unavailable)? else {
+        return Ok(false);
+    };
+    let Some(build_id) = std::str::from_utf8(&entry.value).ok().and_then(|id| BuildId::parse(id).ok()) else {
+        return Ok(false);
+    };
+    let Some(record) = builds::read(nats, &build_id).await? else { return Ok(false) };
+    let BuildWork::Component { result: Some(made), .. } = &record.work else { return Ok(false) };
+    if record.status != BuildStatus::Succeeded || made.secrets.is_empty() {
+        return Ok(false);
+    }
+    let names: Vec<String> = made.secrets.iter().map(|input| input.name.clone()).collect();
+    let now = secrets::fingerprints(nats, component, Some(&names)).await?;
+    let mut then = made.secrets.clone();
+    then.sort();
+    then.dedup();
+    let changed = now != then;
+    if changed {
+        tracing::info!(%build_id, %component, "a build secret that the identical build read has changed since: building anew");
+    }
+    Ok(changed)
 }
