@@ -284,6 +284,146 @@ impl<W: Write> Write for FileHasher<W> {
     }
 }
 
+/// Hashes files on a thread of its own, so that packing (tar and gzip on one core) does not wait for the
+/// hashes: [`BackgroundHasher::file`] wraps each entry's reader in one that hands a copy of every chunk
+/// read to that thread, and [`BackgroundHasher::finish`] returns the files. Memory stays bounded: the
+/// thread is at most [`BackgroundHasher::QUEUE`] chunks behind, after which reads wait for it.
+pub struct BackgroundHasher {
+    sender: Option<std::sync::mpsc::SyncSender<HashWork>>,
+    /// Chunks the thread has hashed, to be filled again (fresh 256 KiB allocations cost page faults).
+    recycled: std::sync::mpsc::Receiver<Vec<u8>>,
+    thread: Option<std::thread::JoinHandle<Result<ArchiveFiles, ArchiveError>>>,
+}
+
+enum HashWork {
+    Start(String),
+    Bytes(Vec<u8>),
+    End,
+    Link { path: String, target: String },
+    Remove(String),
+}
+
+impl Default for BackgroundHasher {
+    fn default() -> Self {
+        Self::spawn()
+    }
+}
+
+impl BackgroundHasher {
+    /// How many chunks the hashing thread may be behind.
+    pub const QUEUE: usize = 16;
+    /// Bytes handed to the thread at once (a tar builder reads 8 KiB at a time).
+    pub const CHUNK: usize = 256 * 1024;
+
+    pub fn spawn() -> Self {
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<HashWork>(Self::QUEUE);
+        let (recycle, recycled) = std::sync::mpsc::sync_channel::<Vec<u8>>(Self::QUEUE + 2);
+        let thread = std::thread::Builder::new()
+            .name("sbom-hasher".to_owned())
+            .spawn(move || {
+                let mut files = ArchiveFiles::new();
+                let mut current: Option<(String, FileHasher<std::io::Sink>)> = None;
+                for work in receiver {
+                    match work {
+                        HashWork::Start(path) => current = Some((path, FileHasher::new(std::io::sink()))),
+                        HashWork::Bytes(mut bytes) => {
+                            if let Some((_, hasher)) = current.as_mut() {
+                                hasher.update(&bytes);
+                            }
+                            bytes.clear();
+                            let _ = recycle.try_send(bytes);
+                        }
+                        HashWork::End => {
+                            if let Some((path, hasher)) = current.take() {
+                                files.insert(&path, hasher.finish())?;
+                            }
+                        }
+                        HashWork::Link { path, target } => {
+                            let digests = clean_path(&target)?
+                                .and_then(|clean| files.files.get(&clean).copied())
+                                .ok_or_else(|| ArchiveError::Link { path: path.clone(), target: target.clone() })?;
+                            files.insert(&path, digests)?;
+                        }
+                        HashWork::Remove(path) => files.remove(&path)?,
+                    }
+                }
+                Ok(files)
+            })
+            .expect("a thread starts");
+        Self { sender: Some(sender), recycled, thread: Some(thread) }
+    }
+
+    fn send(&self, work: HashWork) {
+        // A send fails only when the thread stopped on an error, which `finish` returns.
+        if let Some(sender) = &self.sender {
+            let _ = sender.send(work);
+        }
+    }
+
+    /// The regular file at `path` whose contents `reader` reads: read the returned reader to its end (as
+    /// `tar::Builder::append_data` does) and drop it.
+    pub fn file<R: Read>(&self, path: &str, reader: R) -> HashedReader<'_, R> {
+        self.send(HashWork::Start(path.to_owned()));
+        HashedReader { inner: reader, hasher: self, pending: Vec::new() }
+    }
+
+    /// A hard link at `path` to the regular file `target` (added before).
+    pub fn link(&self, path: &str, target: &str) {
+        self.send(HashWork::Link { path: path.to_owned(), target: target.to_owned() });
+    }
+
+    /// Something other than a regular file at `path` (a later entry replaces an earlier file).
+    pub fn other(&self, path: &str) {
+        self.send(HashWork::Remove(path.to_owned()));
+    }
+
+    /// Waits for the thread to hash what it was given; the files.
+    pub fn finish(mut self) -> Result<ArchiveFiles, ArchiveError> {
+        self.sender.take();
+        self.thread.take().expect("finished once").join().expect("the hashing thread does not panic")
+    }
+}
+
+impl Drop for BackgroundHasher {
+    fn drop(&mut self) {
+        self.sender.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A reader whose bytes [`BackgroundHasher`] hashes.
+pub struct HashedReader<'a, R> {
+    inner: R,
+    hasher: &'a BackgroundHasher,
+    pending: Vec<u8>,
+}
+
+impl<R: Read> Read for HashedReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        if self.pending.capacity() == 0 {
+            self.pending = self.hasher.recycled.try_recv().unwrap_or_default();
+            self.pending.reserve_exact(BackgroundHasher::CHUNK);
+        }
+        self.pending.extend_from_slice(&buf[..read]);
+        if self.pending.len() >= BackgroundHasher::CHUNK {
+            self.hasher.send(HashWork::Bytes(std::mem::take(&mut self.pending)));
+        }
+        Ok(read)
+    }
+}
+
+impl<R> Drop for HashedReader<'_, R> {
+    fn drop(&mut self) {
+        if !self.pending.is_empty() {
+            self.hasher.send(HashWork::Bytes(std::mem::take(&mut self.pending)));
+        }
+        self.hasher.send(HashWork::End);
+    }
+}
+
 /// Why an archive could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
@@ -1169,6 +1309,36 @@ mod tests {
         }
         let bytes = builder.into_inner().unwrap().finish().unwrap();
         assert_eq!(ArchiveFiles::from_tar_gz(&bytes[..]).unwrap().files, listed);
+    }
+
+    #[test]
+    fn hashing_on_a_thread_gives_what_reading_gives() {
+        let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
+        let background = BackgroundHasher::spawn();
+        let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
+        for (path, data) in [("./a/one", &b"1"[..]), ("big", &big[..]), ("empty", b""), ("gone", b"x")] {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            builder.append_data(&mut header, path, background.file(path, data)).unwrap();
+        }
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Link);
+        header.set_size(0);
+        builder.append_link(&mut header, "again", "big").unwrap();
+        background.link("again", "big");
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Directory);
+        header.set_size(0);
+        builder.append_data(&mut header, "gone", &b""[..]).unwrap();
+        background.other("gone");
+        let bytes = builder.into_inner().unwrap().finish().unwrap();
+        let files = background.finish().unwrap();
+        assert_eq!(files.iter().map(|(path, _)| path).collect::<Vec<_>>(), ["a/one", "again", "big", "empty"]);
+        assert_eq!(ArchiveFiles::from_tar_gz(&bytes[..]).unwrap().files, files);
+
+        let background = BackgroundHasher::spawn();
+        background.link("x", "nowhere");
+        assert!(matches!(background.finish(), Err(ArchiveError::Link { .. })));
     }
 
     #[test]
