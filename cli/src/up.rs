@@ -11,6 +11,11 @@
 //! after a grace period, SIGKILL. Children get SIGTERM when `up` dies however it dies (parent-death
 //! signal). `up` says the stack is up only when the gateway listens and every function answers
 //! `$SRV.PING`.
+//!
+//! The nats-servers it runs get the JetStream storage the disk holds (`storage.jetstream_bytes`, else
+//! half the space free in the data directory), and the stack's caps must fit it (docs/storage.md). With
+//! `registry.tls`, the registry it runs speaks TLS with a certificate of a CA `up` makes, which the
+//! service and the local engine are given (docs/registry.md).
 
 use std::collections::VecDeque;
 use std::io::Write as _;

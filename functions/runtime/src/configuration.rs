@@ -111,7 +111,7 @@ impl StorageSettings {
             ("storage.events_bytes", self.events_bytes),
             ("storage.bucket_bytes", self.bucket_bytes),
         ];
-        caps.sort_by(|a, b| b.1.cmp(&a.1));
+        caps.sort_by_key(|&(_, bytes)| std::cmp::Reverse(bytes));
         caps
     }
 
