@@ -1,9 +1,10 @@
 //! This crate's envelopes and SBOMs checked by implementations no one here wrote: Python's `cryptography`
-//! (`verify_dsse.py`, which computes DSSE's PAE itself) and Python's `tarfile` and `hashlib`
-//! (`check_sbom.py`). Tampering must fail in both Rust and Python.
+//! (`verify_dsse.py`, which computes DSSE's PAE itself), Python's `tarfile` and `hashlib` (`check_sbom.py`),
+//! and the SPDX project's validator (`spdx-tools`, `validate_spdx.py`). Tampering must fail in both Rust and
+//! Python.
 //!
 //! The Python used is `ARTIFACTS_PYTHON` if set, else the suite's virtual environment (`target/python`, which
-//! `scripts/test` makes), else `python3` on the PATH; it needs `cryptography`.
+//! `scripts/test` makes), else `python3` on the PATH; it needs `cryptography` and `spdx-tools`.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -16,20 +17,28 @@ use artifacts_provenance::key::SigningKey;
 use artifacts_provenance::spdx::{self, ArchiveDependency, ArchiveFiles, ComponentSbom, DocumentInfo, GitSource};
 use artifacts_provenance::statement::{self, BuildFacts, ResourceDescriptor, Statement};
 
-fn python() -> PathBuf {
-    if let Some(python) = std::env::var_os("ARTIFACTS_PYTHON") {
-        return python.into();
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let venv = target.join("python/bin/python3");
-    let python = if venv.exists() { venv } else { PathBuf::from("python3") };
-    let probe = Command::new(&python).args(["-c", "import cryptography"]).output();
+/// The Python to run the scripts with, checked to import `modules`.
+fn python(modules: &str) -> PathBuf {
+    let python = match std::env::var_os("ARTIFACTS_PYTHON") {
+        Some(python) => PathBuf::from(python),
+        None => {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+            let venv = target.join("python/bin/python3");
+            if venv.exists() {
+                venv
+            } else {
+                PathBuf::from("python3")
+            }
+        }
+    };
+    let probe = Command::new(&python).args(["-c", &format!("import {modules}")]).output();
     assert!(
         probe.as_ref().is_ok_and(|output| output.status.success()),
-        "{} cannot import cryptography: install it into the suite's environment (target/python/bin/pip install \
-         cryptography; scripts/test's ensure_python_tools does), or name another Python in ARTIFACTS_PYTHON: {probe:?}",
+        "{} cannot import {modules}: install cryptography and spdx-tools into the suite's environment \
+         (target/python/bin/pip install cryptography spdx-tools; scripts/test's ensure_python_tools does), or name \
+         another Python in ARTIFACTS_PYTHON: {probe:?}",
         python.display()
     );
     python
@@ -37,7 +46,8 @@ fn python() -> PathBuf {
 
 /// Runs a script of this directory; its exit status, standard output and standard error.
 fn run(script: &str, args: &[&Path]) -> (i32, String, String) {
-    let output = Command::new(python())
+    let modules = if script == "validate_spdx.py" { "spdx_tools" } else { "cryptography" };
+    let output = Command::new(python(modules))
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join(script))
         .args(args)
         .output()
@@ -238,4 +248,48 @@ fn an_sbom_this_crate_made_matches_its_archive_by_python_tarfile() {
     let (status, _, stderr) = run("check_sbom.py", &[&sbom_file, &changed_file]);
     assert_eq!(status, 1);
     assert!(stderr.contains("bin/hello:") && stderr.contains("the package's SHA256"), "{stderr}");
+}
+
+#[test]
+fn sboms_are_valid_spdx_2_3_for_the_spdx_projects_validator() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = component_archive();
+    let read = ArchiveFiles::from_tar_gz(&archive[..]).unwrap();
+    let mut component = component_document(&read.files, &read.archive_sha256);
+    let component_file = write(dir.path(), "component.json", &component.to_json());
+    let image = spdx::ImageSbom {
+        component: "web".into(),
+        tag: "main".into(),
+        architecture: "amd64".into(),
+        image: spdx::ImageReference { reference: "127.0.0.1:5000/web:main".into(), digest: "a".repeat(64) },
+        base_images: vec![spdx::ImageReference { reference: "busybox:latest".into(), digest: "b".repeat(64) }],
+        layers: vec![spdx::Layer {
+            digest: "1".repeat(64),
+            size: 10,
+            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+        }],
+        os_packages: spdx::parse_dpkg_status(
+            "Package: libc6\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1:2.36-9+deb12u4\n",
+            Some("debian"),
+        ),
+        source: Some(GitSource { url: "https://example.com/o/web.git".into(), commit: "f".repeat(40) }),
+        info: DocumentInfo {
+            namespace: "http://127.0.0.1:8080/api/v1/builds/b2/sbom".into(),
+            created: at("2026-12-07T07:00:09Z"),
+            tool: "artifacts-provenance-test".into(),
+        },
+    }
+    .document()
+    .unwrap();
+    let image_file = write(dir.path(), "image.json", &image.to_json());
+    let (status, stdout, stderr) = run("validate_spdx.py", &[&component_file, &image_file]);
+    assert_eq!(status, 0, "the SPDX validator refuses a document: {stderr}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&stdout).unwrap()["validated"], 2);
+
+    // The validator is no rubber stamp: a file without its mandatory SHA1 is refused.
+    component.files[0].checksums.retain(|checksum| checksum.algorithm != "SHA1");
+    let broken = write(dir.path(), "broken.json", &component.to_json());
+    let (status, _, stderr) = run("validate_spdx.py", &[&broken]);
+    assert_eq!(status, 1);
+    assert!(stderr.contains("SHA1"), "{stderr}");
 }
