@@ -281,6 +281,9 @@ struct Ledger {
     /// Exits of processes nobody killed: (program, when).
     unplanned_exits: Vec<(String, Duration)>,
     killed_pids: BTreeSet<u32>,
+    /// Times the Docker engine (shared with whatever else runs on the machine, and not killed by the
+    /// soak) did not answer: (from, to).
+    engine_outages: Vec<(Duration, Duration)>,
 }
 
 type Shared = Arc<Mutex<Ledger>>;
@@ -654,6 +657,30 @@ async fn watcher(stack: Arc<Stack>, ledger: Shared, stop: Arc<AtomicBool>, start
     }
 }
 
+/// Asks the Docker engine every 2 s whether it answers: the soak does not kill it, but a build that
+/// fails while it is away fails for a reason outside the stack, and the figures should say so.
+async fn engine_watcher(ledger: Shared, stop: Arc<AtomicBool>, start: Instant) {
+    let mut down_since: Option<Duration> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let asked = start.elapsed();
+        let version = Command::new("docker").args(["version", "--format", "{{.Server.Version}}"]).output();
+        let answers =
+            matches!(tokio::time::timeout(Duration::from_secs(5), version).await, Ok(Ok(out)) if out.status.success());
+        match (answers, down_since) {
+            (false, None) => down_since = Some(asked),
+            (true, Some(since)) => {
+                ledger.lock().unwrap().engine_outages.push((since, asked));
+                down_since = None;
+            }
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    if let Some(since) = down_since {
+        ledger.lock().unwrap().engine_outages.push((since, start.elapsed()));
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Setup and the end.
 
@@ -797,6 +824,7 @@ async fn main() {
     let end = start + Duration::from_secs_f64(args.minutes * 60.0);
     let watch = Arc::new(AtomicBool::new(false));
     let watching = tokio::spawn(watcher(Arc::clone(&stack), Arc::clone(&ledger), Arc::clone(&watch), start));
+    let engine_watch = tokio::spawn(engine_watcher(Arc::clone(&ledger), Arc::clone(&watch), start));
     let tasks = vec![
         tokio::spawn(client(
             Arc::clone(&stack),
@@ -886,10 +914,13 @@ async fn main() {
     let drained = drain_started.elapsed();
     watch.store(true, Ordering::Relaxed);
     let _ = watching.await;
+    let _ = engine_watch.await;
 
     // The figures.
     let ledger = std::mem::take(&mut *ledger.lock().unwrap());
     let mut defects: Vec<String> = Vec::new();
+    // Failed builds: (build id, status and errorMessage).
+    let mut failures: Vec<(String, String)> = Vec::new();
     let (mut lost, mut stuck, mut doubled, mut failed, mut second_attempts) = (0, 0, 0, 0, 0);
     let mut ours: BTreeSet<String> = BTreeSet::new();
     let mut archives: Vec<(String, String, String, String)> = Vec::new();
@@ -912,6 +943,7 @@ async fn main() {
             defects.push(format!("stuck: {id} ({}) is {} after the drain", submission.component, record["status"]));
         } else if record["status"] != "succeeded" {
             failed += 1;
+            failures.push((id.clone(), format!("{} {}", record["status"], record["errorMessage"])));
             defects.push(format!(
                 "failed: {id} ({}): {} {}",
                 submission.component, record["status"], record["errorMessage"]
@@ -973,6 +1005,8 @@ async fn main() {
                 defects.push(format!("stuck: push build {} of {tag} is {}", build["buildId"], build["status"]));
             } else if build["status"] != "succeeded" {
                 failed += 1;
+                let id = build["buildId"].as_str().unwrap_or_default().to_owned();
+                failures.push((id, format!("{} {}", build["status"], build["errorMessage"])));
                 defects.push(format!(
                     "failed: push build {} of {tag}: {} {}",
                     build["buildId"], build["status"], build["errorMessage"]
@@ -1146,13 +1180,38 @@ async fn main() {
     if let Some((name, at, absent)) = longest_absent {
         println!("longest without a process: {:.2}s ({name} at {:.0}s)", absent.as_secs_f64(), at.as_secs_f64());
     }
+    if !ledger.engine_outages.is_empty() {
+        let outages: Vec<String> = ledger
+            .engine_outages
+            .iter()
+            .map(|(from, to)| format!("{:.0}s to {:.0}s", from.as_secs_f64(), to.as_secs_f64()))
+            .collect();
+        println!("the Docker engine did not answer (not a kill of the soak): {}", outages.join(", "));
+    }
     if !ledger.unplanned_exits.is_empty() {
         let exits: Vec<String> =
             ledger.unplanned_exits.iter().map(|(name, at)| format!("{name} at {:.0}s", at.as_secs_f64())).collect();
         println!("exits nobody caused: {}", exits.join(", "));
     }
-    for defect in &defects {
+    for defect in defects.iter().filter(|d| !d.starts_with("failed: ")).take(40) {
         println!("DEFECT {defect}");
+    }
+    // Failures grouped by their reason (the record's errorMessage), with a few build ids each.
+    let mut reasons: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (id, reason) in &failures {
+        reasons.entry(reason.clone()).or_default().push(id.clone());
+    }
+    for (reason, ids) in &reasons {
+        let shown: Vec<&str> = ids.iter().take(5).map(String::as_str).collect();
+        println!(
+            "DEFECT failed: {} builds ({}{}): {reason}",
+            ids.len(),
+            shown.join(", "),
+            if ids.len() > 5 { ", ..." } else { "" }
+        );
+    }
+    if defects.len() > 40 + failures.len() {
+        println!("({} more defects not shown)", defects.len() - 40 - failures.len());
     }
     let result = json!({
         "minutes": soaked.as_secs_f64() / 60.0,
@@ -1184,6 +1243,7 @@ async fn main() {
         "longestDownMs": longest_down.map(|(d, _)| d.as_millis() as u64),
         "neverBack": never_back.len(),
         "unplannedExits": ledger.unplanned_exits.len(),
+        "engineOutages": ledger.engine_outages.len(),
         "defects": defects.len(),
     });
     println!("chaos-soak result: {result}");
