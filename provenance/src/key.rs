@@ -7,7 +7,7 @@ use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt 
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::pkcs8::{DecodePrivateKey as _, DecodePublicKey as _, EncodePrivateKey as _, EncodePublicKey as _};
-use ed25519_dalek::{Signer as _, Verifier as _};
+use ed25519_dalek::Signer as _;
 use sha2::{Digest as _, Sha256};
 
 /// The algorithm name the contract answers (`GET /provenance/key`).
@@ -190,7 +190,7 @@ impl PublicKey {
         let Ok(signature) = ed25519_dalek::Signature::from_slice(signature) else {
             return false;
         };
-        self.key.verify(message, &signature).is_ok() && self.key.verify_strict(message, &signature).is_ok()
+        self.key.verify_strict(message, &signature).is_ok()
     }
 }
 
