@@ -293,3 +293,36 @@ fn sboms_are_valid_spdx_2_3_for_the_spdx_projects_validator() {
     assert_eq!(status, 1);
     assert!(stderr.contains("SHA1"), "{stderr}");
 }
+
+/// An operator's own key, made by another implementation (`cryptography`, as `openssl genpkey -algorithm
+/// ed25519` would): loaded from its PEM file, it signs envelopes that verify with the public key that
+/// implementation derives, and the keyid is the same on both sides.
+#[test]
+fn a_key_made_elsewhere_is_loaded_and_its_envelopes_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let private = dir.path().join("operator.pem");
+    let public = dir.path().join("operator.pub.pem");
+    let made = Command::new(python("cryptography"))
+        .args([
+            "-c",
+            "import sys\n\
+             from cryptography.hazmat.primitives import serialization as s\n\
+             from cryptography.hazmat.primitives.asymmetric import ed25519\n\
+             key = ed25519.Ed25519PrivateKey.generate()\n\
+             open(sys.argv[1], 'wb').write(key.private_bytes(s.Encoding.PEM, s.PrivateFormat.PKCS8, s.NoEncryption()))\n\
+             open(sys.argv[2], 'wb').write(key.public_key().public_bytes(s.Encoding.PEM, s.PublicFormat.SubjectPublicKeyInfo))\n",
+        ])
+        .arg(&private)
+        .arg(&public)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let opened = SigningKey::load_or_create(&private).unwrap();
+    assert!(!opened.created);
+    assert_eq!(opened.key.public_key_pem(), std::fs::read_to_string(&public).unwrap());
+    let envelope = Envelope::sign_statement(&opened.key, &statement(&"ab".repeat(32)));
+    let file = write(dir.path(), "envelope.json", &envelope.to_json());
+    let (status, stdout, stderr) = run("verify_dsse.py", &[&file, &public]);
+    assert_eq!(status, 0, "{stderr}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&stdout).unwrap()["keyid"], opened.key.keyid());
+}
