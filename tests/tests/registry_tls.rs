@@ -137,3 +137,22 @@ async fn the_default_registry_is_plain_http_as_remote_clients_are_told() {
     assert!(read, "skopeo --tls-verify=false: {said}");
     assert!(manifest.contains("\"Architecture\": \"amd64\""), "{manifest}");
 }
+
+#[tokio::test]
+async fn a_tls_registry_on_loopback_needs_nothing_of_the_local_engine() {
+    require_docker().await;
+    let address = format!("127.0.0.1:{}", free_port());
+    let stack =
+        UpStack::start(&[("ARTIFACTS__REGISTRY__ADDRESS", &address), ("ARTIFACTS__REGISTRY__TLS", "true")]).await;
+    let image = build_image(&stack, &unique_name("tlsloop")).await;
+    assert!(
+        !std::path::Path::new("/etc/docker/certs.d").join(&address).exists(),
+        "the engine takes a loopback registry's certificate as it is"
+    );
+    let ca = stack.data.path().join("registry-ca.crt");
+    let cert_dir = tempfile::tempdir().unwrap();
+    std::fs::copy(&ca, cert_dir.path().join("ca.crt")).unwrap();
+    let cert_dir_arg = cert_dir.path().display().to_string();
+    let (read, _, said) = skopeo_inspect(&image, &stack.admin_key, &["--cert-dir", &cert_dir_arg]).await;
+    assert!(read, "skopeo with the CA: {said}");
+}

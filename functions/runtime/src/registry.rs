@@ -132,8 +132,18 @@ pub async fn publish_manifest_list(
         .and_then(|_| header(&previous, "docker-content-digest"));
     let mut entries = Vec::new();
     for (architecture, digest) in members {
-        let answer =
-            head(digest, token.as_deref()).await.and_then(reqwest::Response::error_for_status).map_err(failed)?;
+        // distribution 2.8 rewrites a manifest's links in place when the same manifest is put under
+        // another tag (as `copy_tag` may do at the same time), and a read in between fails with a 500
+        // ("invalid checksum digest format"): asked again, it answers.
+        let mut answer = head(digest, token.as_deref()).await.map_err(failed)?;
+        for _ in 0..5 {
+            if !answer.status().is_server_error() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            answer = head(digest, token.as_deref()).await.map_err(failed)?;
+        }
+        let answer = answer.error_for_status().map_err(failed)?;
         let media_type = header(&answer, "content-type").unwrap_or_default();
         let size: u64 = header(&answer, "content-length").and_then(|size| size.parse().ok()).unwrap_or_default();
         let mut platform = serde_json::json!({"os": "linux", "architecture": architecture.oci_architecture()});
@@ -146,14 +156,29 @@ pub async fn publish_manifest_list(
     let mut published = None;
     if !entries.is_empty() {
         let list = serde_json::json!({"schemaVersion": 2, "mediaType": MANIFEST_LIST_TYPE, "manifests": entries});
-        let mut put = client
-            .put(format!("{manifests}/{tag}"))
-            .header(reqwest::header::CONTENT_TYPE, MANIFEST_LIST_TYPE)
-            .body(list.to_string());
-        if let Some(token) = &token {
-            put = put.bearer_auth(token);
+        let put = || {
+            let mut put = client
+                .put(format!("{manifests}/{tag}"))
+                .header(reqwest::header::CONTENT_TYPE, MANIFEST_LIST_TYPE)
+                .body(list.to_string());
+            if let Some(token) = &token {
+                put = put.bearer_auth(token);
+            }
+            put.send()
+        };
+        // The registry checks that every member exists, reading the links that a concurrent put of the
+        // same manifest rewrites in place (above): such a read fails as "digest invalid" (400) or with a
+        // 500, and the same list put again is taken.
+        let mut answer = put().await.map_err(failed)?;
+        for _ in 0..5 {
+            let status = answer.status();
+            if !(status.is_server_error() || status == reqwest::StatusCode::BAD_REQUEST) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            answer = put().await.map_err(failed)?;
         }
-        let answer = put.send().await.and_then(reqwest::Response::error_for_status).map_err(failed)?;
+        let answer = answer.error_for_status().map_err(failed)?;
         published = header(&answer, "docker-content-digest");
     }
     match previous {
