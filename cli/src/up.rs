@@ -233,8 +233,10 @@ pub async fn run(
         }
     };
     let registry = &settings.registry.address;
-    // The registry's certificate, key and CA when it speaks TLS (`registry.tls`).
-    let registry_tls = registry_tls_files(&settings, &data_dir)?;
+    let registry_answers = answers(registry).await;
+    // The registry's certificate, key and CA when `up` runs it and it speaks TLS (`registry.tls`); a
+    // registry already running is trusted with `registry.ca_file`, if set.
+    let registry_tls = if registry_answers { None } else { registry_tls_files(&settings, &data_dir)? };
     let registry_ca = registry_tls.as_ref().and_then(|files| files.ca.clone()).or(settings.registry.ca_file.clone());
     let engine_trust = match &registry_ca {
         Some(ca) if settings.registry.uses_tls() => engine_trusts(&settings, ca),
@@ -245,7 +247,7 @@ pub async fn run(
     }
     // The storage of the registry `up` runs, where the collector sweeps blobs.
     let mut registry_storage = settings.registry.storage_dir.clone();
-    if answers(registry).await {
+    if registry_answers {
         println!(
             "artifacts up: a registry already answers at {registry}: using it (to put it behind API keys, see the README's \"Registry\")"
         );
