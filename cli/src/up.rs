@@ -426,12 +426,21 @@ const LEAST_JETSTREAM_BYTES: u64 = 256 << 20;
 /// naming the setting to lower.
 fn plan_storage(storage: &StorageSettings, data_dir: &Path, stores: &[PathBuf]) -> anyhow::Result<StoragePlan> {
     let nodes = stores.len().max(1) as u64;
+    let free = free_bytes(data_dir).with_context(|| format!("cannot tell the free space of {}", data_dir.display()))?;
+    let held: u64 = stores.iter().map(|store| bytes_under(store)).sum();
     let (per_node, from) = match storage.jetstream_bytes {
+        Some(bytes) if bytes * nodes > free + held => {
+            let said = format!(
+                "storage.jetstream_bytes; {} in all on this disk, more than the {} free on the filesystem of {} plus the {} its JetStream stores hold, so JetStream may fail to write before it reaches that",
+                human_bytes(bytes * nodes),
+                human_bytes(free),
+                data_dir.display(),
+                human_bytes(held)
+            );
+            (bytes, said)
+        }
         Some(bytes) => (bytes, "storage.jetstream_bytes".to_owned()),
         None => {
-            let free = free_bytes(data_dir)
-                .with_context(|| format!("cannot tell the free space of {}", data_dir.display()))?;
-            let held: u64 = stores.iter().map(|store| bytes_under(store)).sum();
             let per_node = (free + held) / 2 / nodes / (1 << 20) * (1 << 20);
             let share = if nodes == 1 { String::new() } else { format!(", shared by {nodes} nodes") };
             let said = format!(
