@@ -86,18 +86,29 @@ ensure_base_image() {
 # from `/`: run from the repository, `import nats` would find the repository's own nats/ folder.
 ensure_python_tools() {
   local venv=${ARTIFACTS_PYTHON_VENV:-$PWD/target/python}
-  if ! (cd / && "$venv/bin/python" -c 'import nats, schemathesis, backports.tarfile') >/dev/null 2>&1; then
+  if ! (cd / && "$venv/bin/python" -c 'import nats, schemathesis, backports.tarfile, cryptography, spdx_tools') >/dev/null 2>&1; then
     if ! python3 -m venv --help >/dev/null 2>&1; then
       log "installing python3-venv"
       as_root apt-get update -qq
       as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv >/dev/null
     fi
-    log "installing nats-py, schemathesis and backports.tarfile into $venv"
+    log "installing nats-py, schemathesis, backports.tarfile, cryptography and spdx-tools into $venv"
     python3 -m venv "$venv"
     # backports.tarfile: the archive oracle needs tarfile's data filter, which Debian 12's Python 3.11.2 lacks.
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check nats-py 'schemathesis>=4,<5' backports.tarfile
+    # cryptography and spdx-tools check provenance envelopes and SBOMs with implementations no one here wrote.
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check nats-py 'schemathesis>=4,<5' backports.tarfile \
+      cryptography spdx-tools
   fi
   export PATH="$venv/bin:$PATH"
+}
+
+# skopeo: a registry client no one here wrote, for the registry's TLS tests.
+ensure_test_clients() {
+  if ! command -v skopeo >/dev/null 2>&1; then
+    log "installing skopeo"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq skopeo >/dev/null
+  fi
 }
 
 # Foreign architectures for the multi-architecture tests: QEMU user emulation registered with
