@@ -1044,33 +1044,35 @@ impl TestApp {
     /// acknowledges the push, so once this returns, every build the pushes so far asked for has a record,
     /// and a push that built nothing has been handled, not merely not yet read.
     pub async fn pushes_handled(&self) {
-        use async_nats::jetstream::consumer::PullConsumer;
-        let stream = self.nats.jetstream.get_stream("ARTIFACTS_PUSH").await.expect("the push stream exists");
-        let consumers = [
-            ("git-trigger", "artifacts.git.push.accepted"),
-            ("git-trigger-dependents", "artifacts.git.push.dependents"),
-        ];
-        let started = std::time::Instant::now();
-        for (name, subject) in consumers {
-            // The last event on the subject now; none yet leaves nothing to wait for.
-            let Ok(last) = stream.get_last_raw_message_by_subject(subject).await else { continue };
-            loop {
-                let mut consumer: PullConsumer = stream.get_consumer(name).await.expect("the trigger's consumer");
-                let info = consumer.info().await.expect("consumer info");
-                if info.delivered.stream_sequence >= last.sequence && info.num_ack_pending == 0 && info.num_pending == 0
-                {
-                    break;
-                }
-                assert!(
-                    started.elapsed() < Duration::from_secs(60),
-                    "the git trigger did not handle the pushes within a minute ({name}: event {} stored, {} delivered, {} unacknowledged, {} pending)",
-                    last.sequence,
-                    info.delivered.stream_sequence,
-                    info.num_ack_pending,
-                    info.num_pending
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
+        pushes_handled_on(&self.nats.jetstream).await
+    }
+}
+
+/// [`TestApp::pushes_handled`] for any stack, through a JetStream connection of the stack's account.
+pub async fn pushes_handled_on(jetstream: &async_nats::jetstream::Context) {
+    use async_nats::jetstream::consumer::PullConsumer;
+    let stream = jetstream.get_stream("ARTIFACTS_PUSH").await.expect("the push stream exists");
+    let consumers =
+        [("git-trigger", "artifacts.git.push.accepted"), ("git-trigger-dependents", "artifacts.git.push.dependents")];
+    let started = std::time::Instant::now();
+    for (name, subject) in consumers {
+        // The last event on the subject now; none yet leaves nothing to wait for.
+        let Ok(last) = stream.get_last_raw_message_by_subject(subject).await else { continue };
+        loop {
+            let mut consumer: PullConsumer = stream.get_consumer(name).await.expect("the trigger's consumer");
+            let info = consumer.info().await.expect("consumer info");
+            if info.delivered.stream_sequence >= last.sequence && info.num_ack_pending == 0 && info.num_pending == 0 {
+                break;
             }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the git trigger did not handle the pushes within a minute ({name}: event {} stored, {} delivered, {} unacknowledged, {} pending)",
+                last.sequence,
+                info.delivered.stream_sequence,
+                info.num_ack_pending,
+                info.num_pending
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }
