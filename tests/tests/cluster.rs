@@ -57,12 +57,27 @@ async fn losing_the_jobs_leader_node_loses_and_doubles_no_build_and_lookups_keep
             submit(&app, &component, &format!("FROM busybox\nRUN sleep 2 && echo {component} > /x\n"), "amd64").await,
         );
     }
-    // Mid-builds: the node leading the jobs stream goes, as a host that loses power.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Mid-builds: once a worker runs one of them, the node leading the jobs stream goes, as a host that
+    // loses power.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let running = loop {
+        let mut running = Vec::new();
+        for build_id in &ids {
+            let record: Value = app.get(&format!("/api/v1/builds/{build_id}")).await.json().await.unwrap_or_default();
+            if record["status"] == "running" {
+                running.push(build_id.clone());
+            }
+        }
+        if !running.is_empty() {
+            break running;
+        }
+        assert!(Instant::now() < deadline, "no build started within 60 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let leader = leader_of(&app, "ARTIFACTS_JOBS").await;
     let node = app.nodes_mut().find(|node| node.name() == leader).expect("the leader is one of the nodes");
     node.stop().await;
-    let killed_at = Instant::now();
+    let (killed_at, killed_on) = (Instant::now(), time::OffsetDateTime::now_utc());
     // Submissions go on while the cluster elects another leader.
     for n in 4..6 {
         let component = format!("cluster{n}-{run}");
@@ -73,6 +88,15 @@ async fn losing_the_jobs_leader_node_loses_and_doubles_no_build_and_lookups_keep
     for build_id in &ids {
         let record = finished(&app, build_id).await;
         assert_eq!(record["status"], "succeeded", "{record}");
+        if running.contains(build_id) {
+            // It ran when the node went, and ended after.
+            let finished_at = time::OffsetDateTime::parse(
+                record["finishedAt"].as_str().unwrap(),
+                &time::format_description::well_known::Rfc3339,
+            )
+            .unwrap();
+            assert!(finished_at > killed_on, "build {build_id} was running when the node was killed: {record}");
+        }
     }
     stop.cancel();
     lookups.await.unwrap();
@@ -94,7 +118,8 @@ async fn losing_the_jobs_leader_node_loses_and_doubles_no_build_and_lookups_keep
         answered.len()
     );
     assert!(after_kill > 10, "lookups answered after the kill: {after_kill}");
-    assert!(pause < Duration::from_secs(10), "lookups paused {pause:?}");
+    // The target BENCHMARKS.md states (under 5 s), not the request timeout's 10 s.
+    assert!(pause < Duration::from_secs(5), "lookups paused {pause:?}");
 }
 
 #[tokio::test]
