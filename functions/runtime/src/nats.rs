@@ -22,6 +22,9 @@ pub struct Nats {
     pub stores: Stores,
     /// The key of build secrets (`secrets.key_file`), loaded when first needed ([`crate::secrets`]).
     pub secrets: std::sync::Arc<crate::secrets::Keyring>,
+    /// The connection's losses and reconnections, so that a request in flight on a lost connection is
+    /// sent again at once ([`crate::service::call`]).
+    pub link: crate::service::Link,
 }
 
 /// The key-value buckets and object store behind lookups.
@@ -143,6 +146,7 @@ pub async fn connect(settings: &Settings, process_name: &str) -> anyhow::Result<
     let deadline = Instant::now() + Duration::from_secs(settings.nats.connect_timeout_secs);
     // async-nats 0.51 ignores credentials in the URL: take them out and pass them as options.
     let (servers, credentials) = split_credentials(url);
+    let (link, on_event) = crate::service::Link::new(settings.request_timeout());
     let client = loop {
         let options = match &credentials {
             Some((user, password)) => {
@@ -158,6 +162,7 @@ pub async fn connect(settings: &Settings, process_name: &str) -> anyhow::Result<
             // The first node listed that answers, not a random one: the stack's processes on one host
             // then share a node (list the host's own first), and a request does not cross routes twice.
             .retain_servers_order()
+            .event_callback(on_event.clone())
             .connect(servers.as_slice())
             .await;
         match attempt {
@@ -181,7 +186,7 @@ pub async fn connect(settings: &Settings, process_name: &str) -> anyhow::Result<
         .await
         .map_err(|err| explain_setup_failure(err, &redact_url(url), &settings.storage))?;
     let secrets = std::sync::Arc::new(crate::secrets::Keyring::new(settings.secrets.key_file.clone()));
-    Ok(Nats { client, jetstream, subjects, stores, secrets })
+    Ok(Nats { client, jetstream, subjects, stores, secrets, link })
 }
 
 /// Waits, until `deadline` at most, for JetStream to answer: a cluster that has not elected its metadata

@@ -192,12 +192,25 @@ impl Request {
 /// Calls an endpoint, with the connection's request timeout. The transport's own failures (nobody
 /// serves the subject, no answer in time) come back as 503 replies naming the cause. Made during a
 /// request's work, the call carries that request's id ([`crate::telemetry::add_request_id`]).
+///
+/// A lost NATS node is a pause, not a timeout: when the connection drops while the request is in flight,
+/// the request is sent again as soon as the client has reconnected (to the next node listed), for the
+/// endpoints where a second copy is harmless ([`resend`]: reads, and submissions, which are deduplicated
+/// by content); the others answer 503 at once, since whether they were done is unknown. A request that
+/// reached no one ("no responders": the function's own connection is coming back, or its process is
+/// restarting) is sent again for every endpoint, for [`NO_RESPONDERS_WAIT`] at most. A point read with no
+/// answer after [`HEDGE_AFTER`] (its function died with the request in hand) is sent once more, and the
+/// first answer of the two is taken. All of it within the one request timeout.
 pub async fn call(nats: &Nats, endpoint: Endpoint, mut headers: HeaderMap, payload: Bytes) -> Reply {
     let subject = nats.subjects.endpoint(endpoint);
     add_request_id(&mut headers);
-    match nats.client.request_with_headers(subject.clone(), headers, payload).await {
+    match request(nats, &subject, resend(endpoint), headers, payload).await {
         Ok(message) => Reply::from_message(&message),
-        Err(err) => {
+        Err(Unanswered::Lost) => RequestError::unavailable(format!(
+            "the connection to NATS was lost while {subject} was in flight; it may or may not have been done"
+        ))
+        .into(),
+        Err(Unanswered::Nats(err)) => {
             use async_nats::RequestErrorKind::*;
             let message = match err.kind() {
                 NoResponders => {
@@ -211,6 +224,202 @@ pub async fn call(nats: &Nats, endpoint: Endpoint, mut headers: HeaderMap, paylo
             };
             RequestError::unavailable(message).into()
         }
+    }
+}
+
+/// How long a request that reached no one is sent again, in pauses of [`NO_RESPONDERS_PAUSES_MS`].
+pub const NO_RESPONDERS_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+const NO_RESPONDERS_PAUSES_MS: [u64; 6] = [10, 25, 50, 100, 200, 400];
+
+/// When a point read without an answer is sent a second time (half the request timeout at most).
+pub const HEDGE_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What may be done with a request whose answer may have been lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resend {
+    /// Nothing: a second copy could act twice (a delete would answer 404, a cancel 409).
+    Never,
+    /// Sent again on a lost connection: listings, and submissions (deduplicated by content).
+    OnLoss,
+    /// Also sent a second time when it has no answer after [`HEDGE_AFTER`]: point reads.
+    Hedged,
+}
+
+/// Which endpoints may be sent twice.
+pub fn resend(endpoint: Endpoint) -> Resend {
+    use Endpoint::*;
+    match endpoint {
+        ImageGet | ComponentGet | ComponentArchive | BuildGet => Resend::Hedged,
+        BuildList | CatalogImages | CatalogComponents | SecretList | ImageBuild | ComponentBuild | GitPush | GcRun
+        | SecretPut => Resend::OnLoss,
+        BuildCancel | BuildPin | ImageDelete | ComponentDelete | SecretDelete => Resend::Never,
+    }
+}
+
+/// Why a request has no answer.
+enum Unanswered {
+    Nats(async_nats::RequestError),
+    /// The connection dropped with a request in flight that must not be sent twice.
+    Lost,
+}
+
+/// Sends the request, again on a lost connection or when it reached no one (see [`call`]).
+async fn request(
+    nats: &Nats,
+    subject: &str,
+    resend: Resend,
+    headers: HeaderMap,
+    payload: Bytes,
+) -> Result<Message, Unanswered> {
+    use async_nats::RequestErrorKind;
+    use tokio::time::Instant;
+    let started = Instant::now();
+    let deadline = started + nats.link.request_timeout;
+    let send = |deadline: Instant| {
+        let request = async_nats::Request::new()
+            .headers(headers.clone())
+            .payload(payload.clone())
+            .timeout(Some(deadline.saturating_duration_since(Instant::now())));
+        nats.client.send_request(subject.to_owned(), request)
+    };
+    let mut link = nats.link.state.clone();
+    let mut pauses = NO_RESPONDERS_PAUSES_MS.into_iter().chain(std::iter::repeat(500));
+    loop {
+        let losses = link.borrow_and_update().losses;
+        if Instant::now() >= deadline {
+            return Err(Unanswered::Nats(RequestErrorKind::TimedOut.into()));
+        }
+        let answer = async {
+            match resend {
+                Resend::Hedged => {
+                    let after = HEDGE_AFTER.min(nats.link.request_timeout / 2);
+                    hedged(send(deadline), started + after, || send(deadline), subject).await
+                }
+                _ => send(deadline).await,
+            }
+        };
+        let answer = tokio::select! {
+            answer = answer => answer,
+            () = lost(&mut link, losses) => {
+                if resend == Resend::Never {
+                    return Err(Unanswered::Lost);
+                }
+                tracing::info!(%subject, "the NATS connection dropped with the request in flight: sending it again once reconnected");
+                metrics::counter!("artifacts_nats_requests_resent_total", "why" => "connection_lost").increment(1);
+                let reconnected = tokio::time::timeout_at(deadline, link.wait_for(|state| state.connected)).await;
+                if !reconnected.is_ok_and(|watching| watching.is_ok()) {
+                    return Err(Unanswered::Nats(RequestErrorKind::TimedOut.into()));
+                }
+                continue;
+            }
+        };
+        match answer {
+            Err(err) if err.kind() == RequestErrorKind::NoResponders => {
+                let pause = std::time::Duration::from_millis(pauses.next().unwrap_or(500));
+                let until = (started + NO_RESPONDERS_WAIT).min(deadline);
+                if Instant::now() + pause >= until {
+                    return Err(Unanswered::Nats(err));
+                }
+                metrics::counter!("artifacts_nats_requests_resent_total", "why" => "no_responders").increment(1);
+                tokio::time::sleep(pause).await;
+            }
+            answer => return answer.map_err(Unanswered::Nats),
+        }
+    }
+}
+
+/// The first answer of `first` and, if it has none by `second_at`, of a second copy as well.
+async fn hedged<F, S>(
+    first: F,
+    second_at: tokio::time::Instant,
+    second: impl FnOnce() -> S,
+    subject: &str,
+) -> Result<Message, async_nats::RequestError>
+where
+    F: Future<Output = Result<Message, async_nats::RequestError>>,
+    S: Future<Output = Result<Message, async_nats::RequestError>>,
+{
+    tokio::pin!(first);
+    tokio::select! {
+        answer = &mut first => return answer,
+        () = tokio::time::sleep_until(second_at) => {}
+    }
+    tracing::info!(%subject, "no answer yet: sending the read a second time");
+    metrics::counter!("artifacts_nats_requests_resent_total", "why" => "no_answer_yet").increment(1);
+    let second = second();
+    tokio::pin!(second);
+    tokio::select! {
+        answer = &mut first => match answer {
+            Ok(message) => Ok(message),
+            Err(_) => second.await,
+        },
+        answer = &mut second => match answer {
+            Ok(message) => Ok(message),
+            Err(_) => first.await,
+        },
+    }
+}
+
+/// Resolves once the connection has dropped `losses` times or more.
+async fn lost(link: &mut tokio::sync::watch::Receiver<LinkState>, losses: u64) {
+    loop {
+        if link.borrow_and_update().losses != losses {
+            return;
+        }
+        if link.changed().await.is_err() {
+            // The client is gone: the request ends on its own.
+            return std::future::pending().await;
+        }
+    }
+}
+
+/// The NATS connection as [`call`] watches it, from the client's events ([`crate::nats::connect`]).
+#[derive(Clone)]
+pub struct Link {
+    state: tokio::sync::watch::Receiver<LinkState>,
+    /// `nats.request_timeout_secs`: the whole time a [`call`] may take, resends included.
+    pub request_timeout: std::time::Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct LinkState {
+    /// How many times the connection has dropped.
+    losses: u64,
+    connected: bool,
+}
+
+impl Link {
+    /// The link, and the callback for `ConnectOptions::event_callback` that keeps it.
+    pub fn new(
+        request_timeout: std::time::Duration,
+    ) -> (Self, impl Fn(async_nats::Event) -> std::future::Ready<()> + Clone + Send + Sync + 'static) {
+        let (sender, state) = tokio::sync::watch::channel(LinkState { losses: 0, connected: true });
+        let sender = Arc::new(sender);
+        let on_event = move |event: async_nats::Event| {
+            match event {
+                async_nats::Event::Disconnected => {
+                    tracing::warn!("the connection to NATS dropped; reconnecting");
+                    sender.send_modify(|state| {
+                        state.losses += 1;
+                        state.connected = false;
+                    });
+                }
+                async_nats::Event::Connected => {
+                    if sender.borrow().losses > 0 {
+                        tracing::info!("reconnected to NATS");
+                    }
+                    sender.send_modify(|state| state.connected = true);
+                }
+                _ => {}
+            }
+            std::future::ready(())
+        };
+        (Self { state, request_timeout }, on_event)
+    }
+
+    /// Whether the client is connected now.
+    pub fn connected(&self) -> bool {
+        self.state.borrow().connected
     }
 }
 
