@@ -103,7 +103,7 @@ impl Build for ComponentBuild {
 
         let dependencies = self.fetch_dependencies(&recipe.depends, work_dir, log).await?;
 
-        let docker = artifacts_runtime::docker::connect(settings).await.map_err(BuildFailure::Passing)?;
+        let docker = crate::container::connect_engine(settings).await?;
         // An input like a Dockerfile's `FROM`: only an image the build's key could build `FROM`.
         let image = builder_image::choose(&self.nats, settings, &docker, job, recipe.image.as_deref(), log).await?;
         log.write(&format!("running {:?} in {image}", recipe.command)).await;

@@ -33,6 +33,56 @@ use artifacts_schemas::{BuildId, ComponentName};
 
 use crate::recipe::Recipe;
 
+/// The Docker engine (`artifacts_runtime::docker::connect`), its failure to answer classified as an
+/// outage ([`engine_away`]).
+pub async fn connect_engine(settings: &artifacts_runtime::Settings) -> Result<Docker, BuildFailure> {
+    let docker = artifacts_runtime::docker::connect(settings).await.map_err(engine_away)?;
+    engine_answered();
+    Ok(docker)
+}
+
+/// How long the engine may be away before its failures count as attempts (see [`engine_away`]).
+pub const ENGINE_OUTAGE_LIMIT: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+
+/// Since when the engine has not answered this worker (`None`: it answered last time).
+static ENGINE_AWAY_SINCE: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+
+/// A build that failed because the Docker engine does not answer (it is restarting, its socket is
+/// missing, it timed out): an outage of the engine, like one of JetStream, is no fault of the build's
+/// and does not count as an attempt ([`BuildFailure::Unavailable`]: the job goes back to the queue). The
+/// bound: once the engine has not answered for [`ENGINE_OUTAGE_LIMIT`] it is taken to be broken, and the
+/// failures count again ([`BuildFailure::Passing`]), so builds end after `build.max_attempts`.
+pub fn engine_away(message: String) -> BuildFailure {
+    let since =
+        *ENGINE_AWAY_SINCE.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(std::time::Instant::now);
+    let away = since.elapsed();
+    if away < ENGINE_OUTAGE_LIMIT {
+        BuildFailure::Unavailable(message)
+    } else {
+        BuildFailure::Passing(format!("{message} (the engine has not answered for {} s)", away.as_secs()))
+    }
+}
+
+/// The engine answered: an outage, if there was one, is over.
+fn engine_answered() {
+    *ENGINE_AWAY_SINCE.lock().unwrap_or_else(|e| e.into_inner()) = None;
+}
+
+/// Whether an error of the engine's API is no answer at all (the connection refused or lost, the socket
+/// missing, a timeout) rather than an answer.
+pub fn engine_unanswered(err: &bollard::errors::Error) -> bool {
+    use bollard::errors::Error::*;
+    matches!(
+        err,
+        RequestTimeoutError
+            | IOError { .. }
+            | HyperResponseError { .. }
+            | HyperLegacyError { .. }
+            | HttpClientError { .. }
+            | SocketNotFoundError(_)
+    )
+}
+
 /// Where the source is inside the container (the command's working directory).
 const SOURCE_DIR: &str = "/src";
 
@@ -104,6 +154,7 @@ impl Container {
             bollard::errors::Error::DockerResponseServerError { status_code: 404, .. } => BuildFailure::Permanent(format!(
                 "the builder image {image} is not on this worker's Docker engine (for {platform}): load it, or name another in artifact.toml"
             )),
+            other if engine_unanswered(&other) => engine_away(format!("cannot create the build container: {other}")),
             other => BuildFailure::Passing(format!("cannot create the build container: {other}")),
         })?;
         Ok(Self { docker: docker.clone(), id: created.id })
@@ -114,10 +165,12 @@ impl Container {
         let file = tokio::fs::File::open(tar).await.map_err(|err| BuildFailure::Passing(err.to_string()))?;
         let body = bollard::body_try_stream(ReaderStream::with_capacity(file, 128 * 1024));
         let options = UploadToContainerOptionsBuilder::default().path("/").build();
-        self.docker
-            .upload_to_container(&self.id, Some(options), body)
-            .await
-            .map_err(|err| BuildFailure::Passing(format!("cannot copy the source into the build container: {err}")))
+        self.docker.upload_to_container(&self.id, Some(options), body).await.map_err(|err| {
+            match engine_unanswered(&err) {
+                true => engine_away(format!("cannot copy the source into the build container: {err}")),
+                false => BuildFailure::Passing(format!("cannot copy the source into the build container: {err}")),
+            }
+        })
     }
 
     /// Writes each secret into the running container's `/run/secrets` (see the module's comment).
@@ -172,10 +225,10 @@ impl Container {
 
     /// Runs the command to its end, every output line into the log; the secrets go in first.
     pub async fn run(&self, log: &mut BuildLog, secrets: &[(String, Vec<u8>)]) -> Result<(), BuildFailure> {
-        self.docker
-            .start_container(&self.id, None)
-            .await
-            .map_err(|err| BuildFailure::Permanent(format!("the build command cannot start: {err}")))?;
+        self.docker.start_container(&self.id, None).await.map_err(|err| match engine_unanswered(&err) {
+            true => engine_away(format!("cannot start the build container: {err}")),
+            false => BuildFailure::Permanent(format!("the build command cannot start: {err}")),
+        })?;
         if !secrets.is_empty() {
             self.put_secrets(secrets).await?;
         }
@@ -184,6 +237,9 @@ impl Container {
         while let Some(chunk) = output.next().await {
             match chunk {
                 Ok(chunk) => log.write_output(&chunk.to_string()).await,
+                Err(err) if engine_unanswered(&err) => {
+                    return Err(engine_away(format!("lost the Docker engine during the build: {err}")))
+                }
                 Err(err) => return Err(BuildFailure::Passing(format!("lost the build container's output: {err}"))),
             }
         }
@@ -192,6 +248,9 @@ impl Container {
         let code = match exit {
             Some(Ok(response)) => response.status_code,
             Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
+            Some(Err(err)) if engine_unanswered(&err) => {
+                return Err(engine_away(format!("lost the Docker engine during the build: {err}")))
+            }
             Some(Err(err)) => return Err(BuildFailure::Passing(format!("lost the build container: {err}"))),
             None => return Err(BuildFailure::Passing("lost the build container".into())),
         };

@@ -120,7 +120,8 @@ async fn build_and_push(
         },
         build_secrets(nats, job),
     );
-    let docker = docker.map_err(BuildFailure::Passing)?;
+    let docker = docker.map_err(engine_away)?;
+    engine_answered();
     let (context_dir, dockerfile_dir) = assembled?;
     let secrets = version_secret_mounts(nats, &dockerfile_dir, secrets?).await?;
     phases.done("engine, context, cache sources and secrets ready");
@@ -166,7 +167,9 @@ async fn build_and_push(
         Ok(()) => {}
         Err(buildkit::Failure::Build(error)) => return Err(build_failed(&error, log)),
         Err(buildkit::Failure::Engine(error)) => {
-            return Err(BuildFailure::Passing(format!("lost the Docker engine during the build: {error}")))
+            let message = format!("lost the Docker engine during the build: {error}");
+            // The engine went away (restarting, say), or it is there and failed this build.
+            return Err(if answers(&docker).await { BuildFailure::Passing(message) } else { engine_away(message) });
         }
     }
     record_stage(BuildKind::Image, "build", building.elapsed());
@@ -288,6 +291,56 @@ fn immutable_tag(job: &ImageJob) -> String {
     format!("{}-{}", job.architecture.short(), job.build_id)
 }
 
+/// How long the engine may be away before its failures count as attempts (see [`engine_away`]).
+pub const ENGINE_OUTAGE_LIMIT: Duration = Duration::from_secs(5 * 60);
+
+/// Since when the engine has not answered this worker (`None`: it answered last time).
+static ENGINE_AWAY_SINCE: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
+
+/// A build that failed because the Docker engine does not answer (it is restarting, its socket is
+/// missing, it timed out): an outage of the engine, like one of JetStream, is no fault of the build's
+/// and does not count as an attempt ([`BuildFailure::Unavailable`]: the job goes back to the queue). The
+/// bound: once the engine has not answered for [`ENGINE_OUTAGE_LIMIT`] it is taken to be broken, and the
+/// failures count again ([`BuildFailure::Passing`]), so builds end after `build.max_attempts`.
+fn engine_away(message: String) -> BuildFailure {
+    let since = *ENGINE_AWAY_SINCE.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(Instant::now);
+    let away = since.elapsed();
+    if away < ENGINE_OUTAGE_LIMIT {
+        BuildFailure::Unavailable(message)
+    } else {
+        BuildFailure::Passing(format!("{message} (the engine has not answered for {} s)", away.as_secs()))
+    }
+}
+
+/// The engine answered: an outage, if there was one, is over.
+fn engine_answered() {
+    *ENGINE_AWAY_SINCE.lock().unwrap_or_else(|e| e.into_inner()) = None;
+}
+
+/// Whether the engine answers a ping within 5 s.
+async fn answers(docker: &Docker) -> bool {
+    let answered = tokio::time::timeout(Duration::from_secs(5), docker.ping()).await.is_ok_and(|ping| ping.is_ok());
+    if answered {
+        engine_answered();
+    }
+    answered
+}
+
+/// Whether an error of the engine's API is no answer at all (the connection refused or lost, the socket
+/// missing, a timeout) rather than an answer.
+fn engine_unanswered(err: &bollard::errors::Error) -> bool {
+    use bollard::errors::Error::*;
+    matches!(
+        err,
+        RequestTimeoutError
+            | IOError { .. }
+            | HyperResponseError { .. }
+            | HyperLegacyError { .. }
+            | HttpClientError { .. }
+            | SocketNotFoundError(_)
+    )
+}
+
 fn build_failed(error: &str, log: &BuildLog) -> BuildFailure {
     let tail = log.tail();
     if let Some(message) = missing_base_image(error, &tail) {
@@ -332,7 +385,10 @@ async fn push(
     let mut progress = docker.push_image(repository, Some(options), registry::builder_credentials(settings));
     let mut digest = None;
     while let Some(item) = progress.next().await {
-        let info = item.map_err(|err| unreachable(err.to_string()))?;
+        let info = item.map_err(|err| match engine_unanswered(&err) {
+            true => engine_away(format!("lost the Docker engine while pushing: {err}")),
+            false => unreachable(err.to_string()),
+        })?;
         if let Some(error) = info.error_detail.and_then(|detail| detail.message) {
             return Err(unreachable(error));
         }
