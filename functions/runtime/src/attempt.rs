@@ -33,11 +33,11 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use artifacts_schemas::{Architecture, BuildId, BuildResult, BuildStatus, Timestamp};
+use artifacts_schemas::{Architecture, BuildId, BuildRecord, BuildResult, BuildStatus, Timestamp};
+use artifacts_store::StoreError;
 
 use crate::configuration::native_architecture;
 
-use crate::builds;
 use crate::jobs::{Delivery, Outcome};
 use crate::leftovers;
 use crate::logs::BuildLog;
@@ -116,7 +116,7 @@ pub async fn attempt<B: Build>(
     let build_id = build.build_id();
     let lease = lease(settings);
     let mut held_elsewhere = false;
-    let started = builds::update(nats, build_id, |record| {
+    let started = nats.store.update_build(build_id, |record| {
         held_elsewhere = record.status == BuildStatus::Running
             && record.lease_expires_at.is_some_and(|until| until > Timestamp::now());
         if !record.status.is_finished() && !held_elsewhere {
@@ -133,7 +133,7 @@ pub async fn attempt<B: Build>(
     }
     let record = match started {
         Ok(record) => record,
-        Err(err) if err.failure.code() == 404 => {
+        Err(StoreError::NotFound(_)) => {
             let age = time::OffsetDateTime::now_utc() - delivery.queued_at;
             if age > UNRECORDED_JOB_AGE {
                 tracing::warn!(%build_id, "dropping a job whose build was never recorded (its submitter stopped)");
@@ -212,7 +212,7 @@ pub async fn attempt<B: Build>(
 }
 
 async fn requeue(nats: &Nats, build_id: &BuildId, message: String, uncount: bool) {
-    let requeued = builds::update(nats, build_id, |record| {
+    let requeued = nats.store.update_build(build_id, |record| {
         record.status = BuildStatus::Queued;
         record.lease_expires_at = None;
         record.error_message = Some(crate::logs::strip_terminal_codes(&message).into_owned());
@@ -264,10 +264,10 @@ async fn run_until_stopped<B: Build>(
 /// lease renewal then sees the cancellation instead).
 async fn cancelled(nats: &Nats, build_id: &BuildId) {
     use futures::StreamExt as _;
-    if let Ok(mut changes) = nats.stores.builds.watch(build_id.as_str()).await {
-        while let Some(Ok(entry)) = changes.next().await {
-            let record: Option<artifacts_schemas::BuildRecord> = serde_json::from_slice(&entry.value).ok();
-            if record.is_some_and(|r| r.status == BuildStatus::Cancelled) {
+    if let Ok(changes) = nats.store.build_changes(build_id).await {
+        let mut changes = std::pin::pin!(changes);
+        while let Some(record) = changes.next().await {
+            if record.status == BuildStatus::Cancelled {
                 return;
             }
         }
@@ -287,7 +287,7 @@ fn lease(settings: &Settings) -> Duration {
 async fn renew_lease(nats: &Nats, build_id: &BuildId, lease: Duration) {
     loop {
         tokio::time::sleep(lease / 3).await;
-        let renewed = builds::update(nats, build_id, |record| {
+        let renewed = nats.store.update_build(build_id, |record| {
             if record.status == BuildStatus::Running {
                 record.lease_expires_at = Some(Timestamp::after(lease));
             }
@@ -319,9 +319,9 @@ async fn conclude<B: Build>(nats: &Nats, build: &B, log: &mut BuildLog, result: 
         }
     };
     // A build cancelled in the meantime stays cancelled.
-    let recorded = builds::update(nats, build_id, |r| {
+    let recorded = nats.store.update_build(build_id, |r| {
         if !r.status.is_finished() {
-            builds::finish(r, status, output.clone(), error.clone())
+            finish(r, status, output.clone(), error.clone())
         }
     });
     let finished = match recorded.await {
@@ -335,4 +335,13 @@ async fn conclude<B: Build>(nats: &Nats, build: &B, log: &mut BuildLog, result: 
     log.end(status).await;
     tracing::info!(%build_id, ?status, "build ended");
     Outcome::Done
+}
+
+/// Marks a record as ended.
+pub fn finish(record: &mut BuildRecord, status: BuildStatus, result: Option<BuildResult>, error: Option<String>) {
+    record.status = status;
+    record.finished_at = Some(Timestamp::now());
+    record.lease_expires_at = None;
+    record.work.set_result(result);
+    record.error_message = error.map(|message| crate::logs::strip_terminal_codes(&message).into_owned());
 }
