@@ -374,7 +374,7 @@ impl NatsUsers {
         let reload =
             move || pids.iter().try_for_each(|pid| nats_users::reload_by_signal(pid.load(Ordering::Relaxed))());
         let never = tokio_util::sync::CancellationToken::new();
-        tokio::spawn(nats_users::follow(nats.stores.keys, self.subjects, self.fixed, self.file, reload, never));
+        tokio::spawn(nats_users::follow(nats.store, self.subjects, self.fixed, self.file, reload, never));
     }
 }
 

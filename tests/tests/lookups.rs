@@ -38,7 +38,7 @@ async fn stored_image_is_found_by_http_and_json_body_and_every_architecture_alia
         build_id: BuildId::generate(),
         built_at: Timestamp::now(),
     };
-    app.nats.stores.images.put(query.record_key(), serde_json::to_vec(&record).unwrap().into()).await.unwrap();
+    artifacts_tests::raw_bucket(&app.nats, "images").await.put(query.record_key(), serde_json::to_vec(&record).unwrap().into()).await.unwrap();
 
     for architecture in ["amd64", "x86_64", "linux/amd64"] {
         let response = app
@@ -233,7 +233,7 @@ async fn stored_component_is_found_and_streamed_with_its_digest() {
         url: None,
     };
     let object = format!("{}.tar.gz", query.record_key());
-    app.nats.stores.archives.put(object.as_str(), &mut tarball.as_slice()).await.unwrap();
+    artifacts_tests::raw_objects(&app.nats, "archives").await.put(object.as_str(), &mut tarball.as_slice()).await.unwrap();
     let record = ComponentRecord {
         component: query.component.clone(),
         tag: query.tag.clone(),
@@ -249,7 +249,7 @@ async fn stored_component_is_found_and_streamed_with_its_digest() {
         build_id: BuildId::generate(),
         built_at: Timestamp::now(),
     };
-    app.nats.stores.components.put(query.record_key(), serde_json::to_vec(&record).unwrap().into()).await.unwrap();
+    artifacts_tests::raw_bucket(&app.nats, "components").await.put(query.record_key(), serde_json::to_vec(&record).unwrap().into()).await.unwrap();
 
     let found: Value =
         app.get("/api/v1/components?component=libfoo&tag=v1.2.0&architecture=armv7l").await.json().await.unwrap();
@@ -290,8 +290,8 @@ async fn stored_component_is_found_and_streamed_with_its_digest() {
 /// the target back. They move only forward now, with compare-and-set.
 #[tokio::test]
 async fn latest_records_move_only_forward() {
-    use artifacts_runtime::latest::{move_forward, Moved};
-    use artifacts_schemas::{Architecture, BranchName, BuildId, ComponentName, ImageRecord, Timestamp};
+    use artifacts_schemas::{Architecture, BranchName, BuildId, ComponentName, ImageQuery, ImageRecord, Timestamp};
+    use artifacts_store::Moved;
 
     let server = artifacts_tests::NatsServer::start().await;
     let nats = artifacts_runtime::nats::connect(&artifacts_tests::test_settings(&server.url()), "test").await.unwrap();
@@ -306,16 +306,21 @@ async fn latest_records_move_only_forward() {
     };
     // UUIDv7 ids sort by creation; generated in order, each is newer than the one before.
     let ids: Vec<BuildId> = (0..21).map(|_| BuildId::generate()).collect();
-    let images = &nats.stores.images;
-    assert!(matches!(move_forward(images, "k", &record(ids[1].clone())).await.unwrap(), Moved::Forward { .. }));
-    let older = move_forward(images, "k", &record(ids[0].clone())).await.unwrap();
+    let query = ImageQuery {
+        component: ComponentName::parse("libfoo").unwrap(),
+        branch: BranchName::parse("main").unwrap(),
+        architecture: Architecture::Amd64,
+    };
+    let store = &nats.store;
+    assert!(matches!(store.store_image(&query, &record(ids[1].clone())).await.unwrap(), Moved::Forward { .. }));
+    let older = store.store_image(&query, &record(ids[0].clone())).await.unwrap();
     assert!(matches!(&older, Moved::Behind { newer } if *newer == ids[1]), "{older:?}");
 
     let writers = ids[2..].iter().rev().map(|id| {
-        let (images, record) = (images.clone(), record(id.clone()));
-        tokio::spawn(async move { move_forward(&images, "k", &record).await.unwrap() })
+        let (store, query, record) = (store.clone(), query.clone(), record(id.clone()));
+        tokio::spawn(async move { store.store_image(&query, &record).await.unwrap() })
     });
     futures::future::join_all(writers).await;
-    let latest: ImageRecord = serde_json::from_slice(&images.get("k").await.unwrap().unwrap()).unwrap();
+    let latest = store.image(&query).await.unwrap().unwrap();
     assert_eq!(latest.build_id, ids[20], "20 concurrent writers: the newest build is the latest");
 }

@@ -5,20 +5,17 @@
 //! the repository an existing component is built from needs an admin key (409 otherwise), so nobody can
 //! make a later lookup or push build their own code under another team's name.
 
-use async_nats::jetstream::kv;
-
 use artifacts_runtime::builder::ensure_buildable;
-use artifacts_runtime::builds::{self, Submission};
 use artifacts_runtime::configuration::{redact_url, GitSettings};
-use artifacts_runtime::nats::unavailable;
 use artifacts_runtime::service::{Reply, Request, LOOKUP_HEADER};
-use artifacts_runtime::{trigger_index, Nats, Settings};
+use artifacts_runtime::{Nats, Settings};
 use artifacts_schemas::messages::keys::Scope;
-use artifacts_schemas::names::slug_with_hash;
 use artifacts_schemas::{
     normalize_repository, parse_json, BuildAccepted, BuildId, BuildKind, BuildWork, ComponentBuildRequest,
     ComponentBuildSummary, ComponentJob, ComponentSource, Failure, GitUrl, RequestError, RequestedBy, Trigger,
 };
+
+use artifacts_store::Submission;
 
 use crate::git;
 use crate::SERVICE_NAME;
@@ -38,7 +35,16 @@ async fn accept(nats: &Nats, settings: &Settings, request: &Request) -> Result<B
         api_key_id: Some(request.caller.key_id.clone()),
         component_patterns: request.caller.component_patterns().map(<[String]>::to_vec),
     };
-    record_source(nats, &source, request.caller.scope() == Scope::Admin).await?;
+    if let Some(held) = nats.store.record_source(&source, request.caller.scope() == Scope::Admin).await? {
+        return Err(RequestError::new(
+            Failure::Conflict,
+            format!(
+                "component {} is built from {}: only an admin key may change its repository",
+                source.component,
+                redact_url(&held.url)
+            ),
+        ));
+    }
     let submitter = Submitter {
         requested_by: request.requested_by.clone(),
         component_patterns: source.component_patterns,
@@ -54,60 +60,6 @@ pub fn checked_url(url: &str, settings: &GitSettings) -> Result<GitUrl, RequestE
     let url = GitUrl::parse(url, &settings.allowed_schemes)?;
     git::check_file_root(&url, settings)?;
     Ok(url)
-}
-
-/// Records `source` unless the component is already built from another repository: then only an admin
-/// may move it (409 naming the current repository). The same repository under another spelling or with
-/// new credentials is an update.
-async fn record_source(nats: &Nats, source: &ComponentSource, caller_is_admin: bool) -> Result<(), RequestError> {
-    let sources = &nats.stores.sources;
-    let key = slug_with_hash(source.component.as_str());
-    let bytes: bytes::Bytes = serde_json::to_vec(source).expect("records serialise").into();
-    loop {
-        let current = sources.entry(&key).await.map_err(unavailable)?.filter(|e| e.operation == kv::Operation::Put);
-        let Some(current) = current else {
-            match sources.create(&key, bytes.clone()).await {
-                Ok(_) => return index_source(nats, source, None).await,
-                Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => continue,
-                Err(err) => return Err(unavailable(err)),
-            }
-        };
-        let recorded: Option<ComponentSource> = serde_json::from_slice(&current.value).ok();
-        if let Some(recorded) = &recorded {
-            if recorded.url == source.url {
-                return index_source(nats, source, None).await;
-            }
-            if normalize_repository(&recorded.url) != normalize_repository(&source.url) && !caller_is_admin {
-                return Err(RequestError::new(
-                    Failure::Conflict,
-                    format!(
-                        "component {} is built from {}: only an admin key may change its repository",
-                        source.component,
-                        redact_url(&recorded.url)
-                    ),
-                ));
-            }
-        }
-        match sources.update(&key, bytes.clone(), current.revision).await {
-            Ok(_) => return index_source(nats, source, recorded.as_ref()).await,
-            Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
-            Err(err) => return Err(unavailable(err)),
-        }
-    }
-}
-
-/// Pushes of the source's repository reach the component from now on (those of the repository it was
-/// built from before no longer do).
-async fn index_source(
-    nats: &Nats,
-    source: &ComponentSource,
-    previous: Option<&ComponentSource>,
-) -> Result<(), RequestError> {
-    let index = &nats.stores.trigger_index;
-    if let Some(previous) = previous.filter(|p| normalize_repository(&p.url) != normalize_repository(&source.url)) {
-        trigger_index::remove_component(index, &previous.url, &previous.component).await?;
-    }
-    trigger_index::add_component(index, &source.url, &source.component, None).await
 }
 
 /// Whether `trigger` is a push of the request's own repository and tag, so that its commit is the one to
@@ -153,9 +105,9 @@ pub async fn queue(
         commit,
         trigger: submitter.trigger.clone(),
     };
-    let submitted = builds::submit(
-        nats,
-        Submission {
+    let submitted = nats
+        .store
+        .submit(Submission {
             work: BuildWork::Component { request: summary, result: None },
             requested_by: submitter.requested_by.clone(),
             job_subject: nats.subjects.jobs(BuildKind::Component, request.architecture),
@@ -172,8 +124,8 @@ pub async fn queue(
             },
             rerun_failed: submitter.rerun_failed,
             force: request.force,
-        },
-    )
-    .await?;
+            headers: async_nats::HeaderMap::new(),
+        })
+        .await?;
     Ok(submitted.accepted(None))
 }

@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use artifacts_schemas::{Architecture, BuildId, BuildRecord, BuildResult, BuildStatus, Timestamp};
+use artifacts_schemas::{Architecture, BuildId, BuildRecord, BuildResult, BuildStatus, RequestError, Timestamp};
 use artifacts_store::StoreError;
 
 use crate::configuration::native_architecture;
@@ -52,7 +52,8 @@ const UNRECORDED_JOB_AGE: Duration = Duration::from_secs(30);
 pub enum BuildFailure {
     Permanent(String),
     Passing(String),
-    Waiting(String),
+    /// Other builds must end first (their ids); the build is queued again to wait for them.
+    Waiting { message: String, on: Vec<BuildId> },
     /// JetStream did not answer; not the build's fault, so not counted.
     Unavailable(String),
 }
@@ -178,7 +179,7 @@ pub async fn attempt<B: Build>(
                 settings.build.shutdown_grace_secs
             );
             log.write(&message).await;
-            requeue(nats, build_id, message, true).await;
+            requeue(nats, build_id, message, true, Vec::new()).await;
             return Outcome::Retry(Duration::ZERO);
         }
     };
@@ -195,27 +196,28 @@ pub async fn attempt<B: Build>(
         }
         Ok(Err(BuildFailure::Passing(message))) => {
             log.write(&format!("will retry: {message}")).await;
-            requeue(nats, build_id, message, false).await;
+            requeue(nats, build_id, message, false, Vec::new()).await;
             Outcome::Retry(Duration::from_secs(5 * u64::from(record.attempts)))
         }
-        Ok(Err(BuildFailure::Waiting(message))) => {
+        Ok(Err(BuildFailure::Waiting { message, on })) => {
             log.write(&message).await;
-            requeue(nats, build_id, message, true).await;
+            requeue(nats, build_id, message, true, on).await;
             Outcome::Retry(Duration::from_secs(2))
         }
         Ok(Err(BuildFailure::Unavailable(message))) => {
             log.write(&format!("will retry (not counted as an attempt): {message}")).await;
-            requeue(nats, build_id, message, true).await;
+            requeue(nats, build_id, message, true, Vec::new()).await;
             Outcome::Retry(Duration::from_secs(3))
         }
     }
 }
 
-async fn requeue(nats: &Nats, build_id: &BuildId, message: String, uncount: bool) {
+async fn requeue(nats: &Nats, build_id: &BuildId, message: String, uncount: bool, waiting_on: Vec<BuildId>) {
     let requeued = nats.store.update_build(build_id, |record| {
         record.status = BuildStatus::Queued;
         record.lease_expires_at = None;
         record.error_message = Some(crate::logs::strip_terminal_codes(&message).into_owned());
+        record.waiting_on = waiting_on.clone();
         if uncount {
             record.attempts = record.attempts.saturating_sub(1);
         }
@@ -306,7 +308,7 @@ async fn conclude<B: Build>(nats: &Nats, build: &B, log: &mut BuildLog, result: 
         if let Err(err) = build.store(output, log).await {
             tracing::warn!(%err, %build_id, "cannot store what the build made; retrying the job");
             // Built but not stored: JetStream's fault, not the build's, so not counted.
-            requeue(nats, build_id, format!("cannot store what the build made: {err}"), true).await;
+            requeue(nats, build_id, format!("cannot store what the build made: {err}"), true, Vec::new()).await;
             return Outcome::Retry(Duration::from_secs(5));
         }
     }
@@ -344,4 +346,31 @@ pub fn finish(record: &mut BuildRecord, status: BuildStatus, result: Option<Buil
     record.lease_expires_at = None;
     record.work.set_result(result);
     record.error_message = error.map(|message| crate::logs::strip_terminal_codes(&message).into_owned());
+    record.waiting_on.clear();
+}
+
+/// What the store's failures mean for an attempt: JetStream away is not the build's fault (retried, not
+/// counted); something missing or malformed will not come back by itself (fails at once); anything else
+/// is counted and retried.
+impl From<StoreError> for BuildFailure {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Unavailable(_) => Self::Unavailable(err.to_string()),
+            StoreError::NotFound(_) | StoreError::Invalid(_) => Self::Permanent(err.to_string()),
+            StoreError::Conflict(_) | StoreError::Corrupt(_) => Self::Passing(err.to_string()),
+        }
+    }
+}
+
+/// The same for the answer of another function: by its failure, never by its text.
+impl From<RequestError> for BuildFailure {
+    fn from(err: RequestError) -> Self {
+        use artifacts_schemas::Failure;
+        match err.failure {
+            Failure::Unavailable | Failure::RateLimited => Self::Unavailable(err.message),
+            Failure::Invalid | Failure::Unauthorized | Failure::Forbidden | Failure::NotFound | Failure::Conflict
+            | Failure::TooLarge | Failure::MethodNotAllowed => Self::Permanent(err.message),
+            Failure::Internal => Self::Passing(err.message),
+        }
+    }
 }

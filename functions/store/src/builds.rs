@@ -35,6 +35,8 @@ pub struct Submission<J> {
     pub rerun_failed: bool,
     /// Whether an identical build that succeeded is run again (otherwise the answer is that build).
     pub force: bool,
+    /// Headers the job carries to its worker (the request id).
+    pub headers: async_nats::HeaderMap,
 }
 
 /// The answer to a submission: the new build, or the identical one that answers it.
@@ -152,7 +154,7 @@ impl Store {
         // drop it after a while) and a dedup claim without a record (taken over after ORPHAN_CLAIM_AGE),
         // never a record of a build that no job will run.
         let job = serde_json::to_vec(&(submission.job)(build_id)).expect("jobs serialise");
-        let mut headers = async_nats::HeaderMap::new();
+        let mut headers = submission.headers.clone();
         headers.insert("Nats-Msg-Id", build_id.as_str());
         let queued = async {
             self.js.publish_with_headers(submission.job_subject.clone(), headers, job.into()).await?.await?;
@@ -174,6 +176,7 @@ impl Store {
             attempts: 0,
             lease_expires_at: None,
             pinned: false,
+            waiting_on: Vec::new(),
         };
         self.create_build(&record).await
     }

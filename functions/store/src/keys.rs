@@ -2,7 +2,9 @@
 //! names hold: names are slugged with a hash ([`slug_with_hash`]), free text is hashed ([`hash`]).
 
 use artifacts_schemas::names::slug_with_hash;
-use artifacts_schemas::{normalize_repository, Architecture, ComponentName, ComponentQuery, ImageQuery, TagName};
+use artifacts_schemas::{
+    normalize_repository, Architecture, BranchName, ComponentName, ComponentQuery, ImageQuery, TagName,
+};
 
 /// A hash of `parts` that is a valid key and subject token (hex SHA-256 of the parts, one per line).
 pub fn hash(parts: &[&str]) -> String {
@@ -100,4 +102,9 @@ pub fn push_handled(repository: &str, git_ref: &str, commit: &str, limited_key: 
 /// `pushes`: the build a push started last for a component, tag and architecture.
 pub fn push_target(component: &ComponentName, tag: &TagName, architecture: Architecture) -> String {
     format!("latest-{}", hash(&["component", component.as_str(), tag.as_str(), architecture.short()]))
+}
+
+/// `pushes`: the image build a push started last for a component, branch and architecture.
+pub fn push_image_target(component: &ComponentName, branch: &BranchName, architecture: Architecture) -> String {
+    format!("latest-{}", hash(&["image", component.as_str(), branch.as_str(), architecture.short()]))
 }
