@@ -11,6 +11,11 @@
 //! after a grace period, SIGKILL. Children get SIGTERM when `up` dies however it dies (parent-death
 //! signal). `up` says the stack is up only when the gateway listens and every function answers
 //! `$SRV.PING`.
+//!
+//! The nats-servers it runs get the JetStream storage the disk holds (`storage.jetstream_bytes`, else
+//! half the space free in the data directory), and the stack's caps must fit it (docs/storage.md). With
+//! `registry.tls`, the registry it runs speaks TLS with a certificate of a CA `up` makes, which the
+//! service and the local engine are given (docs/registry.md).
 
 use std::collections::VecDeque;
 use std::io::Write as _;
@@ -26,7 +31,10 @@ use tokio::net::TcpStream;
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
+use artifacts_runtime::configuration::StorageSettings;
+use artifacts_schemas::messages::image::human_bytes;
 use artifacts_runtime::nats_users::{self, SERVICE_USER};
+use artifacts_runtime::registry_auth::TlsFiles;
 use artifacts_runtime::registry_auth::{self, SigningFiles};
 use artifacts_runtime::service::unanswered_services;
 use artifacts_runtime::{find_program, Nats, Settings};
@@ -106,11 +114,21 @@ pub async fn run(
     // The URL the stack's own processes use: with the `service` user's credentials when `up` runs NATS.
     let mut service_url = None;
     let mut nats_users = None;
+    // How much JetStream storage each server `up` runs gets, and the caps that fit in it.
+    let mut storage_plan: Option<StoragePlan> = None;
     let nats_up = if answers(&nats_addr).await {
         println!("artifacts up: NATS already answers at {nats_addr}: using it");
         true
     } else if let Some(bin) = find_program("nats-server") {
-        std::fs::write(data_dir.join("nats-server.conf"), NATS_CONFIG)?;
+        let stores: Vec<PathBuf> = match nats_nodes {
+            1 => vec![data_dir.join("nats")],
+            _ => NATS_NODES[..nats_nodes].iter().map(|node| data_dir.join(node)).collect(),
+        };
+        let plan = plan_storage(&settings.storage, &data_dir, &stores)?;
+        println!("artifacts up: {}", plan.said);
+        settings.storage = plan.caps.clone();
+        storage_plan = Some(plan.clone());
+        std::fs::write(data_dir.join("nats-server.conf"), with_max_file_store(NATS_CONFIG, plan.per_node))?;
         std::fs::write(data_dir.join("nats-server.auth.conf"), NATS_AUTH_CONFIG)?;
         std::fs::write(data_dir.join("nats-server.cluster.conf"), NATS_CLUSTER_CONFIG)?;
         let service_password = secret_file(&data_dir.join("nats-service-password"), "ns")?.0;
@@ -176,8 +194,22 @@ pub async fn run(
     }
     stack_settings.nats.connect_timeout_secs = 15;
     let nats = if nats_up {
-        let connected = artifacts_runtime::nats::connect(&stack_settings, "artifacts-up").await;
-        connected.map_err(|err| eprintln!("artifacts up: {err:#}")).ok()
+        match artifacts_runtime::nats::connect(&stack_settings, "artifacts-up").await {
+            Ok(nats) => Some(nats),
+            // Caps that do not fit the server's JetStream storage fail every start alike: say which
+            // setting to lower and stop, rather than restart processes that cannot work.
+            Err(err) if is_storage_refusal(&format!("{err:#}")) => {
+                eprintln!("artifacts up: {err:#}");
+                stack.stop().await;
+                anyhow::bail!(
+                    "the stack's storage caps do not fit NATS's JetStream storage: lower the storage.* setting named above"
+                );
+            }
+            Err(err) => {
+                eprintln!("artifacts up: {err:#}");
+                None
+            }
+        }
     } else {
         None
     };
@@ -201,6 +233,16 @@ pub async fn run(
         }
     };
     let registry = &settings.registry.address;
+    // The registry's certificate, key and CA when it speaks TLS (`registry.tls`).
+    let registry_tls = registry_tls_files(&settings, &data_dir)?;
+    let registry_ca = registry_tls.as_ref().and_then(|files| files.ca.clone()).or(settings.registry.ca_file.clone());
+    let engine_trust = match &registry_ca {
+        Some(ca) if settings.registry.uses_tls() => engine_trusts(&settings, ca),
+        _ => None,
+    };
+    if let Some(said) = &engine_trust {
+        println!("artifacts up: {said}");
+    }
     // The storage of the registry `up` runs, where the collector sweeps blobs.
     let mut registry_storage = settings.registry.storage_dir.clone();
     if answers(registry).await {
@@ -210,7 +252,11 @@ pub async fn run(
     } else if let Some(bin) = find_program("docker-registry").or_else(|| find_program("registry")) {
         let conf = data_dir.join("registry.yml");
         let auth = registry_auth::registry_auth_config(&settings.public_url(), &signing.certificate);
-        std::fs::write(&conf, format!("{REGISTRY_CONFIG}{auth}"))?;
+        let tls = match &registry_tls {
+            Some(files) => registry_auth::registry_tls_config(files),
+            None => String::new(),
+        };
+        std::fs::write(&conf, format!("{REGISTRY_CONFIG}{tls}{auth}"))?;
         let (address, storage) = (registry.clone(), data_dir.join("registry"));
         // Signs the registry's upload state; without one it makes up its own at each start (and warns).
         let http_secret = secret_file(&data_dir.join("registry-http-secret"), "rs")?.0;
@@ -249,11 +295,25 @@ pub async fn run(
             let (config, service_url, admin_key) = (config.clone(), service_url.clone(), admin_key.clone());
             let (signing, registry_storage) = (signing.clone(), registry_storage.clone());
             let (secrets_key, dev_git) = (secrets_key.clone(), dev_git.clone());
+            let (tls, registry_ca) = (settings.registry.uses_tls(), registry_ca.clone());
+            let storage = storage_plan.as_ref().filter(|plan| plan.scaled).map(|plan| plan.caps.clone());
             stack.spawn(name.trim_start_matches("artifacts-"), move || {
                 let mut command = Command::new(&bin);
                 command
                     .env("ARTIFACTS__REGISTRY__TOKEN_KEY_FILE", &signing.key)
                     .env("ARTIFACTS__REGISTRY__TOKEN_CERTIFICATE_FILE", &signing.certificate);
+                if tls {
+                    command.env("ARTIFACTS__REGISTRY__TLS", "true");
+                }
+                if let Some(ca) = &registry_ca {
+                    command.env("ARTIFACTS__REGISTRY__CA_FILE", ca);
+                }
+                if let Some(caps) = &storage {
+                    for (setting, bytes) in caps.caps() {
+                        let name = setting.trim_start_matches("storage.").to_ascii_uppercase();
+                        command.env(format!("ARTIFACTS__STORAGE__{name}"), bytes.to_string());
+                    }
+                }
                 if let Some(storage) = &registry_storage {
                     command.env("ARTIFACTS__REGISTRY__STORAGE_DIR", storage);
                 }
@@ -315,6 +375,19 @@ pub async fn run(
             };
             println!("  NATS:      {servers} (user: the key id, or `admin`; password: the key)");
         }
+        match (&registry_ca, settings.registry.uses_tls()) {
+            (_, false) => println!(
+                "  registry:  {registry}, plain HTTP (remote engines need it in insecure-registries: docs/registry.md)"
+            ),
+            (Some(ca), true) => println!("  registry:  {registry}, TLS (clients trust the CA in {})", ca.display()),
+            (None, true) => println!("  registry:  {registry}, TLS"),
+        }
+        if let Some(plan) = &storage_plan {
+            println!(
+                "  storage:   {} of JetStream storage per NATS server (max_file_store; storage.jetstream_bytes)",
+                human_bytes(plan.per_node)
+            );
+        }
         println!("  logs:      {}/", logs.display());
         if let Some(git) = &dev_git {
             println!(
@@ -328,6 +401,278 @@ pub async fn run(
     }
     Ok(stack.supervise().await)
 }
+
+/// The JetStream storage each nats-server `up` runs may use (its `max_file_store`), and the caps the
+/// stack's streams and buckets get within it.
+#[derive(Debug, Clone)]
+struct StoragePlan {
+    per_node: u64,
+    caps: StorageSettings,
+    /// The caps were lowered from their defaults to fit.
+    scaled: bool,
+    /// What `up` says about it.
+    said: String,
+}
+
+/// Less JetStream storage than this per server is no use.
+const LEAST_JETSTREAM_BYTES: u64 = 256 << 20;
+
+/// Sizes the JetStream storage of the servers `up` runs, whose stores are `stores` (under `data_dir`):
+/// `storage.jetstream_bytes` each, else half of what the data directory's filesystem has free plus what
+/// the stores already hold, shared by the stores. Caps left at their defaults (with
+/// `storage.jetstream_bytes` unset) are lowered to fit; caps that were set and do not fit are an error
+/// naming the setting to lower.
+fn plan_storage(storage: &StorageSettings, data_dir: &Path, stores: &[PathBuf]) -> anyhow::Result<StoragePlan> {
+    let nodes = stores.len().max(1) as u64;
+    let (per_node, from) = match storage.jetstream_bytes {
+        Some(bytes) => (bytes, "storage.jetstream_bytes".to_owned()),
+        None => {
+            let free = free_bytes(data_dir)
+                .with_context(|| format!("cannot tell the free space of {}", data_dir.display()))?;
+            let held: u64 = stores.iter().map(|store| bytes_under(store)).sum();
+            let per_node = (free + held) / 2 / nodes / (1 << 20) * (1 << 20);
+            let share = if nodes == 1 { String::new() } else { format!(", shared by {nodes} nodes") };
+            let said = format!(
+                "half of the {} free on the filesystem of {} plus the {} its JetStream stores hold{share}; storage.jetstream_bytes sets it",
+                human_bytes(free),
+                data_dir.display(),
+                human_bytes(held)
+            );
+            (per_node, said)
+        }
+    };
+    anyhow::ensure!(
+        per_node >= LEAST_JETSTREAM_BYTES,
+        "NATS would get only {} of JetStream storage ({from}): free space on {}, or set storage.jetstream_bytes (at least {})",
+        human_bytes(per_node),
+        data_dir.display(),
+        human_bytes(LEAST_JETSTREAM_BYTES)
+    );
+    let reserved = storage.reserved_bytes();
+    let each = if nodes == 1 { "NATS gets" } else { "each NATS node gets" };
+    if reserved <= per_node {
+        let said = format!(
+            "{each} {} of JetStream storage (max_file_store: {from}); the storage caps reserve {} of it",
+            human_bytes(per_node),
+            human_bytes(reserved)
+        );
+        return Ok(StoragePlan { per_node, caps: storage.clone(), scaled: false, said });
+    }
+    if storage.jetstream_bytes.is_none() && storage.caps_are_defaults() {
+        let caps = caps_within(storage, per_node);
+        let listed: Vec<String> =
+            caps.caps().iter().map(|(setting, bytes)| format!("{setting} = {}", human_bytes(*bytes))).collect();
+        let said = format!(
+            "{each} {} of JetStream storage (max_file_store: {from}), less than the default storage caps reserve ({}): they are lowered to fit, {} (set them to choose)",
+            human_bytes(per_node),
+            human_bytes(reserved),
+            listed.join(", ")
+        );
+        return Ok(StoragePlan { per_node, caps, scaled: true, said });
+    }
+    let (largest, bytes) = storage.caps()[0];
+    let listed: Vec<String> =
+        storage.caps().iter().map(|(setting, bytes)| format!("{setting} = {}", human_bytes(*bytes))).collect();
+    anyhow::bail!(
+        "the storage caps reserve {} on every NATS server, {} too much for the {} of JetStream storage {} gets (max_file_store: {from}): lower {largest} (now {}), or raise storage.jetstream_bytes. The caps: {}",
+        human_bytes(reserved),
+        human_bytes(reserved - per_node),
+        human_bytes(per_node),
+        if nodes == 1 { "it" } else { "each node" },
+        human_bytes(bytes),
+        listed.join(", ")
+    )
+}
+
+/// The caps lowered to reserve at most `room`: the three large ones (archives, uploads, logs) shrink
+/// alike while the small ones fit in half the room, everything alike after that; whole MiB each.
+fn caps_within(storage: &StorageSettings, room: u64) -> StorageSettings {
+    let small = storage.reserved_bytes() - storage.archives_bytes - storage.uploads_bytes - storage.logs_bytes;
+    let large = storage.archives_bytes + storage.uploads_bytes + storage.logs_bytes;
+    let (large_share, small_share) = if small * 2 <= room {
+        ((room - small) as f64 / large as f64, 1.0)
+    } else {
+        let share = room as f64 / (small + large) as f64;
+        (share, share)
+    };
+    let scale = |bytes: u64, share: f64| ((bytes as f64 * share) as u64 / (1 << 20)).max(1) << 20;
+    StorageSettings {
+        archives_bytes: scale(storage.archives_bytes, large_share),
+        uploads_bytes: scale(storage.uploads_bytes, large_share),
+        logs_bytes: scale(storage.logs_bytes, large_share),
+        jobs_bytes: scale(storage.jobs_bytes, small_share),
+        events_bytes: scale(storage.events_bytes, small_share),
+        bucket_bytes: scale(storage.bucket_bytes, small_share),
+        jetstream_bytes: storage.jetstream_bytes,
+    }
+}
+
+/// Bytes free to an unprivileged user on the filesystem of `path`.
+fn free_bytes(path: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    // SAFETY: statvfs(3) with a NUL-terminated path and a zeroed struct it fills.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(stat.f_bavail as u64 * stat.f_frsize as u64)
+}
+
+/// The bytes of the files under `dir` (none when it is absent).
+fn bytes_under(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => bytes_under(&entry.path()),
+            Ok(kind) if kind.is_file() => entry.metadata().map_or(0, |meta| meta.len()),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// The shipped nats-server configuration with `max_file_store` set to `bytes`.
+fn with_max_file_store(config: &str, bytes: u64) -> String {
+    let mut out = String::new();
+    for line in config.lines() {
+        if line.trim_start().starts_with("max_file_store:") {
+            let indent = &line[..line.len() - line.trim_start().len()];
+            out.push_str(&format!(
+                "{indent}# Written by artifacts up: storage.jetstream_bytes, or a share of the disk.\n"
+            ));
+            out.push_str(&format!("{indent}max_file_store: {bytes}\n"));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Whether a JetStream set-up failure is the server refusing the caps for want of storage (or a cap
+/// below what a stream holds): starting again cannot help.
+fn is_storage_refusal(message: &str) -> bool {
+    message.contains("less storage than the stack's caps reserve") || message.contains("already holds")
+}
+
+/// The registry's TLS files, when it speaks TLS: the ones given (`registry.tls_certificate_file` and
+/// `registry.tls_key_file`, trusted with `registry.ca_file` if set), else a certificate `up` makes for
+/// the registry's names, signed by a CA of its own in the data directory.
+fn registry_tls_files(settings: &Settings, data_dir: &Path) -> anyhow::Result<Option<TlsFiles>> {
+    let registry = &settings.registry;
+    if !registry.uses_tls() {
+        return Ok(None);
+    }
+    match (&registry.tls_certificate_file, &registry.tls_key_file) {
+        (Some(certificate), Some(key)) => {
+            Ok(Some(TlsFiles { certificate: certificate.clone(), key: key.clone(), ca: registry.ca_file.clone() }))
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            anyhow::bail!("registry.tls_certificate_file and registry.tls_key_file go together: set both, or neither for a certificate up makes")
+        }
+        (None, None) => {
+            let names = certificate_names(&registry.address, &registry.tls_names);
+            let files = registry_auth::ensure_tls_files(data_dir, &names)
+                .with_context(|| format!("cannot make the registry's TLS certificate in {}", data_dir.display()))?;
+            Ok(Some(files))
+        }
+    }
+}
+
+/// The names the registry's certificate is made for: the host of its address (every address of this
+/// machine when it listens on all of them), `localhost`, `127.0.0.1`, this machine's host name, and
+/// `registry.tls_names`.
+fn certificate_names(address: &str, extra: &[String]) -> Vec<String> {
+    let host = address.rsplit_once(':').map_or(address, |(host, _)| host).trim_start_matches('[').trim_end_matches(']');
+    let mut names = Vec::new();
+    let everywhere = host.is_empty() || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_unspecified());
+    if everywhere {
+        names.extend(local_addresses());
+    } else {
+        names.push(host.to_owned());
+    }
+    names.extend(["localhost".to_owned(), "127.0.0.1".to_owned()]);
+    if let Ok(name) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        names.push(name.trim().to_owned());
+    }
+    names.extend(extra.iter().cloned());
+    let mut seen = std::collections::HashSet::new();
+    names.retain(|name| !name.is_empty() && seen.insert(name.clone()));
+    names
+}
+
+/// This machine's IP addresses, loopback aside.
+fn local_addresses() -> Vec<String> {
+    let mut found = Vec::new();
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs(3) fills `list`, which is walked read-only and freed once.
+    unsafe {
+        if libc::getifaddrs(&mut list) != 0 {
+            return found;
+        }
+        let mut entry = list;
+        while !entry.is_null() {
+            let address = (*entry).ifa_addr;
+            if !address.is_null() {
+                let ip = match i32::from((*address).sa_family) {
+                    libc::AF_INET => {
+                        let v4 = &*(address as *const libc::sockaddr_in);
+                        Some(std::net::IpAddr::from(u32::from_be(v4.sin_addr.s_addr).to_be_bytes()))
+                    }
+                    libc::AF_INET6 => {
+                        let v6 = &*(address as *const libc::sockaddr_in6);
+                        Some(std::net::IpAddr::from(v6.sin6_addr.s6_addr))
+                    }
+                    _ => None,
+                };
+                if let Some(ip) = ip.filter(|ip| !ip.is_loopback()) {
+                    found.push(ip.to_string());
+                }
+            }
+            entry = (*entry).ifa_next;
+        }
+        libc::freeifaddrs(list);
+    }
+    found
+}
+
+/// Makes the local Docker engine trust the registry's CA, as it must for a registry it does not treat
+/// as insecure: a copy in `/etc/docker/certs.d/<address>/ca.crt`, which the engine reads at each pull
+/// and push. An engine takes any certificate from a registry on a loopback address (it is insecure by
+/// default there), and a remote engine is the operator's to set up; `up` says what it did or what to do.
+fn engine_trusts(settings: &Settings, ca: &Path) -> Option<String> {
+    let address = &settings.registry.address;
+    let host = address.rsplit_once(':').map_or(address.as_str(), |(host, _)| host);
+    let loopback = host == "localhost"
+        || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        return None;
+    }
+    let engine = settings.docker_host();
+    let directory = Path::new(DOCKER_CERTS_DIR).join(address);
+    let target = directory.join("ca.crt");
+    if !engine.starts_with("unix://") {
+        return Some(format!(
+            "the Docker engine at {engine} must trust the registry's CA: copy {} to {} on its host",
+            ca.display(),
+            target.display()
+        ));
+    }
+    let copied = std::fs::create_dir_all(&directory).and_then(|()| std::fs::copy(ca, &target));
+    Some(match copied {
+        Ok(_) => format!("the Docker engine trusts the registry's CA: copied to {}", target.display()),
+        Err(err) => format!(
+            "cannot copy the registry's CA to {} ({err}): the Docker engine will refuse the registry until it is there (as root: install -D -m 644 {} {})",
+            target.display(),
+            ca.display(),
+            target.display()
+        ),
+    })
+}
+
+/// Where the Docker engine looks for a registry's CA (`<dir>/<host:port>/ca.crt`).
+const DOCKER_CERTS_DIR: &str = "/etc/docker/certs.d";
 
 /// What `--dev` gives every process: `file` among the allowed schemes, and the temporary directory
 /// (`TMPDIR`, and `/tmp`, where the README's tour keeps its repositories) and the data directory among
@@ -489,13 +834,18 @@ impl Stack {
             _ = async { match terminate.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
         }
         println!("stopping...");
+        self.stop().await;
+        ExitCode::SUCCESS
+    }
+
+    /// Stops the processes in reverse start order.
+    async fn stop(self) {
         for process in self.processes.into_iter().rev() {
             process.stop.cancel();
             if process.stopped.await.is_err() {
                 eprintln!("artifacts up: the supervisor of {} failed", process.name);
             }
         }
-        ExitCode::SUCCESS
     }
 }
 
@@ -812,6 +1162,43 @@ mod tests {
         log.line("two");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "two\n");
         assert_eq!(std::fs::read_to_string(path.with_extension("log.1")).unwrap(), text);
+    }
+
+    #[test]
+    fn default_caps_are_lowered_to_fit_and_set_caps_are_refused() {
+        let dir = Path::new("/");
+        let mut storage = StorageSettings { jetstream_bytes: Some(20 << 30), ..Default::default() };
+        let refused = plan_storage(&storage, dir, &[dir.join("nowhere")]).unwrap_err().to_string();
+        assert!(refused.contains("lower storage.archives_bytes (now 64.0 GiB)"), "{refused}");
+        storage.archives_bytes = 12 << 30;
+        storage.uploads_bytes = 2 << 30;
+        let over = plan_storage(&storage, dir, &[dir.join("nowhere")]).unwrap_err().to_string();
+        assert!(over.contains("2.2 GiB too much"), "{over}");
+        storage.logs_bytes = 1 << 30;
+        let fits = plan_storage(&storage, dir, &[dir.join("nowhere")]).unwrap();
+        assert!(!fits.scaled && fits.per_node == 20 << 30, "{fits:?}");
+        for room in [20u64 << 30, 3 << 30, 300 << 20] {
+            let caps = caps_within(&StorageSettings::default(), room);
+            assert!(caps.reserved_bytes() <= room, "{room}: {caps:?}");
+            assert!(caps.reserved_bytes() > room / 10 * 9, "most of the room is used: {room}: {caps:?}");
+        }
+        assert_eq!(caps_within(&StorageSettings::default(), 20 << 30).bucket_bytes, 256 << 20);
+    }
+
+    #[test]
+    fn the_server_gets_the_planned_storage() {
+        let written = with_max_file_store(NATS_CONFIG, 21474836480);
+        assert!(written.contains("\n  max_file_store: 21474836480\n"), "{written}");
+        assert_eq!(written.matches("max_file_store:").count(), 1, "{written}");
+    }
+
+    #[test]
+    fn certificates_name_the_registry_host() {
+        let names = certificate_names("registry.example:5000", &["other.example".into()]);
+        assert_eq!(names[..3], ["registry.example", "localhost", "127.0.0.1"]);
+        assert!(names.contains(&"other.example".to_owned()));
+        let everywhere = certificate_names("0.0.0.0:5000", &[]);
+        assert!(!everywhere.contains(&"0.0.0.0".to_owned()) && everywhere.contains(&"127.0.0.1".to_owned()));
     }
 
     #[test]

@@ -42,7 +42,7 @@ async fn up_starts_everything_and_ctrl_c_stops_everything() {
     }
     let data = tempfile::tempdir().unwrap();
     let (gateway, nats, registry) = (free_port(), free_port(), free_port());
-    let mut up = up_command(&bin, &["up", "--data-dir"], data.path(), (gateway, nats, registry))
+    let mut up = up_command(bin, &["up", "--data-dir"], data.path(), (gateway, nats, registry))
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
@@ -68,6 +68,20 @@ async fn up_starts_everything_and_ctrl_c_stops_everything() {
     let text = output.join("\n");
     assert!(text.contains(&format!("gateway:   http://127.0.0.1:{gateway}/api/v1")), "{text}");
     assert!(text.contains(&format!("docs:      http://127.0.0.1:{gateway}/docs")), "{text}");
+    // Issue 29: the registry says it is plain HTTP and where remote clients learn what they need; NATS
+    // gets the JetStream storage up wrote into its configuration, which the disk holds.
+    assert!(text.contains(&format!("registry:  127.0.0.1:{registry}, plain HTTP")), "{text}");
+    assert!(text.contains("docs/registry.md"), "{text}");
+    let config = std::fs::read_to_string(data.path().join("nats-server.conf")).unwrap();
+    let promised: u64 = config
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("max_file_store: "))
+        .and_then(|bytes| bytes.parse().ok())
+        .unwrap_or_else(|| panic!("up writes max_file_store: {config}"));
+    let free = std::process::Command::new("df").args(["--output=avail", "-B1"]).arg(data.path()).output().unwrap();
+    let free: u64 = String::from_utf8_lossy(&free.stdout).lines().nth(1).unwrap().trim().parse().unwrap();
+    assert!(promised <= free, "max_file_store {promised} is more than the {free} bytes free");
+    assert!(text.contains("storage:   "), "{text}");
     let admin_key = admin_key.expect("the generated admin key is printed");
     let saved = std::fs::read_to_string(data.path().join("admin-key")).unwrap();
     assert_eq!(saved.trim(), admin_key);
@@ -232,7 +246,7 @@ async fn up_keeps_process_logs_in_files_and_dev_builds_file_repositories() {
     let bin = Path::new(env!("CARGO_BIN_EXE_artifacts"));
     let data = tempfile::tempdir().unwrap();
     let (gateway, nats, registry) = (free_port(), free_port(), free_port());
-    let mut up = up_command(&bin, &["up", "--dev", "--data-dir"], data.path(), (gateway, nats, registry))
+    let mut up = up_command(bin, &["up", "--dev", "--data-dir"], data.path(), (gateway, nats, registry))
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

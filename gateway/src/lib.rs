@@ -12,6 +12,7 @@ pub mod input;
 pub mod metrics;
 pub mod openapi;
 pub mod relay;
+pub mod request_id;
 pub mod routes;
 pub mod serve;
 pub mod startup;

@@ -21,6 +21,7 @@ use crate::auth::Keys;
 use crate::error::ApiError;
 use crate::metrics;
 use crate::openapi::ApiDoc;
+use crate::request_id;
 use crate::routes::registry::{self, TokenSigner};
 use crate::routes::{builds, components, dashboard, health, hooks, images, info, keys, manage, secrets};
 use crate::serve::{serve, ConnectionLimits};
@@ -129,5 +130,6 @@ pub fn router(state: AppState) -> Router {
         })
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(metrics::track))
+        .layer(middleware::from_fn(request_id::track))
         .with_state(state)
 }

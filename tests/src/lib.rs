@@ -602,6 +602,7 @@ impl TestApp {
                     context_digest: None,
                     build_args: Default::default(),
                     target: None,
+                    secrets: Vec::new(),
                     trigger: None,
                 },
                 result: None,
@@ -679,6 +680,7 @@ impl TestApp {
             object: "none".into(),
             build_id: BuildId::generate(),
             built_at: Timestamp::now(),
+            secrets: Vec::new(),
         };
         let source = ComponentSource {
             component: component.clone(),
@@ -1046,4 +1048,50 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
     }
     out.truncate(len);
     out
+}
+
+impl TestApp {
+    /// Waits (a minute at most) until the git trigger has handled every push event stored so far, as
+    /// zero2prod's `dispatch_all_pending_emails` drains its queue: for the pushes and for the hand-overs
+    /// of rebuilt components to their dependents, the trigger's consumer has been delivered the subject's
+    /// last event and acknowledged everything delivered. The trigger submits a push's builds before it
+    /// acknowledges the push, so once this returns, every build the pushes so far asked for has a record,
+    /// and a push that built nothing has been handled, not merely not yet read.
+    pub async fn pushes_handled(&self) {
+        use async_nats::jetstream::consumer::PullConsumer;
+        let stream = self.nats.jetstream.get_stream("ARTIFACTS_PUSH").await.expect("the push stream exists");
+        let consumers = [
+            ("git-trigger", "artifacts.git.push.accepted"),
+            ("git-trigger-dependents", "artifacts.git.push.dependents"),
+        ];
+        let started = std::time::Instant::now();
+        for (name, subject) in consumers {
+            // The last event on the subject now; none yet leaves nothing to wait for.
+            let Ok(last) = stream.get_last_raw_message_by_subject(subject).await else { continue };
+            loop {
+                let mut consumer: PullConsumer = stream.get_consumer(name).await.expect("the trigger's consumer");
+                let info = consumer.info().await.expect("consumer info");
+                if info.delivered.stream_sequence >= last.sequence && info.num_ack_pending == 0 && info.num_pending == 0
+                {
+                    break;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "the git trigger did not handle the pushes within a minute ({name}: event {} stored, {} delivered, {} unacknowledged, {} pending)",
+                    last.sequence,
+                    info.delivered.stream_sequence,
+                    info.num_ack_pending,
+                    info.num_pending
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+impl GitRepo {
+    /// Moves (or creates) a branch to the current commit, as a push to it would.
+    pub async fn move_branch(&self, name: &str) {
+        self.git(&["branch", "--force", name]).await;
+    }
 }

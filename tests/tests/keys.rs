@@ -72,17 +72,22 @@ async fn scopes_patterns_expiry_and_revocation() {
     let (status, _) = status_with(&app, ADMIN_KEY, reqwest::Method::DELETE, &path, None).await;
     assert_eq!(status, 404);
 
-    // Expired: refused.
-    let soon = time::OffsetDateTime::now_utc() + time::Duration::seconds(2);
-    let soon = soon.format(&time::format_description::well_known::Rfc3339).unwrap();
+    // Expired: accepted until the instant it expires, refused by the first request after it (no margin:
+    // the test waits for the expiry instant itself, not for a guessed time past it).
+    let expires = time::OffsetDateTime::now_utc() + time::Duration::seconds(2);
+    let soon = expires.format(&time::format_description::well_known::Rfc3339).unwrap();
     let expiring = create_key(&app, json!({"name": "short", "scopes": ["read"], "expiresAt": soon})).await;
-    let (status, _) = status_with(&app, expiring["secret"].as_str().unwrap(), reqwest::Method::GET, LOOKUP, None).await;
+    let secret = expiring["secret"].as_str().unwrap();
+    let (status, _) = status_with(&app, secret, reqwest::Method::GET, LOOKUP, None).await;
     assert_eq!(status, 404);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let (status, body) =
-        status_with(&app, expiring["secret"].as_str().unwrap(), reqwest::Method::GET, LOOKUP, None).await;
-    assert_eq!(status, 401, "{body}");
-    assert!(body["errorMessage"].as_str().unwrap().contains("expired"));
+    let until = |at: time::OffsetDateTime| Duration::try_from(at - time::OffsetDateTime::now_utc()).unwrap_or_default();
+    tokio::time::sleep(until(expires - time::Duration::milliseconds(300))).await;
+    let (status, body) = status_with(&app, secret, reqwest::Method::GET, LOOKUP, None).await;
+    assert_eq!(status, 404, "still valid just before it expires: {body}");
+    tokio::time::sleep(until(expires)).await;
+    let (status, body) = status_with(&app, secret, reqwest::Method::GET, LOOKUP, None).await;
+    assert_eq!(status, 401, "refused from the instant it expires: {body}");
+    assert!(body["errorMessage"].as_str().unwrap().contains("expired"), "{body}");
 
     for bad in [
         json!({"name": "x", "scopes": []}),

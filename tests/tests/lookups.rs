@@ -248,6 +248,7 @@ async fn stored_component_is_found_and_streamed_with_its_digest() {
         object: object.clone(),
         build_id: BuildId::generate(),
         built_at: Timestamp::now(),
+        secrets: Vec::new(),
     };
     artifacts_tests::raw_bucket(&app.nats, "components").await.put(query.record_key(), serde_json::to_vec(&record).unwrap().into()).await.unwrap();
 

@@ -52,9 +52,12 @@ async fn wait_triggered(app: &TestApp, component: &str, count: usize) -> Vec<Val
     panic!("{count} triggered builds of {component} did not end in time: {:#?}", app.triggered_builds(component).await);
 }
 
+/// Push events stored for the trigger (the stream also holds a pushed build's hand-over to its dependents).
 async fn push_stream_messages(app: &TestApp) -> u64 {
-    let mut stream = app.nats.jetstream.get_stream("ARTIFACTS_PUSH").await.unwrap();
-    stream.info().await.unwrap().state.messages
+    use futures::TryStreamExt;
+    let stream = app.nats.jetstream.get_stream("ARTIFACTS_PUSH").await.unwrap();
+    let subjects = stream.info_with_subjects("artifacts.git.push.accepted").await.unwrap();
+    subjects.try_fold(0, |sum, (_, count)| async move { Ok(sum + count as u64) }).await.unwrap()
 }
 
 #[tokio::test]
@@ -97,11 +100,14 @@ async fn a_github_tag_push_builds_the_new_tag_once_however_often_delivered() {
     // The commit the tag names in the repository, not the one the payload claims (issue 27, item 4).
     assert_eq!(trigger["commit"], repo.head().await.as_str());
 
-    // Another delivery of the same push (same repository, ref and commit) builds nothing more.
-    let (status, _) = github(&app, "push", "delivery-2", &body, Some(sign(&body))).await;
-    assert_eq!(status, 202);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(app.triggered_builds(&component).await.len(), 1);
+    // Another delivery of the same push (same repository, ref and commit) builds nothing more: the event
+    // is stored (another delivery id), the trigger handles it, and it is the trigger that finds the commit
+    // handled already.
+    let (status, again) = github(&app, "push", "delivery-2", &body, Some(sign(&body))).await;
+    assert_eq!((status, &again["duplicate"]), (202, &json!(false)), "{again}");
+    assert_eq!(push_stream_messages(&app).await, 2, "the second delivery reaches the trigger");
+    app.pushes_handled().await;
+    assert_eq!(app.triggered_builds(&component).await.len(), 1, "{:#?}", app.triggered_builds(&component).await);
 }
 
 #[tokio::test]
@@ -121,13 +127,18 @@ async fn pings_other_events_deletions_and_malformed_bodies() {
     repo.commit_and_tag(&[("artifact.toml", &manifest("echo x > /out/x", &[]), false)], "v1").await;
     repo.branch("feature-branch").await;
     app.build_component(&repo.url(), &component, "feature-branch").await;
+    // The branch moves on, so any push of it but a deletion would build its new commit.
+    repo.commit_and_tag(&[("artifact.toml", &manifest("echo y > /out/x", &[]), false)], "v2").await;
+    repo.move_branch("feature-branch").await;
     let mut payload = fixture("github-branch-delete.json");
     payload["repository"]["clone_url"] = json!(repo.url());
     let body = serde_json::to_vec(&payload).unwrap();
     let (status, _) = github(&app, "push", "delete-1", &body, Some(sign(&body))).await;
     assert_eq!(status, 202);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(app.triggered_builds(&component).await.is_empty(), "a deleted branch builds nothing");
+    assert_eq!(push_stream_messages(&app).await, 1, "the deletion reaches the trigger");
+    app.pushes_handled().await;
+    let triggered = app.triggered_builds(&component).await;
+    assert!(triggered.is_empty(), "a deleted branch builds nothing: {triggered:#?}");
 }
 
 #[tokio::test]
@@ -259,9 +270,9 @@ async fn a_newer_push_cancels_the_queued_build_of_an_older_one() {
     repo.commit_and_tag(&[("artifact.toml", &manifest("echo x > /out/x", &[]), false)], "v1").await;
     app.build_component(&repo.url(), &component, "main").await;
 
-    // Hold the only slot, so the triggered builds wait in the queue.
+    // Hold the only slot, so the triggered builds wait in the queue until the test cancels this build.
     let busy_repo = GitRepo::new().await;
-    busy_repo.commit_and_tag(&[("artifact.toml", &manifest("sleep 4 && echo x > /out/x", &[]), false)], "v1").await;
+    busy_repo.commit_and_tag(&[("artifact.toml", &manifest("sleep 300 && echo x > /out/x", &[]), false)], "v1").await;
     let body = json!({"url": busy_repo.url(), "component": busy, "tag": "v1", "architecture": "amd64"});
     let busy_build: Value = app
         .http
@@ -274,29 +285,42 @@ async fn a_newer_push_cancels_the_queued_build_of_an_older_one() {
         .json()
         .await
         .unwrap();
-    for _ in 0..100 {
-        if app
-            .get(&format!("/api/v1/builds/{}", busy_build["buildId"].as_str().unwrap()))
-            .await
-            .json::<Value>()
-            .await
-            .unwrap()["status"]
-            == "running"
-        {
+    let busy_id = busy_build["buildId"].as_str().expect("a build id").to_owned();
+    let status = |id: String| {
+        let app = &app;
+        async move { app.get(&format!("/api/v1/builds/{id}")).await.json::<Value>().await.unwrap()["status"].clone() }
+    };
+    let mut running = false;
+    for _ in 0..600 {
+        running = status(busy_id.clone()).await == "running";
+        if running {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert!(running, "the busy build holds the only slot: {}", status(busy_id.clone()).await);
 
+    // Each push is handled before the next is sent: the second push finds the first one's build queued.
+    let mut queued = Vec::new();
     for version in ["3", "4"] {
         repo.commit_and_tag(&[("artifact.toml", &manifest("echo x > /out/x", &[]), false)], &format!("v{version}"))
             .await;
         let event = json!({"repository": repo.url(), "ref": "refs/heads/main", "after": repo.head().await});
         app.publish_push(&event).await;
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        app.pushes_handled().await;
+        let builds = app.triggered_builds(&component).await;
+        assert_eq!(builds.len(), queued.len() + 1, "push v{version} triggered a build: {builds:#?}");
+        queued.push(builds.last().unwrap()["buildId"].as_str().unwrap().to_owned());
     }
-    // The second push finds the first one's build still queued: a different commit, so a different
-    // build, and the older one is cancelled rather than built for nothing.
+    assert_eq!(status(busy_id.clone()).await, "running", "the slot was held throughout");
+    // A different commit, so a different build, and the older one is cancelled rather than built for
+    // nothing, while the newer one waits for the slot.
+    assert_eq!(
+        (status(queued[0].clone()).await, status(queued[1].clone()).await),
+        ("cancelled".into(), "queued".into())
+    );
+    let cancel = app.http.post(app.url(&format!("/api/v1/builds/{busy_id}/cancel"))).bearer_auth(ADMIN_KEY).send();
+    assert_eq!(cancel.await.unwrap().status(), 200, "the busy build is cancelled, freeing the slot");
     let builds = wait_triggered(&app, &component, 2).await;
     let statuses: Vec<&str> = builds.iter().map(|b| b["status"].as_str().unwrap()).collect();
     assert_eq!(statuses, ["cancelled", "succeeded"], "{builds:#?}");

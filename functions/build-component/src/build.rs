@@ -90,6 +90,10 @@ impl Build for ComponentBuild {
                 _ => BuildFailure::Permanent(err.message),
             })?;
         log.mask(secrets.iter().map(|(_, value)| value));
+        // What the record says the build read (keyed fingerprints): a later identical submission builds
+        // anew when one of these values has changed.
+        let secret_inputs =
+            secrets::fingerprints_of(&self.nats, &secrets).map_err(|err| BuildFailure::Passing(err.message))?;
         if !secrets.is_empty() {
             log.write(&format!("secrets at {}/: {}", crate::container::SECRETS_DIR, recipe.secrets.join(", "))).await;
         }
@@ -145,6 +149,7 @@ impl Build for ComponentBuild {
             object,
             build_id: job.build_id.clone(),
             built_at: Timestamp::now(),
+            secrets: secret_inputs,
         })
     }
 

@@ -8,11 +8,12 @@
 use artifacts_runtime::builder::ensure_buildable;
 use artifacts_runtime::configuration::{redact_url, GitSettings};
 use artifacts_runtime::service::{Reply, Request, LOOKUP_HEADER};
-use artifacts_runtime::{Nats, Settings};
+use artifacts_runtime::{secrets, Nats, Settings};
 use artifacts_schemas::messages::keys::Scope;
 use artifacts_schemas::{
-    normalize_repository, parse_json, BuildAccepted, BuildId, BuildKind, BuildWork, ComponentBuildRequest,
-    ComponentBuildSummary, ComponentJob, ComponentSource, Failure, GitUrl, RequestError, RequestedBy, Trigger,
+    normalize_repository, parse_json, BuildAccepted, BuildId, BuildKind, BuildStatus, BuildWork, ComponentBuildRequest,
+    ComponentBuildSummary, ComponentJob, ComponentName, ComponentSource, Failure, GitUrl, RequestError, RequestedBy,
+    Trigger,
 };
 
 use artifacts_store::Submission;
@@ -84,8 +85,9 @@ pub struct Submitter {
 }
 
 /// Queues a checked request, or answers with the identical build: the same commit of the same component,
-/// tag and architecture, queued, running, or (unless `force`) built successfully. `dependents` are the
-/// builds waiting for this one (for cycle detection).
+/// tag and architecture, queued, running, or (unless `force`) built successfully with the values of the
+/// build secrets it read unchanged. `dependents` are the builds waiting for this one (for cycle
+/// detection).
 pub async fn queue(
     nats: &Nats,
     settings: &Settings,
@@ -105,10 +107,12 @@ pub async fn queue(
         commit,
         trigger: submitter.trigger.clone(),
     };
+    let work = BuildWork::Component { request: summary, result: None };
+    let secrets_changed = !request.force && read_secrets_changed(nats, &work, &request.component).await?;
     let submitted = nats
         .store
         .submit(Submission {
-            work: BuildWork::Component { request: summary, result: None },
+            work,
             requested_by: submitter.requested_by.clone(),
             job_subject: nats.subjects.jobs(BuildKind::Component, request.architecture),
             job: |build_id: &BuildId| ComponentJob {
@@ -123,9 +127,34 @@ pub async fn queue(
                 rebuilt_for_push: submitter.rebuilt_for_push.clone(),
             },
             rerun_failed: submitter.rerun_failed,
-            force: request.force,
-            headers: async_nats::HeaderMap::new(),
+            force: request.force || secrets_changed,
+            headers: artifacts_runtime::telemetry::request_headers(),
         })
         .await?;
     Ok(submitted.accepted(None))
+}
+
+/// Whether the last identical build that succeeded (the build `work`'s identical-work key names) read a
+/// build secret whose value has changed since, or that `component` may no longer use: then it no
+/// longer answers, and the commit is built anew. The secrets a commit reads are those its
+/// `artifact.toml` lists, known only once it is cloned, so a build records them with its result (names
+/// and keyed fingerprints, never values) rather than in the key; a change to a secret it did not list
+/// builds nothing.
+async fn read_secrets_changed(nats: &Nats, work: &BuildWork, component: &ComponentName) -> Result<bool, RequestError> {
+    let Some(record) = nats.store.identical_build(work).await? else { return Ok(false) };
+    let build_id = &record.build_id;
+    let BuildWork::Component { result: Some(made), .. } = &record.work else { return Ok(false) };
+    if record.status != BuildStatus::Succeeded || made.secrets.is_empty() {
+        return Ok(false);
+    }
+    let names: Vec<String> = made.secrets.iter().map(|input| input.name.clone()).collect();
+    let now = secrets::fingerprints(nats, component, Some(&names)).await?;
+    let mut then = made.secrets.clone();
+    then.sort();
+    then.dedup();
+    let changed = now != then;
+    if changed {
+        tracing::info!(%build_id, %component, "a build secret that the identical build read has changed since: building anew");
+    }
+    Ok(changed)
 }

@@ -123,7 +123,7 @@ async fn build_and_push(
     );
     let docker = docker.map_err(BuildFailure::Passing)?;
     let (context_dir, dockerfile_dir) = assembled?;
-    let secrets = secrets?;
+    let secrets = version_secret_mounts(nats, &dockerfile_dir, secrets?).await?;
     phases.done("engine, context, cache sources and secrets ready");
 
     let repository = format!("{}/{}", settings.registry.address, ImageRepository::new(&job.component, &job.branch));
@@ -222,6 +222,46 @@ async fn build_secrets(nats: &Nats, job: &ImageJob) -> Result<Vec<(String, Vec<u
     artifacts_runtime::secrets::for_component(nats, &job.component)
         .await
         .map_err(|err| BuildFailure::Unavailable(format!("cannot read the build secrets: {}", err.message)))
+}
+
+/// Has the Dockerfile read each secret it mounts under an id naming a version of the value (the first
+/// 16 hex digits of its keyed fingerprint), and offers the secrets under those ids too. BuildKit's cache
+/// knows a secret mount by its id alone: otherwise a build submitted because a value changed (which the
+/// identical-work key tells apart) would take the steps that read the secret from the cache, made with
+/// the old value.
+async fn version_secret_mounts(
+    nats: &Nats,
+    dockerfile_dir: &Path,
+    secrets: Vec<(String, Vec<u8>)>,
+) -> Result<Vec<(String, Vec<u8>)>, BuildFailure> {
+    if secrets.is_empty() {
+        return Ok(secrets);
+    }
+    let inputs = artifacts_runtime::secrets::fingerprints_of(nats, &secrets)
+        .map_err(|err| BuildFailure::Unavailable(format!("cannot read the build secrets: {}", err.message)))?;
+    let versions: std::collections::BTreeMap<String, String> = inputs
+        .into_iter()
+        .map(|input| {
+            let hex = input.fingerprint.trim_start_matches("hmac-sha256:");
+            let version = hex.get(..16).unwrap_or(hex).to_owned();
+            (input.name, version)
+        })
+        .collect();
+    let path = dockerfile_dir.join("Dockerfile");
+    let failed = |err: std::io::Error| BuildFailure::Passing(format!("cannot rewrite the Dockerfile: {err}"));
+    let text = tokio::fs::read_to_string(&path).await.map_err(failed)?;
+    let versioned = crate::dockerfile::version_secret_mounts(&text, &versions).map_err(BuildFailure::Permanent)?;
+    if versioned != text {
+        tokio::fs::write(&path, versioned).await.map_err(failed)?;
+    }
+    let mut offered = Vec::with_capacity(secrets.len() * 2);
+    for (name, value) in secrets {
+        if let Some(version) = versions.get(&name) {
+            offered.push((format!("{name}@{version}"), value.clone()));
+        }
+        offered.push((name, value));
+    }
+    Ok(offered)
 }
 
 /// The registry images whose inline cache this build may reuse: the latest image of its own

@@ -669,11 +669,153 @@ fn mount_sources(flags: &[String], line: usize) -> Result<Vec<String>, String> {
     Ok(sources)
 }
 
+/// The ids of the build secrets `dockerfile` mounts (`RUN --mount=type=secret`), sorted, each once; `None`
+/// when a mount's type or the fields that name its secret hold a variable (its secret cannot be told
+/// without building), or a mount cannot be read (BuildKit refuses it). BuildKit's rules: a mount's
+/// fields are one CSV record of `key=value` (keys in any case, `type` lower-cased, `bind` without one);
+/// a secret mount's id is `id`, else `source`/`src`, else the last element of `target`/`dst`/
+/// `destination` (`--mount=type=secret,target=/root/.npmrc` reads secret `.npmrc`). Every stage's mounts
+/// count, built or not; an `ONBUILD` trigger's run in later builds, not this one.
+pub fn secret_ids(dockerfile: &str) -> Result<Option<Vec<String>>, String> {
+    let (_, instructions) = parse(dockerfile)?;
+    let mut ids = Vec::new();
+    for instruction in &instructions {
+        let command = split_command(&instruction.text, instruction.line)?;
+        if command.keyword != "run" {
+            continue;
+        }
+        for flag in &command.flags {
+            let Some(("mount", value)) = flag.strip_prefix("--").unwrap_or(flag).split_once('=') else { continue };
+            match secret_mount_id(value) {
+                SecretMount::NotASecret => {}
+                SecretMount::Secret(id) => ids.push(id),
+                SecretMount::Unknown => return Ok(None),
+            }
+        }
+    }
+    ids.sort();
+    ids.dedup();
+    Ok(Some(ids))
+}
+
+enum SecretMount {
+    NotASecret,
+    Secret(String),
+    /// A variable where the secret is named, or fields BuildKit cannot read.
+    Unknown,
+}
+
+/// The secret one `--mount` flag's value mounts, as BuildKit's `parseMount` and `dispatchSecret` read it.
+fn secret_mount_id(value: &str) -> SecretMount {
+    let Some(fields) = csv_fields(value) else { return SecretMount::Unknown };
+    let (mut kind, mut id, mut source, mut target) = ("bind".to_owned(), None, None, None);
+    for field in fields {
+        let Some((key, value)) = field.split_once('=') else { continue };
+        let slot = match key.to_ascii_lowercase().as_str() {
+            "type" => {
+                kind = value.to_ascii_lowercase();
+                continue;
+            }
+            "id" => &mut id,
+            "source" | "src" => &mut source,
+            "target" | "dst" | "destination" => &mut target,
+            _ => continue,
+        };
+        *slot = Some(value.to_owned());
+    }
+    if kind.contains('$') {
+        return SecretMount::Unknown;
+    }
+    if kind != "secret" {
+        return SecretMount::NotASecret;
+    }
+    if [&id, &source, &target].iter().any(|field| field.as_deref().is_some_and(|v| v.contains('$'))) {
+        return SecretMount::Unknown;
+    }
+    let named = source.filter(|s| !s.is_empty()).or(id.filter(|i| !i.is_empty()));
+    match named.or_else(|| target.filter(|t| !t.is_empty()).map(|t| go_path_base(&t))) {
+        Some(id) => SecretMount::Secret(id),
+        // BuildKit refuses a secret mount that names nothing.
+        None => SecretMount::Unknown,
+    }
+}
+
+/// The fields of one CSV record as Go's `encoding/csv` reads it (comma-separated; a field that starts
+/// with `"` is quoted, `""` inside it a quote); `None` where it would fail.
+fn csv_fields(record: &str) -> Option<Vec<String>> {
+    let mut fields = Vec::new();
+    let mut chars = record.chars().peekable();
+    loop {
+        let mut field = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next()? {
+                    '"' if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        field.push('"');
+                    }
+                    '"' => break,
+                    c => field.push(c),
+                }
+            }
+            match chars.next() {
+                None => {
+                    fields.push(field);
+                    return Some(fields);
+                }
+                Some(',') => fields.push(field),
+                Some(_) => return None,
+            }
+        } else {
+            loop {
+                match chars.next() {
+                    None => {
+                        fields.push(field);
+                        return Some(fields);
+                    }
+                    Some(',') => break,
+                    Some('"') => return None,
+                    Some(c) => field.push(c),
+                }
+            }
+            fields.push(field);
+        }
+    }
+}
+
+/// Go's `path.Base`: the last element of a slash-separated path, trailing slashes removed.
+fn go_path_base(path: &str) -> String {
+    if path.is_empty() {
+        return ".".into();
+    }
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return "/".into();
+    }
+    trimmed.rsplit('/').next().unwrap_or(trimmed).to_owned()
+}
+
 /// The Dockerfile with every `RUN --mount=type=cache` given an id of `scope`'s own: BuildKit keys cache
 /// mounts by id alone (the target path when none is given), so without this every build on an engine,
 /// whoever's, would read and write the same `/root/.cargo` cache. A rewritten instruction is written on
 /// its first line, its other lines left blank, so line numbers stay what the author wrote.
 pub fn scope_cache_mounts(dockerfile: &str, scope: &str) -> Result<String, String> {
+    rewrite_run_flags(dockerfile, |flag| scope_cache_flag(flag, scope))
+}
+
+/// The Dockerfile with each secret mount of a secret in `versions` (name -> a version of its value)
+/// reading it under the id `<name>@<version>`, at the path it had (`target` set to it when it was
+/// implied). BuildKit's cache knows a secret mount by its id, never its value: without this a step
+/// that reads a secret would come from the cache after the value changed, and the build meant to read
+/// the new value would keep what the old one made. Lines stay as [`scope_cache_mounts`] keeps them.
+pub fn version_secret_mounts(dockerfile: &str, versions: &BTreeMap<String, String>) -> Result<String, String> {
+    rewrite_run_flags(dockerfile, |flag| version_secret_flag(flag, versions))
+}
+
+/// The Dockerfile with each `RUN` instruction's flags passed through `rewrite`; an instruction with a
+/// changed flag is written on its first line, its other lines left blank.
+fn rewrite_run_flags(dockerfile: &str, rewrite: impl Fn(&str) -> String) -> Result<String, String> {
     let (_, instructions) = parse(dockerfile)?;
     let mut lines: Vec<String> = physical_lines(dockerfile).map(str::to_owned).collect();
     for instruction in &instructions {
@@ -681,7 +823,7 @@ pub fn scope_cache_mounts(dockerfile: &str, scope: &str) -> Result<String, Strin
         if command.keyword != "run" {
             continue;
         }
-        let flags: Vec<String> = command.flags.iter().map(|flag| scope_cache_flag(flag, scope)).collect();
+        let flags: Vec<String> = command.flags.iter().map(|flag| rewrite(flag)).collect();
         if flags == command.flags {
             continue;
         }
@@ -697,6 +839,30 @@ pub fn scope_cache_mounts(dockerfile: &str, scope: &str) -> Result<String, Strin
         scoped.push('\n');
     }
     Ok(scoped)
+}
+
+/// One `--mount=...` flag of a secret in `versions` reading it under its versioned id; any other flag as
+/// it was.
+fn version_secret_flag(flag: &str, versions: &BTreeMap<String, String>) -> String {
+    let Some(value) = flag.strip_prefix("--mount=") else { return flag.to_owned() };
+    let SecretMount::Secret(id) = secret_mount_id(value) else { return flag.to_owned() };
+    let Some(version) = versions.get(&id) else { return flag.to_owned() };
+    let Some(fields) = csv_fields(value) else { return flag.to_owned() };
+    let key = |field: &str| field.split_once('=').map(|(key, _)| key.to_ascii_lowercase());
+    let mut kept: Vec<String> =
+        fields.into_iter().filter(|field| !matches!(key(field).as_deref(), Some("id" | "source" | "src"))).collect();
+    if !kept.iter().any(|field| matches!(key(field).as_deref(), Some("target" | "dst" | "destination"))) {
+        kept.push(format!("target=/run/secrets/{}", go_path_base(&id)));
+    }
+    kept.push(format!("id={id}@{version}"));
+    let quoted: Vec<String> = kept
+        .iter()
+        .map(|field| match field.contains([',', '"']) {
+            true => format!("\"{}\"", field.replace('"', "\"\"")),
+            false => field.clone(),
+        })
+        .collect();
+    format!("--mount={}", quoted.join(","))
 }
 
 /// One `--mount=...` flag with the cache id scoped; any other flag as it was.
@@ -847,6 +1013,62 @@ mod tests {
 
     fn error(dockerfile: &str) -> String {
         referenced_images(dockerfile, &BTreeMap::new()).unwrap_err()
+    }
+
+    #[test]
+    fn secret_mounts_are_found_by_buildkits_rules() {
+        let ids = |file: &str| secret_ids(file).unwrap();
+        let file = "FROM busybox AS a\nRUN --mount=type=secret,id=tok cat /run/secrets/tok\n\
+            FROM busybox\nRUN --mount=type=cache,target=/c \\\n  --mount=TYPE=Secret,target=/root/.npmrc \\\n  \
+            --mount=type=secret,src=from-src,target=/x --mount=type=bind,id=not-a-secret true\n\
+            RUN --mount=id=tok,type=secret true\nRUN echo --mount=type=secret,id=word\n\
+            ONBUILD RUN --mount=type=secret,id=later true\n";
+        assert_eq!(ids(file), Some(vec![".npmrc".to_owned(), "from-src".into(), "tok".into()]));
+        assert_eq!(ids("FROM busybox\nRUN true\n"), Some(vec![]));
+        assert_eq!(ids("FROM busybox\nRUN --mount=type=secret,target=/run/dir/ true\n"), Some(vec!["dir".into()]));
+        // The instruction's parser takes quotes off a flag; an escaped one reaches BuildKit's CSV reader.
+        assert_eq!(ids("FROM busybox\nRUN --mount=\"type=secret,id=q\" true\n"), Some(vec!["q".into()]));
+        assert_eq!(ids("FROM busybox\nRUN --mount=type=secret,\\\"id=a,b\\\" true\n"), Some(vec!["a,b".into()]));
+        assert_eq!(ids("FROM busybox\nRUN --mount=type=secret,id=a\\\"b true\n"), None, "a bare quote: no CSV");
+        for unknown in [
+            "FROM busybox\nARG ID=tok\nRUN --mount=type=secret,id=$ID true\n",
+            "FROM busybox\nARG T=secret\nRUN --mount=type=$T,id=tok true\n",
+            "FROM busybox\nRUN --mount=type=secret,target=/run/${NAME} true\n",
+            "FROM busybox\nRUN --mount=type=secret true\n",
+        ] {
+            assert_eq!(ids(unknown), None, "{unknown}");
+        }
+        assert_eq!(ids("FROM busybox\nARG X\nRUN --mount=type=cache,target=/$X true\n"), Some(vec![]));
+        assert_eq!(go_path_base("/"), "/");
+        assert_eq!(go_path_base("a//b//"), "b");
+    }
+
+    #[test]
+    fn secret_mounts_read_their_secret_under_a_versioned_id() {
+        let versions: BTreeMap<String, String> =
+            [("tok", "0123"), (".npmrc", "4567"), ("a,b", "89ab")].map(|(k, v)| (k.to_owned(), v.to_owned())).into();
+        let file = "FROM busybox\nRUN --mount=type=secret,id=tok \\\n  cat /run/secrets/tok\n\
+            RUN --mount=type=secret,target=/root/.npmrc,mode=0400 --mount=type=cache,target=/c true\n\
+            RUN --mount=type=secret,src=tok,target=/t --mount=type=secret,id=other true\n\
+            RUN --mount=type=secret,\\\"id=a,b\\\" true\n";
+        let versioned = version_secret_mounts(file, &versions).unwrap();
+        let lines: Vec<&str> = versioned.lines().collect();
+        assert_eq!(lines.len(), file.lines().count(), "{versioned}");
+        assert_eq!(lines[1], "RUN --mount=type=secret,target=/run/secrets/tok,id=tok@0123 cat /run/secrets/tok");
+        assert_eq!(lines[2], "", "the instruction's second line is blank");
+        assert_eq!(
+            lines[3],
+            "RUN --mount=type=secret,target=/root/.npmrc,mode=0400,id=.npmrc@4567 --mount=type=cache,target=/c true"
+        );
+        assert_eq!(
+            lines[4], "RUN --mount=type=secret,target=/t,id=tok@0123 --mount=type=secret,id=other true",
+            "a secret without a version is left as it was"
+        );
+        assert_eq!(lines[5], r#"RUN --mount="type=secret,\"target=/run/secrets/a,b\",\"id=a,b@89ab\"" true"#);
+        // Read back, the mounts name the versioned ids.
+        let ids = secret_ids(&versioned).unwrap().unwrap();
+        assert_eq!(ids, [".npmrc@4567", "a,b@89ab", "other", "tok@0123"]);
+        assert_eq!(version_secret_mounts("FROM busybox\nRUN true\n", &versions).unwrap(), "FROM busybox\nRUN true\n");
     }
 
     #[test]

@@ -10,11 +10,13 @@ use sha2::{Digest, Sha256};
 
 use artifacts_runtime::builder::ensure_buildable;
 use artifacts_runtime::image_access;
+use artifacts_runtime::secrets;
 use artifacts_runtime::service::{Reply, Request};
 use artifacts_runtime::uploads::require_grant;
 use artifacts_runtime::{auth::Caller, Nats, Settings};
 use artifacts_schemas::messages::image::MAX_DOCKERFILE_BYTES;
 use artifacts_schemas::messages::keys::Scope;
+use artifacts_schemas::messages::secrets::SecretInput;
 use artifacts_schemas::{
     parse_json, BuildAccepted, BuildKind, BuildWork, ComponentName, Failure, ImageBuildRequest, ImageBuildSummary,
     ImageJob, RequestError, RequestedBy, Trigger,
@@ -22,7 +24,7 @@ use artifacts_schemas::{
 
 use artifacts_store::{Objects, Submission};
 
-use crate::dockerfile::{check_target, newer_syntax, referenced_images};
+use crate::dockerfile::{check_target, newer_syntax, referenced_images, secret_ids};
 use crate::SERVICE_NAME;
 
 pub async fn answer(nats: &Nats, settings: &Settings, request: &Request) -> Reply {
@@ -102,8 +104,21 @@ fn context_hex(object: &str) -> Result<&str, RequestError> {
         .ok_or_else(|| RequestError::invalid("context must name an uploaded object `contexts/<sha256 hex>`"))
 }
 
+/// The build secrets a build of `request` reads, as inputs of what is built: the ones its Dockerfile
+/// mounts that its component may use, each with a keyed fingerprint of its value (every secret the
+/// component may use when the Dockerfile names a mount's secret with a variable). A changed value is
+/// another build; a change to a secret the Dockerfile does not mount is not.
+async fn secret_inputs(nats: &Nats, request: &ImageBuildRequest) -> Result<Vec<SecretInput>, RequestError> {
+    match secret_ids(&request.dockerfile).map_err(RequestError::invalid)? {
+        Some(ids) if ids.is_empty() => Ok(Vec::new()),
+        Some(ids) => secrets::fingerprints(nats, &request.component, Some(&ids)).await,
+        None => secrets::fingerprints(nats, &request.component, None).await,
+    }
+}
+
 /// Stores the Dockerfile and queues a checked request, or answers with the identical build (same
-/// Dockerfile, context, arguments and target) queued, running or (unless `force`) built successfully.
+/// Dockerfile, context, arguments, target and secret values read) queued, running or (unless `force`)
+/// built successfully.
 /// `trigger` is the push a triggered build answers.
 pub async fn queue(
     nats: &Nats,
@@ -121,6 +136,7 @@ pub async fn queue(
         Some(object) => Some(context_digest(nats, object).await?),
         None => None,
     };
+    let secrets = secret_inputs(nats, request).await?;
     let summary = ImageBuildSummary {
         component: request.component.clone(),
         branch: request.branch.clone(),
@@ -129,6 +145,7 @@ pub async fn queue(
         context_digest,
         build_args: request.build_args.clone(),
         target: request.target.clone(),
+        secrets,
         trigger: trigger.clone(),
     };
     // One repository, one (component, branch): a pair whose repository name another pair owns is a 409.
@@ -151,7 +168,7 @@ pub async fn queue(
             },
             rerun_failed: true,
             force: request.force,
-            headers: async_nats::HeaderMap::new(),
+            headers: artifacts_runtime::telemetry::request_headers(),
         })
         .await?;
     let image_name = format!("{}/{}:{}", settings.registry.address, repository, request.architecture.short());

@@ -52,6 +52,7 @@ async fn accept(nats: &Nats, request: &Request) -> Result<PushAccepted, RequestE
         // Scoped by key, so one key's ids can never suppress another's events.
         headers.insert("Nats-Msg-Id", format!("nats:{}:{}", request.caller.key_id, id.as_str()).as_str());
     }
+    artifacts_runtime::telemetry::add_request_id(&mut headers);
     let body = serde_json::to_vec(&event).expect("events serialise");
     let stored = async {
         nats.jetstream.publish_with_headers(nats.subjects.git_push_accepted(), headers, body.into()).await?.await

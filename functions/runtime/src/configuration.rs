@@ -78,6 +78,48 @@ pub struct StorageSettings {
     /// Each key-value bucket (records, indexes, keys, ...).
     #[serde(deserialize_with = "byte_size")]
     pub bucket_bytes: u64,
+    /// The JetStream storage (`max_file_store`) of each nats-server `artifacts up` runs. Unset: half of
+    /// the space free on the data directory's filesystem plus what the JetStream store there already
+    /// holds, shared by the nodes `up` runs on it; with the caps at their defaults, `up` then lowers the
+    /// caps to fit it. Set: the caps must fit it, or `up` refuses to start, naming the cap to lower.
+    /// A server `up` does not run has its own `max_file_store`.
+    #[serde(deserialize_with = "optional_byte_size")]
+    pub jetstream_bytes: Option<u64>,
+}
+
+impl StorageSettings {
+    /// Key-value buckets the stack makes, each capped at `bucket_bytes` (see `nats::create_resources`).
+    pub const KEY_VALUE_BUCKETS: u64 = 14;
+
+    /// What the caps reserve on each replica's node: JetStream reserves every cap in full.
+    pub fn reserved_bytes(&self) -> u64 {
+        self.archives_bytes
+            + self.uploads_bytes
+            + self.logs_bytes
+            + self.jobs_bytes
+            + 2 * self.events_bytes
+            + Self::KEY_VALUE_BUCKETS * self.bucket_bytes
+    }
+
+    /// The caps, each with its setting's name, largest first.
+    pub fn caps(&self) -> Vec<(&'static str, u64)> {
+        let mut caps = vec![
+            ("storage.archives_bytes", self.archives_bytes),
+            ("storage.uploads_bytes", self.uploads_bytes),
+            ("storage.logs_bytes", self.logs_bytes),
+            ("storage.jobs_bytes", self.jobs_bytes),
+            ("storage.events_bytes", self.events_bytes),
+            ("storage.bucket_bytes", self.bucket_bytes),
+        ];
+        caps.sort_by_key(|&(_, bytes)| std::cmp::Reverse(bytes));
+        caps
+    }
+
+    /// Whether every cap has its default value.
+    pub fn caps_are_defaults(&self) -> bool {
+        let defaults = Self::default();
+        self.caps() == defaults.caps()
+    }
 }
 
 impl Default for StorageSettings {
@@ -91,8 +133,13 @@ impl Default for StorageSettings {
             jobs_bytes: 256 * MIB,
             events_bytes: 256 * MIB,
             bucket_bytes: 256 * MIB,
+            jetstream_bytes: None,
         }
     }
+}
+
+fn optional_byte_size<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    byte_size(deserializer).map(Some)
 }
 
 /// A size in bytes: a number, or a number with a unit (`20GiB`, `512 MiB`, `10GB`).
@@ -243,6 +290,34 @@ pub struct RegistrySettings {
     /// `garbage-collect`, while pushes wait; unset, blob space is reclaimed by hand (README, "Registry").
     /// `artifacts up` sets it for the registry it starts.
     pub storage_dir: Option<PathBuf>,
+    /// The registry speaks HTTPS (env `ARTIFACTS__REGISTRY__TLS=true`): the service reaches it with
+    /// `https://`, and `artifacts up` serves the registry it starts over TLS with the certificate below, or
+    /// with one it makes, signed by a CA of its own (`<data dir>/registry-ca.crt`). Off (the default):
+    /// plain HTTP, which remote Docker engines accept only as an `insecure-registries` entry.
+    pub tls: bool,
+    /// The registry's certificate (PEM, the chain after it) for `artifacts up` to serve; implies `tls`.
+    pub tls_certificate_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub tls_key_file: Option<PathBuf>,
+    /// More names (DNS names or IP addresses) for the certificate `up` makes, beside the host of
+    /// `address`, `localhost`, `127.0.0.1` and this machine's host name: the names remote clients use.
+    #[serde(deserialize_with = "list")]
+    pub tls_names: Vec<String>,
+    /// A CA certificate (PEM) the service trusts for the registry beside the system's roots; `up` sets it
+    /// to the CA it made.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl RegistrySettings {
+    /// Whether the registry speaks HTTPS.
+    pub fn uses_tls(&self) -> bool {
+        self.tls || self.tls_certificate_file.is_some()
+    }
+
+    /// `https://<address>` or `http://<address>`.
+    pub fn base_url(&self) -> String {
+        format!("{}://{}", if self.uses_tls() { "https" } else { "http" }, self.address)
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -383,7 +458,17 @@ impl Default for NatsSettings {
 
 impl Default for RegistrySettings {
     fn default() -> Self {
-        Self { address: "127.0.0.1:5000".into(), token_key_file: None, token_certificate_file: None, storage_dir: None }
+        Self {
+            address: "127.0.0.1:5000".into(),
+            token_key_file: None,
+            token_certificate_file: None,
+            storage_dir: None,
+            tls: false,
+            tls_certificate_file: None,
+            tls_key_file: None,
+            tls_names: Vec::new(),
+            ca_file: None,
+        }
     }
 }
 
@@ -653,6 +738,22 @@ mod tests {
             .unwrap();
         assert_eq!((s.storage.archives_bytes, s.storage.logs_bytes), (8 << 30, 1024));
         assert_eq!(Settings::default().storage.archives_bytes, 64 << 30);
+        assert_eq!(s.storage.jetstream_bytes, None);
+        assert!(!s.storage.caps_are_defaults());
+        assert!(Settings::default().storage.caps_are_defaults());
+        // 64 + 8 + 4 GiB, and 17 streams of 256 MiB.
+        assert_eq!(StorageSettings::default().reserved_bytes(), (76 << 30) + 17 * (256 << 20));
+        let text =
+            "[storage]\njetstream_bytes = \"20GiB\"\n[registry]\ntls = true\ntls_names = [\"registry.example\"]\n";
+        let s: Settings = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()
+            .and_then(config::Config::try_deserialize)
+            .unwrap();
+        assert_eq!(s.storage.jetstream_bytes, Some(20 << 30));
+        assert_eq!(s.registry.base_url(), "https://127.0.0.1:5000");
+        assert_eq!(s.registry.tls_names, ["registry.example"]);
+        assert_eq!(Settings::default().registry.base_url(), "http://127.0.0.1:5000");
     }
 
     #[test]

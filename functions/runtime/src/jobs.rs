@@ -21,8 +21,10 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::nats::Nats;
+use crate::telemetry::{in_request, RequestId};
 
 /// How a job ended, and so what JetStream does with it.
 #[derive(Debug)]
@@ -99,10 +101,21 @@ where
         let handle = Arc::clone(&handle);
         let (ack_wait, nats) = (spec.ack_wait, nats.clone());
         let dead_letter = spec.dead_letter.as_ref().map(|d| (d.subject.clone(), d.max_deliveries));
-        in_hand.spawn(async move {
+        // The id of the request that queued the job (none on a job queued without one): every line of
+        // the job's work carries it, and what the job queues or calls passes it on.
+        let request_id = RequestId::from_headers(message.headers.as_ref());
+        let span = tracing::error_span!("job", request_id = tracing::field::Empty, subject = %message.subject);
+        let work = async move {
             let _slot = slot;
             run_one(&nats, message, handle.as_ref(), ack_wait, dead_letter).await;
-        });
+        };
+        match request_id {
+            Some(id) => {
+                span.record("request_id", tracing::field::display(&id));
+                in_hand.spawn(in_request(id, span, work))
+            }
+            None => in_hand.spawn(work.instrument(span)),
+        };
     }
     in_hand.close();
     in_hand.wait().await;
@@ -117,6 +130,9 @@ async fn bury(nats: &Nats, message: &async_nats::jetstream::Message, subject: &s
     metrics::counter!("artifacts_jobs_dead_lettered_total", "subject" => subject.to_owned()).increment(1);
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(DEAD_LETTER_REASON_HEADER, reason.as_str());
+    if let Some(id) = RequestId::from_headers(message.headers.as_ref()) {
+        headers.insert(crate::telemetry::REQUEST_ID_HEADER, id.as_str());
+    }
     let stored = async {
         nats.jetstream.publish_with_headers(subject.to_owned(), headers, message.payload.clone()).await?.await?;
         Ok::<_, async_nats::Error>(())

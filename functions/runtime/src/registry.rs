@@ -2,7 +2,8 @@
 //! answered with a token for it, see `registry_auth`): pointing a build's architecture tag (`:amd64`) at
 //! the manifest that build pushed, which the Docker engine cannot do without a race (tagging in a shared
 //! engine and pushing the tag lets two concurrent builds of one repository push each other's image), and
-//! deleting manifests for the collector.
+//! deleting manifests for the collector. Over `https://` when `registry.tls` is set, trusting
+//! `registry.ca_file` beside the built-in roots.
 
 use std::time::Duration;
 
@@ -29,10 +30,26 @@ pub fn builder_credentials(settings: &Settings) -> Option<bollard::auth::DockerC
     })
 }
 
+/// The registry's HTTP client: `registry.ca_file` (the CA `artifacts up` made, or the operator's) is
+/// trusted beside the built-in roots.
+pub fn http_client(settings: &Settings) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder().timeout(TIMEOUT);
+    if let Some(file) = &settings.registry.ca_file {
+        let pem = std::fs::read(file)
+            .map_err(|err| format!("cannot read the registry's CA (registry.ca_file) {}: {err}", file.display()))?;
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|err| format!("registry.ca_file {} holds no PEM certificate: {err}", file.display()))?;
+        for certificate in certificates {
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    builder.build().map_err(|err| err.to_string())
+}
+
 /// Makes `to_tag` name the manifest `from_tag` names, in `repository` of the registry.
 pub async fn copy_tag(settings: &Settings, repository: &str, from_tag: &str, to_tag: &str) -> Result<(), String> {
-    let client = reqwest::Client::builder().timeout(TIMEOUT).build().map_err(|err| err.to_string())?;
-    let manifests = format!("http://{}/v2/{repository}/manifests", settings.registry.address);
+    let client = http_client(settings)?;
+    let manifests = format!("{}/v2/{repository}/manifests", settings.registry.base_url());
     let read = |token: Option<&str>| {
         let mut request = client.get(format!("{manifests}/{from_tag}")).header(reqwest::header::ACCEPT, MANIFEST_TYPES);
         if let Some(token) = token {
@@ -61,8 +78,8 @@ pub async fn copy_tag(settings: &Settings, repository: &str, from_tag: &str, to_
 
 /// Deletes the manifest `digest` of `repository` (its tags go with it). An absent one is no error.
 pub async fn delete_manifest(settings: &Settings, repository: &str, digest: &str) -> Result<(), String> {
-    let client = reqwest::Client::builder().timeout(TIMEOUT).build().map_err(|err| err.to_string())?;
-    let url = format!("http://{}/v2/{repository}/manifests/{digest}", settings.registry.address);
+    let client = http_client(settings)?;
+    let url = format!("{}/v2/{repository}/manifests/{digest}", settings.registry.base_url());
     let delete = |token: Option<&str>| {
         let mut request = client.delete(&url);
         if let Some(token) = token {
@@ -89,8 +106,8 @@ pub async fn publish_manifest_list(
     tag: &str,
     members: &[(Architecture, String)],
 ) -> Result<(), String> {
-    let client = reqwest::Client::builder().timeout(TIMEOUT).build().map_err(|err| err.to_string())?;
-    let manifests = format!("http://{}/v2/{repository}/manifests", settings.registry.address);
+    let client = http_client(settings)?;
+    let manifests = format!("{}/v2/{repository}/manifests", settings.registry.base_url());
     let head = |reference: &str, token: Option<&str>| {
         let mut request =
             client.head(format!("{manifests}/{reference}")).header(reqwest::header::ACCEPT, MANIFEST_TYPES);

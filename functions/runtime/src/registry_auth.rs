@@ -69,3 +69,115 @@ pub fn registry_auth_config(gateway_url: &str, certificate: &Path) -> String {
         certificate.display()
     )
 }
+
+/// The registry's TLS files: its certificate and key, and the CA that signed the certificate (absent for a
+/// certificate given whose CA the system already trusts).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+    pub ca: Option<PathBuf>,
+}
+
+/// A CA of the stack's own and a registry certificate it signs for `names` (DNS names or IP addresses),
+/// in `dir`: `registry-ca.crt` and `registry-ca.key` (made once, kept), `registry-tls.crt` and
+/// `registry-tls.key` (made again, by the same CA, when `names` differ from the ones they were made for,
+/// kept in `registry-tls.names`). Keys are readable by their owner only.
+pub fn ensure_tls_files(dir: &Path, names: &[String]) -> std::io::Result<TlsFiles> {
+    let (ca_certificate, ca_key) = (dir.join("registry-ca.crt"), dir.join("registry-ca.key"));
+    let files = TlsFiles {
+        certificate: dir.join("registry-tls.crt"),
+        key: dir.join("registry-tls.key"),
+        ca: Some(ca_certificate.clone()),
+    };
+    let names_file = dir.join("registry-tls.names");
+    let mut made_ca = false;
+    let ca_key_pair = match std::fs::read_to_string(&ca_key) {
+        Ok(pem) if ca_certificate.exists() => rcgen::KeyPair::from_pem(&pem).map_err(std::io::Error::other)?,
+        _ => {
+            let key = rcgen::KeyPair::generate().map_err(std::io::Error::other)?;
+            let certificate = ca_params().self_signed(&key).map_err(std::io::Error::other)?;
+            write_new(&ca_key, &key.serialize_pem(), 0o600)?;
+            write_new(&ca_certificate, &certificate.pem(), 0o644)?;
+            made_ca = true;
+            key
+        }
+    };
+    let wanted = names.join("\n");
+    let current = std::fs::read_to_string(&names_file).ok();
+    if !made_ca && current.as_deref() == Some(wanted.as_str()) && files.certificate.exists() && files.key.exists() {
+        return Ok(files);
+    }
+    // The same subject and key as the CA certificate on disk: what the registry's certificate names as its
+    // issuer, and what verifies it.
+    let ca = ca_params().self_signed(&ca_key_pair).map_err(std::io::Error::other)?;
+    let key = rcgen::KeyPair::generate().map_err(std::io::Error::other)?;
+    let mut params = rcgen::CertificateParams::new(names.to_vec()).map_err(std::io::Error::other)?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, names.first().map_or("artifacts registry", String::as_str));
+    params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    params.use_authority_key_identifier_extension = true;
+    params.not_after = rcgen::date_time_ymd(2100, 1, 1);
+    let certificate = params.signed_by(&key, &ca, &ca_key_pair).map_err(std::io::Error::other)?;
+    write_new(&files.key, &key.serialize_pem(), 0o600)?;
+    write_new(&files.certificate, &certificate.pem(), 0o644)?;
+    write_new(&names_file, &wanted, 0o644)?;
+    Ok(files)
+}
+
+fn ca_params() -> rcgen::CertificateParams {
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name.push(rcgen::DnType::CommonName, "artifacts registry CA");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+    params.not_before = rcgen::date_time_ymd(2024, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2100, 1, 1);
+    params
+}
+
+/// The `http.tls` lines of a `docker-registry` configuration (to follow its `http:` section).
+pub fn registry_tls_config(files: &TlsFiles) -> String {
+    let quoted = |path: &Path| serde_json::to_string(&path.display().to_string()).expect("strings serialise");
+    format!("  tls:\n    certificate: {}\n    key: {}\n", quoted(&files.certificate), quoted(&files.key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_files_are_kept_and_remade_for_other_names() {
+        let dir = std::env::temp_dir().join(format!("artifacts-tls-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let dir = Dir(dir);
+        let names = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
+        let first = ensure_tls_files(dir.path(), &names).unwrap();
+        let read = |path: &Path| std::fs::read_to_string(path).unwrap();
+        let (ca, certificate) = (read(first.ca.as_deref().unwrap()), read(&first.certificate));
+        assert!(certificate.starts_with("-----BEGIN CERTIFICATE-----"));
+        let again = ensure_tls_files(dir.path(), &names).unwrap();
+        assert_eq!(read(&again.certificate), certificate, "the same names keep the certificate");
+        let other = ensure_tls_files(dir.path(), &["registry.example".to_owned()]).unwrap();
+        assert_ne!(read(&other.certificate), certificate, "other names make another certificate");
+        assert_eq!(read(other.ca.as_deref().unwrap()), ca, "by the same CA");
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(std::fs::metadata(&other.key).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    /// A directory removed on drop.
+    struct Dir(PathBuf);
+
+    impl Dir {
+        fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}

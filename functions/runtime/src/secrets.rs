@@ -15,6 +15,10 @@
 //! - [`for_component`] gives a build of component C every secret whose patterns match C (image builds
 //!   hand them to BuildKit's secrets provider); [`for_build`] gives a component build the ones its
 //!   `artifact.toml` lists, failing with the name of any that C may not use.
+//! - [`fingerprints`] says which values a build reads without saying what they are: HMAC-SHA256 of
+//!   the name and value under a key derived from the secrets key (never a plain hash, which would let
+//!   anyone who reads a build record test guesses of a short value). Identical builds share one build
+//!   only while these are equal too (see SECURITY.md, "Build secrets").
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -22,12 +26,13 @@ use std::sync::{Arc, OnceLock};
 use base64::Engine as _;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use artifacts_schemas::messages::keys::{glob_matches, pattern_within};
 use artifacts_schemas::messages::secrets::{
-    check_secret_name, SecretDeleted, SecretInfo, SecretList, SecretPutRequest, SecretStatus, SecretStored,
+    check_secret_name, SecretDeleted, SecretInfo, SecretInput, SecretList, SecretPutRequest, SecretStatus, SecretStored,
 };
 use artifacts_schemas::{ComponentName, RequestError, Timestamp};
 
@@ -96,6 +101,9 @@ struct SecretsKey {
     cipher: XChaCha20Poly1305,
     /// The first 16 hex digits of a hash of the key: which key a record was sealed with.
     id: String,
+    /// HMAC-SHA256 of a fixed label under the key: the key of values' fingerprints, so that a
+    /// fingerprint is no function of the value alone and the key itself is used for nothing but sealing.
+    fingerprint_key: zeroize::Zeroizing<[u8; 32]>,
 }
 
 /// Makes the key file `file` unless it exists (as `artifacts up` does before starting the stack), and
@@ -152,7 +160,10 @@ impl From<SecretsKeyBytes> for SecretsKey {
         hasher.update(b"artifacts secrets key id\0");
         hasher.update(bytes.0);
         let id = hex::encode(&hasher.finalize()[..8]);
-        Self { cipher: XChaCha20Poly1305::new((&bytes.0).into()), id }
+        let mut derive = <Hmac<Sha256> as Mac>::new_from_slice(&bytes.0).expect("HMAC takes any key length");
+        derive.update(b"artifacts secret fingerprint key v1");
+        let fingerprint_key = zeroize::Zeroizing::new(derive.finalize().into_bytes().into());
+        Self { cipher: XChaCha20Poly1305::new((&bytes.0).into()), id, fingerprint_key }
     }
 }
 
@@ -405,6 +416,66 @@ pub async fn for_build(
     found.iter().map(|record| Ok((record.name.clone(), open(&key, record, &file)?))).collect()
 }
 
+/// A value's fingerprint: `hmac-sha256:<hex>` of the name, a zero byte and the value.
+fn fingerprint(key: &SecretsKey, name: &str, value: &[u8]) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.fingerprint_key.as_slice()).expect("any key length");
+    mac.update(name.as_bytes());
+    mac.update(&[0]);
+    mac.update(value);
+    format!("hmac-sha256:{}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// What a build of `component` that reads the secrets `names` (every secret it may use when `None`)
+/// would read, as build inputs: the name and fingerprint of each secret that exists and whose patterns
+/// match `component`, by name. A name that is no secret, or one `component` may not use, is left out,
+/// as the build finds it absent. The key is loaded only when there is a value to fingerprint.
+pub async fn fingerprints(
+    nats: &Nats,
+    component: &ComponentName,
+    names: Option<&[String]>,
+) -> Result<Vec<SecretInput>, RequestError> {
+    let records: Vec<StoredSecret> = match names {
+        None => all_records(nats).await?,
+        Some(names) => {
+            let mut wanted: Vec<&String> = names.iter().filter(|name| check_secret_name(name).is_ok()).collect();
+            wanted.sort();
+            wanted.dedup();
+            let mut found = Vec::new();
+            for name in wanted {
+                found.extend(read_record(nats, name).await?.map(|(record, _)| record));
+            }
+            found
+        }
+    };
+    let records: Vec<StoredSecret> = records.into_iter().filter(|record| record.matches(component.as_str())).collect();
+    if records.is_empty() {
+        return Ok(Vec::new());
+    }
+    let key = nats.secrets.key()?;
+    let file = nats.secrets.file()?;
+    let mut inputs = records
+        .iter()
+        .map(|record| {
+            let value = zeroize::Zeroizing::new(open(&key, record, &file)?);
+            Ok(SecretInput { name: record.name.clone(), fingerprint: fingerprint(&key, &record.name, &value) })
+        })
+        .collect::<Result<Vec<_>, RequestError>>()?;
+    inputs.sort();
+    Ok(inputs)
+}
+
+/// The fingerprints of values a build has read (`for_build`'s answer), in the order given.
+pub fn fingerprints_of(nats: &Nats, secrets: &[(String, Vec<u8>)]) -> Result<Vec<SecretInput>, RequestError> {
+    if secrets.is_empty() {
+        return Ok(Vec::new());
+    }
+    let key = nats.secrets.key()?;
+    Ok(secrets
+        .iter()
+        .map(|(name, value)| SecretInput { name: name.clone(), fingerprint: fingerprint(&key, name, value) })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -464,6 +535,24 @@ mod tests {
         // Two seals of one value differ (random nonces).
         assert_ne!(seal(&key, "tok", b"hunter2").unwrap().1, sealed);
         assert!(!format!("{:?}", record("tok")).contains(&sealed));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn fingerprints_are_keyed_and_name_bound() {
+        let dir = std::env::temp_dir().join(format!("artifacts-secrets-fingerprint-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = key_in(&dir);
+        let shown = fingerprint(&key, "tok", b"1234");
+        assert!(shown.starts_with("hmac-sha256:") && shown.len() == "hmac-sha256:".len() + 64, "{shown}");
+        assert_eq!(fingerprint(&key, "tok", b"1234"), shown, "the same value, the same fingerprint");
+        assert_ne!(fingerprint(&key, "tok", b"1235"), shown);
+        assert_ne!(fingerprint(&key, "other", b"1234"), shown, "bound to the name");
+        let plain = hex::encode(Sha256::digest(b"1234"));
+        assert!(!shown.contains(&plain), "not a plain hash of the value");
+        let other = key_in(&dir.join("elsewhere"));
+        assert_ne!(fingerprint(&other, "tok", b"1234"), shown, "another stack's key, another fingerprint");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

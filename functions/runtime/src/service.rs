@@ -23,6 +23,7 @@ use crate::auth::{
 };
 use crate::nats::{Nats, SERVICE_INBOX_PREFIX};
 use crate::nats_users::SERVICE_USER;
+use crate::telemetry::{add_request_id, in_request, RequestId};
 
 /// Whether the stack may publish its answer to a request on `reply`: only on an inbox, never on a
 /// subject a stream, bucket or job listens to. A request's reply subject is whatever the requester
@@ -189,9 +190,11 @@ impl Request {
 }
 
 /// Calls an endpoint, with the connection's request timeout. The transport's own failures (nobody
-/// serves the subject, no answer in time) come back as 503 replies naming the cause.
-pub async fn call(nats: &Nats, endpoint: Endpoint, headers: HeaderMap, payload: Bytes) -> Reply {
+/// serves the subject, no answer in time) come back as 503 replies naming the cause. Made during a
+/// request's work, the call carries that request's id ([`crate::telemetry::add_request_id`]).
+pub async fn call(nats: &Nats, endpoint: Endpoint, mut headers: HeaderMap, payload: Bytes) -> Reply {
     let subject = nats.subjects.endpoint(endpoint);
+    add_request_id(&mut headers);
     match nats.client.request_with_headers(subject.clone(), headers, payload).await {
         Ok(message) => Reply::from_message(&message),
         Err(err) => {
@@ -291,7 +294,12 @@ where
             continue;
         }
         let (handler, authenticator) = (Arc::clone(&handler), Arc::clone(&authenticator));
-        in_hand.spawn(async move {
+        // The caller's request id (the gateway's, or a NATS client's own), else one made here; the span
+        // is at error level so that every line of the request carries the id whatever the log filter.
+        let request_id = RequestId::from_headers(request.message.headers.as_ref()).unwrap_or_default();
+        let span = tracing::error_span!("request", request_id = %request_id, endpoint = endpoint.suffix());
+        let work = async move {
+            let started = std::time::Instant::now();
             let reply = match Request::authorize(&authenticator, endpoint, request.message.clone()).await {
                 Ok(authorized) => handler(authorized).await,
                 Err(err) => err.into(),
@@ -299,11 +307,15 @@ where
             // `git.push` stands where a JetStream publish used to: answer failures as JetStream does too,
             // so a client's `js.publish` raises with the reason.
             let reply = if endpoint == Endpoint::GitPush { reply.with_jetstream_error() } else { reply };
-            let headers = reply.headers();
+            let took_ms = started.elapsed().as_secs_f64() * 1e3;
+            tracing::info!(code = reply.code, took_ms, "answered");
+            let mut headers = reply.headers();
+            add_request_id(&mut headers);
             if let Err(err) = request.respond_with_headers(Ok(reply.body), headers).await {
-                tracing::warn!(%err, endpoint = endpoint.suffix(), "could not send reply");
+                tracing::warn!(%err, "could not send reply");
             }
-        });
+        };
+        in_hand.spawn(in_request(request_id, span, work));
     }
     if let Err(err) = service.stop().await {
         tracing::warn!(%err, "could not unregister the service cleanly");

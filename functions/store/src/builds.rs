@@ -186,6 +186,16 @@ impl Store {
         read_json(&self.buckets.builds, build_id.as_str()).await
     }
 
+    /// The build that the identical-work claim of `work` names (queued, running or ended), if it has a
+    /// record.
+    pub async fn identical_build(&self, work: &BuildWork) -> Result<Option<BuildRecord>, StoreError> {
+        let Some(entry) = live_entry(&self.buckets.active, &content_hash(work)).await? else { return Ok(None) };
+        match std::str::from_utf8(&entry.value).ok().and_then(|id| BuildId::parse(id).ok()) {
+            Some(build_id) => self.build(&build_id).await,
+            None => Ok(None),
+        }
+    }
+
     /// Stores a new build's record, listed first: a crash in between leaves an index entry without a
     /// record, which listings skip, never a record that no listing finds.
     pub async fn create_build(&self, record: &BuildRecord) -> Result<(), StoreError> {

@@ -84,6 +84,7 @@ pub async fn receive(
     let delivery = event.delivery_id.clone().unwrap_or_else(|| hex::encode(Sha256::digest(&body)));
     let mut nats_headers = async_nats::HeaderMap::new();
     nats_headers.insert("Nats-Msg-Id", format!("{}:{delivery}", forge.name()).as_str());
+    artifacts_runtime::telemetry::add_request_id(&mut nats_headers);
     let payload = serde_json::to_vec(&event).expect("events serialise");
     let stored = async {
         state

@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 
 use super::build::{BuildId, Timestamp};
 use super::push::Trigger;
+use super::secrets::SecretInput;
 use super::submission::BuildAccepted;
 use crate::names::{slug_with_hash, Architecture, ComponentName, TagName};
 
@@ -205,6 +206,10 @@ pub struct ComponentRecord {
     pub object: String,
     pub build_id: BuildId,
     pub built_at: Timestamp,
+    /// The build secrets its `artifact.toml` listed, with a keyed fingerprint of each value the build
+    /// read (never the value): a later submission of the same commit builds anew when one has changed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretInput>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]

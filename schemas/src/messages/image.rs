@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 
 use super::build::{BuildId, Timestamp};
 use super::push::Trigger;
+use super::secrets::SecretInput;
 use crate::names::{slug_with_hash, Architecture, BranchName, ComponentName};
 
 /// Which image: `GET /images`, `<prefix>.image.get`.
@@ -104,6 +105,12 @@ pub struct ImageBuildSummary {
     /// The stage built, if not the last (part of what makes builds identical).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// The build secrets the Dockerfile mounts (`RUN --mount=type=secret`) that the component may use,
+    /// by name, with a keyed fingerprint of each value at submission (part of what makes builds
+    /// identical; never the value). Every secret the component may use when the Dockerfile names its
+    /// mounts with variables.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretInput>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger: Option<Trigger>,
 }

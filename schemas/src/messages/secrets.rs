@@ -144,6 +144,21 @@ pub struct SecretDeleted {
     pub name: String,
 }
 
+/// A build secret as an input of a build: its name and a keyed fingerprint of the value the build reads,
+/// never the value nor a plain hash of it. An image build's request lists the secrets its Dockerfile
+/// mounts that its component may use, a component build's result those its `artifact.toml` lists: a
+/// build is identical to an earlier one only if these are too, so a changed value builds anew while a
+/// change to a secret the build does not read does not.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretInput {
+    pub name: String,
+    /// `hmac-sha256:<hex>`: HMAC-SHA256 of the name and value under a key derived from the stack's
+    /// secrets key. It tells whether two builds read the same value, and nothing of the value to anyone
+    /// without that key (a short value cannot be found by trying values).
+    pub fingerprint: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
