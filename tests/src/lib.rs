@@ -377,12 +377,15 @@ pub struct TestApp {
 /// stored bytes themselves, or store them as an earlier version did; the service reaches them only
 /// through `artifacts_store::Store`.
 pub async fn raw_bucket(nats: &Nats, name: &str) -> async_nats::jetstream::kv::Store {
-    nats.jetstream.get_key_value(format!("artifacts_{name}")).await.expect("the bucket exists")
+    // Sent again when it reached no one or its answer was lost: after a key change, nats-server reloads.
+    let name = format!("artifacts_{name}");
+    artifacts_store::access::retry_read(|| nats.jetstream.get_key_value(&name)).await.expect("the bucket exists")
 }
 
 /// An object store as JetStream holds it (`archives`, `uploads`), as [`raw_bucket`].
 pub async fn raw_objects(nats: &Nats, name: &str) -> async_nats::jetstream::object_store::ObjectStore {
-    nats.jetstream.get_object_store(format!("artifacts_{name}")).await.expect("the object store exists")
+    let name = format!("artifacts_{name}");
+    artifacts_store::access::retry_read(|| nats.jetstream.get_object_store(&name)).await.expect("the object store exists")
 }
 
 impl TestApp {

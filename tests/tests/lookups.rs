@@ -1,5 +1,7 @@
 //! The lookup path end to end: HTTP -> gateway -> NATS -> lookup function -> JetStream KV -> reply.
 
+use std::time::Duration;
+
 use serde_json::{json, Value};
 
 use artifacts_schemas::{
@@ -324,4 +326,37 @@ async fn latest_records_move_only_forward() {
     futures::future::join_all(writers).await;
     let latest = store.image(&query).await.unwrap().unwrap();
     assert_eq!(latest.build_id, ids[20], "20 concurrent writers: the newest build is the latest");
+}
+
+/// Issue 30: a lookup of an absent component started its build through a handler that ran `git
+/// ls-remote` first, under two stacked 10 s timeouts: a git host that never answers held the client for
+/// the whole timeout and gave it a 503, while the build still got queued. The build is queued at once
+/// now, and the worker resolves the tag when it clones.
+#[tokio::test]
+async fn a_lookup_whose_git_host_hangs_is_answered_at_once() {
+    // A git host that takes connections and never says a word.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((connection, _)) = listener.accept().await {
+            held.push(connection);
+        }
+    });
+    let app = TestApp::spawn_with(|settings| settings.git.clone_timeout_secs = 5).await;
+    let component = artifacts_tests::unique_name("hanging-host");
+    let path = format!(
+        "/api/v1/components?component={component}&tag=main&architecture=amd64&url=https://127.0.0.1:{port}/team/repo.git"
+    );
+    let started = std::time::Instant::now();
+    let response = app.get(&path).await;
+    let took = started.elapsed();
+    let status = response.status().as_u16();
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(status, 202, "{answer}");
+    assert!(took < Duration::from_secs(1), "answered after {took:?}");
+    // The build is durable: its record is there; the worker's clone is what meets the silent host.
+    let build_id = answer["buildId"].as_str().expect("a build id");
+    let record: Value = app.get(&format!("/api/v1/builds/{build_id}")).await.json().await.unwrap();
+    assert_eq!(record["buildId"], build_id, "{record}");
 }

@@ -288,7 +288,7 @@ impl ComponentBuild {
             rebuilt_for_push: Vec::new(),
             // Built again with this build's chain, so that a cycle is named; a dependency that fails
             // again fails this build (see `dependency_failed_before`).
-            rerun_failed: true,
+            for_lookup: false,
         };
         let accepted = submit::queue(&self.nats, &self.settings, &request, &submitter, chain.to_vec()).await?;
         Ok(accepted.build_id)

@@ -11,12 +11,12 @@ use artifacts_runtime::service::{Reply, Request, LOOKUP_HEADER};
 use artifacts_runtime::{secrets, Nats, Settings};
 use artifacts_schemas::messages::keys::Scope;
 use artifacts_schemas::{
-    normalize_repository, parse_json, BuildAccepted, BuildId, BuildKind, BuildStatus, BuildWork, ComponentBuildRequest,
+    normalize_repository, parse_json, AcceptedStatus, BuildAccepted, BuildId, BuildKind, BuildStatus, BuildWork, ComponentBuildRequest,
     ComponentBuildSummary, ComponentJob, ComponentName, ComponentSource, Failure, GitUrl, RequestError, RequestedBy,
     Trigger,
 };
 
-use artifacts_store::Submission;
+use artifacts_store::{Submission, Submitted};
 
 use crate::git;
 use crate::SERVICE_NAME;
@@ -51,7 +51,7 @@ async fn accept(nats: &Nats, settings: &Settings, request: &Request) -> Result<B
         component_patterns: source.component_patterns,
         trigger: None,
         rebuilt_for_push: Vec::new(),
-        rerun_failed: request.message.headers.as_ref().is_none_or(|h| h.get(LOOKUP_HEADER).is_none()),
+        for_lookup: request.message.headers.as_ref().is_some_and(|h| h.get(LOOKUP_HEADER).is_some()),
     };
     queue(nats, settings, &build, &submitter, Vec::new()).await
 }
@@ -80,8 +80,11 @@ pub struct Submitter {
     pub trigger: Option<Trigger>,
     /// What the push has rebuilt so far (`component@tag`).
     pub rebuilt_for_push: Vec<String>,
-    /// Whether an identical build that failed is run again (not for lookups).
-    pub rerun_failed: bool,
+    /// Whether a lookup of the absent component asks for the build. Its answer must not wait on git (a
+    /// slow git host would hold the client): the worker resolves the tag when it clones. And an identical
+    /// build that failed lately answers it rather than run again, or a client polling a failing
+    /// component would start a build at every poll.
+    pub for_lookup: bool,
 }
 
 /// Queues a checked request, or answers with the identical build: the same commit of the same component,
@@ -95,9 +98,21 @@ pub async fn queue(
     submitter: &Submitter,
     dependents: Vec<String>,
 ) -> Result<BuildAccepted, RequestError> {
+    let url = checked_url(&request.url, &settings.git)?;
+    if submitter.for_lookup {
+        let pending = nats.store.pending_component_build(&request.component, &request.tag, request.architecture);
+        if let Some(record) = pending.await? {
+            let failed = record.status == BuildStatus::Failed;
+            let status = if failed { AcceptedStatus::Failed } else { AcceptedStatus::Queued };
+            let error = failed.then(|| record.error_message.unwrap_or_else(|| "the build failed".into()));
+            return Ok(Submitted { build_id: record.build_id, status, error }.accepted(None));
+        }
+    }
     let commit = match submitter.trigger.as_ref().filter(|t| pushed(t, request)) {
         Some(trigger) => trigger.commit.clone(),
-        None => git::resolve(&checked_url(&request.url, &settings.git)?, &request.tag, &settings.git).await?,
+        // Left to the worker, which records the commit it checked out.
+        None if submitter.for_lookup => String::new(),
+        None => git::resolve(&url, &request.tag, &settings.git).await?,
     };
     let summary = ComponentBuildSummary {
         url: redact_url(&request.url),
@@ -126,7 +141,7 @@ pub async fn queue(
                 trigger: submitter.trigger.clone(),
                 rebuilt_for_push: submitter.rebuilt_for_push.clone(),
             },
-            rerun_failed: submitter.rerun_failed,
+            rerun_failed: !submitter.for_lookup,
             force: request.force || secrets_changed,
             headers: artifacts_runtime::telemetry::request_headers(),
         })

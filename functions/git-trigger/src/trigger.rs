@@ -208,7 +208,7 @@ async fn handle_push(nats: &Nats, settings: &Settings, event: &GitPushEvent) -> 
             component_patterns: patterns,
             trigger: Some(trigger.clone()),
             rebuilt_for_push: Vec::new(),
-            rerun_failed: true,
+            for_lookup: false,
         };
         let queued = submit_component(nats, settings, &request, &submitter).await;
         supersede(nats, &target_key(&request), queued).await?;
@@ -257,7 +257,7 @@ async fn rebuild_dependents(nats: &Nats, settings: &Settings, built: &RebuiltFor
             component_patterns: patterns,
             trigger: Some(built.trigger.clone()),
             rebuilt_for_push: built.rebuilt.clone(),
-            rerun_failed: true,
+            for_lookup: false,
         };
         let queued = submit_component(nats, settings, &request, &submitter).await;
         supersede(nats, &target_key(&request), queued).await?;

@@ -14,11 +14,12 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use artifacts_schemas::{
-    AcceptedStatus, BuildAccepted, BuildId, BuildRecord, BuildStatus, BuildWork, RequestedBy, Timestamp,
+    AcceptedStatus, Architecture, BuildAccepted, BuildId, BuildRecord, BuildStatus, BuildWork, ComponentName,
+    RequestedBy, TagName, Timestamp,
 };
 
 use crate::access::{live_entry, read_json, retry_unanswered, to_bytes, until_won, write_if_unchanged, Round};
-use crate::build_index::List;
+use crate::build_index::{List, PAGE_SIZE};
 use crate::{Store, StoreError};
 
 /// A new build, as its submitter describes it.
@@ -31,7 +32,7 @@ pub struct Submission<J> {
     pub job_subject: String,
     pub job: J,
     /// Whether an identical build that failed is run again. Lookups say no: a client polling a failing
-    /// component would otherwise start a build at every poll.
+    /// component would otherwise start a build at every poll (past [`FAILED_ANSWERS_FOR`], they do).
     pub rerun_failed: bool,
     /// Whether an identical build that succeeded is run again (otherwise the answer is that build).
     pub force: bool,
@@ -53,6 +54,15 @@ impl Submitted {
     pub fn accepted(self, image_name: Option<String>) -> BuildAccepted {
         BuildAccepted::new(self.status, self.build_id, self.error, image_name)
     }
+}
+
+/// How long an identical build that failed answers submissions that do not rerun failed builds
+/// (lookups); past it, the next one builds again.
+const FAILED_ANSWERS_FOR: Duration = Duration::from_secs(10 * 60);
+
+/// Whether a failed build ended within [`FAILED_ANSWERS_FOR`].
+fn failed_lately(record: &BuildRecord) -> bool {
+    record.finished_at.is_none_or(|at| at.0 > time::OffsetDateTime::now_utc() - FAILED_ANSWERS_FOR)
 }
 
 /// A claimed key whose build record never appeared (its submitter died) is taken over after this.
@@ -102,7 +112,9 @@ impl Store {
                 };
                 return Ok(Submitted { build_id: id.clone(), status, error: None });
             }
-            if let Some(record) = existing.filter(|r| r.status == BuildStatus::Failed && !submission.rerun_failed) {
+            if let Some(record) =
+                existing.filter(|r| r.status == BuildStatus::Failed && failed_lately(r) && !submission.rerun_failed)
+            {
                 let error = record.error_message.unwrap_or_else(|| "the build failed".into());
                 return Ok(Submitted { build_id: record.build_id, status: AcceptedStatus::Failed, error: Some(error) });
             }
@@ -194,6 +206,35 @@ impl Store {
             Some(build_id) => self.build(&build_id).await,
             None => Ok(None),
         }
+    }
+
+    /// The newest build of `component` at `tag` for `architecture` among its last [`PAGE_SIZE`] builds,
+    /// if it is queued, running, or failed lately: what a lookup of the absent version answers instead
+    /// of queueing a build of its own (a lookup's build names no commit, so no identical-work key finds
+    /// it).
+    pub async fn pending_component_build(
+        &self,
+        component: &ComponentName,
+        tag: &TagName,
+        architecture: Architecture,
+    ) -> Result<Option<BuildRecord>, StoreError> {
+        let mut walk = self.walk_builds(List::Component(component), None).await?;
+        for _ in 0..PAGE_SIZE {
+            let Some(id) = walk.next().await? else { break };
+            let Ok(build_id) = BuildId::parse(&id) else { continue };
+            let Some(record) = self.build(&build_id).await? else { continue };
+            let BuildWork::Component { request, .. } = &record.work else { continue };
+            if request.tag != *tag || request.architecture != architecture {
+                continue;
+            }
+            let pending = match record.status {
+                BuildStatus::Queued | BuildStatus::Running => true,
+                BuildStatus::Failed => failed_lately(&record),
+                BuildStatus::Succeeded | BuildStatus::Cancelled => false,
+            };
+            return Ok(pending.then_some(record));
+        }
+        Ok(None)
     }
 
     /// Stores a new build's record, listed first: a crash in between leaves an index entry without a
