@@ -32,7 +32,7 @@ use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 use artifacts_runtime::configuration::StorageSettings;
-use artifacts_runtime::nats::human_bytes;
+use artifacts_schemas::messages::image::human_bytes;
 use artifacts_runtime::nats_users::{self, SERVICE_USER};
 use artifacts_runtime::registry_auth::TlsFiles;
 use artifacts_runtime::registry_auth::{self, SigningFiles};
@@ -730,7 +730,7 @@ impl NatsUsers {
         let reload =
             move || pids.iter().try_for_each(|pid| nats_users::reload_by_signal(pid.load(Ordering::Relaxed))());
         let never = tokio_util::sync::CancellationToken::new();
-        tokio::spawn(nats_users::follow(nats.stores.keys, self.subjects, self.fixed, self.file, reload, never));
+        tokio::spawn(nats_users::follow(nats.store, self.subjects, self.fixed, self.file, reload, never));
     }
 }
 

@@ -16,7 +16,6 @@ use axum::response::Response;
 use futures::TryStreamExt;
 
 use artifacts_runtime::metrics::{gather, HTTP_REQUESTS, HTTP_REQUEST_DURATION};
-use artifacts_runtime::nats::ResourceNames;
 use artifacts_runtime::Nats;
 use artifacts_schemas::{Architecture, BuildKind};
 
@@ -65,7 +64,7 @@ pub async fn render(nats: &Nats) -> String {
 }
 
 async fn record_jetstream(nats: &Nats) -> Result<(), async_nats::Error> {
-    let names = ResourceNames::new(&nats.subjects);
+    let names = nats.store.streams();
     let jobs = nats.jetstream.get_stream(names.jobs_stream()).await?;
     // Only subjects holding jobs are listed: every other queue is empty, and its gauge says 0.
     let waiting: HashMap<String, usize> =

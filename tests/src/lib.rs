@@ -20,6 +20,7 @@ use artifacts_runtime::configuration::Secret;
 use artifacts_runtime::nats_users;
 use artifacts_runtime::{Nats, Settings};
 use artifacts_schemas::Subjects;
+use artifacts_store::Objects;
 
 pub const ADMIN_KEY: &str = "test-admin-key";
 
@@ -372,6 +373,21 @@ pub struct TestApp {
     pub peers: Vec<NatsServer>,
 }
 
+/// A key-value bucket as JetStream holds it (`builds`, `images`, ...), for tests that read or damage the
+/// stored bytes themselves, or store them as an earlier version did; the service reaches them only
+/// through `artifacts_store::Store`.
+pub async fn raw_bucket(nats: &Nats, name: &str) -> async_nats::jetstream::kv::Store {
+    // Sent again when it reached no one or its answer was lost: after a key change, nats-server reloads.
+    let name = format!("artifacts_{name}");
+    artifacts_store::access::retry_read(|| nats.jetstream.get_key_value(&name)).await.expect("the bucket exists")
+}
+
+/// An object store as JetStream holds it (`archives`, `uploads`), as [`raw_bucket`].
+pub async fn raw_objects(nats: &Nats, name: &str) -> async_nats::jetstream::object_store::ObjectStore {
+    let name = format!("artifacts_{name}");
+    artifacts_store::access::retry_read(|| nats.jetstream.get_object_store(&name)).await.expect("the object store exists")
+}
+
 impl TestApp {
     pub async fn spawn() -> Self {
         Self::spawn_with(|_| {}).await
@@ -435,7 +451,7 @@ impl TestApp {
         if with_users && peers.is_empty() {
             let reload = nats_users::reload_by_signal(nats_server.child.id().expect("nats-server runs"));
             tokio::spawn(nats_users::follow(
-                nats.stores.keys.clone(),
+                nats.store.clone(),
                 Subjects::default(),
                 NatsServer::fixed_users(),
                 nats_server.users_file(),
@@ -622,8 +638,9 @@ impl TestApp {
             attempts: 0,
             lease_expires_at: None,
             pinned: false,
+            waiting_on: Vec::new(),
         };
-        artifacts_runtime::builds::create(&self.nats, &record).await.expect("JetStream stores the record");
+        self.nats.store.create_build(&record).await.expect("JetStream stores the record");
         record.build_id
     }
 
@@ -668,25 +685,25 @@ impl TestApp {
             built_at: Timestamp::now(),
             secrets: Vec::new(),
         };
-        let stores = &self.nats.stores;
         let source = ComponentSource {
             component: component.clone(),
             url: url.into(),
             api_key_id: None,
             component_patterns: None,
         };
-        let source_key = artifacts_schemas::names::slug_with_hash(component.as_str());
-        stores.sources.put(source_key, serde_json::to_vec(&source).expect("serialises").into()).await.expect("stored");
         let query = ComponentQuery { component, tag: record.tag.clone(), architecture: record.architecture, url: None };
-        let bytes = serde_json::to_vec(&record).expect("serialises");
-        stores.components.put(query.record_key(), bytes.into()).await.expect("stored");
         if indexed {
-            let index = &stores.trigger_index;
-            use artifacts_runtime::trigger_index;
-            trigger_index::add_component(index, url, &record.component, Some(record.architecture))
-                .await
-                .expect("indexed");
-            trigger_index::record_dependencies(index, Some(&record), None).await.expect("indexed");
+            let store = &self.nats.store;
+            store.record_source(&source, true).await.expect("stored");
+            store.store_component(&query, &record).await.expect("stored");
+        } else {
+            // As the previous version stored them: records alone, straight into the buckets.
+            let sources = raw_bucket(&self.nats, "sources").await;
+            let key = artifacts_store::keys::source(&source.component);
+            sources.put(key, serde_json::to_vec(&source).expect("serialises").into()).await.expect("stored");
+            let components = raw_bucket(&self.nats, "components").await;
+            let bytes = serde_json::to_vec(&record).expect("serialises");
+            components.put(artifacts_store::keys::component(&query), bytes.into()).await.expect("stored");
         }
         record
     }
@@ -704,13 +721,13 @@ impl TestApp {
             url: None,
         };
         record.object = format!("{}/{}.tar.gz", query.record_key(), record.build_id.as_str());
-        record.bucket = artifacts_runtime::nats::ResourceNames::new(&self.nats.subjects).archives_bucket();
+        record.bucket = self.nats.store.archives_bucket();
         record.size = data.len() as u64;
         record.digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)));
         let mut reader = tokio::io::BufReader::with_capacity(128 * 1024, data);
-        self.nats.stores.archives.put(record.object.as_str(), &mut reader).await.expect("the object store takes it");
-        let bytes = serde_json::to_vec(&record).expect("serialises");
-        self.nats.stores.components.put(query.record_key(), bytes.into()).await.expect("stored");
+        let store = &self.nats.store;
+        store.put_object(Objects::Archives, &record.object, &mut reader).await.expect("the object store takes it");
+        store.store_component(&query, &record).await.expect("stored");
         record
     }
 

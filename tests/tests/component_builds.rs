@@ -101,7 +101,7 @@ async fn a_component_is_built_stored_and_downloaded() {
     let found: Value = serde_json::from_slice(&reply.payload).unwrap();
     assert_eq!(found["bucket"], "artifacts_archives");
     let object = found["object"].as_str().unwrap();
-    let mut reader = app.nats.stores.archives.get(object).await.unwrap();
+    let mut reader = artifacts_tests::raw_objects(&app.nats, "archives").await.get(object).await.unwrap();
     let mut bytes = Vec::new();
     tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut bytes).await.unwrap();
     assert_eq!(format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes))), found["digest"].as_str().unwrap());

@@ -100,7 +100,7 @@ async fn a_job_failing_at_every_delivery_goes_to_the_dead_letter_stream() {
     use std::sync::Arc;
 
     use artifacts_runtime::jobs::{self, DeadLetter, Outcome, WorkerSpec, DEAD_LETTER_REASON_HEADER};
-    use artifacts_runtime::nats::ResourceNames;
+    use artifacts_store::ResourceNames;
 
     let app = TestApp::spawn().await;
     let nats = app.nats.clone();

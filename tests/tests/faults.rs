@@ -447,7 +447,7 @@ async fn an_identical_submission_never_answers_with_a_build_that_has_no_record()
     assert_eq!(app.wait_for_build(&first).await["status"], "succeeded");
 
     // The claim as a submitter that failed after claiming leaves it: a fresh build id with no record.
-    let active = &app.nats.stores.active;
+    let active = &artifacts_tests::raw_bucket(&app.nats, "active").await;
     let claims: Vec<String> = futures::TryStreamExt::try_collect(active.keys().await.unwrap()).await.unwrap();
     let mut claim = None;
     for key in claims {

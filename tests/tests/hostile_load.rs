@@ -122,7 +122,7 @@ async fn a_revoked_key_is_refused_within_a_second() {
         || app.http.get(app.url("/api/v1/images?component=libfoo&branch=main&architecture=amd64")).bearer_auth(&secret);
     assert_eq!(lookup().send().await.unwrap().status(), 404, "the key works before it is revoked");
     // Revoked as another gateway or the command line would: in the bucket, not through this gateway.
-    app.nats.stores.keys.purge(&key_id).await.unwrap();
+    artifacts_tests::raw_bucket(&app.nats, "keys").await.purge(&key_id).await.unwrap();
     let revoked = Instant::now();
     loop {
         if lookup().send().await.unwrap().status() == 401 {
@@ -136,7 +136,7 @@ async fn a_revoked_key_is_refused_within_a_second() {
 #[tokio::test]
 async fn a_build_log_is_cut_at_its_byte_cap_with_a_marker() {
     use artifacts_runtime::logs::{BuildLog, CUT_MARKER, MAX_LOG_BYTES_PER_BUILD};
-    use artifacts_runtime::nats::ResourceNames;
+    use artifacts_store::ResourceNames;
     use artifacts_schemas::{BuildId, BuildStatus};
 
     let app = TestApp::spawn().await;

@@ -1,5 +1,7 @@
 //! The lookup path end to end: HTTP -> gateway -> NATS -> lookup function -> JetStream KV -> reply.
 
+use std::time::Duration;
+
 use serde_json::{json, Value};
 
 use artifacts_schemas::{
@@ -38,7 +40,7 @@ async fn stored_image_is_found_by_http_and_json_body_and_every_architecture_alia
         build_id: BuildId::generate(),
         built_at: Timestamp::now(),
     };
-    app.nats.stores.images.put(query.record_key(), serde_json::to_vec(&record).unwrap().into()).await.unwrap();
+    artifacts_tests::raw_bucket(&app.nats, "images").await.put(query.record_key(), serde_json::to_vec(&record).unwrap().into()).await.unwrap();
 
     for architecture in ["amd64", "x86_64", "linux/amd64"] {
         let response = app
@@ -233,7 +235,7 @@ async fn stored_component_is_found_and_streamed_with_its_digest() {
         url: None,
     };
     let object = format!("{}.tar.gz", query.record_key());
-    app.nats.stores.archives.put(object.as_str(), &mut tarball.as_slice()).await.unwrap();
+    artifacts_tests::raw_objects(&app.nats, "archives").await.put(object.as_str(), &mut tarball.as_slice()).await.unwrap();
     let record = ComponentRecord {
         component: query.component.clone(),
         tag: query.tag.clone(),
@@ -250,7 +252,7 @@ async fn stored_component_is_found_and_streamed_with_its_digest() {
         built_at: Timestamp::now(),
         secrets: Vec::new(),
     };
-    app.nats.stores.components.put(query.record_key(), serde_json::to_vec(&record).unwrap().into()).await.unwrap();
+    artifacts_tests::raw_bucket(&app.nats, "components").await.put(query.record_key(), serde_json::to_vec(&record).unwrap().into()).await.unwrap();
 
     let found: Value =
         app.get("/api/v1/components?component=libfoo&tag=v1.2.0&architecture=armv7l").await.json().await.unwrap();
@@ -291,8 +293,8 @@ async fn stored_component_is_found_and_streamed_with_its_digest() {
 /// the target back. They move only forward now, with compare-and-set.
 #[tokio::test]
 async fn latest_records_move_only_forward() {
-    use artifacts_runtime::latest::{move_forward, Moved};
-    use artifacts_schemas::{Architecture, BranchName, BuildId, ComponentName, ImageRecord, Timestamp};
+    use artifacts_schemas::{Architecture, BranchName, BuildId, ComponentName, ImageQuery, ImageRecord, Timestamp};
+    use artifacts_store::Moved;
 
     let server = artifacts_tests::NatsServer::start().await;
     let nats = artifacts_runtime::nats::connect(&artifacts_tests::test_settings(&server.url()), "test").await.unwrap();
@@ -307,16 +309,54 @@ async fn latest_records_move_only_forward() {
     };
     // UUIDv7 ids sort by creation; generated in order, each is newer than the one before.
     let ids: Vec<BuildId> = (0..21).map(|_| BuildId::generate()).collect();
-    let images = &nats.stores.images;
-    assert!(matches!(move_forward(images, "k", &record(ids[1].clone())).await.unwrap(), Moved::Forward { .. }));
-    let older = move_forward(images, "k", &record(ids[0].clone())).await.unwrap();
+    let query = ImageQuery {
+        component: ComponentName::parse("libfoo").unwrap(),
+        branch: BranchName::parse("main").unwrap(),
+        architecture: Architecture::Amd64,
+    };
+    let store = &nats.store;
+    assert!(matches!(store.store_image(&query, &record(ids[1].clone())).await.unwrap(), Moved::Forward { .. }));
+    let older = store.store_image(&query, &record(ids[0].clone())).await.unwrap();
     assert!(matches!(&older, Moved::Behind { newer } if *newer == ids[1]), "{older:?}");
 
     let writers = ids[2..].iter().rev().map(|id| {
-        let (images, record) = (images.clone(), record(id.clone()));
-        tokio::spawn(async move { move_forward(&images, "k", &record).await.unwrap() })
+        let (store, query, record) = (store.clone(), query.clone(), record(id.clone()));
+        tokio::spawn(async move { store.store_image(&query, &record).await.unwrap() })
     });
     futures::future::join_all(writers).await;
-    let latest: ImageRecord = serde_json::from_slice(&images.get("k").await.unwrap().unwrap()).unwrap();
+    let latest = store.image(&query).await.unwrap().unwrap();
     assert_eq!(latest.build_id, ids[20], "20 concurrent writers: the newest build is the latest");
+}
+
+/// Issue 30: a lookup of an absent component started its build through a handler that ran `git
+/// ls-remote` first, under two stacked 10 s timeouts: a git host that never answers held the client for
+/// the whole timeout and gave it a 503, while the build still got queued. The build is queued at once
+/// now, and the worker resolves the tag when it clones.
+#[tokio::test]
+async fn a_lookup_whose_git_host_hangs_is_answered_at_once() {
+    // A git host that takes connections and never says a word.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((connection, _)) = listener.accept().await {
+            held.push(connection);
+        }
+    });
+    let app = TestApp::spawn_with(|settings| settings.git.clone_timeout_secs = 5).await;
+    let component = artifacts_tests::unique_name("hanging-host");
+    let path = format!(
+        "/api/v1/components?component={component}&tag=main&architecture=amd64&url=https://127.0.0.1:{port}/team/repo.git"
+    );
+    let started = std::time::Instant::now();
+    let response = app.get(&path).await;
+    let took = started.elapsed();
+    let status = response.status().as_u16();
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(status, 202, "{answer}");
+    assert!(took < Duration::from_secs(1), "answered after {took:?}");
+    // The build is durable: its record is there; the worker's clone is what meets the silent host.
+    let build_id = answer["buildId"].as_str().expect("a build id");
+    let record: Value = app.get(&format!("/api/v1/builds/{build_id}")).await.json().await.unwrap();
+    assert_eq!(record["buildId"], build_id, "{record}");
 }

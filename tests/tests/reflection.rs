@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-use artifacts_runtime::nats::retry_unanswered;
+use artifacts_store::access::retry_unanswered;
 use artifacts_tests::{connect_as_key, key_header, TestApp, ADMIN_KEY};
 
 /// The last sequence of a stream: it moves with every message written to it.

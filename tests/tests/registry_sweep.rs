@@ -9,7 +9,6 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
-use artifacts_runtime::{registry_gate, trigger_index};
 use artifacts_schemas::{Architecture, TagName};
 use artifacts_tests::{Registry, TestApp, ADMIN_KEY};
 
@@ -18,12 +17,12 @@ const LONG: Duration = Duration::from_secs(30);
 #[tokio::test]
 async fn a_sweep_waits_for_the_pushes_in_flight_and_pushes_wait_for_the_sweep() {
     let app = TestApp::spawn_without_builder(|_| {}).await;
-    let gate = &app.nats.stores.registry_gate;
+    let gate = &app.nats.store;
 
     // A push in flight holds off a sweep until it ends.
     let (end_push, push_ended) = oneshot::channel::<()>();
     let pushing = AtomicBool::new(false);
-    let push = registry_gate::push(gate, "build-1", LONG, async {
+    let push = gate.registry_push("build-1", LONG, async {
         pushing.store(true, Ordering::SeqCst);
         push_ended.await.unwrap();
         pushing.store(false, Ordering::SeqCst);
@@ -31,7 +30,7 @@ async fn a_sweep_waits_for_the_pushes_in_flight_and_pushes_wait_for_the_sweep() 
     let sweep = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(pushing.load(Ordering::SeqCst), "the push is in flight when the sweep asks");
-        let swept = registry_gate::sweep(gate, LONG, async { !pushing.load(Ordering::SeqCst) });
+        let swept = gate.registry_sweep(LONG, async { !pushing.load(Ordering::SeqCst) });
         let outcome = tokio::join!(swept, async {
             tokio::time::sleep(Duration::from_millis(700)).await;
             end_push.send(()).unwrap();
@@ -45,7 +44,7 @@ async fn a_sweep_waits_for_the_pushes_in_flight_and_pushes_wait_for_the_sweep() 
     // A sweep running holds off a push until it ends.
     let (end_sweep, sweep_ended) = oneshot::channel::<()>();
     let sweeping = AtomicBool::new(false);
-    let sweep = registry_gate::sweep(gate, LONG, async {
+    let sweep = gate.registry_sweep(LONG, async {
         sweeping.store(true, Ordering::SeqCst);
         sweep_ended.await.unwrap();
         sweeping.store(false, Ordering::SeqCst);
@@ -54,7 +53,7 @@ async fn a_sweep_waits_for_the_pushes_in_flight_and_pushes_wait_for_the_sweep() 
         while !sweeping.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let pushed = registry_gate::push(gate, "build-2", LONG, async { !sweeping.load(Ordering::SeqCst) });
+        let pushed = gate.registry_push("build-2", LONG, async { !sweeping.load(Ordering::SeqCst) });
         let outcome = tokio::join!(pushed, async {
             tokio::time::sleep(Duration::from_millis(700)).await;
             end_sweep.send(()).unwrap();
@@ -67,11 +66,11 @@ async fn a_sweep_waits_for_the_pushes_in_flight_and_pushes_wait_for_the_sweep() 
 
     // A push that does not end in time leaves the sweep to a later collection, and the gate opens again.
     let (end_push, push_ended) = oneshot::channel::<()>();
-    let push = registry_gate::push(gate, "build-3", LONG, async { push_ended.await.unwrap() });
+    let push = gate.registry_push("build-3", LONG, async { push_ended.await.unwrap() });
     let sweep = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let swept = registry_gate::sweep(gate, Duration::from_millis(500), async {}).await.unwrap();
-        let next = registry_gate::push(gate, "build-4", Duration::from_millis(500), async {}).await;
+        let swept = gate.registry_sweep(Duration::from_millis(500), async {}).await.unwrap();
+        let next = gate.registry_push("build-4", Duration::from_millis(500), async {}).await;
         end_push.send(()).unwrap();
         (swept, next.is_ok())
     };
@@ -84,33 +83,33 @@ async fn a_sweep_waits_for_the_pushes_in_flight_and_pushes_wait_for_the_sweep() 
 #[tokio::test]
 async fn pushes_find_sources_and_dependants_recorded_before_the_index_existed() {
     let app = TestApp::spawn_without_builder(|_| {}).await;
-    let stores = &app.nats.stores;
+    let store = &app.nats.store;
     let url = "https://git.example.com/acme/libfoo.git";
     let app_url = "https://git.example.com/acme/app.git";
     // Written straight into the buckets, as a deployment of the previous version left them.
     let library_record = app.store_component("old-lib", "main", url, &[], false).await;
     let dependant = app.store_component("old-app", "v1", app_url, &[&library_record], false).await;
     let library = library_record.component.clone();
-    stores.trigger_index.purge("backfilled").await.unwrap();
+    artifacts_tests::raw_bucket(&app.nats, "trigger_index").await.purge("backfilled").await.unwrap();
     let main = TagName::parse("main").unwrap();
-    assert!(trigger_index::built_from(stores, url).await.unwrap().is_empty(), "not indexed yet");
+    assert!(store.built_from(url).await.unwrap().is_empty(), "not indexed yet");
 
-    trigger_index::backfill(stores).await.unwrap();
+    store.backfill_trigger_index().await.unwrap();
     // The same repository under another spelling, as forges send it.
-    let found = trigger_index::built_from(stores, "https://git.example.com/acme/libfoo").await.unwrap();
+    let found = store.built_from("https://git.example.com/acme/libfoo").await.unwrap();
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(
         (found[0].0.component.as_str(), found[0].1.iter().copied().collect::<Vec<_>>()),
         ("old-lib", vec![Architecture::Amd64])
     );
-    let dependants = trigger_index::dependants_of(stores, &library, &main, Architecture::Amd64).await.unwrap();
+    let dependants = store.dependants_of(&library, &main, Architecture::Amd64).await.unwrap();
     assert_eq!(dependants.iter().map(|d| d.component.as_str()).collect::<Vec<_>>(), vec!["old-app"]);
-    assert!(trigger_index::dependants_of(stores, &library, &main, Architecture::Arm64).await.unwrap().is_empty());
+    assert!(store.dependants_of(&library, &main, Architecture::Arm64).await.unwrap().is_empty());
 
     // A dependant rebuilt without the dependency leaves its list.
-    let rebuilt = app.store_component("old-app", "v1", app_url, &[], false).await;
-    trigger_index::record_dependencies(&stores.trigger_index, Some(&rebuilt), Some(&dependant)).await.unwrap();
-    let dependants = trigger_index::dependants_of(stores, &library, &main, Architecture::Amd64).await.unwrap();
+    assert!(!dependant.dependencies.is_empty());
+    app.store_component("old-app", "v1", app_url, &[], true).await;
+    let dependants = store.dependants_of(&library, &main, Architecture::Amd64).await.unwrap();
     assert!(dependants.is_empty(), "{dependants:?}");
 }
 

@@ -58,12 +58,12 @@ impl Usage {
             .await
             .unwrap();
         let (registry_blobs, registry_bytes) = blob_usage(&registry.storage_dir().join("docker/registry/v2/blobs"));
-        let archives = artifacts_runtime::nats::ResourceNames::new(&app.nats.subjects).archives_bucket();
+        let archives = app.nats.store.archives_bucket();
         let mut stream = app.nats.jetstream.get_stream(format!("OBJ_{archives}")).await.unwrap();
         let worker_images = docker(&["images", "--format", "{{.Repository}}"]).await;
         let worker_images = worker_images.lines().filter(|r| r.starts_with(&registry.address)).count();
         Usage {
-            build_records: count(&app.nats.stores.builds).await,
+            build_records: count(&artifacts_tests::raw_bucket(&app.nats, "builds").await).await,
             registry_tags: tags["tags"].as_array().map_or(0, Vec::len),
             registry_blobs,
             registry_bytes,
@@ -219,13 +219,13 @@ async fn scenario() {
     assert_eq!(second["removed"]["builds"], 2, "the two older of the versions built meanwhile: {second}");
     assert_eq!(after.build_records, before.build_records + during_ids.len() - removed - 2, "{after:?}");
     // Each removed build's identical-work key went with it: every key left names a build that is left.
-    let dedup_keys: Vec<String> = app.nats.stores.active.keys().await.unwrap().map(Result::unwrap).collect().await;
+    let dedup_keys: Vec<String> = artifacts_tests::raw_bucket(&app.nats, "active").await.keys().await.unwrap().map(Result::unwrap).collect().await;
     assert!(dedup_keys.len() <= after.build_records, "{after:?}");
     for key in dedup_keys {
-        let build_id = app.nats.stores.active.get(&key).await.unwrap().unwrap();
+        let build_id = artifacts_tests::raw_bucket(&app.nats, "active").await.get(&key).await.unwrap().unwrap();
         let build_id = String::from_utf8(build_id.to_vec()).unwrap();
         assert!(
-            app.nats.stores.builds.get(&build_id).await.unwrap().is_some(),
+            artifacts_tests::raw_bucket(&app.nats, "builds").await.get(&build_id).await.unwrap().is_some(),
             "key {key} names removed build {build_id}"
         );
     }
@@ -255,7 +255,7 @@ async fn scenario() {
     assert_eq!(after.worker_images, 0);
     for (component, kept) in [(&image, IMAGE_KEEP + 1), (&library, KEEP + 1)] {
         let key = format!("component/{}/0", artifacts_schemas::names::slug_with_hash(component));
-        let page = app.nats.stores.build_index.get(&key).await.unwrap().expect("an index page");
+        let page = artifacts_tests::raw_bucket(&app.nats, "build_index").await.get(&key).await.unwrap().expect("an index page");
         let ids: Vec<String> = serde_json::from_slice(&page).unwrap();
         assert_eq!(ids.len(), kept, "removed builds left the index: {ids:?}");
     }
@@ -290,7 +290,7 @@ async fn scenario() {
     for build in &kept_library {
         // Every retained component archive is still stored, with its digest.
         let object = build["result"]["object"].as_str().unwrap();
-        let mut reader = app.nats.stores.archives.get(object).await.expect("a retained archive");
+        let mut reader = artifacts_tests::raw_objects(&app.nats, "archives").await.get(object).await.expect("a retained archive");
         let mut bytes = Vec::new();
         tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut bytes).await.unwrap();
         let digest = format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)));

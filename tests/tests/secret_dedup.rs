@@ -48,7 +48,7 @@ fn assert_holds_none(what: &str, text: &str, values: &[&str]) {
 
 /// Every key and value of the identical-work bucket (the dedup keys and the builds they name).
 async fn dedup_entries(app: &TestApp) -> String {
-    let store = &app.nats.stores.active;
+    let store = &artifacts_tests::raw_bucket(&app.nats, "active").await;
     let keys: Vec<String> = store.keys().await.unwrap().map(|k| k.unwrap()).collect().await;
     let mut text = String::new();
     for key in keys {

@@ -47,7 +47,7 @@ async fn delete(app: &TestApp, key: &str, name: &str) -> (u16, Value) {
 
 /// Every raw value of the secrets bucket, as NATS holds them.
 async fn bucket_values(app: &TestApp) -> Vec<Vec<u8>> {
-    let store = &app.nats.stores.secrets;
+    let store = artifacts_tests::raw_bucket(&app.nats, "secrets").await;
     let keys: Vec<String> = store.keys().await.unwrap().map(|k| k.unwrap()).collect().await;
     let mut values = Vec::new();
     for key in keys {

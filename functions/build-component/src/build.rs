@@ -7,18 +7,15 @@ use std::sync::Arc;
 
 use artifacts_runtime::archive::Limits;
 use artifacts_runtime::attempt::{Build, BuildFailure};
-use artifacts_runtime::builds;
 use artifacts_runtime::configuration::redact_url;
-use artifacts_runtime::latest::{move_forward, Moved};
 use artifacts_runtime::logs::BuildLog;
 use artifacts_runtime::metrics::{count_stored, timed};
-use artifacts_runtime::nats::{read_json, ResourceNames};
-use artifacts_runtime::{secrets, trigger_index, Nats, Settings};
+use artifacts_runtime::{secrets, Nats, Settings};
 use artifacts_schemas::messages::keys::glob_matches;
-use artifacts_schemas::names::slug_with_hash;
+use artifacts_store::{Moved, Objects};
 use artifacts_schemas::{
     Architecture, BuildId, BuildKind, BuildStatus, ComponentBuildRequest, ComponentJob, ComponentQuery,
-    ComponentRecord, ComponentSource, DependencyUsed, Failure, RebuiltForPush, Timestamp,
+    ComponentRecord, DependencyUsed, Failure, RebuiltForPush, Timestamp,
 };
 
 use crate::container::{pack_inputs, Container, ContainerSpec};
@@ -134,7 +131,7 @@ impl Build for ComponentBuild {
         let query = self.query();
         let object = format!("{}/{}.tar.gz", query.record_key(), job.build_id);
         let storing =
-            output::store(container.download(&recipe.output), &self.nats.stores.archives, &object, self.limits());
+            output::store(container.download(&recipe.output), &self.nats.store, &object, self.limits());
         let stored = timed(BuildKind::Component, "store", storing).await?;
         count_stored(BuildKind::Component, stored.size);
         log.write(&format!("stored {} bytes as {object} ({})", stored.size, stored.digest)).await;
@@ -148,7 +145,7 @@ impl Build for ComponentBuild {
             dependencies: dependencies.into_iter().map(|(used, _)| used).collect(),
             digest: stored.digest,
             size: stored.size,
-            bucket: ResourceNames::new(&self.nats.subjects).archives_bucket(),
+            bucket: self.nats.store.archives_bucket(),
             object,
             build_id: job.build_id.clone(),
             built_at: Timestamp::now(),
@@ -157,16 +154,8 @@ impl Build for ComponentBuild {
     }
 
     async fn store(&self, record: &ComponentRecord, log: &mut BuildLog) -> Result<(), String> {
-        let key = self.query().record_key();
-        match move_forward(&self.nats.stores.components, &key, record).await.map_err(|err| err.message)? {
-            Moved::Forward { replaced } => {
-                let index = &self.nats.stores.trigger_index;
-                trigger_index::add_component(index, &record.url, &record.component, Some(record.architecture))
-                    .await
-                    .map_err(|err| err.message)?;
-                trigger_index::record_dependencies(index, Some(record), replaced.as_ref())
-                    .await
-                    .map_err(|err| err.message)?;
+        match self.nats.store.store_component(&self.query(), record).await.map_err(|err| err.to_string())? {
+            Moved::Forward { .. } => {
                 log.write(&format!("component {}@{} is {}", record.component, record.tag, record.digest)).await;
                 self.rebuild_dependents(record).await?;
             }
@@ -242,10 +231,7 @@ impl ComponentBuild {
                 architecture: job.architecture,
                 url: None,
             };
-            let stored: Option<ComponentRecord> = read_json(&self.nats.stores.components, &query.record_key())
-                .await
-                .map_err(|e| BuildFailure::Passing(e.message))?;
-            match stored {
+            match self.nats.store.component(&query).await? {
                 Some(record) => {
                     let path = dir.join(format!("dependency-{}.tar.gz", fetched.len()));
                     self.download(&record.object, &path).await?;
@@ -258,34 +244,32 @@ impl ComponentBuild {
                     };
                     fetched.push((used, path));
                 }
-                None => waiting.push(self.build_dependency(dependency, &label, &chain).await?),
+                None => waiting.push((label.clone(), self.build_dependency(dependency, &label, &chain).await?)),
             }
         }
         if waiting.is_empty() {
             Ok(fetched)
         } else {
-            Err(BuildFailure::Waiting(format!("waiting for dependencies: {}", waiting.join(", "))))
+            let named: Vec<String> = waiting.iter().map(|(label, id)| format!("{label} (build {id})")).collect();
+            let message = format!("waiting for dependencies: {}", named.join(", "));
+            Err(BuildFailure::Waiting { message, on: waiting.into_iter().map(|(_, id)| id).collect() })
         }
     }
 
-    /// Submits an absent dependency's build; answers `label (build <id>)`. Refuses when the build this
-    /// one waited for last time failed.
+    /// Submits an absent dependency's build; answers its id. Refuses when the build this one waited for
+    /// last time failed.
     async fn build_dependency(
         &self,
         dependency: &Dependency,
         label: &str,
         chain: &[String],
-    ) -> Result<String, BuildFailure> {
-        let source: Option<ComponentSource> =
-            read_json(&self.nats.stores.sources, &slug_with_hash(dependency.component.as_str()))
-                .await
-                .map_err(|e| BuildFailure::Passing(e.message))?;
-        let Some(source) = source else {
+    ) -> Result<BuildId, BuildFailure> {
+        let Some(source) = self.nats.store.source(&dependency.component).await? else {
             return Err(BuildFailure::Permanent(format!(
                 "dependency {label} is not built and its source is unknown: build it first (POST /api/v1/components)"
             )));
         };
-        if let Some(failed) = self.dependency_failed_before(label).await {
+        if let Some(failed) = self.dependency_failed_before(&dependency.component).await {
             return Err(BuildFailure::Permanent(format!("dependency {label} failed to build: {failed}")));
         }
         let request = ComponentBuildRequest {
@@ -296,7 +280,7 @@ impl ComponentBuild {
             // It is absent from the store, so an identical build that succeeded is gone (deleted).
             force: true,
         };
-        let record = builds::read(&self.nats, &self.job.build_id).await.ok().flatten();
+        let record = self.nats.store.build(&self.job.build_id).await.ok().flatten();
         let submitter = Submitter {
             requested_by: record.map(|r| r.requested_by).unwrap_or_default(),
             component_patterns: self.job.component_patterns.clone(),
@@ -304,28 +288,26 @@ impl ComponentBuild {
             rebuilt_for_push: Vec::new(),
             // Built again with this build's chain, so that a cycle is named; a dependency that fails
             // again fails this build (see `dependency_failed_before`).
-            rerun_failed: true,
+            for_lookup: false,
         };
-        let accepted = submit::queue(&self.nats, &self.settings, &request, &submitter, chain.to_vec())
-            .await
-            .map_err(|err| BuildFailure::Passing(err.message))?;
-        Ok(format!("{label} (build {})", accepted.build_id))
+        let accepted = submit::queue(&self.nats, &self.settings, &request, &submitter, chain.to_vec()).await?;
+        Ok(accepted.build_id)
     }
 
-    /// The error of the dependency build named in this build's last waiting message, if it failed.
-    async fn dependency_failed_before(&self, label: &str) -> Option<String> {
-        let record = builds::read(&self.nats, &self.job.build_id).await.ok().flatten()?;
-        let message = record.error_message?;
-        let after = message.split(&format!("{label} (build ")).nth(1)?;
-        let build_id = BuildId::parse(after.split(')').next()?).ok()?;
-        let dependency = builds::read(&self.nats, &build_id).await.ok().flatten()?;
-        (dependency.status == BuildStatus::Failed).then(|| dependency.error_message.unwrap_or_default())
+    /// The error of `component`'s build this build waited for last time, if it failed.
+    async fn dependency_failed_before(&self, component: &artifacts_schemas::ComponentName) -> Option<String> {
+        let record = self.nats.store.build(&self.job.build_id).await.ok().flatten()?;
+        for build_id in record.waiting_on {
+            let dependency = self.nats.store.build(&build_id).await.ok().flatten()?;
+            if dependency.work.component() == component && dependency.status == BuildStatus::Failed {
+                return Some(dependency.error_message.unwrap_or_default());
+            }
+        }
+        None
     }
 
     async fn download(&self, object: &str, path: &Path) -> Result<(), BuildFailure> {
-        let fetch =
-            |err: &dyn std::fmt::Display| BuildFailure::Unavailable(format!("cannot fetch a dependency: {err}"));
-        let mut reader = self.nats.stores.archives.get(object).await.map_err(|err| fetch(&err))?;
+        let mut reader = self.nats.store.object(Objects::Archives, object).await?;
         let mut file = tokio::fs::File::create(path)
             .await
             .map_err(|err| BuildFailure::Passing(format!("cannot write a dependency: {err}")))?;

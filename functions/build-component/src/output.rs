@@ -5,10 +5,11 @@
 
 use std::io::Write;
 
-use async_nats::jetstream::object_store::ObjectStore;
 use bytes::Bytes;
 use futures::{Stream, TryStreamExt};
 use sha2::{Digest, Sha256};
+
+use artifacts_store::{Objects, Store};
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use artifacts_runtime::archive::{self, Limits};
@@ -25,7 +26,7 @@ const PIPE_BYTES: usize = 256 * 1024;
 
 pub async fn store(
     download: impl Stream<Item = Result<Bytes, bollard::errors::Error>> + Send + Unpin + 'static,
-    store: &ObjectStore,
+    store: &Store,
     object: &str,
     limits: Limits,
 ) -> Result<Stored, BuildFailure> {
@@ -50,7 +51,7 @@ pub async fn store(
     // The upload owns the pipe's reading end, so a failed upload closes it and the packer stops too.
     let upload = async move {
         let mut reader = tokio::io::BufReader::with_capacity(128 * 1024, pipe_out);
-        store.put(object, &mut reader).await
+        store.put_object(Objects::Archives, object, &mut reader).await
     };
     let (put, packed) = tokio::join!(upload, packing);
     let packed = packed
@@ -61,7 +62,7 @@ pub async fn store(
         Err(failure) => {
             // The upload saw the pipe close and stored a truncated object: remove it.
             if put.is_ok() {
-                let _ = store.delete(object).await;
+                let _ = store.remove_object(Objects::Archives, object).await;
             }
             return Err(failure);
         }

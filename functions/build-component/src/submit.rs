@@ -5,21 +5,18 @@
 //! the repository an existing component is built from needs an admin key (409 otherwise), so nobody can
 //! make a later lookup or push build their own code under another team's name.
 
-use async_nats::jetstream::kv;
-
 use artifacts_runtime::builder::ensure_buildable;
-use artifacts_runtime::builds::{self, Submission};
 use artifacts_runtime::configuration::{redact_url, GitSettings};
-use artifacts_runtime::nats::{retry_unanswered, unavailable};
 use artifacts_runtime::service::{Reply, Request, LOOKUP_HEADER};
-use artifacts_runtime::{secrets, trigger_index, Nats, Settings};
+use artifacts_runtime::{secrets, Nats, Settings};
 use artifacts_schemas::messages::keys::Scope;
-use artifacts_schemas::names::slug_with_hash;
 use artifacts_schemas::{
-    normalize_repository, parse_json, BuildAccepted, BuildId, BuildKind, BuildStatus, BuildWork, ComponentBuildRequest,
+    normalize_repository, parse_json, AcceptedStatus, BuildAccepted, BuildId, BuildKind, BuildStatus, BuildWork, ComponentBuildRequest,
     ComponentBuildSummary, ComponentJob, ComponentName, ComponentSource, Failure, GitUrl, RequestError, RequestedBy,
     Trigger,
 };
+
+use artifacts_store::{Submission, Submitted};
 
 use crate::git;
 use crate::SERVICE_NAME;
@@ -39,13 +36,22 @@ async fn accept(nats: &Nats, settings: &Settings, request: &Request) -> Result<B
         api_key_id: Some(request.caller.key_id.clone()),
         component_patterns: request.caller.component_patterns().map(<[String]>::to_vec),
     };
-    record_source(nats, &source, request.caller.scope() == Scope::Admin).await?;
+    if let Some(held) = nats.store.record_source(&source, request.caller.scope() == Scope::Admin).await? {
+        return Err(RequestError::new(
+            Failure::Conflict,
+            format!(
+                "component {} is built from {}: only an admin key may change its repository",
+                source.component,
+                redact_url(&held.url)
+            ),
+        ));
+    }
     let submitter = Submitter {
         requested_by: request.requested_by.clone(),
         component_patterns: source.component_patterns,
         trigger: None,
         rebuilt_for_push: Vec::new(),
-        rerun_failed: request.message.headers.as_ref().is_none_or(|h| h.get(LOOKUP_HEADER).is_none()),
+        for_lookup: request.message.headers.as_ref().is_some_and(|h| h.get(LOOKUP_HEADER).is_some()),
     };
     queue(nats, settings, &build, &submitter, Vec::new()).await
 }
@@ -55,60 +61,6 @@ pub fn checked_url(url: &str, settings: &GitSettings) -> Result<GitUrl, RequestE
     let url = GitUrl::parse(url, &settings.allowed_schemes)?;
     git::check_file_root(&url, settings)?;
     Ok(url)
-}
-
-/// Records `source` unless the component is already built from another repository: then only an admin
-/// may move it (409 naming the current repository). The same repository under another spelling or with
-/// new credentials is an update.
-async fn record_source(nats: &Nats, source: &ComponentSource, caller_is_admin: bool) -> Result<(), RequestError> {
-    let sources = &nats.stores.sources;
-    let key = slug_with_hash(source.component.as_str());
-    let bytes: bytes::Bytes = serde_json::to_vec(source).expect("records serialise").into();
-    loop {
-        let current = sources.entry(&key).await.map_err(unavailable)?.filter(|e| e.operation == kv::Operation::Put);
-        let Some(current) = current else {
-            match sources.create(&key, bytes.clone()).await {
-                Ok(_) => return index_source(nats, source, None).await,
-                Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => continue,
-                Err(err) => return Err(unavailable(err)),
-            }
-        };
-        let recorded: Option<ComponentSource> = serde_json::from_slice(&current.value).ok();
-        if let Some(recorded) = &recorded {
-            if recorded.url == source.url {
-                return index_source(nats, source, None).await;
-            }
-            if normalize_repository(&recorded.url) != normalize_repository(&source.url) && !caller_is_admin {
-                return Err(RequestError::new(
-                    Failure::Conflict,
-                    format!(
-                        "component {} is built from {}: only an admin key may change its repository",
-                        source.component,
-                        redact_url(&recorded.url)
-                    ),
-                ));
-            }
-        }
-        match sources.update(&key, bytes.clone(), current.revision).await {
-            Ok(_) => return index_source(nats, source, recorded.as_ref()).await,
-            Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
-            Err(err) => return Err(unavailable(err)),
-        }
-    }
-}
-
-/// Pushes of the source's repository reach the component from now on (those of the repository it was
-/// built from before no longer do).
-async fn index_source(
-    nats: &Nats,
-    source: &ComponentSource,
-    previous: Option<&ComponentSource>,
-) -> Result<(), RequestError> {
-    let index = &nats.stores.trigger_index;
-    if let Some(previous) = previous.filter(|p| normalize_repository(&p.url) != normalize_repository(&source.url)) {
-        trigger_index::remove_component(index, &previous.url, &previous.component).await?;
-    }
-    trigger_index::add_component(index, &source.url, &source.component, None).await
 }
 
 /// Whether `trigger` is a push of the request's own repository and tag, so that its commit is the one to
@@ -128,8 +80,11 @@ pub struct Submitter {
     pub trigger: Option<Trigger>,
     /// What the push has rebuilt so far (`component@tag`).
     pub rebuilt_for_push: Vec<String>,
-    /// Whether an identical build that failed is run again (not for lookups).
-    pub rerun_failed: bool,
+    /// Whether a lookup of the absent component asks for the build. Its answer must not wait on git (a
+    /// slow git host would hold the client): the worker resolves the tag when it clones. And an identical
+    /// build that failed lately answers it rather than run again, or a client polling a failing
+    /// component would start a build at every poll.
+    pub for_lookup: bool,
 }
 
 /// Queues a checked request, or answers with the identical build: the same commit of the same component,
@@ -143,9 +98,21 @@ pub async fn queue(
     submitter: &Submitter,
     dependents: Vec<String>,
 ) -> Result<BuildAccepted, RequestError> {
+    let url = checked_url(&request.url, &settings.git)?;
+    if submitter.for_lookup {
+        let pending = nats.store.pending_component_build(&request.component, &request.tag, request.architecture);
+        if let Some(record) = pending.await? {
+            let failed = record.status == BuildStatus::Failed;
+            let status = if failed { AcceptedStatus::Failed } else { AcceptedStatus::Queued };
+            let error = failed.then(|| record.error_message.unwrap_or_else(|| "the build failed".into()));
+            return Ok(Submitted { build_id: record.build_id, status, error }.accepted(None));
+        }
+    }
     let commit = match submitter.trigger.as_ref().filter(|t| pushed(t, request)) {
         Some(trigger) => trigger.commit.clone(),
-        None => git::resolve(&checked_url(&request.url, &settings.git)?, &request.tag, &settings.git).await?,
+        // Left to the worker, which records the commit it checked out.
+        None if submitter.for_lookup => String::new(),
+        None => git::resolve(&url, &request.tag, &settings.git).await?,
     };
     let summary = ComponentBuildSummary {
         url: redact_url(&request.url),
@@ -157,9 +124,9 @@ pub async fn queue(
     };
     let work = BuildWork::Component { request: summary, result: None };
     let secrets_changed = !request.force && read_secrets_changed(nats, &work, &request.component).await?;
-    let submitted = builds::submit(
-        nats,
-        Submission {
+    let submitted = nats
+        .store
+        .submit(Submission {
             work,
             requested_by: submitter.requested_by.clone(),
             job_subject: nats.subjects.jobs(BuildKind::Component, request.architecture),
@@ -174,11 +141,11 @@ pub async fn queue(
                 trigger: submitter.trigger.clone(),
                 rebuilt_for_push: submitter.rebuilt_for_push.clone(),
             },
-            rerun_failed: submitter.rerun_failed,
+            rerun_failed: !submitter.for_lookup,
             force: request.force || secrets_changed,
-        },
-    )
-    .await?;
+            headers: artifacts_runtime::telemetry::request_headers(),
+        })
+        .await?;
     Ok(submitted.accepted(None))
 }
 
@@ -189,14 +156,8 @@ pub async fn queue(
 /// and keyed fingerprints, never values) rather than in the key; a change to a secret it did not list
 /// builds nothing.
 async fn read_secrets_changed(nats: &Nats, work: &BuildWork, component: &ComponentName) -> Result<bool, RequestError> {
-    let key = builds::content_hash(work);
-    let Some(entry) = retry_unanswered(|| nats.stores.active.entry(&key)).await.map_err(unavailable)? else {
-        return Ok(false);
-    };
-    let Some(build_id) = std::str::from_utf8(&entry.value).ok().and_then(|id| BuildId::parse(id).ok()) else {
-        return Ok(false);
-    };
-    let Some(record) = builds::read(nats, &build_id).await? else { return Ok(false) };
+    let Some(record) = nats.store.identical_build(work).await? else { return Ok(false) };
+    let build_id = &record.build_id;
     let BuildWork::Component { result: Some(made), .. } = &record.work else { return Ok(false) };
     if record.status != BuildStatus::Succeeded || made.secrets.is_empty() {
         return Ok(false);

@@ -14,17 +14,18 @@ use tokio::io::AsyncReadExt;
 
 use artifacts_runtime::archive::{self, ArchiveError, Limits};
 use artifacts_runtime::attempt::{Build, BuildFailure};
-use artifacts_runtime::latest::{move_forward, Moved};
 use artifacts_runtime::logs::BuildLog;
 use artifacts_runtime::metrics::record_stage;
 use artifacts_runtime::neutral_tag::{self, NEUTRAL_TAG};
-use artifacts_runtime::{image_access, registry, registry_gate};
+use artifacts_runtime::registry;
 use artifacts_runtime::{Nats, Settings};
 use artifacts_schemas::messages::image::pull_command;
 use artifacts_schemas::{
     Architecture, BranchName, BuildId, BuildKind, ImageBuildResult, ImageJob, ImageQuery, ImageRecord, ImageRepository,
     Timestamp,
 };
+
+use artifacts_store::{Moved, Objects, StoreError, SWEEP_LIMIT};
 
 use crate::buildkit;
 
@@ -68,7 +69,7 @@ impl Build for ImageBuild {
             build_id: job.build_id.clone(),
             built_at: Timestamp::now(),
         };
-        match move_forward(&self.nats.stores.images, &query.record_key(), &image).await.map_err(|err| err.message)? {
+        match self.nats.store.store_image(&query, &image).await.map_err(|err| err.to_string())? {
             Moved::Forward { .. } => {
                 let repository = ImageRepository::new(&job.component, &job.branch).to_string();
                 phases.done("image record written");
@@ -176,12 +177,12 @@ async fn build_and_push(
     phases.done("built");
     // Only the build's own tag is pushed; `store` points the architecture tag at it in the registry.
     let pushing = Instant::now();
-    // Never while the collector sweeps the registry's blobs (see registry_gate).
-    let gate_wait = registry_gate::SWEEP_LIMIT + Duration::from_secs(60);
-    let pushed = registry_gate::push(&nats.stores.registry_gate, job.build_id.as_str(), gate_wait, async {
+    // Never while the collector sweeps the registry's blobs (see `Store::registry_push`).
+    let gate_wait = SWEEP_LIMIT + Duration::from_secs(60);
+    let pushed = nats.store.registry_push(job.build_id.as_str(), gate_wait, async {
         push(&docker, &repository, &immutable_tag, settings, log).await
     });
-    let digest = pushed.await.map_err(|err| BuildFailure::Passing(err.message))??;
+    let digest = pushed.await.map_err(|err| BuildFailure::Passing(err.to_string()))??;
     record_stage(BuildKind::Image, "push", pushing.elapsed());
     phases.done("pushed");
     // The registry holds it now; the engine does not need to (nothing else ever collects it there). Not
@@ -275,7 +276,7 @@ async fn cache_sources(nats: &Nats, settings: &Settings, job: &ImageJob) -> Vec<
     let mut sources = vec![format!("{}/{own}:{tag}", settings.registry.address)];
     if let Ok(main) = BranchName::parse("main") {
         let repository = ImageRepository::new(&job.component, &main);
-        let owned = match image_access::owner(nats, repository.as_str()).await {
+        let owned = match nats.store.repository_owner(repository.as_str()).await {
             Ok(Some(owner)) => owner.component == job.component && owner.branch.as_ref() == Some(&main),
             _ => false,
         };
@@ -410,13 +411,17 @@ async fn assemble_context(
     job: &ImageJob,
     dir: PathBuf,
 ) -> Result<(PathBuf, PathBuf), BuildFailure> {
-    let unavailable =
-        |what: &str, err: &dyn std::fmt::Display| BuildFailure::Unavailable(format!("cannot read {what}: {err}"));
+    let unavailable = |what: &str, err: &dyn std::fmt::Display| BuildFailure::Unavailable(format!("cannot read {what}: {err}"));
+    // An upload the collector removed is gone for good; JetStream being away is for later.
+    let fetch_failed = |what: &str, err: StoreError| match err {
+        StoreError::NotFound(_) => BuildFailure::Permanent(format!("{what} is no longer stored: submit the build again")),
+        err => unavailable(what, &err),
+    };
     let passing =
         |what: &str, err: &dyn std::fmt::Display| BuildFailure::Passing(format!("cannot write {what}: {err}"));
     let mut dockerfile = Vec::new();
     let mut object =
-        nats.stores.uploads.get(&job.dockerfile).await.map_err(|err| unavailable("the Dockerfile", &err))?;
+        nats.store.object(Objects::Uploads, &job.dockerfile).await.map_err(|err| fetch_failed("the Dockerfile", err))?;
     object.read_to_end(&mut dockerfile).await.map_err(|err| unavailable("the Dockerfile", &err))?;
     // Each component's cache mounts are its own (the Dockerfile was read at submission, so it parses).
     let text = String::from_utf8_lossy(&dockerfile);
@@ -432,7 +437,7 @@ async fn assemble_context(
     tokio::fs::create_dir_all(&context_dir).await.map_err(|err| passing("the context", &err))?;
     let Some(name) = &job.context else { return Ok((context_dir, dockerfile_dir)) };
     let path = dir.join("upload");
-    let mut object = nats.stores.uploads.get(name).await.map_err(|err| unavailable("the context", &err))?;
+    let mut object = nats.store.object(Objects::Uploads, name).await.map_err(|err| fetch_failed("the context", err))?;
     let mut file = tokio::fs::File::create(&path).await.map_err(|err| passing("the context", &err))?;
     artifacts_runtime::attempt::copy_object("the context", &mut object, &mut file).await?;
     drop(file);

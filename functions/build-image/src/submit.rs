@@ -9,9 +9,7 @@
 use sha2::{Digest, Sha256};
 
 use artifacts_runtime::builder::ensure_buildable;
-use artifacts_runtime::builds::{self, Submission};
 use artifacts_runtime::image_access;
-use artifacts_runtime::nats::unavailable;
 use artifacts_runtime::secrets;
 use artifacts_runtime::service::{Reply, Request};
 use artifacts_runtime::uploads::require_grant;
@@ -23,6 +21,8 @@ use artifacts_schemas::{
     parse_json, BuildAccepted, BuildKind, BuildWork, ComponentName, Failure, ImageBuildRequest, ImageBuildSummary,
     ImageJob, RequestError, RequestedBy, Trigger,
 };
+
+use artifacts_store::{Objects, Submission};
 
 use crate::dockerfile::{check_target, newer_syntax, referenced_images, secret_ids};
 use crate::SERVICE_NAME;
@@ -129,12 +129,8 @@ pub async fn queue(
 ) -> Result<BuildAccepted, RequestError> {
     let dockerfile_hex = hex::encode(Sha256::digest(request.dockerfile.as_bytes()));
     let dockerfile_object = format!("dockerfiles/{dockerfile_hex}");
-    if nats.stores.uploads.info(&dockerfile_object).await.is_err() {
-        nats.stores
-            .uploads
-            .put(dockerfile_object.as_str(), &mut request.dockerfile.as_bytes())
-            .await
-            .map_err(unavailable)?;
+    if nats.store.object_info(Objects::Uploads, &dockerfile_object).await?.is_none() {
+        nats.store.put_object(Objects::Uploads, &dockerfile_object, &mut request.dockerfile.as_bytes()).await?;
     }
     let context_digest = match &request.context {
         Some(object) => Some(context_digest(nats, object).await?),
@@ -154,9 +150,9 @@ pub async fn queue(
     };
     // One repository, one (component, branch): a pair whose repository name another pair owns is a 409.
     let repository = image_access::claim(nats, &request.component, &request.branch).await?;
-    let submitted = builds::submit(
-        nats,
-        Submission {
+    let submitted = nats
+        .store
+        .submit(Submission {
             work: BuildWork::Image { request: summary, result: None },
             requested_by,
             job_subject: nats.subjects.jobs(BuildKind::Image, request.architecture),
@@ -172,9 +168,9 @@ pub async fn queue(
             },
             rerun_failed: true,
             force: request.force,
-        },
-    )
-    .await?;
+            headers: artifacts_runtime::telemetry::request_headers(),
+        })
+        .await?;
     let image_name = format!("{}/{}:{}", settings.registry.address, repository, request.architecture.short());
     Ok(submitted.accepted(Some(image_name)))
 }
@@ -183,7 +179,7 @@ pub async fn queue(
 /// to that name.
 async fn context_digest(nats: &Nats, object: &str) -> Result<String, RequestError> {
     let hex_digest = context_hex(object)?;
-    let info = nats.stores.uploads.info(object).await.map_err(|_| {
+    let info = nats.store.object_info(Objects::Uploads, object).await?.ok_or_else(|| {
         RequestError::invalid(format!("context {object} is not in the uploads object store: upload it first"))
     })?;
     let stored = info.digest.as_deref().and_then(|d| d.strip_prefix("SHA-256=")).map(|b64| {

@@ -13,22 +13,19 @@
 //! Registry blobs: deleting a manifest frees no disk by itself. With `registry.storage_dir` set, each
 //! collection then deletes the manifest lists no tag names (two builds publishing `latest` at once
 //! leave one, [`registry::untagged_lists`]) and runs the registry's own `garbage-collect` there, between
-//! pushes ([`registry_gate`]); every run sweeps, so blobs a stopped collection left are swept by the next.
+//! pushes ([`artifacts_store::Store::registry_sweep`]); every run sweeps, so blobs a stopped collection left are swept by the next.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use futures::TryStreamExt;
-
-use artifacts_runtime::build_index::{self, List};
-use artifacts_runtime::nats::{read_json, remove_object, unavailable, ResourceNames};
-use artifacts_runtime::{builds, registry, registry_gate, Nats, Settings};
+use artifacts_runtime::nats::unavailable;
+use artifacts_runtime::{registry, Nats, Settings};
 use artifacts_schemas::messages::build::ListStatus;
 use artifacts_schemas::messages::manage::{GcReport, Removed};
 use artifacts_schemas::{
-    BuildId, BuildRecord, BuildStatus, BuildWork, ComponentName, ComponentRecord, ImageRecord, ImageRepository,
-    RequestError,
+    BuildId, BuildRecord, BuildStatus, BuildWork, ComponentName, ImageRepository, RequestError,
 };
+use artifacts_store::{List, Objects};
 
 /// An index entry without a record is left alone this long: its record may be on its way.
 const INDEX_GRACE: Duration = Duration::from_secs(600);
@@ -40,9 +37,9 @@ const UPLOAD_GRACE: Duration = Duration::from_secs(24 * 3600);
 
 pub async fn collect(nats: &Nats, settings: &Settings, dry_run: bool) -> Result<GcReport, RequestError> {
     let started = time::OffsetDateTime::now_utc();
-    let records = all_values::<BuildRecord>(&nats.stores.builds).await?;
-    let images = all_values::<ImageRecord>(&nats.stores.images).await?;
-    let components = all_values::<ComponentRecord>(&nats.stores.components).await?;
+    let records = nats.store.all_builds().await?;
+    let images = nats.store.all_images().await?;
+    let components = nats.store.all_components().await?;
 
     let mut kept: BTreeSet<BuildId> = images.iter().map(|i| i.build_id.clone()).collect();
     kept.extend(components.iter().map(|c| c.build_id.clone()));
@@ -96,8 +93,7 @@ pub async fn collect(nats: &Nats, settings: &Settings, dry_run: bool) -> Result<
         })
         .collect();
     let mut removed = Removed::default();
-    let names = ResourceNames::new(&nats.subjects);
-    let logs = nats.jetstream.get_stream(names.logs_stream()).await.map_err(unavailable)?;
+    let logs = nats.jetstream.get_stream(nats.store.streams().logs_stream()).await.map_err(unavailable)?;
     for record in records.iter().filter(|r| !kept.contains(&r.build_id)) {
         removed.builds += 1;
         match &record.work {
@@ -114,22 +110,22 @@ pub async fn collect(nats: &Nats, settings: &Settings, dry_run: bool) -> Result<
                 removed.components += 1;
                 removed.bytes += made.size;
                 if !dry_run {
-                    remove_object(&nats.jetstream, &nats.stores.archives, &names.archives_bucket(), &made.object)
-                        .await?;
+                    nats.store.remove_object(Objects::Archives, &made.object).await?;
                 }
             }
             _ => {}
         }
         if !dry_run {
             let _ = logs.purge().filter(nats.subjects.build_log(&record.build_id)).await;
-            release_dedup_key(nats, record).await?;
+            // Otherwise the bucket keeps one key per distinct build ever made.
+            nats.store.release_claim(&record.work, &record.build_id).await?;
         }
     }
     if !dry_run {
         // Index entries before records: a collection stopped between the two finds the records again.
         drop_from_index(nats, &records, &kept, started).await?;
         for record in records.iter().filter(|r| !kept.contains(&r.build_id)) {
-            nats.stores.builds.purge(record.build_id.as_str()).await.map_err(unavailable)?;
+            nats.store.remove_build(&record.build_id).await?;
         }
     }
     remove_uploads(nats, &records, &kept, dry_run, &mut removed).await?;
@@ -138,8 +134,7 @@ pub async fn collect(nats: &Nats, settings: &Settings, dry_run: bool) -> Result<
             tracing::info!(%repository, %digest, "deleting a manifest list no tag names");
             registry::delete_manifest(settings, &repository, &digest).await.map_err(RequestError::unavailable)?;
         }
-        let swept =
-            registry_gate::sweep(&nats.stores.registry_gate, PUSHES_WAIT, registry::sweep_blobs(storage)).await?;
+        let swept = nats.store.registry_sweep(PUSHES_WAIT, registry::sweep_blobs(storage)).await?;
         match swept {
             Some(Ok(swept)) => {
                 tracing::info!(blobs = swept.blobs, bytes = swept.bytes, "swept the registry's unreferenced blobs");
@@ -165,20 +160,6 @@ pub async fn collect(nats: &Nats, settings: &Settings, dry_run: bool) -> Result<
     Ok(GcReport { status: ListStatus::Ok, dry_run, removed })
 }
 
-/// The identical-work key of a removed build goes with it (when it still names that build): otherwise
-/// the bucket keeps one key per distinct build ever made.
-async fn release_dedup_key(nats: &Nats, record: &BuildRecord) -> Result<(), RequestError> {
-    let key = builds::content_hash(&record.work);
-    let Some(entry) = nats.stores.active.entry(&key).await.map_err(unavailable)? else { return Ok(()) };
-    if entry.value.as_ref() == record.build_id.as_str().as_bytes() {
-        // Revision-checked: a submitter that claimed the key meanwhile keeps it.
-        if let Err(err) = nats.stores.active.purge_expect_revision(&key, Some(entry.revision)).await {
-            tracing::debug!(%err, key, "the identical-work key moved on; kept");
-        }
-    }
-    Ok(())
-}
-
 /// Removed builds leave the listings: the list of every build and each component's. So do ids without a
 /// record that are older than [`INDEX_GRACE`] before this collection read the records: their
 /// submission stopped between writing the index and the record (a new build's index entry comes first).
@@ -194,11 +175,10 @@ async fn drop_from_index(
     let (kept_ids, removed) = (ids(true), ids(false));
     let horizon = uuid_v7_prefix(started - INDEX_GRACE);
     let gone = |id: &str| removed.contains(id) || (id < horizon.as_str() && !kept_ids.contains(id));
-    let index = &nats.stores.build_index;
-    build_index::remove(index, List::All, gone).await?;
+    nats.store.remove_from_index(List::All, gone).await?;
     let components: BTreeSet<&ComponentName> = records.iter().map(|r| r.work.component()).collect();
     for component in components {
-        build_index::remove(index, List::Component(component), gone).await?;
+        nats.store.remove_from_index(List::Component(component), gone).await?;
     }
     Ok(())
 }
@@ -228,8 +208,7 @@ async fn remove_uploads(
         .flatten()
         .collect();
     let old_enough = time::OffsetDateTime::now_utc() - UPLOAD_GRACE;
-    let objects: Vec<_> =
-        nats.stores.uploads.list().await.map_err(unavailable)?.try_collect().await.map_err(unavailable)?;
+    let objects = nats.store.all_objects(Objects::Uploads).await?;
     for object in objects {
         if named.contains(&object.name) || object.modified.is_none_or(|modified| modified > old_enough) {
             continue;
@@ -237,8 +216,7 @@ async fn remove_uploads(
         removed.uploads += 1;
         removed.bytes += object.size as u64;
         if !dry_run {
-            let bucket = ResourceNames::new(&nats.subjects).uploads_bucket();
-            remove_object(&nats.jetstream, &nats.stores.uploads, &bucket, &object.name).await?;
+            nats.store.remove_object(Objects::Uploads, &object.name).await?;
         }
     }
     Ok(())
@@ -261,17 +239,4 @@ fn target(work: &BuildWork) -> String {
             format!("component {} {} {}", request.component, request.tag, request.architecture.short())
         }
     }
-}
-
-async fn all_values<T: serde::de::DeserializeOwned>(
-    store: &async_nats::jetstream::kv::Store,
-) -> Result<Vec<T>, RequestError> {
-    let keys: Vec<String> = store.keys().await.map_err(unavailable)?.try_collect().await.map_err(unavailable)?;
-    let mut values = Vec::with_capacity(keys.len());
-    for key in keys {
-        if let Some(value) = read_json(store, &key).await? {
-            values.push(value);
-        }
-    }
-    Ok(values)
 }

@@ -1,15 +1,13 @@
 //! Cancelling, pinning and deleting, each by a caller who may build the component concerned.
 
+use artifacts_runtime::attempt::finish;
 use artifacts_runtime::auth::Caller;
-use artifacts_runtime::builds;
-use artifacts_runtime::nats::{read_json, remove_object, unavailable};
 use artifacts_runtime::service::Reply;
-use artifacts_runtime::{neutral_tag, trigger_index, Nats, Settings};
+use artifacts_runtime::{neutral_tag, Nats, Settings};
 use artifacts_schemas::messages::keys::Scope;
 use artifacts_schemas::messages::manage::{BuildPinRequest, Deleted, DeletedStatus};
 use artifacts_schemas::{
-    parse_json, BuildQuery, BuildRecord, BuildStatus, ComponentQuery, ComponentRecord, Failure, ImageQuery,
-    RequestError,
+    parse_json, BuildQuery, BuildRecord, BuildStatus, ComponentQuery, Failure, ImageQuery, RequestError,
 };
 
 /// The record of a build the caller may manage (404 for a build it may not see).
@@ -18,7 +16,9 @@ async fn managed_build(
     caller: &Caller,
     build_id: &artifacts_schemas::BuildId,
 ) -> Result<BuildRecord, RequestError> {
-    let record = builds::read(nats, build_id)
+    let record = nats
+        .store
+        .build(build_id)
         .await?
         .filter(|record| caller.allows(record.work.component().as_str()))
         .ok_or_else(|| RequestError::not_found(format!("no build has id {build_id}")))?;
@@ -31,10 +31,10 @@ pub async fn cancel(nats: &Nats, caller: &Caller, payload: &[u8]) -> Result<Repl
     managed_build(nats, caller, &query.build_id).await?;
     let mut ended_before = None;
     let message = format!("cancelled by key {}", caller.key_id);
-    let record = builds::update(nats, &query.build_id, |record| {
+    let record = nats.store.update_build(&query.build_id, |record| {
         ended_before = record.status.is_finished().then_some(record.status);
         if ended_before.is_none() {
-            builds::finish(record, BuildStatus::Cancelled, None, Some(message.clone()));
+            finish(record, BuildStatus::Cancelled, None, Some(message.clone()));
         }
     })
     .await?;
@@ -55,7 +55,7 @@ pub async fn cancel(nats: &Nats, caller: &Caller, payload: &[u8]) -> Result<Repl
 pub async fn pin(nats: &Nats, caller: &Caller, payload: &[u8]) -> Result<Reply, RequestError> {
     let asked: BuildPinRequest = parse_json(payload)?;
     managed_build(nats, caller, &asked.build_id).await?;
-    let record = builds::update(nats, &asked.build_id, |record| record.pinned = asked.pinned).await?;
+    let record = nats.store.update_build(&asked.build_id, |record| record.pinned = asked.pinned).await?;
     Ok(Reply::ok(&record))
 }
 
@@ -69,14 +69,12 @@ pub async fn delete_image(
 ) -> Result<Reply, RequestError> {
     let query: ImageQuery = parse_json(payload)?;
     caller.require_for(Scope::Build, &query.component)?;
-    let key = query.record_key();
-    if nats.stores.images.get(&key).await.map_err(unavailable)?.is_none() {
+    if !nats.store.remove_image(&query).await? {
         return Err(RequestError::not_found(format!(
             "no image is stored for component {} on branch {} for {}",
             query.component, query.branch, query.architecture
         )));
     }
-    nats.stores.images.purge(&key).await.map_err(unavailable)?;
     // The neutral tag stops listing it; the registry being away leaves that to the branch's next build.
     if let Err(err) = neutral_tag::refresh(nats, settings, &query.component, &query.branch).await {
         tracing::warn!(%err, "the image is deleted, but its repository's neutral tag still lists it");
@@ -89,14 +87,13 @@ pub async fn delete_image(
 pub async fn delete_component(nats: &Nats, caller: &Caller, payload: &[u8]) -> Result<Reply, RequestError> {
     let query: ComponentQuery = parse_json(payload)?;
     caller.require_for(Scope::Build, &query.component)?;
-    let key = query.record_key();
-    let Some(record) = read_json::<ComponentRecord>(&nats.stores.components, &key).await? else {
+    let Some(record) = nats.store.component(&query).await? else {
         return Err(RequestError::not_found(format!(
             "no component {}@{} is stored for {}",
             query.component, query.tag, query.architecture
         )));
     };
-    let dependants = trigger_index::dependants_of(&nats.stores, &record.component, &record.tag, record.architecture);
+    let dependants = nats.store.dependants_of(&record.component, &record.tag, record.architecture);
     if let Some(dependant) = dependants.await?.first() {
         return Err(RequestError::new(
             Failure::Conflict,
@@ -106,8 +103,6 @@ pub async fn delete_component(nats: &Nats, caller: &Caller, payload: &[u8]) -> R
             ),
         ));
     }
-    nats.stores.components.purge(&key).await.map_err(unavailable)?;
-    trigger_index::record_dependencies(&nats.stores.trigger_index, None, Some(&record)).await?;
-    remove_object(&nats.jetstream, &nats.stores.archives, &record.bucket, &record.object).await?;
+    nats.store.remove_component(&query).await?;
     Ok(Reply::ok(&Deleted { status: DeletedStatus::Deleted }))
 }

@@ -6,7 +6,7 @@
 //! answer is a JetStream publish acknowledgement (`stream`, `seq`, `duplicate`) beside `status`, so a
 //! client's `js.publish` works as before; a `Nats-Msg-Id` collapses redeliveries of one key's event.
 
-use artifacts_runtime::nats::{ResourceNames, MAX_PUSH_EVENT_BYTES};
+use artifacts_store::MAX_PUSH_EVENT_BYTES;
 use artifacts_runtime::service::{Reply, Request};
 use artifacts_runtime::Nats;
 use artifacts_schemas::{parse_json, Failure, GitPushEvent, RequestError};
@@ -63,7 +63,7 @@ async fn accept(nats: &Nats, request: &Request) -> Result<PushAccepted, RequestE
     Ok(PushAccepted {
         status: "accepted",
         error_message: None,
-        stream: ResourceNames::new(&nats.subjects).push_stream(),
+        stream: nats.store.streams().push_stream(),
         seq: stored.sequence,
         duplicate: stored.duplicate,
     })

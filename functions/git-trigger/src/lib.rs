@@ -31,7 +31,6 @@ use tokio_util::sync::CancellationToken;
 
 use artifacts_runtime::auth::Authenticator;
 use artifacts_runtime::jobs::{self, DeadLetter, Delivery, WorkerSpec};
-use artifacts_runtime::nats::ResourceNames;
 use artifacts_runtime::service::{self, ServiceSpec};
 use artifacts_runtime::{Nats, Settings};
 use artifacts_schemas::{Endpoint, GitPushEvent, RebuiltForPush};
@@ -44,7 +43,7 @@ const MAX_DELIVERIES: i64 = 10;
 
 pub async fn run(settings: Settings, nats: Nats, shutdown: CancellationToken) -> anyhow::Result<()> {
     let consumer_of = |consumer: &str, subject: String| WorkerSpec {
-        stream: ResourceNames::new(&nats.subjects).push_stream(),
+        stream: nats.store.streams().push_stream(),
         consumer: consumer.into(),
         dead_letter: Some(DeadLetter { subject: nats.subjects.dead_letter(&subject), max_deliveries: MAX_DELIVERIES }),
         subject,
@@ -54,7 +53,7 @@ pub async fn run(settings: Settings, nats: Nats, shutdown: CancellationToken) ->
     let pushes_spec = consumer_of("git-trigger", nats.subjects.git_push_accepted());
     let dependents_spec = consumer_of("git-trigger-dependents", nats.subjects.git_push_dependents());
     // Pushes find what they rebuild in the trigger index; records older than it are indexed first.
-    artifacts_runtime::trigger_index::backfill(&nats.stores).await?;
+    nats.store.backfill_trigger_index().await?;
     let authenticator = Authenticator::start(&settings, &nats, shutdown.clone());
     let accept_nats = nats.clone();
     let pushes = service::serve(

@@ -4,20 +4,20 @@ use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 
+use artifacts_store::{keys, Objects, StoredKeyEntry};
+
 use artifacts_build_component::git;
 use artifacts_build_component::submit::{checked_url, Submitter};
 use artifacts_runtime::auth::ADMIN_KEY_ID;
 use artifacts_runtime::builder::ensure_buildable;
-use artifacts_runtime::builds;
+use artifacts_runtime::attempt::finish;
 use artifacts_runtime::jobs::Outcome;
-use artifacts_runtime::nats::{key_hash as hash, read_json, unavailable};
-use artifacts_runtime::{trigger_index, Nats, Settings};
-use artifacts_schemas::messages::keys::{glob_matches, Scope, StoredKey};
-use artifacts_schemas::names::slug_with_hash;
+use artifacts_runtime::{Nats, Settings};
+use artifacts_schemas::messages::keys::{glob_matches, Scope};
 use artifacts_schemas::{
     normalize_repository, Architecture, BranchName, BuildAccepted, BuildId, BuildRecord, BuildStatus, BuildWork,
     ComponentBuildRequest, ComponentName, ComponentQuery, ComponentSource, GitPushEvent, ImageBuildRequest, ImageQuery,
-    ImageRecord, RebuiltForPush, RequestError, RequestedBy, TagName, Timestamp, Trigger,
+    RebuiltForPush, RequestError, RequestedBy, TagName, Timestamp, Trigger,
 };
 
 /// A push: submits the builds it asks for and returns; their dependents follow when they succeed
@@ -90,7 +90,7 @@ impl Sender {
         if key_id == ADMIN_KEY_ID {
             return Ok(Self::Unlimited);
         }
-        let Some(stored) = read_json::<StoredKey>(&nats.stores.keys, key_id).await? else {
+        let StoredKeyEntry::Key(stored) = nats.store.stored_key(key_id).await? else {
             return Ok(Self::Refused(format!("the key {key_id} that sent it is revoked")));
         };
         let info = stored.info;
@@ -123,7 +123,7 @@ pub async fn matching(nats: &Nats, repository: &str, git_ref: &str) -> Result<Ma
     if tag.is_none() && branch.is_none() {
         return Ok(matched);
     }
-    for (source, architectures) in trigger_index::built_from(&nats.stores, repository).await? {
+    for (source, architectures) in nats.store.built_from(repository).await? {
         if !matched.urls.contains(&source.url) {
             matched.urls.push(source.url.clone());
         }
@@ -139,7 +139,7 @@ pub async fn matching(nats: &Nats, repository: &str, git_ref: &str) -> Result<Ma
             for &architecture in &architectures {
                 let query =
                     ComponentQuery { component: source.component.clone(), tag: tag.clone(), architecture, url: None };
-                if nats.stores.components.get(query.record_key()).await.map_err(unavailable)?.is_some() {
+                if nats.store.component(&query).await?.is_some() {
                     matched.components.push(rebuild(&source, &tag, architecture));
                 }
             }
@@ -187,11 +187,12 @@ async fn handle_push(nats: &Nats, settings: &Settings, event: &GitPushEvent) -> 
     trigger.commit = commit.clone();
     // One push of a commit is handled once. A limited key's push is handled for its components only, so
     // the forge's own delivery of the same commit still rebuilds the others (identical builds are joined).
-    let handled = match &sender {
-        Sender::Limited { key_id, .. } => format!("handled-{}", hash(&[&repository, git_ref, &commit, "key", key_id])),
-        _ => format!("handled-{}", hash(&[&repository, git_ref, &commit])),
+    let limited_key = match &sender {
+        Sender::Limited { key_id, .. } => Some(key_id.as_str()),
+        _ => None,
     };
-    if nats.stores.pushes.get(&handled).await.map_err(unavailable)?.is_some() {
+    let handled = keys::push_handled(&repository, git_ref, &commit, limited_key);
+    if nats.store.push_handled(&handled).await? {
         return nothing(&format!("commit {commit} of that ref was handled already"));
     }
     let Matched { components: rebuilds, images_of, .. } = matched;
@@ -207,13 +208,13 @@ async fn handle_push(nats: &Nats, settings: &Settings, event: &GitPushEvent) -> 
             component_patterns: patterns,
             trigger: Some(trigger.clone()),
             rebuilt_for_push: Vec::new(),
-            rerun_failed: true,
+            for_lookup: false,
         };
         let queued = submit_component(nats, settings, &request, &submitter).await;
         supersede(nats, &target_key(&request), queued).await?;
     }
     let record = serde_json::to_vec(event).expect("events serialise");
-    nats.stores.pushes.put(&handled, record.into()).await.map_err(unavailable)?;
+    nats.store.mark_push_handled(&handled, record).await?;
     Ok(())
 }
 
@@ -238,8 +239,7 @@ async fn resolve(settings: &Settings, urls: &[String], git_ref: &str) -> Result<
 }
 
 async fn rebuild_dependents(nats: &Nats, settings: &Settings, built: &RebuiltForPush) -> Result<(), RequestError> {
-    let dependents =
-        trigger_index::dependants_of(&nats.stores, &built.component, &built.tag, built.architecture).await?;
+    let dependents = nats.store.dependants_of(&built.component, &built.tag, built.architecture).await?;
     let dependents = dependents.iter().filter(|r| !built.rebuilt.contains(&format!("{}@{}", r.component, r.tag)));
     // A push sent with a key rebuilds, dependents included, only what that key may build.
     let sender = Sender::of(nats, &built.trigger).await?;
@@ -248,9 +248,7 @@ async fn rebuild_dependents(nats: &Nats, settings: &Settings, built: &RebuiltFor
             tracing::info!(component = %dependent.component, api_key_id = ?built.trigger.api_key_id, "the key that sent the push may not build this dependent: not rebuilt");
             continue;
         }
-        let source: Option<ComponentSource> =
-            read_json(&nats.stores.sources, &slug_with_hash(dependent.component.as_str())).await?;
-        let Some(source) = source else { continue };
+        let Some(source) = nats.store.source(&dependent.component).await? else { continue };
         let (mut request, patterns) = rebuild(&source, &dependent.tag, dependent.architecture);
         // Its own commit may be unchanged: what changed is a dependency, so build it again regardless.
         request.force = true;
@@ -259,7 +257,7 @@ async fn rebuild_dependents(nats: &Nats, settings: &Settings, built: &RebuiltFor
             component_patterns: patterns,
             trigger: Some(built.trigger.clone()),
             rebuilt_for_push: built.rebuilt.clone(),
-            rerun_failed: true,
+            for_lookup: false,
         };
         let queued = submit_component(nats, settings, &request, &submitter).await;
         supersede(nats, &target_key(&request), queued).await?;
@@ -296,10 +294,7 @@ async fn submit_component(
 }
 
 fn target_key(request: &ComponentBuildRequest) -> String {
-    format!(
-        "latest-{}",
-        hash(&["component", request.component.as_str(), request.tag.as_str(), request.architecture.short()])
-    )
+    keys::push_target(&request.component, &request.tag, request.architecture)
 }
 
 /// Rebuilds each image of `component` on `branch` from the Dockerfile and context of its last build.
@@ -312,8 +307,8 @@ async fn rebuild_images(
 ) -> Result<(), RequestError> {
     for architecture in Architecture::ALL {
         let query = ImageQuery { component: component.clone(), branch: branch.clone(), architecture };
-        let Some(image) = read_json::<ImageRecord>(&nats.stores.images, &query.record_key()).await? else { continue };
-        let Some(last) = builds::read(nats, &image.build_id).await? else { continue };
+        let Some(image) = nats.store.image(&query).await? else { continue };
+        let Some(last) = nats.store.build(&image.build_id).await? else { continue };
         let BuildWork::Image { request: summary, .. } = last.work else { continue };
         let Some(dockerfile) = dockerfile_text(nats, &summary.dockerfile_digest).await else { continue };
         let request = ImageBuildRequest {
@@ -329,10 +324,7 @@ async fn rebuild_images(
             // The same Dockerfile and context as the last build: a push asks for a fresh build of them.
             force: true,
         };
-        let key = format!(
-            "latest-{}",
-            hash(&["image", image.component.as_str(), image.branch.as_str(), image.architecture.short()])
-        );
+        let key = keys::push_image_target(&image.component, &image.branch, image.architecture);
         let queued = async {
             use artifacts_build_image::{submit, SERVICE_NAME};
             ensure_buildable(nats, settings, SERVICE_NAME, request.architecture).await?;
@@ -346,7 +338,7 @@ async fn rebuild_images(
 
 async fn dockerfile_text(nats: &Nats, digest: &str) -> Option<String> {
     let object = format!("dockerfiles/{}", digest.strip_prefix("sha256:")?);
-    let mut reader = nats.stores.uploads.get(&object).await.ok()?;
+    let mut reader = nats.store.object(Objects::Uploads, &object).await.ok()?;
     let mut text = String::new();
     reader.read_to_string(&mut text).await.ok()?;
     Some(text)
@@ -369,24 +361,18 @@ async fn supersede(
         }
     };
     let new = accepted.build_id;
-    let older: Option<String> = nats
-        .stores
-        .pushes
-        .get(target)
-        .await
-        .map_err(unavailable)?
-        .and_then(|bytes| String::from_utf8(bytes.to_vec()).ok());
-    if let Some(older) = older.and_then(|id| BuildId::parse(&id).ok()).filter(|older| *older != new) {
+    if let Some(older) = nats.store.pushed_build(target).await?.filter(|older| *older != new) {
         let message = format!("superseded by build {new} for a newer push");
-        builds::update(nats, &older, |record: &mut BuildRecord| {
-            if record.status == BuildStatus::Queued {
-                builds::finish(record, BuildStatus::Cancelled, None, Some(message.clone()));
-            }
-        })
-        .await
-        .ok();
+        nats.store
+            .update_build(&older, |record: &mut BuildRecord| {
+                if record.status == BuildStatus::Queued {
+                    finish(record, BuildStatus::Cancelled, None, Some(message.clone()));
+                }
+            })
+            .await
+            .ok();
     }
-    nats.stores.pushes.put(target, new.as_str().to_owned().into()).await.map_err(unavailable)?;
+    nats.store.set_pushed_build(target, &new).await?;
     tracing::info!(build_id = %new, "triggered a build");
     Ok(Some(new))
 }

@@ -3,25 +3,27 @@
 //! slug>/<arch>`, so one component's entries are one key prefix, and the cursor is the last key of a page
 //! (keys are listed in order; only the page's records are read).
 
-use async_nats::jetstream::kv;
-use futures::TryStreamExt;
 use serde::de::DeserializeOwned;
 
 use artifacts_runtime::auth::Caller;
-use artifacts_runtime::nats::{read_json, unavailable};
 use artifacts_runtime::service::Reply;
 use artifacts_schemas::messages::build::ListStatus;
 use artifacts_schemas::messages::keys::Scope;
 use artifacts_schemas::messages::manage::{Catalog, CatalogQuery, ComponentCatalogItem};
-use artifacts_schemas::names::slug_with_hash;
 use artifacts_schemas::{parse_json, ComponentName, ComponentRecord, ImageRecord, RequestError};
+use artifacts_store::{Catalog as Bucket, Store};
 
-pub async fn images(store: &kv::Store, caller: &Caller, payload: &[u8]) -> Result<Reply, RequestError> {
-    page(store, caller, payload, |record: ImageRecord| (record.component.clone(), record)).await
+pub async fn images(store: &Store, bucket: Bucket, caller: &Caller, payload: &[u8]) -> Result<Reply, RequestError> {
+    page(store, bucket, caller, payload, |record: ImageRecord| (record.component.clone(), record)).await
 }
 
-pub async fn components(store: &kv::Store, caller: &Caller, payload: &[u8]) -> Result<Reply, RequestError> {
-    page(store, caller, payload, |record: ComponentRecord| {
+pub async fn components(
+    store: &Store,
+    bucket: Bucket,
+    caller: &Caller,
+    payload: &[u8],
+) -> Result<Reply, RequestError> {
+    page(store, bucket, caller, payload, |record: ComponentRecord| {
         let item = ComponentCatalogItem {
             component: record.component,
             tag: record.tag,
@@ -38,7 +40,8 @@ pub async fn components(store: &kv::Store, caller: &Caller, payload: &[u8]) -> R
 
 /// One page of a bucket's records that the caller may read, as items.
 async fn page<R, T>(
-    store: &kv::Store,
+    store: &Store,
+    bucket: Bucket,
     caller: &Caller,
     payload: &[u8],
     item: impl Fn(R) -> (ComponentName, T),
@@ -52,20 +55,7 @@ where
     if let Some(component) = &query.component {
         caller.require_for(Scope::Read, component)?;
     }
-    let prefix = query.component.as_ref().map(|c| format!("{}/", slug_with_hash(c.as_str())));
-    let mut keys: Vec<String> = store
-        .keys()
-        .await
-        .map_err(unavailable)?
-        .try_filter(|key| {
-            let wanted = prefix.as_ref().is_none_or(|p| key.starts_with(p.as_str()))
-                && query.cursor.as_ref().is_none_or(|cursor| key.as_str() > cursor.as_str());
-            std::future::ready(wanted)
-        })
-        .try_collect()
-        .await
-        .map_err(unavailable)?;
-    keys.sort();
+    let keys = store.catalog_keys(bucket, query.component.as_ref(), query.cursor.as_deref()).await?;
     let limit = query.limit();
     let mut items = Vec::new();
     let (mut last_read, mut more) = (None, false);
@@ -75,7 +65,7 @@ where
             break;
         }
         last_read = Some(key.clone());
-        let Some(record) = read_json::<R>(store, key).await? else { continue };
+        let Some(record) = store.catalog_record::<R>(bucket, key).await? else { continue };
         let (component, item) = item(record);
         if caller.allows(component.as_str()) {
             items.push(item);

@@ -12,22 +12,18 @@ mod catalog;
 
 use std::sync::Arc;
 
-use async_nats::jetstream::kv;
 use tokio_util::sync::CancellationToken;
 
 use artifacts_runtime::auth::{Authenticator, Caller};
-use artifacts_runtime::build_index::{self, List};
-use artifacts_runtime::nats::{read_json, Stores};
 use artifacts_runtime::service::{self, Reply, Request, ServiceSpec, LOOKUP_HEADER};
 use artifacts_runtime::{Nats, Settings};
 use artifacts_schemas::messages::build::ListStatus;
 use artifacts_schemas::messages::keys::Scope;
-use artifacts_schemas::names::slug_with_hash;
 use artifacts_schemas::{
-    parse_json, AcceptedStatus, BuildAccepted, BuildList, BuildListQuery, BuildQuery, BuildRecord,
-    ComponentBuildRequest, ComponentLookupReply, ComponentQuery, ComponentRecord, ComponentSource, Endpoint,
-    ImageLookupReply, ImageQuery, ImageRecord, RequestError,
+    parse_json, AcceptedStatus, BuildAccepted, BuildId, BuildList, BuildListQuery, BuildQuery, ComponentBuildRequest,
+    ComponentLookupReply, ComponentQuery, Endpoint, ImageLookupReply, ImageQuery, RequestError,
 };
+use artifacts_store::{Catalog, List, Store};
 
 pub async fn run(settings: Settings, nats: Nats, shutdown: CancellationToken) -> anyhow::Result<()> {
     let handler_nats = nats.clone();
@@ -61,26 +57,26 @@ pub async fn run(settings: Settings, nats: Nats, shutdown: CancellationToken) ->
 }
 
 async fn answer(nats: &Nats, base_url: &str, transfers: &Arc<archive::Transfers>, request: &Request) -> Reply {
-    let stores = &nats.stores;
+    let store = &nats.store;
     let caller = &request.caller;
     let payload = &request.message.payload;
     let result = match request.endpoint {
-        Endpoint::ImageGet => image(&stores.images, caller, payload).await,
+        Endpoint::ImageGet => image(store, caller, payload).await,
         Endpoint::ComponentGet => component(nats, base_url, request).await,
         Endpoint::ComponentArchive => archive::start(nats, transfers, caller, payload).await,
-        Endpoint::BuildGet => build(&stores.builds, caller, payload).await,
-        Endpoint::BuildList => builds(stores, caller, payload).await,
-        Endpoint::CatalogImages => catalog::images(&stores.images, caller, payload).await,
-        Endpoint::CatalogComponents => catalog::components(&stores.components, caller, payload).await,
+        Endpoint::BuildGet => build(store, caller, payload).await,
+        Endpoint::BuildList => builds(store, caller, payload).await,
+        Endpoint::CatalogImages => catalog::images(store, Catalog::Images, caller, payload).await,
+        Endpoint::CatalogComponents => catalog::components(store, Catalog::Components, caller, payload).await,
         other => Err(RequestError::internal(format!("lookup does not serve {}", other.suffix()))),
     };
     result.unwrap_or_else(Reply::from)
 }
 
-async fn image(images: &kv::Store, caller: &Caller, payload: &[u8]) -> Result<Reply, RequestError> {
+async fn image(store: &Store, caller: &Caller, payload: &[u8]) -> Result<Reply, RequestError> {
     let query: ImageQuery = parse_json(payload)?;
     caller.require_for(Scope::Read, &query.component)?;
-    Ok(match read_json::<ImageRecord>(images, &query.record_key()).await? {
+    Ok(match store.image(&query).await? {
         Some(record) => Reply::ok(&ImageLookupReply::found(record)),
         None => Reply::with_code(404, &ImageLookupReply::not_found(&query)),
     })
@@ -93,10 +89,10 @@ async fn component(nats: &Nats, base_url: &str, request: &Request) -> Result<Rep
     let query: ComponentQuery = parse_json(&request.message.payload)?;
     let caller = &request.caller;
     caller.require_for(Scope::Read, &query.component)?;
-    if let Some(record) = read_json::<ComponentRecord>(&nats.stores.components, &query.record_key()).await? {
+    if let Some(record) = nats.store.component(&query).await? {
         return Ok(Reply::ok(&ComponentLookupReply::found(&query, record, base_url)));
     }
-    let known = read_json::<ComponentSource>(&nats.stores.sources, &slug_with_hash(query.component.as_str())).await?;
+    let known = nats.store.source(&query.component).await?;
     let Some(url) = query.url.clone().or(known.map(|source| source.url)) else {
         return Ok(Reply::with_code(404, &ComponentLookupReply::not_found(&query)));
     };
@@ -135,9 +131,9 @@ async fn component(nats: &Nats, base_url: &str, request: &Request) -> Result<Rep
     })
 }
 
-async fn build(builds: &kv::Store, caller: &Caller, payload: &[u8]) -> Result<Reply, RequestError> {
+async fn build(store: &Store, caller: &Caller, payload: &[u8]) -> Result<Reply, RequestError> {
     let query: BuildQuery = parse_json(payload)?;
-    match read_json::<BuildRecord>(builds, query.build_id.as_str()).await? {
+    match store.build(&query.build_id).await? {
         Some(record) if caller.allows(record.work.component().as_str()) => Ok(Reply::ok(&record)),
         Some(_) => Err(RequestError::forbidden("this API key may not see builds of that component")),
         None => Err(RequestError::not_found(format!("no build has id {}", query.build_id))),
@@ -149,10 +145,10 @@ async fn build(builds: &kv::Store, caller: &Caller, payload: &[u8]) -> Result<Re
 const MAX_PAGES_PER_LISTING: usize = 50;
 
 /// Newest first, from the component's index list (or the list of every build), a page at a time.
-async fn builds(stores: &Stores, caller: &Caller, payload: &[u8]) -> Result<Reply, RequestError> {
+async fn builds(store: &Store, caller: &Caller, payload: &[u8]) -> Result<Reply, RequestError> {
     let query: BuildListQuery = if payload.is_empty() { BuildListQuery::default() } else { parse_json(payload)? };
     let list = query.component.as_ref().map_or(List::All, List::Component);
-    let mut walk = build_index::Walk::start(&stores.build_index, list, query.cursor.as_deref()).await?;
+    let mut walk = store.walk_builds(list, query.cursor.as_deref()).await?;
     let mut found = Vec::new();
     // A round takes as many ids as builds are still wanted and reads their records at once, so a page
     // costs a few round trips rather than one per build; the cursor stays exact (no id is read ahead).
@@ -160,12 +156,13 @@ async fn builds(stores: &Stores, caller: &Caller, payload: &[u8]) -> Result<Repl
         let mut ids = Vec::new();
         while ids.len() < query.limit() - found.len() && walk.pages_read() <= MAX_PAGES_PER_LISTING {
             match walk.next().await? {
-                Some(build_id) => ids.push(build_id),
+                // An id that is no build id was never written by a submission: skipped.
+                Some(build_id) => ids.extend(BuildId::parse(&build_id).ok()),
                 None if ids.is_empty() => break 'rounds,
                 None => break,
             }
         }
-        let records = futures::future::try_join_all(ids.iter().map(|id| read_json::<BuildRecord>(&stores.builds, id)));
+        let records = futures::future::try_join_all(ids.iter().map(|id| store.build(id)));
         for record in records.await?.into_iter().flatten() {
             let matches = caller.allows(record.work.component().as_str())
                 && query.kind.is_none_or(|kind| kind == record.work.kind())

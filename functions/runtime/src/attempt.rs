@@ -33,11 +33,11 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use artifacts_schemas::{Architecture, BuildId, BuildResult, BuildStatus, Timestamp};
+use artifacts_schemas::{Architecture, BuildId, BuildRecord, BuildResult, BuildStatus, RequestError, Timestamp};
+use artifacts_store::StoreError;
 
 use crate::configuration::native_architecture;
 
-use crate::builds;
 use crate::jobs::{Delivery, Outcome};
 use crate::leftovers;
 use crate::logs::BuildLog;
@@ -52,7 +52,8 @@ const UNRECORDED_JOB_AGE: Duration = Duration::from_secs(30);
 pub enum BuildFailure {
     Permanent(String),
     Passing(String),
-    Waiting(String),
+    /// Other builds must end first (their ids); the build is queued again to wait for them.
+    Waiting { message: String, on: Vec<BuildId> },
     /// JetStream did not answer; not the build's fault, so not counted.
     Unavailable(String),
 }
@@ -116,7 +117,7 @@ pub async fn attempt<B: Build>(
     let build_id = build.build_id();
     let lease = lease(settings);
     let mut held_elsewhere = false;
-    let started = builds::update(nats, build_id, |record| {
+    let started = nats.store.update_build(build_id, |record| {
         held_elsewhere = record.status == BuildStatus::Running
             && record.lease_expires_at.is_some_and(|until| until > Timestamp::now());
         if !record.status.is_finished() && !held_elsewhere {
@@ -133,7 +134,7 @@ pub async fn attempt<B: Build>(
     }
     let record = match started {
         Ok(record) => record,
-        Err(err) if err.failure.code() == 404 => {
+        Err(StoreError::NotFound(_)) => {
             let age = time::OffsetDateTime::now_utc() - delivery.queued_at;
             if age > UNRECORDED_JOB_AGE {
                 tracing::warn!(%build_id, "dropping a job whose build was never recorded (its submitter stopped)");
@@ -178,7 +179,7 @@ pub async fn attempt<B: Build>(
                 settings.build.shutdown_grace_secs
             );
             log.write(&message).await;
-            requeue(nats, build_id, message, true).await;
+            requeue(nats, build_id, message, true, Vec::new()).await;
             return Outcome::Retry(Duration::ZERO);
         }
     };
@@ -195,27 +196,28 @@ pub async fn attempt<B: Build>(
         }
         Ok(Err(BuildFailure::Passing(message))) => {
             log.write(&format!("will retry: {message}")).await;
-            requeue(nats, build_id, message, false).await;
+            requeue(nats, build_id, message, false, Vec::new()).await;
             Outcome::Retry(Duration::from_secs(5 * u64::from(record.attempts)))
         }
-        Ok(Err(BuildFailure::Waiting(message))) => {
+        Ok(Err(BuildFailure::Waiting { message, on })) => {
             log.write(&message).await;
-            requeue(nats, build_id, message, true).await;
+            requeue(nats, build_id, message, true, on).await;
             Outcome::Retry(Duration::from_secs(2))
         }
         Ok(Err(BuildFailure::Unavailable(message))) => {
             log.write(&format!("will retry (not counted as an attempt): {message}")).await;
-            requeue(nats, build_id, message, true).await;
+            requeue(nats, build_id, message, true, Vec::new()).await;
             Outcome::Retry(Duration::from_secs(3))
         }
     }
 }
 
-async fn requeue(nats: &Nats, build_id: &BuildId, message: String, uncount: bool) {
-    let requeued = builds::update(nats, build_id, |record| {
+async fn requeue(nats: &Nats, build_id: &BuildId, message: String, uncount: bool, waiting_on: Vec<BuildId>) {
+    let requeued = nats.store.update_build(build_id, |record| {
         record.status = BuildStatus::Queued;
         record.lease_expires_at = None;
         record.error_message = Some(crate::logs::strip_terminal_codes(&message).into_owned());
+        record.waiting_on = waiting_on.clone();
         if uncount {
             record.attempts = record.attempts.saturating_sub(1);
         }
@@ -264,10 +266,10 @@ async fn run_until_stopped<B: Build>(
 /// lease renewal then sees the cancellation instead).
 async fn cancelled(nats: &Nats, build_id: &BuildId) {
     use futures::StreamExt as _;
-    if let Ok(mut changes) = nats.stores.builds.watch(build_id.as_str()).await {
-        while let Some(Ok(entry)) = changes.next().await {
-            let record: Option<artifacts_schemas::BuildRecord> = serde_json::from_slice(&entry.value).ok();
-            if record.is_some_and(|r| r.status == BuildStatus::Cancelled) {
+    if let Ok(changes) = nats.store.build_changes(build_id).await {
+        let mut changes = std::pin::pin!(changes);
+        while let Some(record) = changes.next().await {
+            if record.status == BuildStatus::Cancelled {
                 return;
             }
         }
@@ -287,7 +289,7 @@ fn lease(settings: &Settings) -> Duration {
 async fn renew_lease(nats: &Nats, build_id: &BuildId, lease: Duration) {
     loop {
         tokio::time::sleep(lease / 3).await;
-        let renewed = builds::update(nats, build_id, |record| {
+        let renewed = nats.store.update_build(build_id, |record| {
             if record.status == BuildStatus::Running {
                 record.lease_expires_at = Some(Timestamp::after(lease));
             }
@@ -306,7 +308,7 @@ async fn conclude<B: Build>(nats: &Nats, build: &B, log: &mut BuildLog, result: 
         if let Err(err) = build.store(output, log).await {
             tracing::warn!(%err, %build_id, "cannot store what the build made; retrying the job");
             // Built but not stored: JetStream's fault, not the build's, so not counted.
-            requeue(nats, build_id, format!("cannot store what the build made: {err}"), true).await;
+            requeue(nats, build_id, format!("cannot store what the build made: {err}"), true, Vec::new()).await;
             return Outcome::Retry(Duration::from_secs(5));
         }
     }
@@ -319,9 +321,9 @@ async fn conclude<B: Build>(nats: &Nats, build: &B, log: &mut BuildLog, result: 
         }
     };
     // A build cancelled in the meantime stays cancelled.
-    let recorded = builds::update(nats, build_id, |r| {
+    let recorded = nats.store.update_build(build_id, |r| {
         if !r.status.is_finished() {
-            builds::finish(r, status, output.clone(), error.clone())
+            finish(r, status, output.clone(), error.clone())
         }
     });
     let finished = match recorded.await {
@@ -335,4 +337,40 @@ async fn conclude<B: Build>(nats: &Nats, build: &B, log: &mut BuildLog, result: 
     log.end(status).await;
     tracing::info!(%build_id, ?status, "build ended");
     Outcome::Done
+}
+
+/// Marks a record as ended.
+pub fn finish(record: &mut BuildRecord, status: BuildStatus, result: Option<BuildResult>, error: Option<String>) {
+    record.status = status;
+    record.finished_at = Some(Timestamp::now());
+    record.lease_expires_at = None;
+    record.work.set_result(result);
+    record.error_message = error.map(|message| crate::logs::strip_terminal_codes(&message).into_owned());
+    record.waiting_on.clear();
+}
+
+/// What the store's failures mean for an attempt: JetStream away is not the build's fault (retried, not
+/// counted); something missing or malformed will not come back by itself (fails at once); anything else
+/// is counted and retried.
+impl From<StoreError> for BuildFailure {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Unavailable(_) => Self::Unavailable(err.to_string()),
+            StoreError::NotFound(_) | StoreError::Invalid(_) => Self::Permanent(err.to_string()),
+            StoreError::Conflict(_) | StoreError::Corrupt(_) => Self::Passing(err.to_string()),
+        }
+    }
+}
+
+/// The same for the answer of another function: by its failure, never by its text.
+impl From<RequestError> for BuildFailure {
+    fn from(err: RequestError) -> Self {
+        use artifacts_schemas::Failure;
+        match err.failure {
+            Failure::Unavailable | Failure::RateLimited => Self::Unavailable(err.message),
+            Failure::Invalid | Failure::Unauthorized | Failure::Forbidden | Failure::NotFound | Failure::Conflict
+            | Failure::TooLarge | Failure::MethodNotAllowed => Self::Permanent(err.message),
+            Failure::Internal => Self::Passing(err.message),
+        }
+    }
 }

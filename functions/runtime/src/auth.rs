@@ -24,7 +24,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use async_nats::jetstream::kv;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -34,7 +33,9 @@ use artifacts_schemas::messages::keys::{pattern_within, ApiKeyInfo, Scope, Store
 use artifacts_schemas::{ComponentName, RequestError, RequestedBy, Timestamp, Username};
 
 use crate::configuration::Settings;
-use crate::nats::{retry_read, unavailable, Nats};
+use artifacts_store::{Store, StoredKeyEntry};
+
+use crate::nats::Nats;
 use crate::rate_limit::{KeyRateLimit, RateLimited};
 
 /// The key id (and NATS user name) of the bootstrap admin key.
@@ -74,33 +75,11 @@ pub fn bearer(value: &str) -> Option<&str> {
 /// The message every missing or unknown key gets, so a caller learns nothing about which keys exist.
 const NOT_VALID: &str = "the API key is not valid (unknown, revoked or expired)";
 
-/// A key's record as the keys bucket holds it.
-pub enum StoredKeyEntry {
-    Absent,
-    /// Bytes that are not a key record: never a valid key, and removable by any admin.
-    Unreadable(String),
-    Key(StoredKey),
-}
-
-/// Reads key `key_id`'s record.
-pub async fn read_stored_key(store: &kv::Store, key_id: &str) -> Result<StoredKeyEntry, RequestError> {
-    let Some(bytes) = retry_read(|| store.get(key_id)).await.map_err(unavailable)? else {
-        return Ok(StoredKeyEntry::Absent);
-    };
-    Ok(match serde_json::from_slice::<StoredKey>(&bytes) {
-        Ok(stored) => StoredKeyEntry::Key(stored),
-        Err(err) => {
-            tracing::warn!(%key_id, %err, "an unreadable key record is refused");
-            StoredKeyEntry::Unreadable(err.to_string())
-        }
-    })
-}
-
 /// The keys this process accepts.
 pub struct Authenticator {
     admin: Option<[u8; 32]>,
     rate: KeyRateLimit,
-    store: kv::Store,
+    store: Store,
     /// Managed keys by id; `None` while the watch is not caught up (then every key is read from the bucket).
     cache: Arc<RwLock<Option<HashMap<String, StoredKey>>>>,
 }
@@ -111,7 +90,7 @@ impl Authenticator {
         let authenticator = Arc::new(Self {
             admin: settings.admin_key().map(sha256),
             rate: KeyRateLimit::new(settings.gateway.rate_limit_per_minute),
-            store: nats.stores.keys.clone(),
+            store: nats.store.clone(),
             cache: Arc::default(),
         });
         let (store, cache) = (authenticator.store.clone(), Arc::clone(&authenticator.cache));
@@ -136,7 +115,7 @@ impl Authenticator {
         let cached = self.cache.read().unwrap_or_else(|p| p.into_inner()).as_ref().and_then(|c| c.get(key_id).cloned());
         let stored = match cached {
             Some(stored) => stored,
-            None => match read_stored_key(&self.store, key_id).await? {
+            None => match self.store.stored_key(key_id).await? {
                 StoredKeyEntry::Key(stored) => stored,
                 StoredKeyEntry::Absent | StoredKeyEntry::Unreadable(_) => {
                     return Err(RequestError::unauthorized(NOT_VALID))
@@ -178,26 +157,21 @@ impl Authenticator {
 }
 
 /// Keeps `cache` equal to the keys bucket, starting over whenever the watch breaks.
-async fn follow_keys(store: kv::Store, cache: Arc<RwLock<Option<HashMap<String, StoredKey>>>>) {
+async fn follow_keys(store: Store, cache: Arc<RwLock<Option<HashMap<String, StoredKey>>>>) {
     loop {
         let set = |value| *cache.write().unwrap_or_else(|p| p.into_inner()) = value;
-        match store.watch_with_history(">").await {
-            Ok(mut watch) => {
+        match store.key_changes().await {
+            Ok(changes) => {
+                let mut changes = std::pin::pin!(changes);
                 let mut keys = HashMap::new();
                 let mut caught_up = false;
-                while let Some(Ok(entry)) = watch.next().await {
-                    match entry.operation {
-                        kv::Operation::Put => match serde_json::from_slice::<StoredKey>(&entry.value) {
-                            Ok(stored) => drop(keys.insert(entry.key, stored)),
-                            Err(err) => {
-                                tracing::warn!(key = %entry.key, %err, "an unreadable key record is refused");
-                                keys.remove(&entry.key);
-                            }
-                        },
-                        kv::Operation::Delete | kv::Operation::Purge => drop(keys.remove(&entry.key)),
+                while let Some(change) = changes.next().await {
+                    match change.key {
+                        Some(stored) => drop(keys.insert(change.key_id, stored)),
+                        None => drop(keys.remove(&change.key_id)),
                     }
                     // An entry with nothing after it: everything stored so far has been seen.
-                    caught_up |= entry.delta == 0 || entry.seen_current;
+                    caught_up |= change.caught_up;
                     if caught_up {
                         set(Some(keys.clone()));
                     }

@@ -21,7 +21,7 @@ use crate::auth::Authenticator;
 use crate::configuration::native_architecture;
 use crate::jobs::{self, Delivery, WorkerSpec};
 use crate::leftovers;
-use crate::nats::{unavailable, ResourceNames};
+use crate::nats::unavailable;
 use crate::service::{self, Reply, Request, ServiceSpec};
 use crate::{Nats, Settings};
 
@@ -86,7 +86,7 @@ where
     leftovers::sweep(&nats, &settings).await;
     let workers = architectures.into_iter().map(|architecture| {
         let worker = WorkerSpec {
-            stream: ResourceNames::new(&nats.subjects).jobs_stream(),
+            stream: nats.store.streams().jobs_stream(),
             consumer: format!("{}-{}", spec.kind.as_str(), architecture.short()),
             subject: nats.subjects.jobs(spec.kind, architecture),
             slots: settings.build.slots,

@@ -10,56 +10,13 @@
 //! recorded it first in the repositories bucket ([`claim`]). Another pair whose name comes out the same
 //! (`app` on `web-main` and `app-web` on `main`, or a branch named like another branch's slug with its
 //! hash) is refused with 409 naming the owner, so two pairs never share a repository, and registry tokens
-//! ([`owner`]) follow the one component whose images it holds. A record of an earlier version holds only
+//! ([`artifacts_store::Store::repository_owner`]) follow the one component whose images it holds. A record of an earlier version holds only
 //! a component name: it is read as that component's, on the branch its image records there name (else
 //! on the branch of the component's next submission, which completes the record).
 
-use std::fmt;
-
-use async_nats::jetstream::kv;
-use serde::{Deserialize, Serialize};
-
-use artifacts_schemas::{Architecture, BranchName, ComponentName, Failure, ImageRecord, ImageRepository, RequestError};
-
-use crate::nats::{read_json, unavailable};
-use crate::registry_auth::repository_key;
+use artifacts_schemas::{BranchName, ComponentName, Failure, ImageRepository, RequestError};
+use artifacts_store::RepositoryOwner;
 use crate::Nats;
-
-/// The (component, branch) whose images a repository holds: the value in the repositories bucket.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RepositoryOwner {
-    pub component: ComponentName,
-    /// `None` in a record of an earlier version, which held only the component (as plain text).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub branch: Option<BranchName>,
-}
-
-impl RepositoryOwner {
-    /// A JSON record, or the plain component name an earlier version stored.
-    pub fn decode(bytes: &[u8]) -> Option<Self> {
-        if let Ok(owner) = serde_json::from_slice(bytes) {
-            return Some(owner);
-        }
-        let component = ComponentName::parse(std::str::from_utf8(bytes).ok()?).ok()?;
-        Some(Self { component, branch: None })
-    }
-}
-
-impl fmt::Display for RepositoryOwner {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.branch {
-            Some(branch) => write!(f, "component {}, branch {}", self.component, branch.as_str()),
-            None => write!(f, "component {}", self.component),
-        }
-    }
-}
-
-/// The recorded owner of `repository`, if any (a name no build could make has none).
-pub async fn owner(nats: &Nats, repository: &str) -> Result<Option<RepositoryOwner>, RequestError> {
-    let Ok(key) = repository_key(repository) else { return Ok(None) };
-    let entry = nats.stores.repositories.get(&key).await.map_err(unavailable)?;
-    Ok(entry.and_then(|bytes| RepositoryOwner::decode(&bytes)))
-}
 
 /// Records that the repository of (`component`, `branch`) holds that pair's images, or checks that it
 /// already does: a submission calls it before its build is queued. 409 when another pair owns the name.
@@ -68,103 +25,20 @@ pub async fn claim(
     component: &ComponentName,
     branch: &BranchName,
 ) -> Result<ImageRepository, RequestError> {
-    let repository = ImageRepository::new(component, branch);
-    let key = repository_key(repository.as_str()).map_err(RequestError::internal)?;
-    let wanted = RepositoryOwner { component: component.clone(), branch: Some(branch.clone()) };
-    let bytes: bytes::Bytes = serde_json::to_vec(&wanted).expect("records serialise").into();
-    let store = &nats.stores.repositories;
-    loop {
-        let current = store.entry(&key).await.map_err(unavailable)?.filter(|e| e.operation == kv::Operation::Put);
-        let Some(current) = current else {
-            // Builds from before owners were recorded left image records only.
-            if let Some(built) = other_pair_built(nats, &repository, &wanted).await? {
-                return Err(collision(&repository, &built, &wanted));
-            }
-            match store.create(&key, bytes.clone()).await {
-                Ok(_) => return Ok(repository),
-                Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => continue,
-                Err(err) => return Err(unavailable(err)),
-            }
-        };
-        let recorded = RepositoryOwner::decode(&current.value).ok_or_else(|| {
-            RequestError::internal(format!("the owner record of image repository {repository} is unreadable"))
-        })?;
-        if recorded == wanted {
-            return Ok(repository);
-        }
-        if recorded.component != *component || recorded.branch.is_some() {
-            return Err(collision(&repository, &recorded, &wanted));
-        }
-        // An earlier version's record of this component: its image records say which branch it was.
-        if let Some(built) = other_pair_built(nats, &repository, &wanted).await? {
-            return Err(collision(&repository, &built, &wanted));
-        }
-        match store.update(&key, bytes.clone(), current.revision).await {
-            Ok(_) => return Ok(repository),
-            Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
-            Err(err) => return Err(unavailable(err)),
+    match nats.store.claim_repository(component, branch).await? {
+        Ok(repository) => Ok(repository),
+        Err(owner) => {
+            let repository = ImageRepository::new(component, branch);
+            let wanted = RepositoryOwner { component: component.clone(), branch: Some(branch.clone()) };
+            Err(RequestError::new(
+                Failure::Conflict,
+                format!(
+                    "image repository {repository} holds the images of {owner}; {wanted} would get the same repository \
+                     name (<component>-<branch>-image): build these images under another branch name"
+                ),
+            ))
         }
     }
-}
-
-/// The pair of an image record in `repository` other than `wanted`, if any.
-async fn other_pair_built(
-    nats: &Nats,
-    repository: &ImageRepository,
-    wanted: &RepositoryOwner,
-) -> Result<Option<RepositoryOwner>, RequestError> {
-    let records = image_records(nats, repository.as_str()).await?;
-    Ok(records
-        .into_iter()
-        .map(|record| RepositoryOwner { component: record.component, branch: Some(record.branch) })
-        .find(|built| built != wanted))
-}
-
-fn collision(repository: &ImageRepository, owner: &RepositoryOwner, wanted: &RepositoryOwner) -> RequestError {
-    RequestError::new(
-        Failure::Conflict,
-        format!(
-            "image repository {repository} holds the images of {owner}; {wanted} would get the same repository \
-             name (<component>-<branch>-image): build these images under another branch name"
-        ),
-    )
-}
-
-/// The components whose images `repository` may hold: its recorded owner alone when the record names its
-/// branch ([`claim`] wrote it after finding no other pair's images there, and refuses every other pair
-/// since); else also those of the image records that name it (builds from before owners were recorded,
-/// found by trying every split of the name). Empty for a repository this service never built.
-pub async fn components_of(nats: &Nats, repository: &str) -> Result<Vec<ComponentName>, RequestError> {
-    let recorded = owner(nats, repository).await?;
-    if let Some(RepositoryOwner { component, branch: Some(_) }) = recorded {
-        return Ok(vec![component]);
-    }
-    let mut components: Vec<ComponentName> = recorded.map(|o| o.component).into_iter().collect();
-    for record in image_records(nats, repository).await? {
-        if !components.contains(&record.component) {
-            components.push(record.component);
-        }
-    }
-    Ok(components)
-}
-
-/// The image records whose repository is `repository` (`<component>-<branch slug>-image`). The name
-/// alone is ambiguous (`a-b` + `c` and `a` + `b-c`), so every split is looked up in the images bucket,
-/// whose keys are `<component slug>/<branch slug>/<architecture>`.
-async fn image_records(nats: &Nats, repository: &str) -> Result<Vec<ImageRecord>, RequestError> {
-    let Some(stem) = repository.strip_suffix("-image") else { return Ok(Vec::new()) };
-    let mut records = Vec::new();
-    for (at, _) in stem.match_indices('-') {
-        let (component_slug, branch_slug) = (&stem[..at], &stem[at + 1..]);
-        for architecture in Architecture::ALL {
-            let key = format!("{component_slug}/{branch_slug}/{}", architecture.short());
-            let Ok(Some(record)) = read_json::<ImageRecord>(&nats.stores.images, &key).await else { continue };
-            if ImageRepository::new(&record.component, &record.branch).as_str() == repository {
-                records.push(record);
-            }
-        }
-    }
-    Ok(records)
 }
 
 /// Checks an image a build uses, named by `what` ("the Dockerfile", "the builder image"): 403 when the
@@ -185,7 +59,7 @@ pub async fn require_readable(
         )));
     }
     let Some(repository) = registry_repository(reference, registry_address) else { return Ok(None) };
-    let components = components_of(nats, &repository).await?;
+    let components = nats.store.repository_components(&repository).await?;
     if components.is_empty() {
         return Err(RequestError::forbidden(format!(
             "{what} names {reference}, which is not an image this service built: only its own images may be used from {registry_address}"
@@ -277,21 +151,6 @@ mod tests {
 
     const ID: &str = "3f2a8b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8";
     const REGISTRY: &str = "127.0.0.1:5000";
-
-    #[test]
-    fn owner_records_of_this_version_and_the_previous_one_are_read() {
-        let owner = RepositoryOwner {
-            component: ComponentName::parse("app-web").unwrap(),
-            branch: Some(BranchName::parse("main").unwrap()),
-        };
-        let bytes = serde_json::to_vec(&owner).unwrap();
-        assert_eq!(RepositoryOwner::decode(&bytes), Some(owner.clone()));
-        assert_eq!(owner.to_string(), "component app-web, branch main");
-        let legacy = RepositoryOwner::decode(b"app-web").unwrap();
-        assert_eq!((legacy.component.as_str(), legacy.branch), ("app-web", None));
-        assert_eq!(RepositoryOwner::decode(b"{\"branch\": \"main\"}"), None);
-        assert_eq!(RepositoryOwner::decode(b"Not A Name"), None);
-    }
 
     #[test]
     fn registry_repository_finds_our_repositories_however_the_host_is_spelled() {

@@ -14,7 +14,6 @@ use bollard::Docker;
 
 use artifacts_schemas::BuildId;
 
-use crate::builds;
 use crate::nats::Nats;
 use crate::Settings;
 
@@ -57,7 +56,7 @@ pub async fn sweep(nats: &Nats, settings: &Settings) {
     let has_ended = |build_id: BuildId| {
         let nats = nats.clone();
         async move {
-            let record = builds::read(&nats, &build_id).await.ok().flatten();
+            let record = nats.store.build(&build_id).await.ok().flatten();
             record.is_some_and(|r| r.status.is_finished()).then_some(build_id)
         }
     };

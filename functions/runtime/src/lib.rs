@@ -14,14 +14,11 @@
 pub mod archive;
 pub mod attempt;
 pub mod auth;
-pub mod build_index;
 pub mod builder;
-pub mod builds;
 pub mod configuration;
 pub mod docker;
 pub mod image_access;
 pub mod jobs;
-pub mod latest;
 pub mod leftovers;
 pub mod logs;
 pub mod metrics;
@@ -31,12 +28,10 @@ pub mod neutral_tag;
 pub mod rate_limit;
 pub mod registry;
 pub mod registry_auth;
-pub mod registry_gate;
 pub mod secrets;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
-pub mod trigger_index;
 pub mod uploads;
 
 use std::future::Future;

@@ -39,7 +39,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use async_nats::jetstream::kv;
+use artifacts_store::Store;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -196,7 +196,7 @@ pub fn write_atomically(file: &Path, text: &str) -> std::io::Result<()> {
 /// Keeps `file` equal to what [`render`] makes of the keys bucket, and calls `reload` after each
 /// rewrite, until `shutdown`. A key that expires is taken out at its expiry.
 pub async fn follow(
-    keys: kv::Store,
+    store: Store,
     subjects: Subjects,
     fixed: FixedUsers,
     file: PathBuf,
@@ -206,13 +206,14 @@ pub async fn follow(
     let mut known: BTreeMap<String, StoredKey> = BTreeMap::new();
     let mut written = None;
     while !shutdown.is_cancelled() {
-        let mut watch = match keys.watch_with_history(">").await {
+        let watch = match store.key_changes().await {
             Ok(watch) => watch,
             Err(err) => {
                 tracing::warn!(%err, "cannot watch API keys for NATS users; trying again");
                 tokio::select! { _ = tokio::time::sleep(Duration::from_secs(1)) => continue, _ = shutdown.cancelled() => return }
             }
         };
+        let mut watch = std::pin::pin!(watch);
         known.clear();
         let mut caught_up = false;
         loop {
@@ -226,22 +227,16 @@ pub async fn follow(
             let entry = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(next_expiry) => None,
-                entry = watch.next() => match entry {
-                    Some(Ok(entry)) => Some(entry),
-                    _ => break,
+                change = watch.next() => match change {
+                    Some(change) => Some(change),
+                    None => break,
                 },
             };
-            if let Some(entry) = entry {
-                caught_up |= entry.delta == 0 || entry.seen_current;
-                match entry.operation {
-                    kv::Operation::Put => {
-                        if let Ok(stored) = serde_json::from_slice::<StoredKey>(&entry.value) {
-                            known.insert(entry.key, stored);
-                        }
-                    }
-                    kv::Operation::Delete | kv::Operation::Purge => {
-                        known.remove(&entry.key);
-                    }
+            if let Some(change) = entry {
+                caught_up |= change.caught_up;
+                match change.key {
+                    Some(stored) => drop(known.insert(change.key_id, stored)),
+                    None => drop(known.remove(&change.key_id)),
                 }
             }
             if !caught_up {

@@ -10,7 +10,6 @@
 
 use artifacts_schemas::{Architecture, BranchName, ComponentName, ImageQuery, ImageRecord, ImageRepository};
 
-use crate::nats::read_json;
 use crate::{registry, Nats, Settings};
 
 /// The tag every multi-platform list is published under.
@@ -47,8 +46,7 @@ async fn latest_per_architecture(
     let mut members = Vec::new();
     for architecture in Architecture::ALL {
         let query = ImageQuery { component: component.clone(), branch: branch.clone(), architecture };
-        let record: Option<ImageRecord> =
-            read_json(&nats.stores.images, &query.record_key()).await.map_err(|err| err.message)?;
+        let record: Option<ImageRecord> = nats.store.image(&query).await.map_err(|err| err.to_string())?;
         if let Some(record) = record {
             members.push((architecture, record.digest));
         }

@@ -260,7 +260,7 @@ pub struct Swept {
 
 /// Runs the registry's own `garbage-collect` over its filesystem storage at `storage_dir`, which deletes
 /// the blobs no manifest refers to any more (after [`delete_manifest`]). Must run with no push in
-/// flight ([`crate::registry_gate::sweep`]). Killed after [`crate::registry_gate::SWEEP_LIMIT`].
+/// flight ([`artifacts_store::Store::registry_sweep`]). Killed after [`artifacts_store::SWEEP_LIMIT`].
 pub async fn sweep_blobs(storage_dir: &std::path::Path) -> Result<Swept, String> {
     let program = crate::find_program("docker-registry")
         .or_else(|| crate::find_program("registry"))
@@ -281,7 +281,7 @@ pub async fn sweep_blobs(storage_dir: &std::path::Path) -> Result<Swept, String>
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
         .output();
-    let output = tokio::time::timeout(crate::registry_gate::SWEEP_LIMIT, run)
+    let output = tokio::time::timeout(artifacts_store::SWEEP_LIMIT, run)
         .await
         .map_err(|_| "the registry's garbage-collect ran out of time".to_owned())?
         .map_err(|err| format!("cannot run {}: {err}", program.display()))?;

@@ -30,20 +30,6 @@ pub fn builder_password(admin_key: &str) -> Secret {
     Secret::new(hex::encode(mac.finalize().into_bytes()))
 }
 
-/// The key of a repository in the repositories bucket: its name, which Docker's rules keep within the
-/// characters a key may hold (`[a-z0-9._-]`, and `/` between path components).
-pub fn repository_key(repository: &str) -> Result<String, String> {
-    let valid = !repository.is_empty()
-        && !repository.starts_with('.')
-        && !repository.ends_with('.')
-        && repository.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/".contains(&b));
-    if valid {
-        Ok(repository.to_owned())
-    } else {
-        Err(format!("{repository:?} is not a repository name"))
-    }
-}
-
 /// Where the token-signing key and its certificate are kept.
 #[derive(Debug, Clone)]
 pub struct SigningFiles {

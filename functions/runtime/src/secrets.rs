@@ -26,7 +26,6 @@ use std::sync::{Arc, OnceLock};
 use base64::Engine as _;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use futures::TryStreamExt;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -38,7 +37,7 @@ use artifacts_schemas::messages::secrets::{
 use artifacts_schemas::{ComponentName, RequestError, Timestamp};
 
 use crate::auth::Caller;
-use crate::nats::{retry_unanswered, unavailable, Nats};
+use crate::nats::Nats;
 
 /// The key that encrypts secrets, loaded (or made) on first use from `secrets.key_file`.
 pub struct Keyring {
@@ -267,38 +266,12 @@ fn open(key: &SecretsKey, record: &StoredSecret, file: &Path) -> Result<Vec<u8>,
     key.cipher.decrypt(XNonce::from_slice(&nonce), Payload { msg: &sealed, aad: &aad }).map_err(|_| unreadable())
 }
 
-/// The bucket key of a secret: the hex of its name (names may hold `.` runs that bucket keys may not).
-fn record_key(name: &str) -> String {
-    hex::encode(name)
-}
-
 async fn read_record(nats: &Nats, name: &str) -> Result<Option<(StoredSecret, u64)>, RequestError> {
-    let store = &nats.stores.secrets;
-    let key = record_key(name);
-    let Some(entry) = retry_unanswered(|| store.entry(key.clone())).await.map_err(unavailable)? else {
-        return Ok(None);
-    };
-    if !matches!(entry.operation, async_nats::jetstream::kv::Operation::Put) {
-        return Ok(None);
-    }
-    let record = serde_json::from_slice::<StoredSecret>(&entry.value).map_err(|_| {
-        RequestError::internal(format!("the record of secret {name} is damaged: delete it and set it again"))
-    })?;
-    Ok(Some((record, entry.revision)))
+    Ok(nats.store.secret_record(name).await?)
 }
 
 async fn all_records(nats: &Nats) -> Result<Vec<StoredSecret>, RequestError> {
-    let store = &nats.stores.secrets;
-    let keys: Vec<String> =
-        retry_unanswered(|| store.keys()).await.map_err(unavailable)?.try_collect().await.map_err(unavailable)?;
-    let mut records = Vec::new();
-    for key in keys {
-        let Some(bytes) = retry_unanswered(|| store.get(key.clone())).await.map_err(unavailable)? else { continue };
-        match serde_json::from_slice::<StoredSecret>(&bytes) {
-            Ok(record) => records.push(record),
-            Err(err) => tracing::warn!(%key, %err, "an unreadable secret record is skipped"),
-        }
-    }
+    let mut records: Vec<StoredSecret> = nats.store.all_secret_records().await?;
     records.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(records)
 }
@@ -328,8 +301,6 @@ pub async fn put(
     request.check()?;
     require_within(caller, &request.components, &request.name)?;
     let key = nats.secrets.key()?;
-    let store = &nats.stores.secrets;
-    let bucket_key = record_key(&request.name);
     for _ in 0..5 {
         let existing = read_record(nats, &request.name).await?;
         if let Some((record, _)) = &existing {
@@ -347,15 +318,9 @@ pub async fn put(
             nonce,
             sealed,
         };
-        let bytes: bytes::Bytes = serde_json::to_vec(&record).expect("records serialise").into();
-        let written = match &existing {
-            None => store.create(&bucket_key, bytes).await.map(|_| ()).map_err(|err| err.to_string()),
-            Some((_, revision)) => {
-                store.update(&bucket_key, bytes, *revision).await.map(|_| ()).map_err(|err| err.to_string())
-            }
-        };
-        match written {
-            Ok(()) => {
+        let revision = existing.as_ref().map(|(_, revision)| *revision);
+        match nats.store.write_secret_record(&request.name, &record, revision).await {
+            Ok(true) => {
                 let created = existing.is_none();
                 tracing::info!(name = %record.name, by = %caller.key_id, created, "build secret stored");
                 let status = if created { SecretStatus::Created } else { SecretStatus::Updated };
@@ -373,7 +338,8 @@ pub async fn put(
                 ));
             }
             // Another put of the same name came between: read again.
-            Err(err) => tracing::debug!(%err, name = %request.name, "a secret changed while being stored; again"),
+            Ok(false) => tracing::debug!(name = %request.name, "a secret changed while being stored; again"),
+            Err(err) => return Err(err.into()),
         }
     }
     Err(RequestError::new(
@@ -402,8 +368,7 @@ pub async fn delete(nats: &Nats, caller: &Caller, name: &str) -> Result<SecretDe
         return Err(RequestError::not_found(format!("no secret is named {name}")));
     };
     require_within(caller, &record.components, name)?;
-    let store = &nats.stores.secrets;
-    retry_unanswered(|| store.purge(record_key(name))).await.map_err(unavailable)?;
+    nats.store.remove_secret(name).await?;
     tracing::info!(%name, by = %caller.key_id, "build secret deleted");
     Ok(SecretDeleted { status: SecretStatus::Deleted, error_message: None, name: name.to_owned() })
 }

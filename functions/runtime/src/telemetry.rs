@@ -112,6 +112,13 @@ pub fn add_request_id(headers: &mut async_nats::HeaderMap) {
     }
 }
 
+/// New NATS headers that carry the current request's id, for a message the request causes.
+pub fn request_headers() -> async_nats::HeaderMap {
+    let mut headers = async_nats::HeaderMap::new();
+    add_request_id(&mut headers);
+    headers
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

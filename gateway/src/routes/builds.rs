@@ -11,10 +11,8 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
 
-use artifacts_runtime::builds::read;
 use artifacts_runtime::logs::END_HEADER;
 use artifacts_runtime::nats::unavailable;
-use artifacts_runtime::nats::ResourceNames;
 use artifacts_runtime::service::Reply;
 use artifacts_runtime::Nats;
 use artifacts_schemas::{
@@ -269,7 +267,7 @@ async fn log_lines(nats: &Nats, build_id: &BuildId) -> Result<Ordered, ApiError>
 }
 
 async fn try_log_lines(nats: &Nats, build_id: &BuildId) -> Result<Ordered, async_nats::Error> {
-    let stream = nats.jetstream.get_stream(ResourceNames::new(&nats.subjects).logs_stream()).await?;
+    let stream = nats.jetstream.get_stream(nats.store.streams().logs_stream()).await?;
     let consumer = stream
         .create_consumer(pull::OrderedConfig {
             filter_subject: nats.subjects.build_log(build_id),
@@ -312,7 +310,7 @@ fn log_stream(nats: Arc<Nats>, build_id: BuildId, lines: Ordered) -> impl Stream
                 }
                 Ok(None) => return None,
                 Err(_silence) => {
-                    if let Ok(Some(record)) = read(&nats, &build_id).await {
+                    if let Ok(Some(record)) = nats.store.build(&build_id).await {
                         if record.status.is_finished() {
                             return Some((LogLine::End(record.status.as_str().to_owned()), None));
                         }

@@ -167,9 +167,8 @@ pub async fn get_archive(
     };
     let mut reader = state
         .nats
-        .stores
-        .archives
-        .get(&object)
+        .store
+        .object(artifacts_store::Objects::Archives, &object)
         .await
         .map_err(|err| RequestError::unavailable(format!("the object store cannot serve {object}: {err}")))?;
     let (start, end) = range.unwrap_or((0, size.saturating_sub(1)));

@@ -9,6 +9,7 @@ use tokio::io::AsyncWriteExt;
 
 use artifacts_runtime::archive::{self, ArchiveError, Limits};
 use artifacts_runtime::uploads;
+use artifacts_store::Objects;
 use axum::http::header;
 use axum::response::Response;
 
@@ -240,12 +241,12 @@ async fn upload_context(state: &AppState, mut field: Field<'_>) -> Result<String
         _ => RequestError::invalid(format!("context: {err} (send a tar or tar.gz of the build directory)")).into(),
     })?;
     let object = format!("contexts/{}", hex::encode(hasher.finalize()));
-    let uploads = &state.nats.stores.uploads;
-    if uploads.info(&object).await.is_err() {
+    let store = &state.nats.store;
+    if store.object_info(Objects::Uploads, &object).await?.is_none() {
         let file = tokio::fs::File::open(spool.path()).await.map_err(|err| unavailable(&err))?;
         let mut reader = tokio::io::BufReader::with_capacity(128 * 1024, file);
-        uploads
-            .put(object.as_str(), &mut reader)
+        store
+            .put_object(Objects::Uploads, &object, &mut reader)
             .await
             .map_err(|err| RequestError::unavailable(format!("the object store cannot take the context: {err}")))?;
     }

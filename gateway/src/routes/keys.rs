@@ -9,15 +9,14 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures::TryStreamExt;
 
-use artifacts_runtime::nats::{retry_read, retry_unanswered, unavailable};
 use artifacts_schemas::messages::keys::{
     check_pattern, ApiKeyInfo, KeyCreateRequest, KeyCreated, KeyList, KeyRevoked, KeyStatus, Scope, StoredKey, WhoAmI,
 };
 use artifacts_schemas::{parse_json, ErrorReply, RequestError, Timestamp, Username};
 
-use artifacts_runtime::auth::{is_key_id, read_stored_key, sha256, StoredKeyEntry};
+use artifacts_runtime::auth::{is_key_id, sha256};
+use artifacts_store::StoredKeyEntry;
 use artifacts_runtime::nats_users;
 
 use crate::auth::Caller;
@@ -93,10 +92,7 @@ pub async fn create(State(state): State<AppState>, caller: Caller, request: Requ
         secret_sha256: hex::encode(sha256(&secret)),
         nats_password_bcrypt: Some(nats_password),
     };
-    let bytes = serde_json::to_vec(&stored).expect("keys serialise");
-    let bytes = bytes::Bytes::from(bytes);
-    let keys = &state.nats.stores.keys;
-    retry_unanswered(|| keys.put(&key_id, bytes.clone())).await.map_err(unavailable)?;
+    state.nats.store.put_key(&stored).await?;
     tracing::info!(%key_id, by = %caller.key_id, "API key created");
     let created = KeyCreated { status: KeyStatus::Created, error_message: None, key_id, secret, key: info };
     Ok((StatusCode::CREATED, Json(created)).into_response())
@@ -111,16 +107,10 @@ pub async fn create(State(state): State<AppState>, caller: Caller, request: Requ
     security(("bearer" = []), ("apiKey" = [])))]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<KeyList>, ApiError> {
     caller.require(Scope::Admin)?;
-    let store = &state.nats.stores.keys;
-    let ids: Vec<String> =
-        retry_read(|| store.keys()).await.map_err(unavailable)?.try_collect().await.map_err(unavailable)?;
     let mut keys = Vec::new();
-    for id in ids {
-        // An unreadable record is no key: revoking its id removes it.
-        if let StoredKeyEntry::Key(stored) = read_stored_key(store, &id).await? {
-            if caller.require_within(&stored.info).is_ok() {
-                keys.push(stored.info);
-            }
+    for stored in state.nats.store.all_api_keys().await? {
+        if caller.require_within(&stored.info).is_ok() {
+            keys.push(stored.info);
         }
     }
     keys.sort_by_key(|k| k.created_at);
@@ -146,14 +136,14 @@ pub async fn revoke(
     if !is_key_id(&key_id) {
         return Err(RequestError::invalid("keyId must be the 16 hex digits of a managed key").into());
     }
-    let store = &state.nats.stores.keys;
-    match read_stored_key(store, &key_id).await? {
+    let store = &state.nats.store;
+    match store.stored_key(&key_id).await? {
         StoredKeyEntry::Absent => return Err(RequestError::not_found(format!("no API key has id {key_id}")).into()),
         StoredKeyEntry::Key(stored) => caller.require_within(&stored.info)?,
         // Refused by every process already; any admin may clear it away.
         StoredKeyEntry::Unreadable(err) => tracing::warn!(%key_id, %err, "removing an unreadable key record"),
     }
-    retry_unanswered(|| store.purge(&key_id)).await.map_err(unavailable)?;
+    store.remove_key(&key_id).await?;
     state.keys.forget(&key_id);
     tracing::info!(%key_id, by = %caller.key_id, "API key revoked");
     Ok(Json(KeyRevoked { status: KeyStatus::Revoked, error_message: None, key_id }))

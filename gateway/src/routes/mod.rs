@@ -22,7 +22,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use artifacts_runtime::builds::wait_until_finished;
 use artifacts_runtime::service::{call, caller_headers, Reply};
 use artifacts_schemas::{BuildAccepted, Endpoint, RequestError, RequestedBy};
 
@@ -57,7 +56,7 @@ pub async fn submitted(state: &AppState, reply: Reply, wait: Wait) -> Result<Res
     }
     let accepted: BuildAccepted = artifacts_schemas::parse_json(&reply.body)?;
     if let Some(limit) = wait.limit {
-        if let Some(record) = wait_until_finished(&state.nats, &accepted.build_id, limit).await {
+        if let Some(record) = state.nats.store.wait_until_finished(&accepted.build_id, limit).await {
             return Ok((StatusCode::OK, Json(record)).into_response());
         }
     }

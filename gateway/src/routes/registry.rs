@@ -227,7 +227,7 @@ async fn grant(state: &AppState, requester: &Requester, scope: &str) -> Result<O
 /// The component a repository holds images of: its recorded owner (see `image_access`), whose pair alone
 /// may build into it, so no key gains rights through a colliding name.
 async fn repository_component(state: &AppState, repository: &str) -> Result<Option<String>, ApiError> {
-    let owner = artifacts_runtime::image_access::owner(&state.nats, repository).await?;
+    let owner = state.nats.store.repository_owner(repository).await?;
     Ok(owner.map(|owner| owner.component.as_str().to_owned()))
 }
 

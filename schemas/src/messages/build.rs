@@ -227,6 +227,9 @@ pub struct BuildRecord {
     /// A pinned build's artifact is never collected.
     #[serde(default)]
     pub pinned: bool,
+    /// While queued again to wait for other builds (a component's absent dependencies): their ids.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting_on: Vec<BuildId>,
 }
 
 pub const DEFAULT_BUILD_LIST_LIMIT: u32 = 50;

@@ -79,7 +79,7 @@ async fn main() {
     println!();
 
     // 3. The longest pause of lookups while the components stream's leader goes, as a host losing power.
-    let stream = cluster.nats.stores.components.stream_name.clone();
+    let stream = "KV_artifacts_components".to_owned();
     let leader = leader_of(&cluster, &stream).await;
     let mut answered = vec![Instant::now()];
     let mut failed = std::collections::BTreeMap::<String, usize>::new();

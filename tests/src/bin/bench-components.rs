@@ -37,7 +37,7 @@ async fn download(app: &TestApp, size_mib: usize) {
     let mut gateway_runs = Vec::new();
     for _ in 0..2 {
         let started = Instant::now();
-        let mut reader = app.nats.stores.archives.get(&object).await.unwrap();
+        let mut reader = app.nats.store.object(artifacts_store::Objects::Archives, &object).await.unwrap();
         let mut buffer = vec![0u8; 128 * 1024];
         let mut total = 0u64;
         loop {
@@ -131,7 +131,7 @@ async fn store(app: &TestApp, size_mib: usize) {
     let limits = Limits { max_bytes: u64::MAX, max_entries: u64::MAX };
     let stored = artifacts_build_component::output::store(
         Box::pin(stream),
-        &app.nats.stores.archives,
+        &app.nats.store,
         "bench/store.tar.gz",
         limits,
     )
