@@ -110,3 +110,72 @@ async fn killing_the_connected_node_ten_times_pauses_no_lookup_over_2_s_and_answ
     assert!(over.is_empty(), "lookups that waited over {LOOKUP_LIMIT:?}: {over:?}");
     assert!(asked.len() > 100, "lookups answered: {}", asked.len());
 }
+
+/// The other ways a request loses its answer, on one server, against stand-in functions under a prefix
+/// of their own: a function process that died with the request in hand (a point read is sent a second
+/// time after 2 s and another instance answers), and one that is starting (a request that reached no
+/// one is sent again until it does, for 3 s at most, then answers 503).
+#[tokio::test]
+async fn a_read_lost_with_its_function_is_answered_by_another_and_one_that_reached_no_one_is_sent_again() {
+    use artifacts_runtime::service::{self, Reply};
+    use artifacts_schemas::Endpoint;
+    use futures::StreamExt as _;
+
+    let server = artifacts_tests::NatsServer::start().await;
+    let mut settings = artifacts_tests::test_settings(&server.url());
+    settings.nats.prefix = format!("resend{}", std::process::id());
+    settings.nats.request_timeout_secs = 10;
+    let nats = artifacts_runtime::nats::connect(&settings, "test-resend").await.expect("NATS connects");
+    let answering = |subject: String| {
+        let client = nats.client.clone();
+        async move {
+            let mut requests = client.queue_subscribe(subject, "q".into()).await.unwrap();
+            client.flush().await.unwrap();
+            tokio::spawn(async move {
+                while let Some(request) = requests.next().await {
+                    client.publish(request.reply.unwrap(), "{\"live\":true}".into()).await.unwrap();
+                }
+            })
+        }
+    };
+    let call = |endpoint: Endpoint| {
+        let nats = nats.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let reply: Reply = service::call(&nats, endpoint, Default::default(), "{}".into()).await;
+            (reply, started.elapsed())
+        })
+    };
+
+    // Taken by an instance that dies with it; another serves the endpoint.
+    let subject = nats.subjects.endpoint(Endpoint::ImageGet);
+    let mut dying = nats.client.queue_subscribe(subject.clone(), "q".into()).await.unwrap();
+    nats.client.flush().await.unwrap();
+    let asked = call(Endpoint::ImageGet);
+    dying.next().await.expect("the first instance takes the request");
+    dying.unsubscribe().await.unwrap();
+    let live = answering(subject).await;
+    let (reply, took) = asked.await.unwrap();
+    println!("a read whose function died with it: {} after {:.2} s", reply.code, took.as_secs_f64());
+    assert_eq!(reply.code, 200, "{reply:?}");
+    assert!(took >= service::HEDGE_AFTER && took < Duration::from_secs(3), "{took:?}");
+    live.abort();
+
+    // Nobody serves it yet; a process starts a second later. Even a delete: it reached no one.
+    let subject = nats.subjects.endpoint(Endpoint::ImageDelete);
+    let asked = call(Endpoint::ImageDelete);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let live = answering(subject).await;
+    let (reply, took) = asked.await.unwrap();
+    println!("a request that reached no one for 1 s: {} after {:.2} s", reply.code, took.as_secs_f64());
+    assert_eq!(reply.code, 200, "{reply:?}");
+    assert!(took < Duration::from_millis(1600), "{took:?}");
+    live.abort();
+
+    // Nobody at all: a clean 503 once the wait is over, not at the request timeout.
+    let (reply, took) = call(Endpoint::ComponentDelete).await.unwrap();
+    println!("a request nobody serves: {} after {:.2} s", reply.code, took.as_secs_f64());
+    assert_eq!(reply.code, 503, "{reply:?}");
+    assert!(String::from_utf8_lossy(&reply.body).contains("no service answers"), "{reply:?}");
+    assert!(took <= service::NO_RESPONDERS_WAIT && took > Duration::from_secs(2), "{took:?}");
+}

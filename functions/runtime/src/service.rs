@@ -227,9 +227,10 @@ pub async fn call(nats: &Nats, endpoint: Endpoint, mut headers: HeaderMap, paylo
     }
 }
 
-/// How long a request that reached no one is sent again, in pauses of [`NO_RESPONDERS_PAUSES_MS`].
+/// How long a request that reached no one is sent again, in pauses of [`NO_RESPONDERS_PAUSES_MS`], then
+/// of 250 ms.
 pub const NO_RESPONDERS_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
-const NO_RESPONDERS_PAUSES_MS: [u64; 6] = [10, 25, 50, 100, 200, 400];
+const NO_RESPONDERS_PAUSES_MS: [u64; 5] = [10, 25, 50, 100, 200];
 
 /// When a point read without an answer is sent a second time (half the request timeout at most).
 pub const HEDGE_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
@@ -283,7 +284,7 @@ async fn request(
         nats.client.send_request(subject.to_owned(), request)
     };
     let mut link = nats.link.state.clone();
-    let mut pauses = NO_RESPONDERS_PAUSES_MS.into_iter().chain(std::iter::repeat(500));
+    let mut pauses = NO_RESPONDERS_PAUSES_MS.into_iter().chain(std::iter::repeat(250));
     loop {
         let losses = link.borrow_and_update().losses;
         if Instant::now() >= deadline {
@@ -293,7 +294,8 @@ async fn request(
             match resend {
                 Resend::Hedged => {
                     let after = HEDGE_AFTER.min(nats.link.request_timeout / 2);
-                    hedged(send(deadline), started + after, || send(deadline), subject).await
+                    let second = || reaching_someone(|| send(deadline), deadline);
+                    hedged(send(deadline), started + after, second, subject).await
                 }
                 _ => send(deadline).await,
             }
@@ -315,7 +317,7 @@ async fn request(
         };
         match answer {
             Err(err) if err.kind() == RequestErrorKind::NoResponders => {
-                let pause = std::time::Duration::from_millis(pauses.next().unwrap_or(500));
+                let pause = std::time::Duration::from_millis(pauses.next().unwrap_or(250));
                 let until = (started + NO_RESPONDERS_WAIT).min(deadline);
                 if Instant::now() + pause >= until {
                     return Err(Unanswered::Nats(err));
@@ -357,6 +359,28 @@ where
             Ok(message) => Ok(message),
             Err(_) => first.await,
         },
+    }
+}
+
+/// Sends until the request reaches someone or `deadline` is near: the second copy of a hedged read, while
+/// the first still waits (the function that had it died, and its new process is starting).
+async fn reaching_someone<F, S>(send: F, deadline: tokio::time::Instant) -> Result<Message, async_nats::RequestError>
+where
+    F: Fn() -> S,
+    S: Future<Output = Result<Message, async_nats::RequestError>>,
+{
+    let mut pause = std::time::Duration::from_millis(10);
+    loop {
+        match send().await {
+            Err(err)
+                if err.kind() == async_nats::RequestErrorKind::NoResponders
+                    && tokio::time::Instant::now() + pause < deadline =>
+            {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_millis(250));
+            }
+            answer => return answer,
+        }
     }
 }
 
