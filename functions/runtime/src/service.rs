@@ -295,7 +295,7 @@ async fn request(
                 Resend::Hedged => {
                     let after = HEDGE_AFTER.min(nats.link.request_timeout / 2);
                     let second = || reaching_someone(|| send(deadline), deadline);
-                    hedged(send(deadline), started + after, second, subject).await
+                    hedged(send(deadline), Instant::now() + after, second, subject).await
                 }
                 _ => send(deadline).await,
             }
@@ -330,7 +330,8 @@ async fn request(
     }
 }
 
-/// The first answer of `first` and, if it has none by `second_at`, of a second copy as well.
+/// The first answer of `first` and, if it has none by `second_at` (2 s after it was sent), of a second
+/// copy as well.
 async fn hedged<F, S>(
     first: F,
     second_at: tokio::time::Instant,
@@ -343,6 +344,7 @@ where
 {
     tokio::pin!(first);
     tokio::select! {
+        biased;
         answer = &mut first => return answer,
         () = tokio::time::sleep_until(second_at) => {}
     }
