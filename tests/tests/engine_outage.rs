@@ -1,6 +1,6 @@
 //! Failures by type, for the Docker engine: a worker whose engine does not answer (its socket missing, as
 //! while `dockerd` restarts) hands its builds back without counting an attempt, for as long as the outage
-//! lasts (up to `ENGINE_OUTAGE_LIMIT`), and builds them once the engine is back: an outage longer than
+//! lasts (up to `build.engine_outage_secs`), and builds them once the engine is back: an outage longer than
 //! `build.max_attempts` retries fails no build.
 
 use std::time::{Duration, Instant};
@@ -44,4 +44,26 @@ async fn a_build_waits_out_an_engine_outage_without_using_up_its_attempts() {
     let record = finished(&app, &build_id).await;
     assert_eq!(record["status"], "succeeded", "{record}");
     assert_eq!(record["attempts"], 1, "{record}");
+}
+
+/// The bound: an engine that stays away past `build.engine_outage_secs` (0 here) is taken to be broken,
+/// and builds fail after `build.max_attempts`, saying where the engine was looked for. (A worker process
+/// of its own: the outage is the process's.)
+#[tokio::test]
+async fn a_broken_engine_fails_builds_after_bounded_attempts() {
+    let app = TestApp::spawn_without_builder(|_| {}).await;
+    let settings = [
+        ("ARTIFACTS__DOCKER__HOST", "unix:///nonexistent/docker.sock"),
+        ("ARTIFACTS__BUILD__ENGINE_OUTAGE_SECS", "0"),
+        ("ARTIFACTS__BUILD__MAX_ATTEMPTS", "2"),
+    ];
+    let _worker = worker_with(&app, None, "amd64", &settings).await;
+    let build_id = submit(&app, &format!("noengine-{}", std::process::id()), "FROM busybox\n", "amd64").await;
+    let record = finished(&app, &build_id).await;
+    assert_eq!(record["status"], "failed", "{record}");
+    assert!(
+        record["errorMessage"].as_str().unwrap().contains("no Docker engine at unix:///nonexistent/docker.sock"),
+        "{record}"
+    );
+    assert_eq!(record["attempts"], 2, "{record}");
 }

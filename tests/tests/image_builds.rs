@@ -222,7 +222,7 @@ async fn a_build_past_its_timeout_fails() {
 }
 
 #[tokio::test]
-async fn unreachable_registry_and_engine_fail_after_bounded_attempts() {
+async fn an_unreachable_registry_fails_after_bounded_attempts() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let (app, _registry) = TestApp::spawn_with_registry(|s| {
         s.registry.address = format!("127.0.0.1:{closed}");
@@ -231,17 +231,5 @@ async fn unreachable_registry_and_engine_fail_after_bounded_attempts() {
     .await;
     let record = failed_build(&app, "FROM busybox\nRUN echo registry-test > /x\n", "noregistry").await;
     assert!(record["errorMessage"].as_str().unwrap().contains("cannot push to the registry"), "{record}");
-    assert_eq!(record["attempts"], 2);
-
-    let app = TestApp::spawn_with(|s| {
-        s.docker.host = Some("unix:///nonexistent/docker.sock".into());
-        s.build.max_attempts = 2;
-    })
-    .await;
-    let record = failed_build(&app, "FROM busybox\n", "noengine").await;
-    assert!(
-        record["errorMessage"].as_str().unwrap().contains("no Docker engine at unix:///nonexistent/docker.sock"),
-        "{record}"
-    );
     assert_eq!(record["attempts"], 2);
 }

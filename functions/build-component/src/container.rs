@@ -27,6 +27,7 @@ use tokio_util::io::ReaderStream;
 use artifacts_runtime::archive::{self, ArchiveError, Limits};
 use artifacts_runtime::attempt::BuildFailure;
 use artifacts_runtime::configuration::BuildSettings;
+use artifacts_runtime::docker::{engine_answered, engine_away, engine_unanswered};
 use artifacts_runtime::leftovers;
 use artifacts_runtime::logs::BuildLog;
 use artifacts_schemas::{BuildId, ComponentName};
@@ -39,48 +40,6 @@ pub async fn connect_engine(settings: &artifacts_runtime::Settings) -> Result<Do
     let docker = artifacts_runtime::docker::connect(settings).await.map_err(engine_away)?;
     engine_answered();
     Ok(docker)
-}
-
-/// How long the engine may be away before its failures count as attempts (see [`engine_away`]).
-pub const ENGINE_OUTAGE_LIMIT: std::time::Duration = std::time::Duration::from_secs(5 * 60);
-
-/// Since when the engine has not answered this worker (`None`: it answered last time).
-static ENGINE_AWAY_SINCE: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
-
-/// A build that failed because the Docker engine does not answer (it is restarting, its socket is
-/// missing, it timed out): an outage of the engine, like one of JetStream, is no fault of the build's
-/// and does not count as an attempt ([`BuildFailure::Unavailable`]: the job goes back to the queue). The
-/// bound: once the engine has not answered for [`ENGINE_OUTAGE_LIMIT`] it is taken to be broken, and the
-/// failures count again ([`BuildFailure::Passing`]), so builds end after `build.max_attempts`.
-pub fn engine_away(message: String) -> BuildFailure {
-    let since =
-        *ENGINE_AWAY_SINCE.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(std::time::Instant::now);
-    let away = since.elapsed();
-    if away < ENGINE_OUTAGE_LIMIT {
-        BuildFailure::Unavailable(message)
-    } else {
-        BuildFailure::Passing(format!("{message} (the engine has not answered for {} s)", away.as_secs()))
-    }
-}
-
-/// The engine answered: an outage, if there was one, is over.
-fn engine_answered() {
-    *ENGINE_AWAY_SINCE.lock().unwrap_or_else(|e| e.into_inner()) = None;
-}
-
-/// Whether an error of the engine's API is no answer at all (the connection refused or lost, the socket
-/// missing, a timeout) rather than an answer.
-pub fn engine_unanswered(err: &bollard::errors::Error) -> bool {
-    use bollard::errors::Error::*;
-    matches!(
-        err,
-        RequestTimeoutError
-            | IOError { .. }
-            | HyperResponseError { .. }
-            | HyperLegacyError { .. }
-            | HttpClientError { .. }
-            | SocketNotFoundError(_)
-    )
 }
 
 /// Where the source is inside the container (the command's working directory).

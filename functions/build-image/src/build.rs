@@ -14,6 +14,7 @@ use tokio::io::AsyncReadExt;
 
 use artifacts_runtime::archive::{self, ArchiveError, Limits};
 use artifacts_runtime::attempt::{Build, BuildFailure};
+use artifacts_runtime::docker::{engine_answered, engine_away, engine_unanswered};
 use artifacts_runtime::logs::BuildLog;
 use artifacts_runtime::metrics::record_stage;
 use artifacts_runtime::neutral_tag::{self, NEUTRAL_TAG};
@@ -292,32 +293,6 @@ fn immutable_tag(job: &ImageJob) -> String {
     format!("{}-{}", job.architecture.short(), job.build_id)
 }
 
-/// How long the engine may be away before its failures count as attempts (see [`engine_away`]).
-pub const ENGINE_OUTAGE_LIMIT: Duration = Duration::from_secs(5 * 60);
-
-/// Since when the engine has not answered this worker (`None`: it answered last time).
-static ENGINE_AWAY_SINCE: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
-
-/// A build that failed because the Docker engine does not answer (it is restarting, its socket is
-/// missing, it timed out): an outage of the engine, like one of JetStream, is no fault of the build's
-/// and does not count as an attempt ([`BuildFailure::Unavailable`]: the job goes back to the queue). The
-/// bound: once the engine has not answered for [`ENGINE_OUTAGE_LIMIT`] it is taken to be broken, and the
-/// failures count again ([`BuildFailure::Passing`]), so builds end after `build.max_attempts`.
-fn engine_away(message: String) -> BuildFailure {
-    let since = *ENGINE_AWAY_SINCE.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(Instant::now);
-    let away = since.elapsed();
-    if away < ENGINE_OUTAGE_LIMIT {
-        BuildFailure::Unavailable(message)
-    } else {
-        BuildFailure::Passing(format!("{message} (the engine has not answered for {} s)", away.as_secs()))
-    }
-}
-
-/// The engine answered: an outage, if there was one, is over.
-fn engine_answered() {
-    *ENGINE_AWAY_SINCE.lock().unwrap_or_else(|e| e.into_inner()) = None;
-}
-
 /// Whether the engine answers a ping within 5 s.
 async fn answers(docker: &Docker) -> bool {
     let answered = tokio::time::timeout(Duration::from_secs(5), docker.ping()).await.is_ok_and(|ping| ping.is_ok());
@@ -325,21 +300,6 @@ async fn answers(docker: &Docker) -> bool {
         engine_answered();
     }
     answered
-}
-
-/// Whether an error of the engine's API is no answer at all (the connection refused or lost, the socket
-/// missing, a timeout) rather than an answer.
-fn engine_unanswered(err: &bollard::errors::Error) -> bool {
-    use bollard::errors::Error::*;
-    matches!(
-        err,
-        RequestTimeoutError
-            | IOError { .. }
-            | HyperResponseError { .. }
-            | HyperLegacyError { .. }
-            | HttpClientError { .. }
-            | SocketNotFoundError(_)
-    )
 }
 
 fn build_failed(error: &str, log: &BuildLog) -> BuildFailure {

@@ -352,6 +352,9 @@ pub struct BuildSettings {
     pub registry_cache: bool,
     /// Starts of one build before it is failed for good.
     pub max_attempts: u32,
+    /// How long the Docker engine may be away (restarting, its socket missing) before the failures it
+    /// causes count as build attempts; until then builds wait for it without using up their attempts.
+    pub engine_outage_secs: u64,
     /// How long a job may go without a sign of life before JetStream hands it to another worker; workers
     /// report progress at a third of it.
     pub ack_wait_secs: u64,
@@ -483,6 +486,7 @@ impl Default for BuildSettings {
             network: "none".into(),
             registry_cache: true,
             max_attempts: 3,
+            engine_outage_secs: 300,
             ack_wait_secs: 60,
             shutdown_grace_secs: 30,
             max_context_bytes: 1024 * 1024 * 1024,

@@ -8,7 +8,6 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::kv;
 use futures::{Stream, StreamExt};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -77,14 +76,15 @@ impl Store {
     ) -> Result<Submitted, StoreError> {
         let key = content_hash(&submission.work);
         let active = &self.buckets.active;
-        loop {
+        let claimed = until_won(&key, || async {
             let build_id = BuildId::generate();
-            match retry_unanswered(|| active.create(&key, build_id.as_str().to_owned().into())).await {
-                Ok(claim) => return self.start(build_id, &submission, &key, claim).await,
-                Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => {}
-                Err(err) => return Err(StoreError::unavailable(err)),
-            }
-            let Some(entry) = live_entry(active, &key).await? else { continue };
+            let claim = |revision| write_if_unchanged(active, &key, revision, build_id.as_str().to_owned().into());
+            let Some(entry) = live_entry(active, &key).await? else {
+                return Ok(match claim(None).await? {
+                    Round::Done(revision) => Round::Done(Ok((build_id, revision))),
+                    Round::Lost => Round::Lost,
+                });
+            };
             let claimed_by = std::str::from_utf8(&entry.value).ok().and_then(|id| BuildId::parse(id).ok());
             let young = time::OffsetDateTime::now_utc() - entry.created < ORPHAN_CLAIM_AGE;
             let existing = match &claimed_by {
@@ -110,20 +110,26 @@ impl Store {
                     Some(BuildStatus::Succeeded) => AcceptedStatus::Succeeded,
                     _ => AcceptedStatus::Queued,
                 };
-                return Ok(Submitted { build_id: id.clone(), status, error: None });
+                return Ok(Round::Done(Err(Submitted { build_id: id.clone(), status, error: None })));
             }
             if let Some(record) =
                 existing.filter(|r| r.status == BuildStatus::Failed && failed_lately(r) && !submission.rerun_failed)
             {
                 let error = record.error_message.unwrap_or_else(|| "the build failed".into());
-                return Ok(Submitted { build_id: record.build_id, status: AcceptedStatus::Failed, error: Some(error) });
+                let answer = Submitted { build_id: record.build_id, status: AcceptedStatus::Failed, error: Some(error) };
+                return Ok(Round::Done(Err(answer)));
             }
             // The build it names has ended: claim the key, unless another submitter just did.
-            if let Ok(claim) =
-                retry_unanswered(|| active.update(&key, build_id.as_str().to_owned().into(), entry.revision)).await
-            {
-                return self.start(build_id, &submission, &key, claim).await;
-            }
+            Ok(match claim(Some(entry.revision)).await? {
+                Round::Done(revision) => Round::Done(Ok((build_id, revision))),
+                Round::Lost => Round::Lost,
+            })
+        })
+        .await?;
+        match claimed {
+            Ok((build_id, revision)) => self.start(build_id, &submission, &key, revision).await,
+            // An identical build answers.
+            Err(answer) => Ok(answer),
         }
     }
 
