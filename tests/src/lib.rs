@@ -591,7 +591,7 @@ impl TestApp {
     ) -> artifacts_schemas::BuildId {
         use artifacts_schemas::{
             Architecture, BranchName, BuildId, BuildKind, BuildRecord, BuildWork, ComponentBuildSummary, ComponentName,
-            ImageBuildSummary, RequestedBy, TagName, Timestamp,
+            ImageBuildSummary, RequestedBy, TagName,
         };
         let component = ComponentName::parse(component).expect("a valid component name");
         let architecture = Architecture::parse("amd64").expect("an architecture");
@@ -622,24 +622,12 @@ impl TestApp {
                 result: None,
             },
         };
-        let record = BuildRecord {
-            build_id: BuildId::generate(),
-            work,
-            status,
-            requested_by: RequestedBy {
-                linux_username: Some("alice".into()),
-                github_username: None,
-                api_key_id: Some("k".into()),
-            },
-            created_at: Timestamp::now(),
-            started_at: None,
-            finished_at: None,
-            error_message: None,
-            attempts: 0,
-            lease_expires_at: None,
-            pinned: false,
-            waiting_on: Vec::new(),
+        let requested_by = RequestedBy {
+            linux_username: Some("alice".into()),
+            github_username: None,
+            api_key_id: Some("k".into()),
         };
+        let record = BuildRecord { status, ..BuildRecord::queued(BuildId::generate(), work, requested_by) };
         self.nats.store.create_build(&record).await.expect("JetStream stores the record");
         record.build_id
     }

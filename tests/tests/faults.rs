@@ -198,7 +198,7 @@ async fn builds_survive_faults_and_identical_work_is_done_once() {
         let ready = stack.wait_ready(Duration::from_secs(60)).await + recovered;
         let builds = stack.builds_of(&component).await;
         let succeeded = builds.iter().filter(|b| b["status"] == "succeeded").count();
-        let left = build_containers(&[build_id.clone()]).await;
+        let left = build_containers(std::slice::from_ref(&build_id)).await;
         let attempts = record.as_ref().map_or(0, |r| r["attempts"].as_u64().unwrap_or(0));
         let line = format!(
             "kill -9 {program} during {kind} ({during}): lost {}, stuck {}, succeeded {succeeded} of {} builds, \

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use artifacts_schemas::{
     AcceptedStatus, Architecture, BuildAccepted, BuildId, BuildRecord, BuildStatus, BuildWork, ComponentName,
-    RequestedBy, TagName, Timestamp,
+    RequestedBy, TagName,
 };
 
 use crate::access::{live_entry, read_json, retry_unanswered, to_bytes, until_won, write_if_unchanged, Round};
@@ -182,20 +182,8 @@ impl Store {
         if let Err(err) = queued {
             return Err(StoreError::Unavailable(format!("the build could not be queued: {err}")));
         }
-        let record = BuildRecord {
-            build_id: build_id.clone(),
-            work: submission.work.clone(),
-            status: BuildStatus::Queued,
-            requested_by: submission.requested_by.clone(),
-            created_at: Timestamp::now(),
-            started_at: None,
-            finished_at: None,
-            error_message: None,
-            attempts: 0,
-            lease_expires_at: None,
-            pinned: false,
-            waiting_on: Vec::new(),
-        };
+        let record =
+            BuildRecord::queued(build_id.clone(), submission.work.clone(), submission.requested_by.clone());
         self.create_build(&record).await
     }
 

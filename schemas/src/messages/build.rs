@@ -232,6 +232,26 @@ pub struct BuildRecord {
     pub waiting_on: Vec<BuildId>,
 }
 
+impl BuildRecord {
+    /// The record of a build just submitted: queued, never started.
+    pub fn queued(build_id: BuildId, work: BuildWork, requested_by: RequestedBy) -> Self {
+        Self {
+            build_id,
+            work,
+            status: BuildStatus::Queued,
+            requested_by,
+            created_at: Timestamp::now(),
+            started_at: None,
+            finished_at: None,
+            error_message: None,
+            attempts: 0,
+            lease_expires_at: None,
+            pinned: false,
+            waiting_on: Vec::new(),
+        }
+    }
+}
+
 pub const DEFAULT_BUILD_LIST_LIMIT: u32 = 50;
 pub const MAX_BUILD_LIST_LIMIT: u32 = 500;
 
