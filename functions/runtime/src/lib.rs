@@ -1,14 +1,15 @@
 //! The runtime every artifacts process stands on.
 //!
 //! A function binary is a small `main` that calls [`run`] with its own work: the runtime reads the
-//! layered [`configuration`], starts [`telemetry`], connects to [`nats`] (ensuring the JetStream streams
-//! and buckets), installs its [`metrics`] recorder, and cancels a token on SIGINT/SIGTERM ([`shutdown`]). Request/reply endpoints are NATS
-//! micro services built with [`service::serve`]; the gateway calls them with [`service::call`].
+//! layered [`configuration`], starts [`telemetry`], connects to [`nats`] (opening the stack's state, an
+//! [`artifacts_store::Store`], which ensures every stream and bucket), installs its [`metrics`] recorder,
+//! and cancels a token on SIGINT/SIGTERM ([`shutdown`]). Request/reply endpoints are NATS micro services
+//! built with [`service::serve`]; the gateway calls them with [`service::call`].
 //!
 //! ```text
 //!  HTTP ──> gateway ──request/reply──> lookup, build submissions (NATS micro services)
 //!                    └─JetStream────> durable jobs, push events ──> build workers, git trigger
-//!                                       KV buckets, object store <── records and tarballs
+//!                    artifacts_store::Store: KV buckets, object stores <── records and tarballs
 //! ```
 
 pub mod archive;
