@@ -183,7 +183,7 @@ async fn build_and_push(
     let pushed = nats.store.registry_push(job.build_id.as_str(), gate_wait, async {
         push(&docker, &repository, &immutable_tag, settings, log).await
     });
-    let digest = pushed.await.map_err(|err| BuildFailure::Passing(err.to_string()))??;
+    let digest = pushed.await.map_err(BuildFailure::from)??;
     record_stage(BuildKind::Image, "push", pushing.elapsed());
     phases.done("pushed");
     // The registry holds it now; the engine does not need to (nothing else ever collects it there). Not
