@@ -126,6 +126,8 @@ async fn a_read_lost_with_its_function_is_answered_by_another_and_one_that_reach
     settings.nats.prefix = format!("resend{}", std::process::id());
     settings.nats.request_timeout_secs = 10;
     let nats = artifacts_runtime::nats::connect(&settings, "test-resend").await.expect("NATS connects");
+    // Answers the handle of the task that serves `subject`, once it is subscribed.
+    #[allow(clippy::async_yields_async)]
     let answering = |subject: String| {
         let client = nats.client.clone();
         async move {
