@@ -32,12 +32,12 @@ use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 use artifacts_runtime::configuration::StorageSettings;
-use artifacts_schemas::messages::image::human_bytes;
 use artifacts_runtime::nats_users::{self, SERVICE_USER};
 use artifacts_runtime::registry_auth::TlsFiles;
 use artifacts_runtime::registry_auth::{self, SigningFiles};
 use artifacts_runtime::service::unanswered_services;
 use artifacts_runtime::{find_program, Nats, Settings};
+use artifacts_schemas::messages::image::human_bytes;
 use artifacts_schemas::Subjects;
 
 const NATS_CONFIG: &str = include_str!("../../nats/nats-server.conf");

@@ -385,7 +385,9 @@ pub async fn raw_bucket(nats: &Nats, name: &str) -> async_nats::jetstream::kv::S
 /// An object store as JetStream holds it (`archives`, `uploads`), as [`raw_bucket`].
 pub async fn raw_objects(nats: &Nats, name: &str) -> async_nats::jetstream::object_store::ObjectStore {
     let name = format!("artifacts_{name}");
-    artifacts_store::access::retry_read(|| nats.jetstream.get_object_store(&name)).await.expect("the object store exists")
+    artifacts_store::access::retry_read(|| nats.jetstream.get_object_store(&name))
+        .await
+        .expect("the object store exists")
 }
 
 impl TestApp {
@@ -622,11 +624,8 @@ impl TestApp {
                 result: None,
             },
         };
-        let requested_by = RequestedBy {
-            linux_username: Some("alice".into()),
-            github_username: None,
-            api_key_id: Some("k".into()),
-        };
+        let requested_by =
+            RequestedBy { linux_username: Some("alice".into()), github_username: None, api_key_id: Some("k".into()) };
         let record = BuildRecord { status, ..BuildRecord::queued(BuildId::generate(), work, requested_by) };
         self.nats.store.create_build(&record).await.expect("JetStream stores the record");
         record.build_id

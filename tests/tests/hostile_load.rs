@@ -136,8 +136,8 @@ async fn a_revoked_key_is_refused_within_a_second() {
 #[tokio::test]
 async fn a_build_log_is_cut_at_its_byte_cap_with_a_marker() {
     use artifacts_runtime::logs::{BuildLog, CUT_MARKER, MAX_LOG_BYTES_PER_BUILD};
-    use artifacts_store::ResourceNames;
     use artifacts_schemas::{BuildId, BuildStatus};
+    use artifacts_store::ResourceNames;
 
     let app = TestApp::spawn().await;
     let build_id = BuildId::generate();

@@ -135,7 +135,11 @@ async fn a_key_whose_record_cannot_be_read_is_refused_and_revocable() {
     };
     assert_eq!(whoami(key.clone()).await, 200);
     // What a reflected answer once wrote over a key's record: JSON, but no key.
-    artifacts_tests::raw_bucket(&app.nats, "keys").await.put(&key_id, r#"{"status":"ok","errorMessage":null}"#.into()).await.unwrap();
+    artifacts_tests::raw_bucket(&app.nats, "keys")
+        .await
+        .put(&key_id, r#"{"status":"ok","errorMessage":null}"#.into())
+        .await
+        .unwrap();
     let mut status = 0;
     for _ in 0..40 {
         status = whoami(key.clone()).await;
@@ -150,6 +154,9 @@ async fn a_key_whose_record_cannot_be_read_is_refused_and_revocable() {
     let revoked =
         app.http.delete(app.url(&format!("/api/v1/keys/{key_id}"))).bearer_auth(ADMIN_KEY).send().await.unwrap();
     assert_eq!(revoked.status(), 200, "{:?}", revoked.text().await);
-    assert!(artifacts_tests::raw_bucket(&app.nats, "keys").await.get(&key_id).await.unwrap().is_none(), "the unreadable record is gone");
+    assert!(
+        artifacts_tests::raw_bucket(&app.nats, "keys").await.get(&key_id).await.unwrap().is_none(),
+        "the unreadable record is gone"
+    );
     assert_eq!(whoami(key).await, 401);
 }

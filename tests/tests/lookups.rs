@@ -40,7 +40,11 @@ async fn stored_image_is_found_by_http_and_json_body_and_every_architecture_alia
         build_id: BuildId::generate(),
         built_at: Timestamp::now(),
     };
-    artifacts_tests::raw_bucket(&app.nats, "images").await.put(query.record_key(), serde_json::to_vec(&record).unwrap().into()).await.unwrap();
+    artifacts_tests::raw_bucket(&app.nats, "images")
+        .await
+        .put(query.record_key(), serde_json::to_vec(&record).unwrap().into())
+        .await
+        .unwrap();
 
     for architecture in ["amd64", "x86_64", "linux/amd64"] {
         let response = app
@@ -235,7 +239,11 @@ async fn stored_component_is_found_and_streamed_with_its_digest() {
         url: None,
     };
     let object = format!("{}.tar.gz", query.record_key());
-    artifacts_tests::raw_objects(&app.nats, "archives").await.put(object.as_str(), &mut tarball.as_slice()).await.unwrap();
+    artifacts_tests::raw_objects(&app.nats, "archives")
+        .await
+        .put(object.as_str(), &mut tarball.as_slice())
+        .await
+        .unwrap();
     let record = ComponentRecord {
         component: query.component.clone(),
         tag: query.tag.clone(),
@@ -252,7 +260,11 @@ async fn stored_component_is_found_and_streamed_with_its_digest() {
         built_at: Timestamp::now(),
         secrets: Vec::new(),
     };
-    artifacts_tests::raw_bucket(&app.nats, "components").await.put(query.record_key(), serde_json::to_vec(&record).unwrap().into()).await.unwrap();
+    artifacts_tests::raw_bucket(&app.nats, "components")
+        .await
+        .put(query.record_key(), serde_json::to_vec(&record).unwrap().into())
+        .await
+        .unwrap();
 
     let found: Value =
         app.get("/api/v1/components?component=libfoo&tag=v1.2.0&architecture=armv7l").await.json().await.unwrap();

@@ -219,7 +219,14 @@ async fn scenario() {
     assert_eq!(second["removed"]["builds"], 2, "the two older of the versions built meanwhile: {second}");
     assert_eq!(after.build_records, before.build_records + during_ids.len() - removed - 2, "{after:?}");
     // Each removed build's identical-work key went with it: every key left names a build that is left.
-    let dedup_keys: Vec<String> = artifacts_tests::raw_bucket(&app.nats, "active").await.keys().await.unwrap().map(Result::unwrap).collect().await;
+    let dedup_keys: Vec<String> = artifacts_tests::raw_bucket(&app.nats, "active")
+        .await
+        .keys()
+        .await
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+        .await;
     assert!(dedup_keys.len() <= after.build_records, "{after:?}");
     for key in dedup_keys {
         let build_id = artifacts_tests::raw_bucket(&app.nats, "active").await.get(&key).await.unwrap().unwrap();
@@ -255,7 +262,12 @@ async fn scenario() {
     assert_eq!(after.worker_images, 0);
     for (component, kept) in [(&image, IMAGE_KEEP + 1), (&library, KEEP + 1)] {
         let key = format!("component/{}/0", artifacts_schemas::names::slug_with_hash(component));
-        let page = artifacts_tests::raw_bucket(&app.nats, "build_index").await.get(&key).await.unwrap().expect("an index page");
+        let page = artifacts_tests::raw_bucket(&app.nats, "build_index")
+            .await
+            .get(&key)
+            .await
+            .unwrap()
+            .expect("an index page");
         let ids: Vec<String> = serde_json::from_slice(&page).unwrap();
         assert_eq!(ids.len(), kept, "removed builds left the index: {ids:?}");
     }
@@ -290,7 +302,8 @@ async fn scenario() {
     for build in &kept_library {
         // Every retained component archive is still stored, with its digest.
         let object = build["result"]["object"].as_str().unwrap();
-        let mut reader = artifacts_tests::raw_objects(&app.nats, "archives").await.get(object).await.expect("a retained archive");
+        let mut reader =
+            artifacts_tests::raw_objects(&app.nats, "archives").await.get(object).await.expect("a retained archive");
         let mut bytes = Vec::new();
         tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut bytes).await.unwrap();
         let digest = format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)));

@@ -208,7 +208,11 @@ async fn one_repository_holds_one_component_and_branch() {
     // components out.
     let legacy = name("legacy");
     let legacy_repository = format!("{legacy}-web-main-image");
-    artifacts_tests::raw_bucket(&app.nats, "repositories").await.put(&legacy_repository, legacy.clone().into_bytes().into()).await.unwrap();
+    artifacts_tests::raw_bucket(&app.nats, "repositories")
+        .await
+        .put(&legacy_repository, legacy.clone().into_bytes().into())
+        .await
+        .unwrap();
     let other = json!({"dockerfile": dockerfile("other"), "component": format!("{legacy}-web"), "branch": "main", "architecture": "amd64"});
     let (status, answer) = post(&app, ADMIN_KEY, "/api/v1/images", &other).await;
     assert_eq!(status, 409, "{answer}");

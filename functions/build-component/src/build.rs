@@ -12,11 +12,11 @@ use artifacts_runtime::logs::BuildLog;
 use artifacts_runtime::metrics::{count_stored, timed};
 use artifacts_runtime::{secrets, Nats, Settings};
 use artifacts_schemas::messages::keys::glob_matches;
-use artifacts_store::{Moved, Objects};
 use artifacts_schemas::{
     Architecture, BuildId, BuildKind, BuildStatus, ComponentBuildRequest, ComponentJob, ComponentQuery,
     ComponentRecord, DependencyUsed, Failure, RebuiltForPush, Timestamp,
 };
+use artifacts_store::{Moved, Objects};
 
 use crate::container::{pack_inputs, Container, ContainerSpec};
 use crate::recipe::{self, Dependency};
@@ -130,8 +130,7 @@ impl Build for ComponentBuild {
 
         let query = self.query();
         let object = format!("{}/{}.tar.gz", query.record_key(), job.build_id);
-        let storing =
-            output::store(container.download(&recipe.output), &self.nats.store, &object, self.limits());
+        let storing = output::store(container.download(&recipe.output), &self.nats.store, &object, self.limits());
         let stored = timed(BuildKind::Component, "store", storing).await?;
         count_stored(BuildKind::Component, stored.size);
         log.write(&format!("stored {} bytes as {object} ({})", stored.size, stored.digest)).await;

@@ -11,9 +11,9 @@ use artifacts_runtime::service::{Reply, Request, LOOKUP_HEADER};
 use artifacts_runtime::{secrets, Nats, Settings};
 use artifacts_schemas::messages::keys::Scope;
 use artifacts_schemas::{
-    normalize_repository, parse_json, AcceptedStatus, BuildAccepted, BuildId, BuildKind, BuildStatus, BuildWork, ComponentBuildRequest,
-    ComponentBuildSummary, ComponentJob, ComponentName, ComponentSource, Failure, GitUrl, RequestError, RequestedBy,
-    Trigger,
+    normalize_repository, parse_json, AcceptedStatus, BuildAccepted, BuildId, BuildKind, BuildStatus, BuildWork,
+    ComponentBuildRequest, ComponentBuildSummary, ComponentJob, ComponentName, ComponentSource, Failure, GitUrl,
+    RequestError, RequestedBy, Trigger,
 };
 
 use artifacts_store::{Submission, Submitted};

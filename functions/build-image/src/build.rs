@@ -371,17 +371,23 @@ async fn assemble_context(
     job: &ImageJob,
     dir: PathBuf,
 ) -> Result<(PathBuf, PathBuf), BuildFailure> {
-    let unavailable = |what: &str, err: &dyn std::fmt::Display| BuildFailure::Unavailable(format!("cannot read {what}: {err}"));
+    let unavailable =
+        |what: &str, err: &dyn std::fmt::Display| BuildFailure::Unavailable(format!("cannot read {what}: {err}"));
     // An upload the collector removed is gone for good; JetStream being away is for later.
     let fetch_failed = |what: &str, err: StoreError| match err {
-        StoreError::NotFound(_) => BuildFailure::Permanent(format!("{what} is no longer stored: submit the build again")),
+        StoreError::NotFound(_) => {
+            BuildFailure::Permanent(format!("{what} is no longer stored: submit the build again"))
+        }
         err => unavailable(what, &err),
     };
     let passing =
         |what: &str, err: &dyn std::fmt::Display| BuildFailure::Passing(format!("cannot write {what}: {err}"));
     let mut dockerfile = Vec::new();
-    let mut object =
-        nats.store.object(Objects::Uploads, &job.dockerfile).await.map_err(|err| fetch_failed("the Dockerfile", err))?;
+    let mut object = nats
+        .store
+        .object(Objects::Uploads, &job.dockerfile)
+        .await
+        .map_err(|err| fetch_failed("the Dockerfile", err))?;
     object.read_to_end(&mut dockerfile).await.map_err(|err| unavailable("the Dockerfile", &err))?;
     // Each component's cache mounts are its own (the Dockerfile was read at submission, so it parses).
     let text = String::from_utf8_lossy(&dockerfile);

@@ -22,9 +22,7 @@ use artifacts_runtime::nats::unavailable;
 use artifacts_runtime::{registry, Nats, Settings};
 use artifacts_schemas::messages::build::ListStatus;
 use artifacts_schemas::messages::manage::{GcReport, Removed};
-use artifacts_schemas::{
-    BuildId, BuildRecord, BuildStatus, BuildWork, ComponentName, ImageRepository, RequestError,
-};
+use artifacts_schemas::{BuildId, BuildRecord, BuildStatus, BuildWork, ComponentName, ImageRepository, RequestError};
 use artifacts_store::{List, Objects};
 
 /// An index entry without a record is left alone this long: its record may be on its way.

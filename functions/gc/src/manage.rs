@@ -31,13 +31,15 @@ pub async fn cancel(nats: &Nats, caller: &Caller, payload: &[u8]) -> Result<Repl
     managed_build(nats, caller, &query.build_id).await?;
     let mut ended_before = None;
     let message = format!("cancelled by key {}", caller.key_id);
-    let record = nats.store.update_build(&query.build_id, |record| {
-        ended_before = record.status.is_finished().then_some(record.status);
-        if ended_before.is_none() {
-            finish(record, BuildStatus::Cancelled, None, Some(message.clone()));
-        }
-    })
-    .await?;
+    let record = nats
+        .store
+        .update_build(&query.build_id, |record| {
+            ended_before = record.status.is_finished().then_some(record.status);
+            if ended_before.is_none() {
+                finish(record, BuildStatus::Cancelled, None, Some(message.clone()));
+            }
+        })
+        .await?;
     if let Some(status) = ended_before {
         let status = serde_json::to_value(status).unwrap_or_default();
         return Err(RequestError::new(

@@ -6,10 +6,10 @@
 //! answer is a JetStream publish acknowledgement (`stream`, `seq`, `duplicate`) beside `status`, so a
 //! client's `js.publish` works as before; a `Nats-Msg-Id` collapses redeliveries of one key's event.
 
-use artifacts_store::MAX_PUSH_EVENT_BYTES;
 use artifacts_runtime::service::{Reply, Request};
 use artifacts_runtime::Nats;
 use artifacts_schemas::{parse_json, Failure, GitPushEvent, RequestError};
+use artifacts_store::MAX_PUSH_EVENT_BYTES;
 use serde::Serialize;
 
 #[derive(Serialize)]

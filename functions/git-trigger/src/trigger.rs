@@ -8,9 +8,9 @@ use artifacts_store::{keys, Objects, StoredKeyEntry};
 
 use artifacts_build_component::git;
 use artifacts_build_component::submit::{checked_url, Submitter};
+use artifacts_runtime::attempt::finish;
 use artifacts_runtime::auth::ADMIN_KEY_ID;
 use artifacts_runtime::builder::ensure_buildable;
-use artifacts_runtime::attempt::finish;
 use artifacts_runtime::jobs::Outcome;
 use artifacts_runtime::{Nats, Settings};
 use artifacts_schemas::messages::keys::{glob_matches, Scope};

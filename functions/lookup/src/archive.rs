@@ -19,13 +19,11 @@ use futures::StreamExt;
 use tokio::io::AsyncReadExt;
 
 use artifacts_runtime::auth::Caller;
-use artifacts_store::Objects;
 use artifacts_runtime::service::{reply_allowed, Reply};
 use artifacts_runtime::Nats;
 use artifacts_schemas::messages::keys::Scope;
-use artifacts_schemas::{
-    parse_json, ArchiveTransfer, ComponentLookupStatus, ComponentQuery, Failure, RequestError,
-};
+use artifacts_schemas::{parse_json, ArchiveTransfer, ComponentLookupStatus, ComponentQuery, Failure, RequestError};
+use artifacts_store::Objects;
 
 /// The header of the last chunk: the archive's digest.
 pub const END_HEADER: &str = "Artifacts-Archive-End";
@@ -93,15 +91,16 @@ pub async fn start(
     caller.require_for(Scope::Read, &query.component)?;
     let permit = transfers.open(&caller.key_id)?;
     let record = nats.store.component(&query).await?.ok_or_else(|| {
-            RequestError::not_found(format!(
-                "component {} at tag {} for {} is not stored",
-                query.component, query.tag, query.architecture
-            ))
-        })?;
-    // Opened before answering, so that a missing object is a clear 503 now, not a silent transfer.
-    let reader = nats.store.object(Objects::Archives, &record.object).await.map_err(|err| {
-        RequestError::unavailable(format!("the object store cannot serve {}: {err}", record.object))
+        RequestError::not_found(format!(
+            "component {} at tag {} for {} is not stored",
+            query.component, query.tag, query.architecture
+        ))
     })?;
+    // Opened before answering, so that a missing object is a clear 503 now, not a silent transfer.
+    let reader =
+        nats.store.object(Objects::Archives, &record.object).await.map_err(|err| {
+            RequestError::unavailable(format!("the object store cannot serve {}: {err}", record.object))
+        })?;
     let transfer = nats.subjects.archive_transfer(&hex::encode(rand::random::<[u8; 16]>()));
     let requests = nats
         .client

@@ -17,12 +17,7 @@ pub async fn images(store: &Store, bucket: Bucket, caller: &Caller, payload: &[u
     page(store, bucket, caller, payload, |record: ImageRecord| (record.component.clone(), record)).await
 }
 
-pub async fn components(
-    store: &Store,
-    bucket: Bucket,
-    caller: &Caller,
-    payload: &[u8],
-) -> Result<Reply, RequestError> {
+pub async fn components(store: &Store, bucket: Bucket, caller: &Caller, payload: &[u8]) -> Result<Reply, RequestError> {
     page(store, bucket, caller, payload, |record: ComponentRecord| {
         let item = ComponentCatalogItem {
             component: record.component,

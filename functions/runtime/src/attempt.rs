@@ -53,7 +53,10 @@ pub enum BuildFailure {
     Permanent(String),
     Passing(String),
     /// Other builds must end first (their ids); the build is queued again to wait for them.
-    Waiting { message: String, on: Vec<BuildId> },
+    Waiting {
+        message: String,
+        on: Vec<BuildId>,
+    },
     /// JetStream did not answer; not the build's fault, so not counted.
     Unavailable(String),
 }
@@ -117,17 +120,19 @@ pub async fn attempt<B: Build>(
     let build_id = build.build_id();
     let lease = lease(settings);
     let mut held_elsewhere = false;
-    let started = nats.store.update_build(build_id, |record| {
-        held_elsewhere = record.status == BuildStatus::Running
-            && record.lease_expires_at.is_some_and(|until| until > Timestamp::now());
-        if !record.status.is_finished() && !held_elsewhere {
-            record.status = BuildStatus::Running;
-            record.attempts += 1;
-            record.started_at.get_or_insert_with(Timestamp::now);
-            record.lease_expires_at = Some(Timestamp::after(lease));
-        }
-    })
-    .await;
+    let started = nats
+        .store
+        .update_build(build_id, |record| {
+            held_elsewhere = record.status == BuildStatus::Running
+                && record.lease_expires_at.is_some_and(|until| until > Timestamp::now());
+            if !record.status.is_finished() && !held_elsewhere {
+                record.status = BuildStatus::Running;
+                record.attempts += 1;
+                record.started_at.get_or_insert_with(Timestamp::now);
+                record.lease_expires_at = Some(Timestamp::after(lease));
+            }
+        })
+        .await;
     if held_elsewhere {
         tracing::info!(%build_id, "a second delivery of a build whose worker holds its lease: leaving it");
         return Outcome::HeldElsewhere;
@@ -213,16 +218,18 @@ pub async fn attempt<B: Build>(
 }
 
 async fn requeue(nats: &Nats, build_id: &BuildId, message: String, uncount: bool, waiting_on: Vec<BuildId>) {
-    let requeued = nats.store.update_build(build_id, |record| {
-        record.status = BuildStatus::Queued;
-        record.lease_expires_at = None;
-        record.error_message = Some(crate::logs::strip_terminal_codes(&message).into_owned());
-        record.waiting_on = waiting_on.clone();
-        if uncount {
-            record.attempts = record.attempts.saturating_sub(1);
-        }
-    })
-    .await;
+    let requeued = nats
+        .store
+        .update_build(build_id, |record| {
+            record.status = BuildStatus::Queued;
+            record.lease_expires_at = None;
+            record.error_message = Some(crate::logs::strip_terminal_codes(&message).into_owned());
+            record.waiting_on = waiting_on.clone();
+            if uncount {
+                record.attempts = record.attempts.saturating_sub(1);
+            }
+        })
+        .await;
     if let Err(err) = requeued {
         tracing::warn!(%err, %build_id, "cannot mark the build queued again");
     }
@@ -289,12 +296,14 @@ fn lease(settings: &Settings) -> Duration {
 async fn renew_lease(nats: &Nats, build_id: &BuildId, lease: Duration) {
     loop {
         tokio::time::sleep(lease / 3).await;
-        let renewed = nats.store.update_build(build_id, |record| {
-            if record.status == BuildStatus::Running {
-                record.lease_expires_at = Some(Timestamp::after(lease));
-            }
-        })
-        .await;
+        let renewed = nats
+            .store
+            .update_build(build_id, |record| {
+                if record.status == BuildStatus::Running {
+                    record.lease_expires_at = Some(Timestamp::after(lease));
+                }
+            })
+            .await;
         if let Err(err) = renewed {
             tracing::warn!(%err, %build_id, "could not renew the lease on a build");
         }
@@ -368,8 +377,13 @@ impl From<RequestError> for BuildFailure {
         use artifacts_schemas::Failure;
         match err.failure {
             Failure::Unavailable | Failure::RateLimited => Self::Unavailable(err.message),
-            Failure::Invalid | Failure::Unauthorized | Failure::Forbidden | Failure::NotFound | Failure::Conflict
-            | Failure::TooLarge | Failure::MethodNotAllowed => Self::Permanent(err.message),
+            Failure::Invalid
+            | Failure::Unauthorized
+            | Failure::Forbidden
+            | Failure::NotFound
+            | Failure::Conflict
+            | Failure::TooLarge
+            | Failure::MethodNotAllowed => Self::Permanent(err.message),
             Failure::Internal => Self::Passing(err.message),
         }
     }

@@ -13,7 +13,6 @@ use artifacts_store::{StorageCaps, Store};
 
 use crate::configuration::{redact_url, Settings};
 
-
 /// A connected process: the client, JetStream, the subject names and the stack's state.
 #[derive(Clone)]
 pub struct Nats {

@@ -54,10 +54,12 @@ impl Store {
             let mut ids = entry.as_ref().map(|e| decode(&e.value)).unwrap_or_default();
             if ids.len() < PAGE_SIZE {
                 ids.push(build_id.as_str().to_owned());
-                return Ok(match write_if_unchanged(store, &page_key, entry.map(|e| e.revision), encode(&ids)).await? {
-                    Round::Done(_) => Round::Done(()),
-                    Round::Lost => Round::Lost,
-                });
+                return Ok(
+                    match write_if_unchanged(store, &page_key, entry.map(|e| e.revision), encode(&ids)).await? {
+                        Round::Done(_) => Round::Done(()),
+                        Round::Lost => Round::Lost,
+                    },
+                );
             }
             // The page is full: open the next one (whoever wins the race, the head moves once).
             let next: bytes::Bytes = (page + 1).to_string().into();

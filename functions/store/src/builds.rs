@@ -182,8 +182,7 @@ impl Store {
         if let Err(err) = queued {
             return Err(StoreError::Unavailable(format!("the build could not be queued: {err}")));
         }
-        let record =
-            BuildRecord::queued(build_id.clone(), submission.work.clone(), submission.requested_by.clone());
+        let record = BuildRecord::queued(build_id.clone(), submission.work.clone(), submission.requested_by.clone());
         self.create_build(&record).await
     }
 
@@ -266,10 +265,13 @@ impl Store {
                 let mut record: BuildRecord =
                     serde_json::from_slice(&entry.value).map_err(|err| StoreError::corrupt(build_id.as_str(), err))?;
                 (change.lock().unwrap_or_else(|p| p.into_inner()))(&mut record);
-                Ok(match write_if_unchanged(builds, build_id.as_str(), Some(entry.revision), to_bytes(&record)).await? {
-                    Round::Done(_) => Round::Done(record),
-                    Round::Lost => Round::Lost,
-                })
+                Ok(
+                    match write_if_unchanged(builds, build_id.as_str(), Some(entry.revision), to_bytes(&record)).await?
+                    {
+                        Round::Done(_) => Round::Done(record),
+                        Round::Lost => Round::Lost,
+                    },
+                )
             }
         })
         .await?;
@@ -350,4 +352,3 @@ pub fn content_hash(work: &BuildWork) -> String {
     }
     hex::encode(Sha256::digest(serde_json::to_vec(&identity).expect("values serialise")))
 }
-

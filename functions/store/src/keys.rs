@@ -50,10 +50,7 @@ pub(crate) fn build_list_page(list: &str, page: u64) -> String {
 /// `upload_grants`: the grants of an uploaded context to the key that uploaded it and to the component
 /// it was uploaded for.
 pub(crate) fn upload_grants(context_hex: &str, key_id: &str, component: &ComponentName) -> [String; 2] {
-    [
-        format!("{context_hex}/key/{key_id}"),
-        format!("{context_hex}/component/{}", slug_with_hash(component.as_str())),
-    ]
+    [format!("{context_hex}/key/{key_id}"), format!("{context_hex}/component/{}", slug_with_hash(component.as_str()))]
 }
 
 /// `repositories`: a registry repository, by its name, which Docker's rules keep within the characters

@@ -10,7 +10,9 @@ use serde::Serialize;
 use artifacts_schemas::names::slug_with_hash;
 use artifacts_schemas::{BuildId, ComponentName, ComponentQuery, ComponentRecord, ImageQuery, ImageRecord};
 
-use crate::access::{all_keys, all_values, live_entry, read_json, retry_unanswered, to_bytes, until_won, write_if_unchanged, Round};
+use crate::access::{
+    all_keys, all_values, live_entry, read_json, retry_unanswered, to_bytes, until_won, write_if_unchanged, Round,
+};
 use crate::{keys, Store, StoreError};
 
 /// A record that names the build it came from.
@@ -78,7 +80,11 @@ impl Store {
     }
 
     /// Stores a built image as the latest of its target, unless a newer build's is there.
-    pub async fn store_image(&self, query: &ImageQuery, record: &ImageRecord) -> Result<Moved<ImageRecord>, StoreError> {
+    pub async fn store_image(
+        &self,
+        query: &ImageQuery,
+        record: &ImageRecord,
+    ) -> Result<Moved<ImageRecord>, StoreError> {
         move_forward(&self.buckets.images, &keys::image(query), record).await
     }
 
@@ -151,7 +157,11 @@ impl Store {
     }
 
     /// A catalog's record at `key` (from [`Store::catalog_keys`]).
-    pub async fn catalog_record<R: DeserializeOwned>(&self, catalog: Catalog, key: &str) -> Result<Option<R>, StoreError> {
+    pub async fn catalog_record<R: DeserializeOwned>(
+        &self,
+        catalog: Catalog,
+        key: &str,
+    ) -> Result<Option<R>, StoreError> {
         read_json(self.catalog(catalog), key).await
     }
 

@@ -45,12 +45,12 @@ use artifacts_schemas::Subjects;
 pub use api_keys::{KeyChange, StoredKeyEntry};
 pub use archives::{ObjectReader, Objects};
 pub use build_index::{List, Walk, PAGE_SIZE};
-pub use latest::Catalog;
-pub use repositories::RepositoryOwner;
 pub use builds::{content_hash, Submission, Submitted};
 pub use error::StoreError;
+pub use latest::Catalog;
 pub use latest::Moved;
 pub use registry_gate::{PUSH_STALE, SWEEP_LIMIT};
+pub use repositories::RepositoryOwner;
 pub use setup::{
     ResourceNames, JOB_MAX_AGE, KEY_VALUE_MESSAGES, MAX_LOG_LINES_PER_BUILD, MAX_PUSH_EVENT_BYTES, MAX_QUEUED_JOBS,
     MAX_RECORD_BYTES,

@@ -13,7 +13,10 @@ impl Store {
 
     /// Marks the push at `key` handled, with what it did.
     pub async fn mark_push_handled(&self, key: &str, summary: Vec<u8>) -> Result<(), StoreError> {
-        retry_unanswered(|| self.buckets.pushes.put(key, summary.clone().into())).await.map_err(StoreError::unavailable).map(drop)
+        retry_unanswered(|| self.buckets.pushes.put(key, summary.clone().into()))
+            .await
+            .map_err(StoreError::unavailable)
+            .map(drop)
     }
 
     /// The build a push started last for `target` ([`crate::keys::push_target`]).

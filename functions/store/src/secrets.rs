@@ -24,7 +24,8 @@ impl Store {
         record: &T,
         revision: Option<u64>,
     ) -> Result<bool, StoreError> {
-        let written = write_if_unchanged(&self.buckets.secrets, &keys::secret(name), revision, to_bytes(record)).await?;
+        let written =
+            write_if_unchanged(&self.buckets.secrets, &keys::secret(name), revision, to_bytes(record)).await?;
         Ok(matches!(written, Round::Done(_)))
     }
 

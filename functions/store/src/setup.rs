@@ -135,7 +135,6 @@ impl std::fmt::Display for Cap {
     }
 }
 
-
 /// Set-up failures as an operator can act on them: too little JetStream storage names the caps to lower.
 pub(crate) fn explain_setup_failure(err: anyhow::Error, url: &str, storage: &StorageCaps) -> anyhow::Error {
     let text = format!("{err:#}");
@@ -272,7 +271,8 @@ async fn create_resources(setup: &Setup<'_>, subjects: &Subjects) -> anyhow::Res
     let registry_gate =
         key_value(setup, names.bucket("registry_gate"), "Registry pushes in flight and the blob collection", 1).await?;
     let secrets =
-        key_value(setup, names.bucket("secrets"), "Build secrets by name: values encrypted, never plaintext", 1).await?;
+        key_value(setup, names.bucket("secrets"), "Build secrets by name: values encrypted, never plaintext", 1)
+            .await?;
     Ok(Buckets {
         builds,
         build_index,

@@ -15,12 +15,17 @@ impl Store {
     /// component from now on; those of the repository it was built from before no longer do). Another
     /// repository than the recorded one is refused unless `may_move`: then the answer is the recorded
     /// source. The same repository under another spelling or with new credentials is an update.
-    pub async fn record_source(&self, source: &ComponentSource, may_move: bool) -> Result<Option<ComponentSource>, StoreError> {
+    pub async fn record_source(
+        &self,
+        source: &ComponentSource,
+        may_move: bool,
+    ) -> Result<Option<ComponentSource>, StoreError> {
         let key = keys::source(&source.component);
         let bucket = &self.buckets.sources;
         let outcome = until_won(&key, || async {
             let current = live_entry(bucket, &key).await?;
-            let recorded: Option<ComponentSource> = current.as_ref().and_then(|c| serde_json::from_slice(&c.value).ok());
+            let recorded: Option<ComponentSource> =
+                current.as_ref().and_then(|c| serde_json::from_slice(&c.value).ok());
             if let Some(recorded) = &recorded {
                 if recorded.url == source.url {
                     return Ok(Round::Done(Ok(None)));

@@ -32,7 +32,8 @@ impl Store {
         let repository = normalize_repository(url);
         let mut found = Vec::new();
         for (component, architectures) in built {
-            if let Some(source) = self.source(&component).await?.filter(|s| normalize_repository(&s.url) == repository) {
+            if let Some(source) = self.source(&component).await?.filter(|s| normalize_repository(&s.url) == repository)
+            {
                 found.push((source, architectures));
             }
         }
@@ -112,7 +113,8 @@ impl Store {
         };
         let (now, before) = (uses(stored), uses(replaced));
         for key in &now {
-            update_json(index, key, |set: &mut BTreeSet<(ComponentName, TagName)>| set.insert(dependant.clone())).await?;
+            update_json(index, key, |set: &mut BTreeSet<(ComponentName, TagName)>| set.insert(dependant.clone()))
+                .await?;
         }
         for key in before.difference(&now) {
             update_json(index, key, |set: &mut BTreeSet<(ComponentName, TagName)>| set.remove(&dependant)).await?;
@@ -134,7 +136,9 @@ impl Store {
             self.add_built_from(&record.url, &record.component, Some(record.architecture)).await?;
             self.record_dependencies(Some(&record), None).await?;
         }
-        retry_unanswered(|| index.put(keys::TRIGGER_INDEX_BACKFILLED, "1".into())).await.map_err(StoreError::unavailable)?;
+        retry_unanswered(|| index.put(keys::TRIGGER_INDEX_BACKFILLED, "1".into()))
+            .await
+            .map_err(StoreError::unavailable)?;
         Ok(())
     }
 }

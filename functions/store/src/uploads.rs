@@ -8,7 +8,12 @@ use crate::{keys, Store, StoreError};
 
 impl Store {
     /// Grants the context's use to `key_id` and to builds of `component`.
-    pub async fn grant_upload(&self, context_hex: &str, key_id: &str, component: &ComponentName) -> Result<(), StoreError> {
+    pub async fn grant_upload(
+        &self,
+        context_hex: &str,
+        key_id: &str,
+        component: &ComponentName,
+    ) -> Result<(), StoreError> {
         let grants = &self.buckets.upload_grants;
         for key in keys::upload_grants(context_hex, key_id, component) {
             retry_unanswered(|| grants.put(&key, key_id.to_owned().into())).await.map_err(StoreError::unavailable)?;
@@ -17,7 +22,12 @@ impl Store {
     }
 
     /// Whether `key_id` uploaded the context, or it was uploaded for `component`.
-    pub async fn upload_granted(&self, context_hex: &str, key_id: &str, component: &ComponentName) -> Result<bool, StoreError> {
+    pub async fn upload_granted(
+        &self,
+        context_hex: &str,
+        key_id: &str,
+        component: &ComponentName,
+    ) -> Result<bool, StoreError> {
         for key in keys::upload_grants(context_hex, key_id, component) {
             if read_bytes(&self.buckets.upload_grants, &key).await?.is_some() {
                 return Ok(true);

@@ -16,8 +16,8 @@ use artifacts_schemas::messages::keys::{
 use artifacts_schemas::{parse_json, ErrorReply, RequestError, Timestamp, Username};
 
 use artifacts_runtime::auth::{is_key_id, sha256};
-use artifacts_store::StoredKeyEntry;
 use artifacts_runtime::nats_users;
+use artifacts_store::StoredKeyEntry;
 
 use crate::auth::Caller;
 use crate::error::ApiError;

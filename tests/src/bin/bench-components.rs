@@ -129,14 +129,10 @@ async fn store(app: &TestApp, size_mib: usize) {
     let stream = tokio_util::io::ReaderStream::with_capacity(child.stdout.take().unwrap(), 64 * 1024)
         .map(|chunk| chunk.map_err(|err| bollard::errors::Error::IOError { err }));
     let limits = Limits { max_bytes: u64::MAX, max_entries: u64::MAX };
-    let stored = artifacts_build_component::output::store(
-        Box::pin(stream),
-        &app.nats.store,
-        "bench/store.tar.gz",
-        limits,
-    )
-    .await
-    .unwrap_or_else(|_| panic!("storing failed"));
+    let stored =
+        artifacts_build_component::output::store(Box::pin(stream), &app.nats.store, "bench/store.tar.gz", limits)
+            .await
+            .unwrap_or_else(|_| panic!("storing failed"));
     child.wait().await.unwrap();
     let ours_took = started.elapsed();
 

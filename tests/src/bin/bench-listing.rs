@@ -43,7 +43,12 @@ async fn raw_get(app: &TestApp, build_id: &str) -> Duration {
     let mut samples = Vec::with_capacity(REQUESTS);
     for _ in 0..REQUESTS {
         let started = Instant::now();
-        artifacts_tests::raw_bucket(&app.nats, "builds").await.get(build_id).await.expect("JetStream answers").expect("the record");
+        artifacts_tests::raw_bucket(&app.nats, "builds")
+            .await
+            .get(build_id)
+            .await
+            .expect("JetStream answers")
+            .expect("the record");
         samples.push(started.elapsed());
     }
     p50(samples)
