@@ -7,8 +7,10 @@ pub mod cluster;
 pub mod engines;
 pub mod up;
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -44,12 +46,17 @@ pub fn require_program(name: &str, package: &str) -> PathBuf {
 /// A real nats-server with JetStream on a random port and a temporary store, stopped on drop.
 pub struct NatsServer {
     child: Child,
+    /// The server's last lines of output, kept so a test can say why it died.
+    output: ServerOutput,
     port: u16,
     store: tempfile::TempDir,
     config: PathBuf,
     /// The cluster's environment for this node (nats/nats-server.cluster.conf); empty for one server.
     cluster_env: Vec<(&'static str, String)>,
 }
+
+/// A server's last lines of output.
+type ServerOutput = Arc<Mutex<VecDeque<String>>>;
 
 /// The password of the `service` NATS user in tests.
 pub const NATS_SERVICE_PASSWORD: &str = "test-service-password";
@@ -72,8 +79,8 @@ impl NatsServer {
             None => repo_root().join("nats").join("nats-server.conf"),
             Some(()) => Self::users_config(store.path()).join("nats-server.auth.conf"),
         };
-        let (child, port) = Self::spawn(&config, store.path(), "-1", &[]).await;
-        Self { child, port, store, config, cluster_env: Vec::new() }
+        let (child, output, port) = Self::spawn(&config, store.path(), "-1", &[]).await;
+        Self { child, output, port, store, config, cluster_env: Vec::new() }
     }
 
     /// The configuration files with users, in `conf/` under `store`.
@@ -104,8 +111,8 @@ impl NatsServer {
                 ("ARTIFACTS_NATS_ROUTES", routes.join(",")),
                 ("ARTIFACTS_NATS_ROUTE_PASSWORD", "test-route".to_owned()),
             ];
-            let (child, port) = Self::spawn(&config, store.path(), &port.to_string(), &cluster_env).await;
-            nodes.push(Self { child, port, store, config, cluster_env });
+            let (child, output, port) = Self::spawn(&config, store.path(), &port.to_string(), &cluster_env).await;
+            nodes.push(Self { child, output, port, store, config, cluster_env });
         }
         let client = async_nats::ConnectOptions::with_user_and_password("service".into(), NATS_SERVICE_PASSWORD.into())
             .connect(nodes[0].address())
@@ -147,11 +154,25 @@ impl NatsServer {
     /// restart would.
     pub async fn restart(&mut self) {
         self.stop().await;
-        let (child, _) = Self::spawn(&self.config, self.store.path(), &self.port.to_string(), &self.cluster_env).await;
+        let (child, output, _) =
+            Self::spawn(&self.config, self.store.path(), &self.port.to_string(), &self.cluster_env).await;
         self.child = child;
+        self.output = output;
     }
 
-    async fn spawn(config: &Path, store: &Path, port: &str, env: &[(&'static str, String)]) -> (Child, u16) {
+    /// If the server has exited: its status and last lines of output.
+    pub fn exited(&mut self) -> Option<String> {
+        let status = self.child.try_wait().ok().flatten()?;
+        let output = self.output.lock().unwrap().iter().cloned().collect::<Vec<_>>().join("\n");
+        Some(format!("nats-server exited ({status}); its last output:\n{output}"))
+    }
+
+    async fn spawn(
+        config: &Path,
+        store: &Path,
+        port: &str,
+        env: &[(&'static str, String)],
+    ) -> (Child, ServerOutput, u16) {
         let bin = require_program("nats-server", "nats-server");
         let mut child = Command::new(bin)
             .arg("-c")
@@ -175,9 +196,23 @@ impl NatsServer {
         })
         .await
         .expect("nats-server listens within 10s");
-        // Keep draining its output so the server never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        (child, port)
+        // Keep draining its output to the end, whatever its bytes: a server whose standard error closes dies
+        // of SIGPIPE at its next log line, and one whose pipe fills blocks.
+        let output = ServerOutput::default();
+        let kept = output.clone();
+        let mut rest = lines.into_inner();
+        tokio::spawn(async move {
+            let mut line = Vec::new();
+            while rest.read_until(b'\n', &mut line).await.is_ok_and(|read| read > 0) {
+                let mut kept = kept.lock().unwrap();
+                if kept.len() == 40 {
+                    kept.pop_front();
+                }
+                kept.push_back(String::from_utf8_lossy(&line).trim_end().to_owned());
+                line.clear();
+            }
+        });
+        (child, output, port)
     }
 
     pub fn url(&self) -> String {

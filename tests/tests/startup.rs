@@ -13,7 +13,7 @@ use artifacts_tests::{workspace_binary, NatsServer};
 async fn processes_starting_together_on_a_fresh_server_all_come_up() {
     const PROCESSES: usize = 8;
     for _ in 0..4 {
-        let server = NatsServer::start().await;
+        let mut server = NatsServer::start().await;
         let mut children: Vec<_> = (0..PROCESSES)
             .map(|_| {
                 tokio::process::Command::new(workspace_binary("artifacts-lookup"))
@@ -40,6 +40,9 @@ async fn processes_starting_together_on_a_fresh_server_all_come_up() {
             if answered == PROCESSES {
                 break;
             }
+        }
+        if let Some(death) = server.exited() {
+            panic!("{death}");
         }
         for child in &mut children {
             if let Ok(Some(status)) = child.try_wait() {
