@@ -17,6 +17,7 @@ mod progress;
 mod registry;
 mod secrets;
 mod up;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -83,6 +84,9 @@ enum Command {
     /// Set, list and remove build secrets (admin keys); a value is read from standard input.
     #[command(subcommand)]
     Secret(SecretCommand),
+    /// Check an artifact against its signed provenance and SBOM (exit 1 when a check fails).
+    #[command(subcommand)]
+    Verify(VerifyCommand),
     /// Log the Docker engine in to the stack's registry with the key in use (`registry login`).
     Registry(registry::RegistryArgs),
     /// Run the collector now (admin keys).
@@ -167,6 +171,30 @@ enum ComponentCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum VerifyCommand {
+    /// Download COMPONENT at TAG and check it: signature, subject digest, build, every file against the SBOM.
+    Component {
+        component: String,
+        tag: String,
+        #[arg(long, default_value = "amd64")]
+        architecture: String,
+        /// Check with this public key (PEM, as GET /api/v1/provenance/key serves it) instead of the one the
+        /// gateway serves: pin it once, and a swapped key is caught.
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+    },
+    /// Check the image COMPONENT built from BRANCH: signature, subject (its manifest digest), build.
+    Image {
+        component: String,
+        branch: String,
+        #[arg(long, default_value = "amd64")]
+        architecture: String,
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum SecretCommand {
     /// Create or replace a secret, its value read from standard input (one trailing line break dropped):
     /// `artifacts secret set npm-token --component web-* < token.txt`.
@@ -235,6 +263,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Keys(args) => keys::run(cli.config, args, json).await,
         Command::Registry(args) => registry::run(&client()?, args).await,
+        Command::Verify(VerifyCommand::Component { component, tag, architecture, key }) => {
+            verify::component(&client()?, verify::Target { component, version: tag, architecture, key }).await
+        }
+        Command::Verify(VerifyCommand::Image { component, branch, architecture, key }) => {
+            verify::image(&client()?, verify::Target { component, version: branch, architecture, key }).await
+        }
         Command::Login { url, key } => account::login(url, key, json).await,
         Command::Whoami => account::whoami(&client()?).await,
         Command::Image(ImageCommand::Build {

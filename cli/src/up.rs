@@ -232,6 +232,15 @@ pub async fn run(
             Some(file)
         }
     };
+    // Provenance: the build workers sign with one key, which the gateway and lookup serve.
+    let provenance_key = match &settings.provenance.key_file {
+        Some(_) => None,
+        None => {
+            let file = artifacts_provenance::default_key_file(&data_dir);
+            artifacts_provenance::SigningKey::load_or_create(&file).context("the provenance signing key")?;
+            Some(file)
+        }
+    };
     let registry = &settings.registry.address;
     let registry_answers = answers(registry).await;
     // The registry's certificate, key and CA when `up` runs it and it speaks TLS (`registry.tls`); a
@@ -296,7 +305,7 @@ pub async fn run(
             }
             let (config, service_url, admin_key) = (config.clone(), service_url.clone(), admin_key.clone());
             let (signing, registry_storage) = (signing.clone(), registry_storage.clone());
-            let (secrets_key, dev_git) = (secrets_key.clone(), dev_git.clone());
+            let (secrets_key, dev_git, provenance_key) = (secrets_key.clone(), dev_git.clone(), provenance_key.clone());
             let (tls, registry_ca) = (settings.registry.uses_tls(), registry_ca.clone());
             let storage = storage_plan.as_ref().filter(|plan| plan.scaled).map(|plan| plan.caps.clone());
             stack.spawn(name.trim_start_matches("artifacts-"), move || {
@@ -321,6 +330,9 @@ pub async fn run(
                 }
                 if let Some(file) = &secrets_key {
                     command.env("ARTIFACTS__SECRETS__KEY_FILE", file);
+                }
+                if let Some(file) = &provenance_key {
+                    command.env("ARTIFACTS__PROVENANCE__KEY_FILE", file);
                 }
                 if let Some(config) = &config {
                     command.env("ARTIFACTS_CONFIG", config);

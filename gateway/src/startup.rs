@@ -23,7 +23,7 @@ use crate::metrics;
 use crate::openapi::ApiDoc;
 use crate::request_id;
 use crate::routes::registry::{self, TokenSigner};
-use crate::routes::{builds, components, dashboard, health, hooks, images, info, keys, manage, secrets};
+use crate::routes::{builds, components, dashboard, health, hooks, images, info, keys, manage, provenance, secrets};
 use crate::serve::{serve, ConnectionLimits};
 use crate::state::AppState;
 use crate::webhook_body::Budgets;
@@ -86,6 +86,9 @@ pub fn router(state: AppState) -> Router {
         .route("/builds/events", get(builds::build_events))
         .route("/builds/{build_id}", get(builds::get_build))
         .route("/builds/{build_id}/logs", get(builds::build_logs))
+        .route("/builds/{build_id}/provenance", get(provenance::provenance))
+        .route("/builds/{build_id}/sbom", get(provenance::sbom))
+        .route("/provenance/key", get(provenance::key))
         .route("/builds/{build_id}/cancel", post(manage::cancel))
         .route("/builds/{build_id}/pin", post(manage::pin).delete(manage::unpin))
         .route("/images/{component}/{branch}/{architecture}", axum::routing::delete(manage::delete_image))

@@ -34,6 +34,11 @@ pub enum Endpoint {
     SecretPut,
     SecretList,
     SecretDelete,
+    /// `<prefix>.provenance.key`: the public key that verifies provenance (any key).
+    ProvenanceKey,
+    /// `<prefix>.build.provenance`, `.sbom`: a successful build's signed provenance and SBOM.
+    BuildProvenance,
+    BuildSbom,
 }
 
 impl Endpoint {
@@ -58,6 +63,9 @@ impl Endpoint {
             Self::SecretPut => "secret.put",
             Self::SecretList => "secret.list",
             Self::SecretDelete => "secret.delete",
+            Self::ProvenanceKey => "provenance.key",
+            Self::BuildProvenance => "build.provenance",
+            Self::BuildSbom => "build.sbom",
         }
     }
 
@@ -82,6 +90,9 @@ impl Endpoint {
             Self::SecretPut => "secret-put",
             Self::SecretList => "secret-list",
             Self::SecretDelete => "secret-delete",
+            Self::ProvenanceKey => "provenance-key",
+            Self::BuildProvenance => "build-provenance",
+            Self::BuildSbom => "build-sbom",
         }
     }
 
@@ -94,7 +105,10 @@ impl Endpoint {
             | Self::BuildGet
             | Self::BuildList
             | Self::CatalogImages
-            | Self::CatalogComponents => Scope::Read,
+            | Self::CatalogComponents
+            | Self::ProvenanceKey
+            | Self::BuildProvenance
+            | Self::BuildSbom => Scope::Read,
             Self::ImageBuild
             | Self::ComponentBuild
             | Self::GitPush
@@ -107,7 +121,7 @@ impl Endpoint {
     }
 
     /// Every endpoint, for permission lists.
-    pub const ALL: [Endpoint; 18] = [
+    pub const ALL: [Endpoint; 21] = [
         Self::ImageBuild,
         Self::ImageGet,
         Self::ComponentBuild,
@@ -126,6 +140,9 @@ impl Endpoint {
         Self::SecretPut,
         Self::SecretList,
         Self::SecretDelete,
+        Self::ProvenanceKey,
+        Self::BuildProvenance,
+        Self::BuildSbom,
     ];
 }
 
@@ -244,6 +261,9 @@ mod tests {
         assert_eq!(s.endpoint(Endpoint::SecretPut), "artifacts.secret.put");
         assert_eq!(s.endpoint(Endpoint::SecretList), "artifacts.secret.list");
         assert_eq!(s.endpoint(Endpoint::SecretDelete), "artifacts.secret.delete");
+        assert_eq!(s.endpoint(Endpoint::ProvenanceKey), "artifacts.provenance.key");
+        assert_eq!(s.endpoint(Endpoint::BuildProvenance), "artifacts.build.provenance");
+        assert_eq!(s.endpoint(Endpoint::BuildSbom), "artifacts.build.sbom");
         assert_eq!(Subjects::new("acme").endpoint(Endpoint::ImageGet), "acme.image.get");
     }
 }

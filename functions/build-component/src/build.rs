@@ -21,7 +21,7 @@ use artifacts_store::{Moved, Objects};
 use crate::container::{pack_inputs, Container, ContainerSpec};
 use crate::recipe::{self, Dependency};
 use crate::submit::{self, Submitter};
-use crate::{builder_image, git, output};
+use crate::{attest, builder_image, git, output};
 
 /// Files in a component tarball or dependency.
 const MAX_ARTIFACT_ENTRIES: u64 = 1_000_000;
@@ -75,6 +75,7 @@ impl Build for ComponentBuild {
     async fn run(&self, work_dir: &Path, log: &mut BuildLog) -> Result<ComponentRecord, BuildFailure> {
         let job = &self.job;
         let settings = &self.settings;
+        let started_on = time::OffsetDateTime::now_utc();
         // Checked again here: the roots or the file system may have changed since the submission.
         let url = submit::checked_url(&job.url, &settings.git).map_err(|err| BuildFailure::Permanent(err.message))?;
         let shown_url = redact_url(url.as_str());
@@ -82,6 +83,17 @@ impl Build for ComponentBuild {
         let checkout =
             timed(BuildKind::Component, "clone", git::clone(&url, &job.tag, &settings.git, work_dir)).await?;
         log.write(&format!("commit {}", checkout.commit)).await;
+        if checkout.is_tag && !job.replaces_version {
+            let first = self.nats.store.component(&self.query()).await?;
+            if let Some(first) = first.filter(|r| !r.commit.is_empty() && r.commit != checkout.commit) {
+                return Err(BuildFailure::Permanent(submit::moved_tag(
+                    &job.component,
+                    &job.tag,
+                    &first.commit,
+                    &checkout.commit,
+                )));
+            }
+        }
         let recipe = recipe::read(&checkout.path).map_err(BuildFailure::Permanent)?;
         // Before anything else is fetched: a secret the component may not use fails the build at once.
         let secrets =
@@ -103,7 +115,8 @@ impl Build for ComponentBuild {
         let docker = crate::container::connect_engine(settings).await?;
         // An input like a Dockerfile's `FROM`: only an image the build's key could build `FROM`.
         let image = builder_image::choose(&self.nats, settings, &docker, job, recipe.image.as_deref(), log).await?;
-        log.write(&format!("running {:?} in {image}", recipe.command)).await;
+        let builder = attest::builder_image(&docker, &image).await?;
+        log.write(&format!("running {:?} in {image} ({})", recipe.command, builder.digest)).await;
         let user = settings.build_user();
         let platform = job.architecture.platform();
         let spec = ContainerSpec {
@@ -130,11 +143,12 @@ impl Build for ComponentBuild {
 
         let query = self.query();
         let object = format!("{}/{}.tar.gz", query.record_key(), job.build_id);
-        let storing = output::store(container.download(&recipe.output), &self.nats.store, &object, self.limits());
+        let download = container.download(&recipe.output);
+        let storing = output::store(download, &self.nats.store, &object, self.limits(), checkout.commit_time);
         let stored = timed(BuildKind::Component, "store", storing).await?;
         count_stored(BuildKind::Component, stored.size);
         log.write(&format!("stored {} bytes as {object} ({})", stored.size, stored.digest)).await;
-        Ok(ComponentRecord {
+        let record = ComponentRecord {
             component: job.component.clone(),
             tag: job.tag.clone(),
             architecture: job.architecture,
@@ -149,7 +163,10 @@ impl Build for ComponentBuild {
             build_id: job.build_id.clone(),
             built_at: Timestamp::now(),
             secrets: secret_inputs,
-        })
+        };
+        attest::attest(&self.nats, settings, job, &record, builder, &stored.files, started_on).await?;
+        log.write(&format!("signed its provenance and SBOM ({} files)", stored.files.len())).await;
+        Ok(record)
     }
 
     async fn store(&self, record: &ComponentRecord, log: &mut BuildLog) -> Result<(), String> {
@@ -288,6 +305,7 @@ impl ComponentBuild {
             // Built again with this build's chain, so that a cycle is named; a dependency that fails
             // again fails this build (see `dependency_failed_before`).
             for_lookup: false,
+            admin: false,
         };
         let accepted = submit::queue(&self.nats, &self.settings, &request, &submitter, chain.to_vec()).await?;
         Ok(accepted.build_id)

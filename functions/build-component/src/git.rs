@@ -19,6 +19,10 @@ use artifacts_schemas::{GitUrl, RequestError, TagName};
 pub struct Checkout {
     pub path: PathBuf,
     pub commit: String,
+    /// The commit's committer time, seconds since the epoch: every time in the archive (reproducible).
+    pub commit_time: u64,
+    /// `tag` named a git tag, not a branch (a clone of a tag has no branch checked out).
+    pub is_tag: bool,
 }
 
 /// A local repository (`file://` or a bare path) must lie under one of `git.file_roots` once every link
@@ -86,8 +90,10 @@ pub async fn clone(url: &GitUrl, tag: &TagName, settings: &GitSettings, dir: &Pa
         let (permanent, message) = plain_git_error(stderr, &shown, tag);
         return Err(if permanent { BuildFailure::Permanent(message) } else { BuildFailure::Passing(message) });
     }
-    let commit = rev_parse(&home, &path, settings).await?;
-    Ok(Checkout { path, commit })
+    let (commit, commit_time) = head_commit(&home, &path, settings).await?;
+    let on_branch = git(&home, settings).arg("-C").arg(&path).args(["symbolic-ref", "-q", "HEAD"]).output().await;
+    let is_tag = !on_branch.map_err(|err| BuildFailure::Passing(format!("cannot run git: {err}")))?.status.success();
+    Ok(Checkout { path, commit, commit_time, is_tag })
 }
 
 /// Why git failed with a repository, in plain words, and whether a retry could change it: an unknown
@@ -117,7 +123,15 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The commit `tag` (a branch or a tag, as `git clone --branch` takes it) names in the repository now:
 /// with the rest of a submission it identifies identical builds. A ref the repository lacks and a
 /// repository that cannot be read are the submitter's to fix (400); a slow one is 503.
-pub async fn resolve(url: &GitUrl, tag: &TagName, settings: &GitSettings) -> Result<String, RequestError> {
+/// What a tag or branch names in a repository now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub commit: String,
+    /// It is a git tag, not a branch: a released version, whose commit never changes here.
+    pub is_tag: bool,
+}
+
+pub async fn resolve(url: &GitUrl, tag: &TagName, settings: &GitSettings) -> Result<Resolved, RequestError> {
     let home = tempfile::tempdir().map_err(|err| RequestError::unavailable(format!("no room to run git: {err}")))?;
     let shown = redact_url(url.as_str());
     let (branch, tag_ref) = (format!("refs/heads/{tag}"), format!("refs/tags/{tag}"));
@@ -144,23 +158,26 @@ pub async fn resolve(url: &GitUrl, tag: &TagName, settings: &GitSettings) -> Res
     // `git clone --branch` prefers a branch to a tag; an annotated tag names its commit when peeled.
     [branch.as_str(), peeled.as_str(), tag_ref.as_str()]
         .iter()
-        .find_map(|wanted| refs.iter().find(|(_, name)| name == wanted).map(|(commit, _)| commit.to_string()))
+        .find_map(|wanted| refs.iter().find(|(_, name)| name == wanted))
+        .map(|(commit, name)| Resolved { commit: commit.to_string(), is_tag: *name != branch })
         .ok_or_else(|| RequestError::invalid(format!("tag or branch {tag} was not found in {shown}")))
 }
 
-async fn rev_parse(home: &Path, repository: &Path, settings: &GitSettings) -> Result<String, BuildFailure> {
+/// The checked-out commit and its committer time.
+async fn head_commit(home: &Path, repository: &Path, settings: &GitSettings) -> Result<(String, u64), BuildFailure> {
     let output = git(home, settings)
         .arg("-C")
         .arg(repository)
-        .args(["rev-parse", "HEAD"])
+        .args(["log", "-1", "--format=%H %ct", "HEAD"])
         .output()
         .await
         .map_err(|err| BuildFailure::Passing(format!("cannot run git: {err}")))?;
-    let commit = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-    if !output.status.success() || commit.len() < 40 {
-        return Err(BuildFailure::Permanent("the clone has no commit".into()));
+    let printed = String::from_utf8_lossy(&output.stdout);
+    let parsed = printed.trim().split_once(' ').and_then(|(commit, time)| Some((commit, time.parse().ok()?)));
+    match parsed {
+        Some((commit, time)) if output.status.success() && commit.len() >= 40 => Ok((commit.to_owned(), time)),
+        _ => Err(BuildFailure::Permanent("the clone has no commit".into())),
     }
-    Ok(commit)
 }
 
 /// git with nothing from the machine's or user's configuration.

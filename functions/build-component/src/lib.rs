@@ -1,8 +1,10 @@
 //! The `build-component` function: accepts `<prefix>.component.build` submissions ([`submit`]) and builds
 //! the queued jobs ([`build`]): a safe shallow clone ([`git`]), the repository's own instructions
 //! ([`recipe`]), its dependencies, the builder image the key may use ([`builder_image`]), a locked-down
-//! container ([`container`]), and the output streamed as a `.tar.gz` into the object store ([`output`]).
+//! container ([`container`]), the output streamed as a reproducible `.tar.gz` into the object store
+//! ([`output`]), and its signed provenance and SBOM ([`attest`]).
 
+pub mod attest;
 pub mod build;
 pub mod builder_image;
 pub mod container;

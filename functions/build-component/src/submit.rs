@@ -12,8 +12,8 @@ use artifacts_runtime::{secrets, Nats, Settings};
 use artifacts_schemas::messages::keys::Scope;
 use artifacts_schemas::{
     normalize_repository, parse_json, AcceptedStatus, BuildAccepted, BuildId, BuildKind, BuildStatus, BuildWork,
-    ComponentBuildRequest, ComponentBuildSummary, ComponentJob, ComponentName, ComponentSource, Failure, GitUrl,
-    RequestError, RequestedBy, Trigger,
+    ComponentBuildRequest, ComponentBuildSummary, ComponentJob, ComponentName, ComponentQuery, ComponentSource,
+    Failure, GitUrl, RequestError, RequestedBy, TagName, Trigger,
 };
 
 use artifacts_store::{Submission, Submitted};
@@ -52,6 +52,7 @@ async fn accept(nats: &Nats, settings: &Settings, request: &Request) -> Result<B
         trigger: None,
         rebuilt_for_push: Vec::new(),
         for_lookup: request.message.headers.as_ref().is_some_and(|h| h.get(LOOKUP_HEADER).is_some()),
+        admin: request.caller.scope() == Scope::Admin,
     };
     queue(nats, settings, &build, &submitter, Vec::new()).await
 }
@@ -85,6 +86,24 @@ pub struct Submitter {
     /// build that failed lately answers it rather than run again, or a client polling a failing
     /// component would start a build at every poll.
     pub for_lookup: bool,
+    /// An admin key asked: with `force`, a released version may be built anew from the commit its tag
+    /// names now (CONTRACT "immutable versions").
+    pub admin: bool,
+}
+
+/// Why a released version is not built again: its tag names another commit than the one it was built
+/// from.
+pub fn moved_tag(component: &ComponentName, tag: &TagName, first: &str, now: &str) -> String {
+    format!(
+        "version {component}@{tag} was built from commit {} and is immutable; the tag now names commit {}: \
+         release the change under a new tag (an admin may rebuild the version with force: true)",
+        short(first),
+        short(now)
+    )
+}
+
+fn short(commit: &str) -> &str {
+    commit.get(..12).unwrap_or(commit)
 }
 
 /// Queues a checked request, or answers with the identical build: the same commit of the same component,
@@ -108,12 +127,31 @@ pub async fn queue(
             return Ok(Submitted { build_id: record.build_id, status, error }.accepted(None));
         }
     }
-    let commit = match submitter.trigger.as_ref().filter(|t| pushed(t, request)) {
-        Some(trigger) => trigger.commit.clone(),
-        // Left to the worker, which records the commit it checked out.
-        None if submitter.for_lookup => String::new(),
-        None => git::resolve(&url, &request.tag, &settings.git).await?,
+    let (commit, is_tag) = match submitter.trigger.as_ref().filter(|t| pushed(t, request)) {
+        Some(trigger) => (trigger.commit.clone(), trigger.git_ref.starts_with("refs/tags/")),
+        // Left to the worker, which records the commit it checked out (and checks the version).
+        None if submitter.for_lookup => (String::new(), false),
+        None => {
+            let resolved = git::resolve(&url, &request.tag, &settings.git).await?;
+            (resolved.commit, resolved.is_tag)
+        }
     };
+    let replaces_version = request.force && submitter.admin;
+    if is_tag && !replaces_version {
+        let query = ComponentQuery {
+            component: request.component.clone(),
+            tag: request.tag.clone(),
+            architecture: request.architecture,
+            url: None,
+        };
+        if let Some(first) = nats.store.component(&query).await?.filter(|r| !r.commit.is_empty() && r.commit != commit)
+        {
+            return Err(RequestError::new(
+                Failure::Conflict,
+                moved_tag(&request.component, &request.tag, &first.commit, &commit),
+            ));
+        }
+    }
     let summary = ComponentBuildSummary {
         url: redact_url(&request.url),
         component: request.component.clone(),
@@ -140,6 +178,7 @@ pub async fn queue(
                 component_patterns: submitter.component_patterns.clone(),
                 trigger: submitter.trigger.clone(),
                 rebuilt_for_push: submitter.rebuilt_for_push.clone(),
+                replaces_version,
             },
             rerun_failed: !submitter.for_lookup,
             force: request.force || secrets_changed,

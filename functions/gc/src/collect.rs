@@ -114,6 +114,7 @@ pub async fn collect(nats: &Nats, settings: &Settings, dry_run: bool) -> Result<
             _ => {}
         }
         if !dry_run {
+            nats.store.remove_attestations(&record.build_id).await?;
             let _ = logs.purge().filter(nats.subjects.build_log(&record.build_id)).await;
             // Otherwise the bucket keeps one key per distinct build ever made.
             nats.store.release_claim(&record.work, &record.build_id).await?;

@@ -12,12 +12,13 @@ use artifacts_runtime::attempt::finish;
 use artifacts_runtime::auth::ADMIN_KEY_ID;
 use artifacts_runtime::builder::ensure_buildable;
 use artifacts_runtime::jobs::Outcome;
+use artifacts_runtime::metrics::count_push_refused;
 use artifacts_runtime::{Nats, Settings};
 use artifacts_schemas::messages::keys::{glob_matches, Scope};
 use artifacts_schemas::{
     normalize_repository, Architecture, BranchName, BuildAccepted, BuildId, BuildRecord, BuildStatus, BuildWork,
-    ComponentBuildRequest, ComponentName, ComponentQuery, ComponentSource, GitPushEvent, ImageBuildRequest, ImageQuery,
-    RebuiltForPush, RequestError, RequestedBy, TagName, Timestamp, Trigger,
+    ComponentBuildRequest, ComponentName, ComponentQuery, ComponentSource, Failure, GitPushEvent, ImageBuildRequest,
+    ImageQuery, RebuiltForPush, RequestError, RequestedBy, TagName, Timestamp, Trigger,
 };
 
 /// A push: submits the builds it asks for and returns; their dependents follow when they succeed
@@ -209,6 +210,7 @@ async fn handle_push(nats: &Nats, settings: &Settings, event: &GitPushEvent) -> 
             trigger: Some(trigger.clone()),
             rebuilt_for_push: Vec::new(),
             for_lookup: false,
+            admin: false,
         };
         let queued = submit_component(nats, settings, &request, &submitter).await;
         supersede(nats, &target_key(&request), queued).await?;
@@ -230,7 +232,7 @@ async fn resolve(settings: &Settings, urls: &[String], git_ref: &str) -> Result<
     for url in urls {
         let asked = async { git::resolve(&checked_url(url, &settings.git)?, &tag, &settings.git).await }.await;
         match asked {
-            Ok(commit) => return Ok(Ok(commit)),
+            Ok(resolved) => return Ok(Ok(resolved.commit)),
             Err(err) if err.failure.code() >= 500 => return Err(err),
             Err(err) => why = format!("the repository does not name a commit for it: {}", err.message),
         }
@@ -258,6 +260,7 @@ async fn rebuild_dependents(nats: &Nats, settings: &Settings, built: &RebuiltFor
             trigger: Some(built.trigger.clone()),
             rebuilt_for_push: built.rebuilt.clone(),
             for_lookup: false,
+            admin: false,
         };
         let queued = submit_component(nats, settings, &request, &submitter).await;
         supersede(nats, &target_key(&request), queued).await?;
@@ -355,8 +358,15 @@ async fn supersede(
     let accepted = match queued {
         Ok(accepted) => accepted,
         Err(err) if err.failure.code() >= 500 => return Err(err),
+        Err(err) if err.failure == Failure::Conflict => {
+            // A released version whose tag was moved: it keeps its first build.
+            tracing::warn!(target_key = %target, why = %err.message, "the push moved a released version's tag: nothing built");
+            count_push_refused("moved_tag");
+            return Ok(None);
+        }
         Err(err) => {
             tracing::warn!(%err, "a triggered build was refused");
+            count_push_refused("refused");
             return Ok(None);
         }
     };

@@ -1,6 +1,7 @@
 //! The `lookup` function: answers `<prefix>.image.get`, `<prefix>.component.get`,
-//! `<prefix>.component.archive`, `<prefix>.build.get` and `<prefix>.build.list` from the JetStream
-//! key-value buckets and object store, with the same JSON the gateway answers over HTTP.
+//! `<prefix>.component.archive`, `<prefix>.build.get`, `<prefix>.build.list`, the catalogs and the
+//! attestations (`<prefix>.provenance.key`, `<prefix>.build.provenance`, `<prefix>.build.sbom`) from the
+//! JetStream key-value buckets and object store, with the same JSON the gateway answers over HTTP.
 //!
 //! Every answer follows the caller's key: a component outside its patterns is a 403, and build lists
 //! leave such builds out. A lookup of an absent component whose source is known starts its build through
@@ -8,6 +9,7 @@
 //! may build that component; a `read` key is told that building needs the `build` scope.
 
 mod archive;
+pub mod attestations;
 mod catalog;
 
 use std::sync::Arc;
@@ -23,7 +25,7 @@ use artifacts_schemas::{
     parse_json, AcceptedStatus, BuildAccepted, BuildId, BuildList, BuildListQuery, BuildQuery, ComponentBuildRequest,
     ComponentLookupReply, ComponentQuery, Endpoint, ImageLookupReply, ImageQuery, RequestError,
 };
-use artifacts_store::{Catalog, List, Store};
+use artifacts_store::{Attestation, Catalog, List, Store};
 
 pub async fn run(settings: Settings, nats: Nats, shutdown: CancellationToken) -> anyhow::Result<()> {
     let handler_nats = nats.clone();
@@ -43,6 +45,9 @@ pub async fn run(settings: Settings, nats: Nats, shutdown: CancellationToken) ->
                 Endpoint::BuildList,
                 Endpoint::CatalogImages,
                 Endpoint::CatalogComponents,
+                Endpoint::ProvenanceKey,
+                Endpoint::BuildProvenance,
+                Endpoint::BuildSbom,
             ],
             metadata: Default::default(),
         },
@@ -68,6 +73,9 @@ async fn answer(nats: &Nats, base_url: &str, transfers: &Arc<archive::Transfers>
         Endpoint::BuildList => builds(store, caller, payload).await,
         Endpoint::CatalogImages => catalog::images(store, Catalog::Images, caller, payload).await,
         Endpoint::CatalogComponents => catalog::components(store, Catalog::Components, caller, payload).await,
+        Endpoint::ProvenanceKey => attestations::key(nats),
+        Endpoint::BuildProvenance => attestations::of_build(nats, caller, payload, Attestation::Provenance).await,
+        Endpoint::BuildSbom => attestations::of_build(nats, caller, payload, Attestation::Sbom).await,
         other => Err(RequestError::internal(format!("lookup does not serve {}", other.suffix()))),
     };
     result.unwrap_or_else(Reply::from)

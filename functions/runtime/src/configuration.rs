@@ -47,6 +47,7 @@ pub struct Settings {
     pub build: BuildSettings,
     pub retention: RetentionSettings,
     pub secrets: SecretsSettings,
+    pub provenance: ProvenanceSettings,
     pub storage: StorageSettings,
     /// The bootstrap admin API key (env `ARTIFACTS_ADMIN_KEY`).
     pub admin_key: Option<Secret>,
@@ -189,6 +190,18 @@ pub struct SecretsSettings {
     /// build workers) must be given the same file. `artifacts up` uses `<data dir>/secrets.key`; unset,
     /// `$XDG_DATA_HOME/artifacts/secrets.key` (else `~/.local/share/artifacts/secrets.key`). Made (mode
     /// 0600) on first use when missing.
+    pub key_file: Option<PathBuf>,
+}
+
+/// Signed provenance (`artifacts_runtime::provenance`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProvenanceSettings {
+    /// The Ed25519 key (PKCS#8 PEM) that signs every build's provenance, env
+    /// `ARTIFACTS__PROVENANCE__KEY_FILE`. The build workers sign with it and the lookup function serves its
+    /// public half, so every one of them must be given the same file. `artifacts up` uses
+    /// `<data dir>/provenance-key.pem`; unset, `$XDG_DATA_HOME/artifacts/provenance-key.pem` (else
+    /// `~/.local/share/artifacts/provenance-key.pem`). Made (mode 0600) on first use when missing.
     pub key_file: Option<PathBuf>,
 }
 

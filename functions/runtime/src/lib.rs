@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod nats;
 pub mod nats_users;
 pub mod neutral_tag;
+pub mod provenance;
 pub mod rate_limit;
 pub mod registry;
 pub mod registry_auth;

@@ -171,6 +171,11 @@ pub fn count_build(kind: BuildKind, status: BuildStatus) {
     metrics::counter!(BUILDS, "kind" => kind.as_str(), "result" => status.as_str()).increment(1);
 }
 
+/// Counts a build a push asked for and the submission refused (`why`: `moved_tag`, `refused`).
+pub fn count_push_refused(why: &'static str) {
+    metrics::counter!("artifacts_push_builds_refused_total", "why" => why).increment(1);
+}
+
 /// Counts bytes of build output stored.
 pub fn count_stored(kind: BuildKind, bytes: u64) {
     metrics::counter!(STORED_BYTES, "kind" => kind.as_str()).increment(bytes);

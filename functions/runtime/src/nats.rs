@@ -23,6 +23,8 @@ pub struct Nats {
     pub store: Store,
     /// The key of build secrets (`secrets.key_file`), loaded when first needed ([`crate::secrets`]).
     pub secrets: std::sync::Arc<crate::secrets::Keyring>,
+    /// The key that signs provenance (`provenance.key_file`), loaded when first needed.
+    pub provenance: std::sync::Arc<crate::provenance::Signer>,
     /// The connection's losses and reconnections, so that a request in flight on a lost connection is
     /// sent again at once ([`crate::service::call`]).
     pub link: crate::service::Link,
@@ -85,7 +87,8 @@ pub async fn connect(settings: &Settings, process_name: &str) -> anyhow::Result<
     };
     let store = Store::open(client.clone(), subjects.clone(), settings.nats.replicas, &caps, &redact_url(url)).await?;
     let secrets = std::sync::Arc::new(crate::secrets::Keyring::new(settings.secrets.key_file.clone()));
-    Ok(Nats { client, jetstream, subjects, store, secrets, link })
+    let provenance = std::sync::Arc::new(crate::provenance::Signer::new(settings.provenance.key_file.clone()));
+    Ok(Nats { client, jetstream, subjects, store, secrets, provenance, link })
 }
 
 /// Waits, until `deadline` at most, for JetStream to answer: a cluster that has not elected its metadata

@@ -250,7 +250,9 @@ pub enum Resend {
 pub fn resend(endpoint: Endpoint) -> Resend {
     use Endpoint::*;
     match endpoint {
-        ImageGet | ComponentGet | ComponentArchive | BuildGet => Resend::Hedged,
+        ImageGet | ComponentGet | ComponentArchive | BuildGet | ProvenanceKey | BuildProvenance | BuildSbom => {
+            Resend::Hedged
+        }
         BuildList | CatalogImages | CatalogComponents | SecretList | ImageBuild | ComponentBuild | GitPush | GcRun
         | SecretPut => Resend::OnLoss,
         BuildCancel | BuildPin | ImageDelete | ComponentDelete | SecretDelete => Resend::Never,

@@ -24,6 +24,7 @@
 pub mod access;
 mod api_keys;
 mod archives;
+mod attestations;
 mod build_index;
 mod builds;
 mod error;
@@ -44,6 +45,7 @@ use artifacts_schemas::Subjects;
 
 pub use api_keys::{KeyChange, StoredKeyEntry};
 pub use archives::{ObjectReader, Objects};
+pub use attestations::Attestation;
 pub use build_index::{List, Walk, PAGE_SIZE};
 pub use builds::{content_hash, Submission, Submitted};
 pub use error::StoreError;

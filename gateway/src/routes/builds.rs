@@ -50,7 +50,7 @@ pub async fn get_build(
 }
 
 /// The build record's reply; the lookup answers 403 when the key may not see the build's component.
-async fn visible_build(state: &AppState, caller: &Caller, build_id: &str) -> Result<Reply, ApiError> {
+pub(super) async fn visible_build(state: &AppState, caller: &Caller, build_id: &str) -> Result<Reply, ApiError> {
     caller.require(Scope::Read)?;
     let query = BuildQuery { build_id: BuildId::parse(build_id)? };
     Ok(request(state, caller, &RequestedBy::default(), Endpoint::BuildGet, &query).await)

@@ -10,6 +10,7 @@ pub mod images;
 pub mod info;
 pub mod keys;
 pub mod manage;
+pub mod provenance;
 pub mod registry;
 pub mod secrets;
 

@@ -90,6 +90,10 @@ pub struct ComponentJob {
     /// What this push has rebuilt so far (`component@tag`), so that each target is rebuilt once.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rebuilt_for_push: Vec<String>,
+    /// An admin's `force`: the version may be built from another commit than the one it was first built
+    /// from (a moved git tag). Otherwise a worker that finds the tag moved fails the build.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replaces_version: bool,
 }
 
 /// A component a push rebuilt has been built (`<prefix>.git.push.dependents`, JetStream): the git

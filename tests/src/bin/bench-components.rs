@@ -129,10 +129,17 @@ async fn store(app: &TestApp, size_mib: usize) {
     let stream = tokio_util::io::ReaderStream::with_capacity(child.stdout.take().unwrap(), 64 * 1024)
         .map(|chunk| chunk.map_err(|err| bollard::errors::Error::IOError { err }));
     let limits = Limits { max_bytes: u64::MAX, max_entries: u64::MAX };
-    let stored =
-        artifacts_build_component::output::store(Box::pin(stream), &app.nats.store, "bench/store.tar.gz", limits)
-            .await
-            .unwrap_or_else(|_| panic!("storing failed"));
+    // The worker's path as a build takes it: reproducible (sorted, the commit's time), SBOM files hashed.
+    let commit_time = 1_700_000_000;
+    let stored = artifacts_build_component::output::store(
+        Box::pin(stream),
+        &app.nats.store,
+        "bench/store.tar.gz",
+        limits,
+        commit_time,
+    )
+    .await
+    .unwrap_or_else(|_| panic!("storing failed"));
     child.wait().await.unwrap();
     let ours_took = started.elapsed();
 
