@@ -801,9 +801,12 @@ fn creation_info(info: &DocumentInfo) -> CreationInfo {
 fn source_package(source: &GitSource) -> Package {
     let mut package = Package::new(SOURCE_ID.to_owned(), source.url.clone());
     package.version_info = Some(source.commit.clone());
-    // SPDX 7.7's VCS form: <vcs_tool>+<transport>://<host>/<path>@<revision>.
+    // SPDX 7.7's VCS form: <vcs_tool>+<transport>://<host>/<path>@<revision>. A repository on the build
+    // host's disk (`file://`, a path) has no host and is no download location anyone else can use.
     let url = source.url.strip_prefix("git+").unwrap_or(&source.url);
-    package.download_location = format!("git+{url}@{}", source.commit);
+    let networked = ["https://", "http://", "ssh://", "git://"].iter().any(|scheme| url.starts_with(scheme));
+    package.download_location =
+        if networked { format!("git+{url}@{}", source.commit) } else { NOASSERTION.to_owned() };
     package.primary_package_purpose = Some("SOURCE".to_owned());
     package
 }

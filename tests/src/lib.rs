@@ -1121,4 +1121,40 @@ impl GitRepo {
     pub async fn move_branch(&self, name: &str) {
         self.git(&["branch", "--force", name]).await;
     }
+
+    /// Moves a tag to the current commit (`git tag -f`), as someone re-releasing a version would.
+    pub async fn move_tag(&self, name: &str) {
+        self.git(&["tag", "--force", name]).await;
+    }
+
+    /// The committer time of the current commit, seconds since the epoch.
+    pub async fn head_time(&self) -> u64 {
+        let output =
+            Command::new("git").arg("-C").arg(self.dir.path()).args(["log", "-1", "--format=%ct"]).output().await;
+        String::from_utf8_lossy(&output.expect("git runs").stdout).trim().parse().expect("a time")
+    }
+}
+
+/// The Python that checks what this service signs with code no one here wrote (`cryptography`,
+/// `spdx-tools`): `ARTIFACTS_PYTHON`, else the suite's environment (`target/python`, which `scripts/test`
+/// makes), else `python3`. Runs `provenance/tests/<script>` with `args`: its exit status and output.
+pub fn independent_check(script: &str, args: &[&Path]) -> (i32, String, String) {
+    let python = std::env::var_os("ARTIFACTS_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
+        let venv = repo_root().join("target/python/bin/python3");
+        if venv.exists() {
+            venv
+        } else {
+            PathBuf::from("python3")
+        }
+    });
+    let output = std::process::Command::new(&python)
+        .arg(repo_root().join("provenance/tests").join(script))
+        .args(args)
+        .output()
+        .unwrap_or_else(|err| panic!("{} runs: {err}", python.display()));
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }

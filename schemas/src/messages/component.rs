@@ -243,6 +243,9 @@ pub struct ComponentLookupReply {
     pub size: Option<u64>,
     pub build_id: Option<BuildId>,
     pub built_at: Option<Timestamp>,
+    /// The source commit the stored archive was built from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bucket: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -267,6 +270,7 @@ impl ComponentLookupReply {
             size: Some(record.size),
             build_id: Some(record.build_id),
             built_at: Some(record.built_at),
+            commit: Some(record.commit),
             bucket: Some(record.bucket),
             object: Some(record.object),
             status_url: None,
@@ -293,6 +297,7 @@ impl ComponentLookupReply {
             size: None,
             build_id: Some(accepted.build_id),
             built_at: None,
+            commit: None,
             bucket: None,
             object: None,
             status_url: Some(accepted.status_url),
@@ -313,6 +318,7 @@ impl ComponentLookupReply {
             size: None,
             build_id: None,
             built_at: None,
+            commit: None,
             bucket: None,
             object: None,
             status_url: None,
