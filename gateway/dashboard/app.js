@@ -401,6 +401,90 @@ async function rebuild(record) {
   return submitBuild('image', again);
 }
 
+// ---- provenance -----------------------------------------------------------------------------------------
+// The page checks a build's provenance itself, as `artifacts verify` does: the DSSE signature over PAE
+// with the service's Ed25519 key (WebCrypto), the subject against the build's artifact and the build id.
+// WebCrypto exists only in secure contexts (https, or the gateway on localhost).
+
+function base64Bytes(text) {
+  const plain = text.replace(/-/g, '+').replace(/_/g, '/');
+  return Uint8Array.from(atob(plain + '='.repeat((4 - (plain.length % 4)) % 4)), (c) => c.charCodeAt(0));
+}
+
+function pae(payloadType, payload) {
+  const type = new TextEncoder().encode(payloadType);
+  const head = new TextEncoder().encode(`DSSEv1 ${type.length} ${payloadType} ${payload.length} `);
+  const message = new Uint8Array(head.length + payload.length);
+  message.set(head);
+  message.set(payload, head.length);
+  return message;
+}
+
+async function checkProvenance(record, signal) {
+  if (!globalThis.crypto?.subtle) {
+    return { verified: null, reason: 'this page is not served over https, so the browser offers no signature check: use `artifacts verify`' };
+  }
+  const [key, envelope] = await Promise.all([
+    api('/provenance/key', { signal }),
+    api(`/builds/${encodeURIComponent(record.buildId)}/provenance`, { signal }),
+  ]);
+  const der = base64Bytes(key.publicKeyPem.replace(/-----[A-Z ]+-----/g, '').replace(/\s+/g, ''));
+  const publicKey = await crypto.subtle.importKey('spki', der, { name: 'Ed25519' }, false, ['verify']);
+  const payload = base64Bytes(envelope.payload);
+  const signature = (envelope.signatures || []).find((s) => s.keyid === key.keyid);
+  if (!signature) return { verified: false, reason: `no signature by the service's key ${key.keyid.slice(0, 16)}` };
+  const valid = await crypto.subtle.verify({ name: 'Ed25519' }, publicKey, base64Bytes(signature.sig), pae(envelope.payloadType, payload));
+  if (!valid) return { verified: false, reason: 'the signature does not verify' };
+  const statement = JSON.parse(new TextDecoder().decode(payload));
+  const digest = (record.result?.digest || '').replace(/^sha256:/, '');
+  if (!statement.subject?.some((subject) => subject.digest?.sha256 === digest)) {
+    return { verified: false, reason: 'the provenance is about another artifact', statement };
+  }
+  if (statement.predicate?.runDetails?.metadata?.invocationId !== record.buildId) {
+    return { verified: false, reason: 'the provenance is of another build', statement };
+  }
+  return { verified: true, reason: `signed by ${key.keyid.slice(0, 16)}…, about this artifact`, statement };
+}
+
+// A commit as a link to the forge's page of it, when the source is a forge's https URL.
+function commitLink(uri, commit) {
+  const web = /^https:\/\//.test(uri || '') ? uri.replace(/\.git$/, '') : null;
+  return web ? h('a', { href: `${web}/commit/${commit}`, rel: 'noreferrer' }, commit) : h('code', {}, commit);
+}
+
+function dependencyLink(dependency, architecture) {
+  const digest = dependency.digest?.sha256 ? `sha256:${dependency.digest.sha256.slice(0, 12)}` : '';
+  if (dependency.name) {
+    const [component, tag] = dependency.name.split('@');
+    return h('li', {}, h('a', { href: `#/components/${encodeURIComponent(component)}/${encodeURIComponent(tag)}/${encodeURIComponent(architecture)}` }, dependency.name), ` ${digest}`);
+  }
+  return h('li', {}, h('code', {}, (dependency.uri || '').replace(/^docker:\/\//, '')), ` ${digest}`);
+}
+
+function provenanceSection(record, signal) {
+  const section = h('section', { class: 'provenance', 'aria-live': 'polite' }, h('h2', {}, 'Provenance'), h('p', {}, 'Checking the signature…'));
+  checkProvenance(record, signal).then(({ verified, reason, statement }) => {
+    const badge = verified === true ? h('span', { class: 'status status-succeeded' }, 'verifies')
+      : verified === false ? h('span', { class: 'status status-failed' }, 'does not verify') : h('span', { class: 'status status-cancelled' }, 'not checked');
+    const resolved = statement?.predicate?.buildDefinition?.resolvedDependencies || [];
+    const source = resolved.find((d) => d.digest?.gitCommit);
+    const others = resolved.filter((d) => !d.digest?.gitCommit);
+    section.replaceChildren(h('h2', {}, 'Provenance'), h('p', { id: 'provenance-status' }, badge, ` ${reason}`),
+      ...(source ? [h('p', {}, 'Built from ', h('code', {}, source.uri), ' at ', commitLink(source.uri, source.digest.gitCommit))] : []),
+      ...(others.length ? [h('p', {}, 'Used:'), h('ul', {}, ...others.map((d) => dependencyLink(d, record.request?.architecture)))] : []),
+      h('p', {}, h('a', { href: `/api/v1/builds/${encodeURIComponent(record.buildId)}/sbom`, onclick: (event) => {
+        event.preventDefault();
+        api(`/builds/${encodeURIComponent(record.buildId)}/sbom`).then((sbom) => {
+          const url = URL.createObjectURL(new Blob([JSON.stringify(sbom, null, 2)], { type: 'application/json' }));
+          window.open(url, '_blank', 'noopener');
+        }).catch((error) => section.append(failure(error)));
+      } }, 'SBOM (SPDX)')));
+  }).catch((error) => {
+    if (!signal.aborted) section.replaceChildren(h('h2', {}, 'Provenance'), h('p', { id: 'provenance-status' }, h('span', { class: 'status status-failed' }, 'cannot be checked'), ` ${error.message}`));
+  });
+  return section;
+}
+
 async function buildView(buildId, params, signal) {
   let record;
   try {
@@ -415,7 +499,8 @@ async function buildView(buildId, params, signal) {
   const logState = h('p', { class: 'live', 'aria-live': 'polite' }, 'Reading the log…');
   let logEnded = false;
   let wantFailing = params.get('at') === 'failure';
-  page(`Build ${idTail(buildId)}`, details, actions,
+  const provenance = h('div', {});
+  page(`Build ${idTail(buildId)}`, details, actions, provenance,
     h('h2', {}, 'Log'), logState, log);
 
   // Marks the failing line and moves to it (once the log has been read to its end).
@@ -431,6 +516,7 @@ async function buildView(buildId, params, signal) {
   };
 
   const showRecord = (current) => {
+    if (current.status === 'succeeded' && !provenance.childElementCount) provenance.append(provenanceSection(current, signal));
     record = current;
     const request = current.request || {};
     const result = current.result || {};
