@@ -108,6 +108,7 @@ async fn build_and_push(
     work_dir: &Path,
     log: &mut BuildLog,
 ) -> Result<ImageBuildResult, BuildFailure> {
+    let started_on = time::OffsetDateTime::now_utc();
     let phases = Phases::new(&job.build_id);
     // What the build needs, fetched at once: the engine, the context and Dockerfile, the cache sources
     // and the secrets do not wait for one another.
@@ -124,7 +125,7 @@ async fn build_and_push(
     );
     let docker = docker.map_err(engine_away)?;
     engine_answered();
-    let (context_dir, dockerfile_dir) = assembled?;
+    let (context_dir, dockerfile_dir, dockerfile) = assembled?;
     let secrets = version_secret_mounts(nats, &dockerfile_dir, secrets?).await?;
     phases.done("engine, context, cache sources and secrets ready");
 
@@ -186,6 +187,11 @@ async fn build_and_push(
     let digest = pushed.await.map_err(BuildFailure::from)??;
     record_stage(BuildKind::Image, "push", pushing.elapsed());
     phases.done("pushed");
+    // Its signed provenance and SBOM, from the registry's copy; the engine's copy goes either way.
+    let pushed =
+        crate::attest::Pushed { dockerfile: &dockerfile, immutable_name: &immutable_name, digest: &digest, started_on };
+    let attested = crate::attest::attest(nats, settings, &docker, job, pushed, log).await;
+    phases.done("attested");
     // The registry holds it now; the engine does not need to (nothing else ever collects it there). Not
     // on the build's way: the records need not wait for it.
     let name = immutable_name.clone();
@@ -195,6 +201,7 @@ async fn build_and_push(
             tracing::warn!(%err, image = %name, "could not remove a pushed image from the engine");
         }
     });
+    attested?;
     let image_name = format!("{repository}:{}", job.architecture.short());
     Ok(ImageBuildResult { pull_command: pull_command(&image_name, &digest), image_name, immutable_name, digest })
 }
@@ -364,13 +371,14 @@ async fn push(
 }
 
 /// Writes the build's two local sources into `dir`: `context/` (the uploaded context's checked entries)
-/// and `dockerfile/Dockerfile`. Nothing of the service's goes into the context.
+/// and `dockerfile/Dockerfile`, and returns them with the Dockerfile as submitted. Nothing of the
+/// service's goes into the context.
 async fn assemble_context(
     nats: &Nats,
     settings: &Settings,
     job: &ImageJob,
     dir: PathBuf,
-) -> Result<(PathBuf, PathBuf), BuildFailure> {
+) -> Result<(PathBuf, PathBuf, String), BuildFailure> {
     let unavailable =
         |what: &str, err: &dyn std::fmt::Display| BuildFailure::Unavailable(format!("cannot read {what}: {err}"));
     // An upload the collector removed is gone for good; JetStream being away is for later.
@@ -390,7 +398,7 @@ async fn assemble_context(
         .map_err(|err| fetch_failed("the Dockerfile", err))?;
     object.read_to_end(&mut dockerfile).await.map_err(|err| unavailable("the Dockerfile", &err))?;
     // Each component's cache mounts are its own (the Dockerfile was read at submission, so it parses).
-    let text = String::from_utf8_lossy(&dockerfile);
+    let text = String::from_utf8_lossy(&dockerfile).into_owned();
     let dockerfile = crate::dockerfile::scope_cache_mounts(&text, job.component.as_str())
         .map_err(|err| BuildFailure::Passing(format!("cannot read the Dockerfile: {err}")))?;
     let dockerfile_dir = dir.join("dockerfile");
@@ -401,7 +409,7 @@ async fn assemble_context(
 
     let context_dir = dir.join("context");
     tokio::fs::create_dir_all(&context_dir).await.map_err(|err| passing("the context", &err))?;
-    let Some(name) = &job.context else { return Ok((context_dir, dockerfile_dir)) };
+    let Some(name) = &job.context else { return Ok((context_dir, dockerfile_dir, text)) };
     let path = dir.join("upload");
     let mut object = nats.store.object(Objects::Uploads, name).await.map_err(|err| fetch_failed("the context", err))?;
     let mut file = tokio::fs::File::create(&path).await.map_err(|err| passing("the context", &err))?;
@@ -419,7 +427,7 @@ async fn assemble_context(
     .await
     .map_err(|err| BuildFailure::Passing(format!("context assembly stopped: {err}")))?
     .map_err(|err| BuildFailure::Permanent(format!("build context: {err}")))?;
-    Ok((context_dir, dockerfile_dir))
+    Ok((context_dir, dockerfile_dir, text))
 }
 
 /// Writes one checked entry under `root`, never through a symlink an earlier entry made (a later entry

@@ -2,6 +2,7 @@
 //! queued jobs for the architectures its Docker engine can build ([`build`]), on the shared
 //! `artifacts_runtime::builder` frame.
 
+pub mod attest;
 pub mod build;
 pub mod buildkit;
 pub mod dockerfile;

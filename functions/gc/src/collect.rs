@@ -102,6 +102,10 @@ pub async fn collect(nats: &Nats, settings: &Settings, dry_run: bool) -> Result<
                     registry::delete_manifest(settings, &repository, &made.digest)
                         .await
                         .map_err(RequestError::unavailable)?;
+                    // Its signed provenance beside it, as cosign names it (`sha256-<hex>.att`).
+                    registry::delete_attestation(settings, &repository, &made.digest)
+                        .await
+                        .map_err(RequestError::unavailable)?;
                 }
             }
             BuildWork::Component { result: Some(made), .. } => {

@@ -1,8 +1,9 @@
 //! The registry's HTTP API, as the workers' own identity (a registry behind token authentication is
 //! answered with a token for it, see `registry_auth`): pointing a build's architecture tag (`:amd64`) at
 //! the manifest that build pushed, which the Docker engine cannot do without a race (tagging in a shared
-//! engine and pushing the tag lets two concurrent builds of one repository push each other's image), and
-//! deleting manifests for the collector. Over `https://` when `registry.tls` is set, trusting
+//! engine and pushing the tag lets two concurrent builds of one repository push each other's image),
+//! reading a pushed image's manifest and layers and pushing its attestation beside it (cosign's
+//! `sha256-<hex>.att`), and deleting manifests for the collector. Over `https://` when `registry.tls` is set, trusting
 //! `registry.ca_file` beside the built-in roots.
 
 use std::time::Duration;
@@ -93,6 +94,204 @@ pub async fn delete_manifest(settings: &Settings, repository: &str, digest: &str
         return Ok(());
     }
     answer.error_for_status().map(drop).map_err(failed)
+}
+
+/// A layer may be large: reading one has this long, not [`TIMEOUT`].
+const BLOB_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// Requests about one repository as the workers: the token the registry asked for once is sent with the
+/// requests after (and fetched again when it is refused).
+struct Session<'a> {
+    settings: &'a Settings,
+    client: reqwest::Client,
+    repository: &'a str,
+    token: Option<String>,
+}
+
+impl<'a> Session<'a> {
+    fn new(settings: &'a Settings, repository: &'a str) -> Result<Self, String> {
+        Ok(Self { settings, client: http_client(settings)?, repository, token: None })
+    }
+
+    /// `<registry>/v2/<repository>/<path>`.
+    fn url(&self, path: &str) -> String {
+        format!("{}/v2/{}/{path}", self.settings.registry.base_url(), self.repository)
+    }
+
+    async fn send(
+        &mut self,
+        request: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, reqwest::Error> {
+        if let Some(token) = &self.token {
+            let answer = request(&self.client).bearer_auth(token).send().await?;
+            if answer.status() != reqwest::StatusCode::UNAUTHORIZED {
+                return Ok(answer);
+            }
+        }
+        let client = &self.client;
+        let send = |token: Option<&str>| {
+            let mut request = request(client);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            request.send()
+        };
+        let (answer, token) = with_token(client, self.settings, self.repository, send).await?;
+        if token.is_some() {
+            self.token = token;
+        }
+        Ok(answer)
+    }
+
+    /// [`Self::send`], asked again a few times while the registry answers with a 500: distribution 2.8
+    /// fails a read of a manifest whose links a concurrent put rewrites (see [`publish_manifest_list`]).
+    async fn send_again_on_500(
+        &mut self,
+        request: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, reqwest::Error> {
+        let mut answer = self.send(&request).await?;
+        for _ in 0..5 {
+            if !answer.status().is_server_error() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            answer = self.send(&request).await?;
+        }
+        Ok(answer)
+    }
+}
+
+/// The manifest `reference` (a tag or a digest) of `repository`: its media type and its bytes.
+pub async fn manifest(settings: &Settings, repository: &str, reference: &str) -> Result<(String, Vec<u8>), String> {
+    let mut session = Session::new(settings, repository)?;
+    let url = session.url(&format!("manifests/{reference}"));
+    let failed = |err: reqwest::Error| format!("cannot read the manifest of {repository}:{reference}: {err}");
+    let answer = session
+        .send_again_on_500(|client| client.get(&url).header(reqwest::header::ACCEPT, MANIFEST_TYPES))
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(failed)?;
+    let media_type = answer
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let bytes = answer.bytes().await.map_err(failed)?;
+    Ok((media_type, bytes.to_vec()))
+}
+
+/// The digest of the manifest `reference` (a tag or a digest) of `repository`, as the registry names it
+/// (`Docker-Content-Digest`); `None` when the repository has no such manifest.
+pub async fn manifest_digest(settings: &Settings, repository: &str, reference: &str) -> Result<Option<String>, String> {
+    let mut session = Session::new(settings, repository)?;
+    let url = session.url(&format!("manifests/{reference}"));
+    let failed = |err: reqwest::Error| format!("cannot look up {repository}:{reference}: {err}");
+    let answer = session
+        .send_again_on_500(|client| client.head(&url).header(reqwest::header::ACCEPT, MANIFEST_TYPES))
+        .await
+        .map_err(failed)?;
+    if answer.status() == reqwest::StatusCode::NOT_FOUND {
+        return Ok(None);
+    }
+    let answer = answer.error_for_status().map_err(failed)?;
+    let digest = answer.headers().get("docker-content-digest").and_then(|value| value.to_str().ok());
+    match digest {
+        Some(digest) => Ok(Some(digest.to_owned())),
+        None => Err(format!("the registry names no digest for {repository}:{reference}")),
+    }
+}
+
+/// The blob `digest` of `repository`, as an answer whose body is read as it comes (a layer may be large:
+/// the request has [`BLOB_TIMEOUT`]).
+pub async fn blob(settings: &Settings, repository: &str, digest: &str) -> Result<reqwest::Response, String> {
+    let mut session = Session::new(settings, repository)?;
+    let url = session.url(&format!("blobs/{digest}"));
+    session
+        .send(|client| client.get(&url).timeout(BLOB_TIMEOUT))
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|err| format!("cannot read the blob {digest} of {repository}: {err}"))
+}
+
+/// Pushes an image's attestation as cosign does (`artifacts_provenance::cosign`): its config and layer
+/// (each uploaded unless the repository has it), then its manifest under `sha256-<hex>.att`. The caller
+/// holds the registry's push gate (`Store::registry_push`): a blob sweep must not run in between.
+pub async fn push_attestation(
+    settings: &Settings,
+    repository: &str,
+    attestation: &artifacts_provenance::cosign::Attestation,
+) -> Result<(), String> {
+    let mut session = Session::new(settings, repository)?;
+    for blob in [&attestation.config, &attestation.layer] {
+        upload_blob(&mut session, &blob.digest, &blob.bytes).await?;
+    }
+    let manifest = &attestation.manifest;
+    let url = session.url(&format!("manifests/{}", attestation.tag));
+    let failed = |err: reqwest::Error| format!("cannot push {repository}:{}: {err}", attestation.tag);
+    let answer = session
+        .send_again_on_500(|client| {
+            client.put(&url).header(reqwest::header::CONTENT_TYPE, &manifest.media_type).body(manifest.bytes.clone())
+        })
+        .await
+        .map_err(failed)?;
+    refused(answer, &format!("cannot push {repository}:{}", attestation.tag)).await.map(drop)
+}
+
+/// Uploads one blob in a single request (`POST /blobs/uploads/`, then `PUT <location>&digest=`), unless
+/// the repository has it.
+async fn upload_blob(session: &mut Session<'_>, digest: &str, bytes: &[u8]) -> Result<(), String> {
+    let repository = session.repository;
+    let failed = |err: reqwest::Error| format!("cannot upload the blob {digest} to {repository}: {err}");
+    let head = session.url(&format!("blobs/{digest}"));
+    let present = session.send(|client| client.head(&head)).await.map_err(failed)?;
+    if present.status().is_success() {
+        return Ok(());
+    }
+    let uploads = session.url("blobs/uploads/");
+    let started = session.send(|client| client.post(&uploads).header(reqwest::header::CONTENT_LENGTH, 0)).await;
+    let started =
+        refused(started.map_err(failed)?, &format!("cannot upload the blob {digest} to {repository}")).await?;
+    let location = started
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|value| value.to_str().ok())
+        .ok_or_else(|| format!("the registry named no upload location for {repository}"))?;
+    // Relative to the registry (distribution answers an absolute URL, others may not).
+    let location = match location.starts_with("http://") || location.starts_with("https://") {
+        true => location.to_owned(),
+        false => format!("{}/{}", session.settings.registry.base_url(), location.trim_start_matches('/')),
+    };
+    let separator = if location.contains('?') { '&' } else { '?' };
+    let put = format!("{location}{separator}digest={}", digest.replace(':', "%3A"));
+    let answer = session
+        .send(|client| {
+            client.put(&put).header(reqwest::header::CONTENT_TYPE, "application/octet-stream").body(bytes.to_vec())
+        })
+        .await
+        .map_err(failed)?;
+    refused(answer, &format!("cannot upload the blob {digest} to {repository}")).await.map(drop)
+}
+
+/// The answer when it is a success; otherwise its status and what the registry said, after `what`.
+async fn refused(answer: reqwest::Response, what: &str) -> Result<reqwest::Response, String> {
+    let status = answer.status();
+    if status.is_success() {
+        return Ok(answer);
+    }
+    let said = answer.text().await.unwrap_or_default();
+    let said: String = said.trim().chars().take(300).collect();
+    Err(format!("{what}: the registry answered {status}: {said}"))
+}
+
+/// Deletes the attestation `push_attestation` pushed beside the image `image_digest` of `repository`
+/// (tag `sha256-<hex>.att`). An absent one is no error.
+pub async fn delete_attestation(settings: &Settings, repository: &str, image_digest: &str) -> Result<(), String> {
+    let Ok(tag) = artifacts_provenance::cosign::attestation_tag(image_digest) else { return Ok(()) };
+    match manifest_digest(settings, repository, &tag).await? {
+        Some(digest) => delete_manifest(settings, repository, &digest).await,
+        None => Ok(()),
+    }
 }
 
 const MANIFEST_LIST_TYPE: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
