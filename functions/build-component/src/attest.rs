@@ -9,7 +9,7 @@ use artifacts_provenance::spdx::{
     ArchiveDependency, ArchiveFiles, ComponentSbom, DocumentInfo, GitSource, ImageReference,
 };
 use artifacts_provenance::statement::{BuildFacts, ResourceDescriptor, BUILD_TYPE_COMPONENT, DEFAULT_BUILDER_ID};
-use artifacts_provenance::{Envelope, Statement};
+use artifacts_provenance::{Envelope, SigningKey, Statement};
 use artifacts_runtime::attempt::BuildFailure;
 use artifacts_runtime::{Nats, Settings};
 use artifacts_schemas::{ComponentJob, ComponentRecord};
@@ -43,6 +43,32 @@ pub async fn attest(
     started_on: time::OffsetDateTime,
 ) -> Result<(), BuildFailure> {
     let key = nats.provenance.key().map_err(|err| BuildFailure::Unavailable(err.message))?;
+    let signed = sign(&key, &settings.public_url(), job, record, builder, files, started_on)?;
+    let store = &nats.store;
+    let unavailable =
+        |err: artifacts_store::StoreError| BuildFailure::Unavailable(format!("cannot store the attestations: {err}"));
+    store.put_attestation(&record.build_id, Attestation::Sbom, &signed.sbom).await.map_err(unavailable)?;
+    store.put_attestation(&record.build_id, Attestation::Provenance, &signed.envelope).await.map_err(unavailable)?;
+    Ok(())
+}
+
+/// A build's SBOM (SPDX JSON) and signed provenance (DSSE envelope JSON).
+pub struct Signed {
+    pub sbom: Vec<u8>,
+    pub envelope: Vec<u8>,
+}
+
+/// Makes and signs the attestations of the build that made `record` (`public_url`: the gateway's, for
+/// the documents' names and the dependencies' URIs).
+pub fn sign(
+    key: &SigningKey,
+    public_url: &str,
+    job: &ComponentJob,
+    record: &ComponentRecord,
+    builder: ImageReference,
+    files: &ArchiveFiles,
+    started_on: time::OffsetDateTime,
+) -> Result<Signed, BuildFailure> {
     let archive_name = format!("{}-{}-{}.tar.gz", record.component, record.tag, record.architecture);
     let dependencies: Vec<ArchiveDependency> = record
         .dependencies
@@ -66,7 +92,7 @@ pub async fn attest(
         dependencies,
         builder_image: Some(builder.clone()),
         info: DocumentInfo {
-            namespace: format!("{}/api/v1/builds/{}/sbom", settings.public_url(), record.build_id),
+            namespace: format!("{public_url}/api/v1/builds/{}/sbom", record.build_id),
             created: finished_on,
             tool: format!("artifacts-build-component-{}", env!("CARGO_PKG_VERSION")),
         },
@@ -80,13 +106,8 @@ pub async fn attest(
     ];
     for used in &record.dependencies {
         let name = format!("{}@{}", used.component, used.tag);
-        let uri = format!(
-            "{}/api/v1/components/{}/{}/{}/archive",
-            settings.public_url(),
-            used.component,
-            used.tag,
-            record.architecture
-        );
+        let uri =
+            format!("{public_url}/api/v1/components/{}/{}/{}/archive", used.component, used.tag, record.architecture);
         resolved.push(ResourceDescriptor::archive(&uri, &name, &used.digest).map_err(unsignable)?);
     }
     let statement = Statement::provenance(BuildFacts {
@@ -106,11 +127,5 @@ pub async fn attest(
         finished_on,
     })
     .map_err(unsignable)?;
-    let envelope = Envelope::sign_statement(&key, &statement);
-    let store = &nats.store;
-    let unavailable =
-        |err: artifacts_store::StoreError| BuildFailure::Unavailable(format!("cannot store the attestations: {err}"));
-    store.put_attestation(&record.build_id, Attestation::Sbom, &sbom.to_json()).await.map_err(unavailable)?;
-    store.put_attestation(&record.build_id, Attestation::Provenance, &envelope.to_json()).await.map_err(unavailable)?;
-    Ok(())
+    Ok(Signed { sbom: sbom.to_json(), envelope: Envelope::sign_statement(key, &statement).to_json() })
 }
