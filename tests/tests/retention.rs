@@ -236,20 +236,21 @@ async fn scenario() {
             "key {key} names removed build {build_id}"
         );
     }
-    // The image keeps the policy's newest two and the pinned one, each with its own tag, plus `:amd64`
-    // and the neutral `latest` list.
-    assert_eq!(after.registry_tags, IMAGE_KEEP + 1 + 2, "{after:?}");
-    // Each image version is a manifest, a configuration and a layer; the base layer is shared; one list
+    // The image keeps the policy's newest two and the pinned one, each with its own tag and its
+    // attestation's (`sha256-<hex>.att`), plus `:amd64` and the neutral `latest` list.
+    assert_eq!(after.registry_tags, IMAGE_KEEP + 1 + 2 + (IMAGE_KEEP + 1), "{after:?}");
+    // Each image version is a manifest, a configuration and a layer, and its attestation a manifest, a
+    // configuration and the envelope; the base layer is shared; one list
     // is left, the one `latest` names (each build replaced the one before), and at most one more of each
     // of the two builds made during the collection: two builds publishing `latest` at once both replace
     // the same list, and the list that lost the tag is only deleted by a collection once it is 5 s old
     // (`a_collection_deletes_the_manifest_lists_no_tag_names`), which the second may come before.
-    let listed = 1 + 3 * (IMAGE_KEEP + 1) + 1;
+    let listed = 1 + 6 * (IMAGE_KEEP + 1) + 1;
     assert!((listed..=listed + 2).contains(&after.registry_blobs), "{after:?}");
     assert!(after.registry_bytes < before.registry_bytes, "blob space was reclaimed: {before:?} -> {after:?}");
-    // The two image builds made meanwhile added three blobs each, and at most one list each.
+    // The two image builds made meanwhile added six blobs each, and at most one list each.
     let reclaimed = report["removed"]["blobs"].as_u64().unwrap() + second["removed"]["blobs"].as_u64().unwrap();
-    let reclaimable = before.registry_blobs + 3 * 2 - after.registry_blobs;
+    let reclaimable = before.registry_blobs + 6 * 2 - after.registry_blobs;
     assert!(
         (reclaimable..=reclaimable + 2).contains(&(reclaimed as usize)),
         "every blob that went was counted, once: {before:?} -> {after:?}, {report} {second}"

@@ -21,7 +21,7 @@ pub async fn of_build(nats: &Nats, caller: &Caller, payload: &[u8], which: Attes
     let query: BuildQuery = parse_json(payload)?;
     let bytes = visible(nats, caller, &query, which).await?;
     // The server's payload limit: a larger SBOM is read over HTTP, which streams from the object store.
-    let limit = usize::try_from(nats.client.server_info().max_payload).unwrap_or(usize::MAX).saturating_sub(4096);
+    let limit = nats.client.server_info().max_payload.saturating_sub(4096);
     if bytes.len() > limit {
         return Err(RequestError::new(
             artifacts_schemas::Failure::TooLarge,
