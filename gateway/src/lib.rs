@@ -19,3 +19,15 @@ pub mod startup;
 pub mod state;
 pub mod webhook;
 pub mod webhook_body;
+
+use artifacts_runtime::{Nats, Settings, Work};
+use tokio_util::sync::CancellationToken;
+
+/// The gateway process's work: serve until `shutdown` (boxed here: see [`artifacts_runtime::Work`]).
+pub fn run(settings: Settings, nats: Nats, shutdown: CancellationToken) -> Work {
+    Box::pin(async move {
+        let app = startup::Application::build(settings, nats).await?;
+        app.run_until_stopped(shutdown).await?;
+        Ok(())
+    })
+}

@@ -23,7 +23,12 @@ use crate::build::ComponentBuild;
 
 pub use artifacts_runtime::service::BUILD_COMPONENT_SERVICE as SERVICE_NAME;
 
-pub async fn run(settings: Settings, nats: Nats, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// The process's work (boxed here: see [`artifacts_runtime::Work`]).
+pub fn run(settings: Settings, nats: Nats, shutdown: CancellationToken) -> artifacts_runtime::Work {
+    Box::pin(serve(settings, nats, shutdown))
+}
+
+async fn serve(settings: Settings, nats: Nats, shutdown: CancellationToken) -> anyhow::Result<()> {
     let spec = BuilderSpec {
         service: SERVICE_NAME,
         description: "Accepts component builds, clones and builds them in containers, stores the artifacts",

@@ -18,7 +18,12 @@ use crate::build::ImageBuild;
 
 pub use artifacts_runtime::service::BUILD_IMAGE_SERVICE as SERVICE_NAME;
 
-pub async fn run(settings: Settings, nats: Nats, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// The process's work (boxed here: see [`artifacts_runtime::Work`]).
+pub fn run(settings: Settings, nats: Nats, shutdown: CancellationToken) -> artifacts_runtime::Work {
+    Box::pin(serve(settings, nats, shutdown))
+}
+
+async fn serve(settings: Settings, nats: Nats, shutdown: CancellationToken) -> anyhow::Result<()> {
     let spec = BuilderSpec {
         service: SERVICE_NAME,
         description: "Accepts image builds and builds them with the Docker engine",

@@ -29,7 +29,12 @@ use artifacts_schemas::{parse_json, Endpoint};
 
 pub use collect::collect;
 
-pub async fn run(settings: Settings, nats: Nats, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// The process's work (boxed here: see [`artifacts_runtime::Work`]).
+pub fn run(settings: Settings, nats: Nats, shutdown: CancellationToken) -> artifacts_runtime::Work {
+    Box::pin(serve(settings, nats, shutdown))
+}
+
+async fn serve(settings: Settings, nats: Nats, shutdown: CancellationToken) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
     let authenticator = Authenticator::start(&settings, &nats, shutdown.clone());
     let (handler_nats, handler_settings) = (nats.clone(), Arc::clone(&settings));

@@ -41,7 +41,12 @@ const SLOTS: usize = 4;
 /// Deliveries of one push (5 s apart at least) before it goes to the dead-letter stream.
 const MAX_DELIVERIES: i64 = 10;
 
-pub async fn run(settings: Settings, nats: Nats, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// The process's work (boxed here: see [`artifacts_runtime::Work`]).
+pub fn run(settings: Settings, nats: Nats, shutdown: CancellationToken) -> artifacts_runtime::Work {
+    Box::pin(serve(settings, nats, shutdown))
+}
+
+async fn serve(settings: Settings, nats: Nats, shutdown: CancellationToken) -> anyhow::Result<()> {
     let consumer_of = |consumer: &str, subject: String| WorkerSpec {
         stream: nats.store.streams().push_stream(),
         consumer: consumer.into(),

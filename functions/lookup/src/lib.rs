@@ -27,7 +27,12 @@ use artifacts_schemas::{
 };
 use artifacts_store::{Attestation, Catalog, List, Store};
 
-pub async fn run(settings: Settings, nats: Nats, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// The process's work (boxed here: see [`artifacts_runtime::Work`]).
+pub fn run(settings: Settings, nats: Nats, shutdown: CancellationToken) -> artifacts_runtime::Work {
+    Box::pin(serve(settings, nats, shutdown))
+}
+
+async fn serve(settings: Settings, nats: Nats, shutdown: CancellationToken) -> anyhow::Result<()> {
     let handler_nats = nats.clone();
     let base_url: Arc<str> = settings.public_url().into();
     let authenticator = Authenticator::start(&settings, &nats, shutdown.clone());

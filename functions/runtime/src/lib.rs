@@ -54,13 +54,22 @@ struct FunctionArgs {
     config: Option<PathBuf>,
 }
 
+/// A process's work, as its library makes it: boxed there, so that its state machine, and every async
+/// function it awaits, is compiled once, in the library, rather than again in each binary that polls it
+/// (an `async fn`'s code is generated where it is polled). Half of a first start's build went to
+/// generating the same async code in each of the seven binaries (BENCHMARKS.md, "First start").
+pub type Work = std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
+
 /// The whole `main` of a function binary: settings, tracing, NATS, shutdown on signal, then `work`
 /// until it returns. Errors are printed in full and turn into a failing exit code.
-pub async fn run<W, F>(process_name: &'static str, work: W) -> ExitCode
-where
-    W: FnOnce(Settings, Nats, CancellationToken) -> F,
-    F: Future<Output = anyhow::Result<()>>,
-{
+pub fn run(
+    process_name: &'static str,
+    work: fn(Settings, Nats, CancellationToken) -> Work,
+) -> std::pin::Pin<Box<dyn Future<Output = ExitCode>>> {
+    Box::pin(run_process(process_name, work))
+}
+
+async fn run_process(process_name: &'static str, work: fn(Settings, Nats, CancellationToken) -> Work) -> ExitCode {
     let args = FunctionArgs::parse();
     let settings = match Settings::load(args.config.as_deref()) {
         Ok(settings) => settings,
