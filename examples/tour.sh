@@ -87,13 +87,19 @@ step "build the sample component (examples/hello-component) from a git repositor
 cp -r "$EXAMPLES/hello-component" "$work/"
 git -C hello-component init -q -b main
 git -C hello-component add .
-git -C hello-component -c user.name=tour -c user.email=tour@example.com commit -qm "hello component"
+# The README's commit exactly (files, author, dates): the same commit on every run, so the released
+# version v1.0.0 never moves (a moved tag would be refused with 409).
+GIT_AUTHOR_DATE=2026-01-01T00:00:00Z GIT_COMMITTER_DATE=2026-01-01T00:00:00Z \
+  git -C hello-component -c user.name=me -c user.email=me@example.com commit -qm hello
 git -C hello-component tag v1.0.0
 artifacts component build "file://$work/hello-component" --component hello-component --tag v1.0.0
 artifacts component get hello-component@v1.0.0 -x hello/
 output=$(hello/bin/hello)
 echo "$output"
 grep -q "hello from a component" <<< "$output" || fail "the component's program printed: $output"
+verified=$(artifacts verify component hello-component v1.0.0)
+echo "$verified"
+grep -q "verified" <<< "$verified" || fail "artifacts verify said: $verified"
 
 step "what is stored, the history, and a build followed by its id"
 artifacts image ls

@@ -258,7 +258,7 @@ pub async fn run(
     let mut registry_storage = settings.registry.storage_dir.clone();
     if registry_answers {
         println!(
-            "artifacts up: a registry already answers at {registry}: using it (to put it behind API keys, see the README's \"Registry\")"
+            "artifacts up: a registry already answers at {registry}: using it (to put it behind API keys, see docs/registry.md)"
         );
     } else if let Some(bin) = find_program("docker-registry").or_else(|| find_program("registry")) {
         let conf = data_dir.join("registry.yml");
@@ -401,6 +401,15 @@ pub async fn run(
                 "  storage:   {} of JetStream storage per NATS server (max_file_store; storage.jetstream_bytes)",
                 human_bytes(plan.per_node)
             );
+        }
+        if let Some(file) = &provenance_key {
+            if let Ok(key) = artifacts_provenance::SigningKey::load(file) {
+                println!(
+                    "  provenance: signed with key {} ({}; public half at /api/v1/provenance/key)",
+                    &key.keyid()[..16],
+                    file.display()
+                );
+            }
         }
         println!("  logs:      {}/", logs.display());
         if let Some(git) = &dev_git {

@@ -819,6 +819,22 @@ impl TestApp {
 
     /// `POST /api/v1/images` (with `query`, e.g. `?wait=120`) of a JSON body with the admin key: the
     /// status and the answer.
+    /// A stored component's archive for amd64, downloaded through the gateway with the admin key, and the
+    /// lookup's answer.
+    pub async fn stored_archive(&self, component: &str, tag: &str) -> (Vec<u8>, serde_json::Value) {
+        let found: serde_json::Value = self
+            .get(&format!("/api/v1/components?component={component}&tag={tag}&architecture=amd64"))
+            .await
+            .json()
+            .await
+            .expect("JSON");
+        assert_eq!(found["status"], "found", "{found}");
+        let url = found["component"].as_str().expect("a download URL");
+        let response = self.http.get(url).bearer_auth(ADMIN_KEY).send().await.expect("answers");
+        assert_eq!(response.status(), 200);
+        (response.bytes().await.expect("the archive").to_vec(), found)
+    }
+
     pub async fn post_image(&self, query: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
         let response = self
             .http

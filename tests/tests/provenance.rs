@@ -27,20 +27,6 @@ async fn app_on(host: Option<String>) -> TestApp {
     .await
 }
 
-/// The stored archive's bytes and the lookup's answer.
-async fn archive(app: &TestApp, component: &str, tag: &str) -> (Vec<u8>, Value) {
-    let found: Value = app
-        .get(&format!("/api/v1/components?component={component}&tag={tag}&architecture=amd64"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(found["status"], "found", "{found}");
-    let response = app.http.get(found["component"].as_str().unwrap()).bearer_auth(ADMIN_KEY).send().await.unwrap();
-    assert_eq!(response.status(), 200);
-    (response.bytes().await.unwrap().to_vec(), found)
-}
-
 fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
 }
@@ -64,8 +50,8 @@ async fn the_same_commit_built_on_two_engines_gives_the_same_archive() {
     assert_eq!(first["status"], "succeeded", "{first}");
     let other = two.build_component(&repo.url(), &component, "v1.0.0").await;
     assert_eq!(other["status"], "succeeded", "{other}");
-    let (bytes, found) = archive(&one, &component, "v1.0.0").await;
-    let (other_bytes, _) = archive(&two, &component, "v1.0.0").await;
+    let (bytes, found) = one.stored_archive(&component, "v1.0.0").await;
+    let (other_bytes, _) = two.stored_archive(&component, "v1.0.0").await;
     assert_eq!(sha256(&bytes), sha256(&other_bytes), "two engines, one commit: the same archive");
     assert_eq!(found["commit"], first["result"]["commit"], "the lookup names the commit: {found}");
 
@@ -126,7 +112,7 @@ async fn provenance_and_sbom_verify_with_independent_tools_and_tampering_is_name
     let record = app.build_component(&program.url(), &component, "v2").await;
     assert_eq!(record["status"], "succeeded", "{record}");
     let build_id = record["buildId"].as_str().unwrap();
-    let (bytes, found) = archive(&app, &component, "v2").await;
+    let (bytes, found) = app.stored_archive(&component, "v2").await;
 
     // The key needs no API key.
     let key: Value = app.http.get(app.url("/api/v1/provenance/key")).send().await.unwrap().json().await.unwrap();
@@ -285,7 +271,7 @@ async fn a_moved_tag_is_refused_and_the_version_keeps_its_first_build() {
     assert!(String::from_utf8_lossy(&accepted.payload).contains("accepted"), "{:?}", accepted.payload);
     app.pushes_handled().await;
     assert!(app.triggered_builds(&component).await.is_empty(), "a moved tag's push built something");
-    let (_, found) = archive(&app, &component, "v1.0.0").await;
+    let (_, found) = app.stored_archive(&component, "v1.0.0").await;
     assert_eq!((&found["digest"], found["commit"].as_str()), (&first_digest, Some(first_commit.as_str())));
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("artifacts_push_builds_refused_total{") && metrics.contains("moved_tag"), "{metrics}");
@@ -295,7 +281,7 @@ async fn a_moved_tag_is_refused_and_the_version_keeps_its_first_build() {
     let rebuilt: Value = response.await.unwrap().json().await.unwrap();
     assert_eq!(rebuilt["status"], "succeeded", "{rebuilt}");
     assert_eq!(rebuilt["result"]["commit"], moved_commit.as_str());
-    let (_, found) = archive(&app, &component, "v1.0.0").await;
+    let (_, found) = app.stored_archive(&component, "v1.0.0").await;
     assert_eq!(found["commit"], moved_commit.as_str());
 
     // Branches move as before.

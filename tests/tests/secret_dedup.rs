@@ -188,14 +188,7 @@ async fn an_image_build_is_identical_while_the_secrets_it_mounts_are() {
 
 /// The regular file `name` of a stored component's archive.
 async fn archive_file(app: &TestApp, component: &str, tag: &str, name: &str) -> String {
-    let found: Value = app
-        .get(&format!("/api/v1/components?component={component}&tag={tag}&architecture=amd64"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let bytes = app.http.get(found["component"].as_str().unwrap()).bearer_auth(ADMIN_KEY).send().await.unwrap();
-    let bytes = bytes.bytes().await.unwrap().to_vec();
+    let (bytes, _) = app.stored_archive(component, tag).await;
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes.as_slice()));
     for entry in archive.entries().unwrap() {
         let mut entry = entry.unwrap();

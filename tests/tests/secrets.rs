@@ -203,14 +203,7 @@ async fn build(app: &TestApp, url: &str, component: &str, tag: &str) -> Value {
 
 /// The regular files of a stored component (path -> bytes).
 async fn archive_files(app: &TestApp, component: &str, tag: &str) -> (Vec<u8>, Vec<(String, Vec<u8>)>) {
-    let found: Value = app
-        .get(&format!("/api/v1/components?component={component}&tag={tag}&architecture=amd64"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let bytes = app.http.get(found["component"].as_str().unwrap()).bearer_auth(ADMIN_KEY).send().await.unwrap();
-    let bytes = bytes.bytes().await.unwrap().to_vec();
+    let (bytes, _) = app.stored_archive(component, tag).await;
     let mut files = Vec::new();
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes.as_slice()));
     for entry in archive.entries().unwrap() {

@@ -21,13 +21,7 @@ pub async fn builder_image(docker: &bollard::Docker, image: &str) -> Result<Imag
         .inspect_image(image)
         .await
         .map_err(|err| BuildFailure::Passing(format!("cannot read the builder image {image}: {err}")))?;
-    // A pulled image's manifest digest; one made on this engine has only its configuration's digest.
-    let digest = inspected
-        .repo_digests
-        .unwrap_or_default()
-        .iter()
-        .find_map(|named| named.split_once('@').map(|(_, digest)| digest.to_owned()))
-        .or(inspected.id)
+    let digest = artifacts_runtime::docker::image_digest(inspected)
         .ok_or_else(|| BuildFailure::Passing(format!("the engine names no digest for the builder image {image}")))?;
     Ok(ImageReference { reference: image.to_owned(), digest })
 }

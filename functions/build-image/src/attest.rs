@@ -165,13 +165,7 @@ async fn base_image_digest(
 ) -> Result<Option<String>, BuildFailure> {
     match docker.inspect_image(reference).await {
         Ok(inspected) => {
-            let digest = inspected
-                .repo_digests
-                .unwrap_or_default()
-                .iter()
-                .find_map(|named| named.split_once('@').map(|(_, digest)| digest.to_owned()))
-                .or(inspected.id)
-                .filter(|digest| digest.starts_with("sha256:"));
+            let digest = artifacts_runtime::docker::image_digest(inspected);
             if digest.is_some() {
                 return Ok(digest);
             }

@@ -66,3 +66,15 @@ pub fn engine_unanswered(err: &bollard::errors::Error) -> bool {
             | SocketNotFoundError(_)
     )
 }
+
+/// The digest an engine knows an image by: a pulled image's manifest digest (its first repository
+/// digest), else, for one made or imported on this engine, its configuration's (the image id).
+pub fn image_digest(inspected: bollard::models::ImageInspect) -> Option<String> {
+    inspected
+        .repo_digests
+        .unwrap_or_default()
+        .iter()
+        .find_map(|named| named.split_once('@').map(|(_, digest)| digest.to_owned()))
+        .or(inspected.id)
+        .filter(|digest| digest.starts_with("sha256:"))
+}
