@@ -564,19 +564,19 @@ fn bytes_under(dir: &Path) -> u64 {
         .sum()
 }
 
-/// The shipped nats-server configuration with `max_file_store` set to `bytes`.
+/// The shipped nats-server configuration with `max_file_store` set to `bytes`, in its `jetstream` block
+/// after `store_dir` (the shipped file sets none).
 fn with_max_file_store(config: &str, bytes: u64) -> String {
     let mut out = String::new();
     for line in config.lines() {
-        if line.trim_start().starts_with("max_file_store:") {
+        out.push_str(line);
+        out.push('\n');
+        if line.trim_start().starts_with("store_dir:") {
             let indent = &line[..line.len() - line.trim_start().len()];
             out.push_str(&format!(
                 "{indent}# Written by artifacts up: storage.jetstream_bytes, or a share of the disk.\n"
             ));
             out.push_str(&format!("{indent}max_file_store: {bytes}\n"));
-        } else {
-            out.push_str(line);
-            out.push('\n');
         }
     }
     out

@@ -76,20 +76,33 @@ impl NatsServer {
     async fn start_with(users: Option<()>) -> Self {
         let store = tempfile::tempdir().expect("temporary directory");
         let config = match users {
-            None => repo_root().join("nats").join("nats-server.conf"),
+            None => Self::config_dir(store.path()).join("nats-server.conf"),
             Some(()) => Self::users_config(store.path()).join("nats-server.auth.conf"),
         };
         let (child, output, port) = Self::spawn(&config, store.path(), "-1", &[]).await;
         Self { child, output, port, store, config, cluster_env: Vec::new() }
     }
 
-    /// The configuration files with users, in `conf/` under `store`.
-    fn users_config(store: &Path) -> PathBuf {
+    /// The shipped configuration files in `conf/` under `store`, the server given 100 GB of JetStream
+    /// storage (the shipped file leaves it to the disk's free space): the stack's default caps fit whatever
+    /// the disk of the machine running the tests, and tests of sizing set their own.
+    fn config_dir(store: &Path) -> PathBuf {
         let dir = store.join("conf");
         std::fs::create_dir(&dir).unwrap();
         for file in ["nats-server.conf", "nats-server.auth.conf", "nats-server.cluster.conf"] {
             std::fs::copy(repo_root().join("nats").join(file), dir.join(file)).unwrap();
         }
+        let shipped = std::fs::read_to_string(dir.join("nats-server.conf")).unwrap();
+        let store_line = "  store_dir: $ARTIFACTS_NATS_STORE_DIR\n";
+        assert!(shipped.contains(store_line), "nats/nats-server.conf sets the store as the harness expects");
+        let sized = shipped.replace(store_line, &format!("{store_line}  max_file_store: 100GB\n"));
+        std::fs::write(dir.join("nats-server.conf"), sized).unwrap();
+        dir
+    }
+
+    /// The configuration files with users, in `conf/` under `store`.
+    fn users_config(store: &Path) -> PathBuf {
+        let dir = Self::config_dir(store);
         let text = nats_users::render(&Subjects::default(), &Self::fixed_users(), &Default::default());
         nats_users::write_atomically(&dir.join("nats-users.conf"), &text).unwrap();
         dir
