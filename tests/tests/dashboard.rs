@@ -345,10 +345,8 @@ async fn builds_start_and_repeat_from_the_page() {
     browser.wait_for_text(".live", "succeeded").await;
     let first =
         browser.client.current_url().await.unwrap().fragment().unwrap().trim_start_matches("/builds/").to_owned();
-    // The page checks the provenance itself (WebCrypto Ed25519 over DSSE's PAE) and shows the commit.
+    // The page checks the provenance itself (WebCrypto Ed25519 over DSSE's PAE).
     browser.wait_for_text("#provenance-status", "verifies").await;
-    let commit = app.wait_for_build(&first).await["result"]["commit"].as_str().unwrap().to_owned();
-    browser.wait_for_text(".provenance", &commit).await;
     browser.go(&format!("{home}#/builds")).await;
     browser.wait_for_text(&format!("tr[data-build=\"{first}\"] .status"), "succeeded").await;
     let row = browser.wait_for_text(&format!("tr[data-build=\"{first}\"]"), &component).await;
@@ -387,6 +385,10 @@ async fn a_component_builds_and_rebuilds_from_the_page() {
     browser.wait_for_text(".live", "succeeded").await;
     let first =
         browser.client.current_url().await.unwrap().fragment().unwrap().trim_start_matches("/builds/").to_owned();
+    // The page checks the provenance itself (WebCrypto Ed25519 over DSSE's PAE) and shows the commit.
+    browser.wait_for_text("#provenance-status", "verifies").await;
+    let commit = app.wait_for_build(&first).await["result"]["commit"].as_str().unwrap().to_owned();
+    browser.wait_for_text(".provenance", &commit).await;
 
     // Rebuild submits the record's request again, forced: a new build of the same commit.
     let second = rebuild(&browser, &first).await;
