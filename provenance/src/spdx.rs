@@ -805,8 +805,7 @@ fn source_package(source: &GitSource) -> Package {
     // host's disk (`file://`, a path) has no host and is no download location anyone else can use.
     let url = source.url.strip_prefix("git+").unwrap_or(&source.url);
     let networked = ["https://", "http://", "ssh://", "git://"].iter().any(|scheme| url.starts_with(scheme));
-    package.download_location =
-        if networked { format!("git+{url}@{}", source.commit) } else { NOASSERTION.to_owned() };
+    package.download_location = if networked { format!("git+{url}@{}", source.commit) } else { NOASSERTION.to_owned() };
     package.primary_package_purpose = Some("SOURCE".to_owned());
     package
 }
