@@ -294,3 +294,28 @@ async fn a_moved_tag_is_refused_and_the_version_keeps_its_first_build() {
     assert_eq!(moved["status"], "succeeded", "{moved}");
     assert_ne!(moved["result"]["commit"], branch["result"]["commit"]);
 }
+
+#[tokio::test]
+async fn an_sbom_larger_than_a_nats_message_is_refused_there_and_streamed_over_http() {
+    let app = app_on(None).await;
+    let repo = GitRepo::new().await;
+    let recipe = manifest("i=0; while [ $i -lt 4000 ]; do echo $i > /out/file-$i; i=$((i+1)); done", &[]);
+    repo.commit_and_tag(&[("artifact.toml", &recipe, false)], "v1").await;
+    let component = name("manyfiles");
+    let record = app.build_component(&repo.url(), &component, "v1").await;
+    assert_eq!(record["status"], "succeeded", "{record}");
+    let build_id = record["buildId"].as_str().unwrap();
+
+    let response = app.get(&format!("/api/v1/builds/{build_id}/sbom")).await;
+    assert_eq!(response.status(), 200);
+    let length: usize = response.headers()["content-length"].to_str().unwrap().parse().unwrap();
+    let sbom: Value = response.json().await.unwrap();
+    assert_eq!(sbom["files"].as_array().unwrap().len(), 4000);
+    assert!(length > 1 << 20, "the SBOM of 4,000 files is larger than a NATS message ({length} bytes)");
+
+    let reply = app.nats_request("artifacts.build.sbom", &json!({"buildId": build_id}).to_string()).await;
+    let refused: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(refused["status"], "too_large", "{refused}");
+    let message = refused["errorMessage"].as_str().unwrap();
+    assert!(message.contains(&length.to_string()) && message.contains("/sbom"), "{message}");
+}

@@ -5,7 +5,7 @@ use tokio::io::AsyncReadExt;
 
 use artifacts_schemas::BuildId;
 
-use crate::{Objects, Store, StoreError};
+use crate::{ObjectReader, Objects, Store, StoreError};
 
 /// One of a build's attestations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +18,22 @@ pub enum Attestation {
 
 impl Attestation {
     pub const ALL: [Attestation; 2] = [Attestation::Provenance, Attestation::Sbom];
+
+    /// Its name in messages: `provenance`, `SBOM`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Provenance => "provenance",
+            Self::Sbom => "SBOM",
+        }
+    }
+
+    /// Its route below `/api/v1/builds/{buildId}/` and what that answers it as.
+    pub fn route(self) -> &'static str {
+        match self {
+            Self::Provenance => "provenance",
+            Self::Sbom => "sbom",
+        }
+    }
 
     fn object(self, build_id: &BuildId) -> String {
         match self {
@@ -38,16 +54,37 @@ impl Store {
         self.put_object(Objects::Archives, &which.object(build_id), &mut &bytes[..]).await.map(drop)
     }
 
-    /// A build's attestation, if it has one.
-    pub async fn attestation(&self, build_id: &BuildId, which: Attestation) -> Result<Option<Vec<u8>>, StoreError> {
-        let mut reader = match self.object(Objects::Archives, &which.object(build_id)).await {
-            Ok(reader) => reader,
-            Err(StoreError::NotFound(_)) => return Ok(None),
-            Err(err) => return Err(err),
-        };
-        let mut bytes = Vec::new();
+    /// A build's attestation opened for reading, with its size, if it has one: an SBOM lists every file
+    /// of an archive and may be large, so it is streamed rather than held.
+    pub async fn open_attestation(
+        &self,
+        build_id: &BuildId,
+        which: Attestation,
+    ) -> Result<Option<(ObjectReader, u64)>, StoreError> {
+        match self.object(Objects::Archives, &which.object(build_id)).await {
+            Ok(reader) => {
+                let size = reader.info().size as u64;
+                Ok(Some((reader, size)))
+            }
+            Err(StoreError::NotFound(_)) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// A build's attestation, if it has one and it is at most `limit` bytes (`Err(size)` past it, unread).
+    pub async fn attestation(
+        &self,
+        build_id: &BuildId,
+        which: Attestation,
+        limit: u64,
+    ) -> Result<Option<Result<Vec<u8>, u64>>, StoreError> {
+        let Some((mut reader, size)) = self.open_attestation(build_id, which).await? else { return Ok(None) };
+        if size > limit {
+            return Ok(Some(Err(size)));
+        }
+        let mut bytes = Vec::with_capacity(size as usize);
         reader.read_to_end(&mut bytes).await.map_err(StoreError::unavailable)?;
-        Ok(Some(bytes))
+        Ok(Some(Ok(bytes)))
     }
 
     /// Removes a build's attestations (the collector, with the build).

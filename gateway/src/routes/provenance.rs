@@ -5,11 +5,13 @@
 //! keys that may see the build (the lookup function says so, as for `GET /builds/{buildId}`), then read
 //! from the store as the worker wrote them, byte for byte: an SBOM may be larger than a NATS message.
 
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
+use tokio_util::io::ReaderStream;
 use utoipa::ToSchema;
 
 use artifacts_schemas::{BuildId, ErrorReply, RequestError};
@@ -97,12 +99,14 @@ async fn attestation(
         return Ok(relay(seen));
     }
     let build_id = BuildId::parse(build_id)?;
-    let Some(bytes) = state.nats.store.attestation(&build_id, which).await? else {
-        let what = if which == Attestation::Provenance { "provenance" } else { "SBOM" };
+    let Some((reader, size)) = state.nats.store.open_attestation(&build_id, which).await? else {
         return Err(RequestError::not_found(format!(
-            "build {build_id} has no {what}: only a build that succeeded has one"
+            "build {build_id} has no {}: only a build that succeeded has one",
+            which.describe()
         ))
         .into());
     };
-    Ok(([(CONTENT_TYPE, content_type)], bytes).into_response())
+    // Streamed: an SBOM lists every file of an archive and is not held in memory.
+    let body = Body::from_stream(ReaderStream::with_capacity(reader, 64 * 1024));
+    Ok(([(CONTENT_TYPE, content_type.to_owned()), (CONTENT_LENGTH, size.to_string())], body).into_response())
 }
