@@ -30,6 +30,8 @@ pub fn all() -> Vec<(&'static str, Schema)> {
         ("build-list.json", schema_for!(build::BuildList)),
         ("build-record.json", schema_for!(build::BuildRecord)),
         ("build-accepted.json", schema_for!(submission::BuildAccepted)),
+        ("triggered-component-build.json", schema_for!(submission::TriggeredComponentBuild)),
+        ("triggered-image-build.json", schema_for!(submission::TriggeredImageBuild)),
         ("git-push-event.json", schema_for!(push::GitPushEvent)),
         ("error-reply.json", schema_for!(reply::ErrorReply)),
         ("key-create-request.json", schema_for!(keys::KeyCreateRequest)),

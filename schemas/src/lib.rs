@@ -28,6 +28,6 @@ pub use messages::image::{
 };
 pub use messages::push::{normalize_repository, GitPushEvent, Trigger};
 pub use messages::reply::{parse_json, ErrorReply, Failure, RequestError};
-pub use messages::submission::{AcceptedStatus, BuildAccepted};
+pub use messages::submission::{AcceptedStatus, BuildAccepted, TriggeredComponentBuild, TriggeredImageBuild};
 pub use names::{Architecture, BranchName, ComponentName, GitUrl, ImageRepository, InvalidName, TagName, Username};
 pub use subjects::{Endpoint, Subjects};

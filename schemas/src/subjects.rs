@@ -181,6 +181,12 @@ impl Subjects {
         format!("{}.git.push.dependents", self.prefix)
     }
 
+    /// Builds a push asks for, from the git trigger to the build function of `kind` (request/reply,
+    /// stack only: no client account imports it, so no key can submit a build as a push).
+    pub fn triggered_builds(&self, kind: BuildKind) -> String {
+        format!("{}.triggered.{}", self.prefix, kind.as_str())
+    }
+
     /// Where jobs go that failed at every allowed delivery (JetStream, stack only), by the job's subject.
     pub fn dead_letter(&self, job_subject: &str) -> String {
         format!(

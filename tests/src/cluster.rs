@@ -21,6 +21,13 @@ pub async fn cluster_app() -> (TestApp, Registry) {
 /// Like `cluster_app`, with more settings.
 pub async fn cluster_app_with(configure: impl FnOnce(&mut artifacts_runtime::Settings)) -> (TestApp, Registry) {
     require_docker().await;
+    cluster_app_without_engine(configure).await
+}
+
+/// Like `cluster_app_with`, for what needs no Docker engine (nothing is built).
+pub async fn cluster_app_without_engine(
+    configure: impl FnOnce(&mut artifacts_runtime::Settings),
+) -> (TestApp, Registry) {
     let registry = Registry::start().await;
     let address = registry.address.clone();
     let app = TestApp::spawn_on_cluster(|settings| {

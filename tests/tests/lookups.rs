@@ -226,6 +226,26 @@ async fn build_listings_page_through_long_histories_with_a_cursor() {
     assert!(body["errorMessage"].as_str().unwrap().contains("nextCursor"), "{body}");
 }
 
+/// A cursor is the client's to write: one naming a page far past a list's head used to walk down to it a
+/// page read at a time (2^64 reads for the largest), holding the lookup; it is refused at once.
+#[tokio::test]
+async fn a_cursor_past_the_lists_end_is_refused_at_once() {
+    let app = TestApp::spawn_without_builder(|_| {}).await;
+    app.store_build(BuildKind::Image, BuildStatus::Queued, "paged").await;
+    let far = format!("{}.0", u64::MAX);
+    let every_shard = vec![far.as_str(); artifacts_store::ALL_SHARDS].join("_");
+    for path in [format!("/api/v1/builds?cursor={every_shard}"), format!("/api/v1/builds?component=paged&cursor={far}")]
+    {
+        let started = std::time::Instant::now();
+        let answer = tokio::time::timeout(Duration::from_secs(5), app.get(&path)).await;
+        let answer = answer.unwrap_or_else(|_| panic!("{path} was not answered within 5 s"));
+        assert_eq!(answer.status(), 400, "{path}");
+        let body: Value = answer.json().await.unwrap();
+        assert!(body["errorMessage"].as_str().unwrap().contains("nextCursor"), "{body}");
+        assert!(started.elapsed() < Duration::from_secs(2), "{path}: {:?}", started.elapsed());
+    }
+}
+
 #[tokio::test]
 async fn stored_component_is_found_and_streamed_with_its_digest() {
     use sha2::Digest;

@@ -135,6 +135,15 @@ async fn no_connection_reads_another_and_keys_are_nats_users() {
     assert!(asked.is_err(), "keys never reach the JetStream API");
     reader_refusals.wait_for("Publish", "$JS.API.STREAM.INFO.KV_artifacts_keys").await;
 
+    // The builds a push asks for go from the git trigger to the build functions on a subject of the
+    // stack's own account: no key's NATS user may send one, not even the admin key's.
+    let admin_refusals = Refusals::default();
+    let admin = connect_as_key(&address, "admin", artifacts_tests::ADMIN_KEY, &admin_refusals).await;
+    for subject in ["artifacts.triggered.component", "artifacts.triggered.image"] {
+        let refused = admin.request_with_headers(subject, key_header(artifacts_tests::ADMIN_KEY), "{}".into()).await;
+        assert_refused(refused, &admin_refusals, subject, "no key may submit a build as a push").await;
+    }
+
     // Traffic that carries secrets: key records and replies to the stack's own requests.
     for _ in 0..5 {
         app.get("/api/v1/keys").await;

@@ -5,12 +5,12 @@
 //! dependency archive's digest. The statement is signed (DSSE) with the service's key; both are stored
 //! by build id.
 
+use artifacts_engine::attempt::BuildFailure;
 use artifacts_provenance::spdx::{
     ArchiveDependency, ArchiveFiles, ComponentSbom, DocumentInfo, GitSource, ImageReference,
 };
 use artifacts_provenance::statement::{BuildFacts, ResourceDescriptor, BUILD_TYPE_COMPONENT, DEFAULT_BUILDER_ID};
 use artifacts_provenance::{Envelope, SigningKey, Statement};
-use artifacts_runtime::attempt::BuildFailure;
 use artifacts_runtime::{Nats, Settings};
 use artifacts_schemas::{ComponentJob, ComponentRecord};
 use artifacts_store::Attestation;
@@ -21,7 +21,7 @@ pub async fn builder_image(docker: &bollard::Docker, image: &str) -> Result<Imag
         .inspect_image(image)
         .await
         .map_err(|err| BuildFailure::Passing(format!("cannot read the builder image {image}: {err}")))?;
-    let digest = artifacts_runtime::docker::image_digest(inspected)
+    let digest = artifacts_engine::docker::image_digest(inspected)
         .ok_or_else(|| BuildFailure::Passing(format!("the engine names no digest for the builder image {image}")))?;
     Ok(ImageReference { reference: image.to_owned(), digest })
 }

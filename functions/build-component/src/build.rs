@@ -1,12 +1,13 @@
 //! One component build: clone, read the recipe, fetch the dependencies (building absent ones first),
 //! run the command in a container, store the output. The attempt loop around it (attempt counting,
-//! timeout, retries, records) is `artifacts_runtime::attempt`.
+//! timeout, retries, records) is `artifacts_engine::attempt`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use artifacts_engine::attempt::{Build, BuildFailure};
+use artifacts_engine::git::{self, checked_url};
 use artifacts_runtime::archive::Limits;
-use artifacts_runtime::attempt::{Build, BuildFailure};
 use artifacts_runtime::configuration::redact_url;
 use artifacts_runtime::logs::BuildLog;
 use artifacts_runtime::metrics::{count_stored, timed};
@@ -21,7 +22,7 @@ use artifacts_store::{Moved, Objects};
 use crate::container::{pack_inputs, Container, ContainerSpec};
 use crate::recipe::{self, Dependency};
 use crate::submit::{self, Submitter};
-use crate::{attest, builder_image, git, output};
+use crate::{attest, builder_image, output};
 
 /// Files in a component tarball or dependency.
 const MAX_ARTIFACT_ENTRIES: u64 = 1_000_000;
@@ -77,7 +78,7 @@ impl Build for ComponentBuild {
         let settings = &self.settings;
         let started_on = time::OffsetDateTime::now_utc();
         // Checked again here: the roots or the file system may have changed since the submission.
-        let url = submit::checked_url(&job.url, &settings.git).map_err(|err| BuildFailure::Permanent(err.message))?;
+        let url = checked_url(&job.url, &settings.git).map_err(|err| BuildFailure::Permanent(err.message))?;
         let shown_url = redact_url(url.as_str());
         log.write(&format!("cloning {shown_url} at {}", job.tag)).await;
         let checkout =
@@ -328,7 +329,7 @@ impl ComponentBuild {
         let mut file = tokio::fs::File::create(path)
             .await
             .map_err(|err| BuildFailure::Passing(format!("cannot write a dependency: {err}")))?;
-        artifacts_runtime::attempt::copy_object("a dependency", &mut reader, &mut file).await?;
+        artifacts_engine::attempt::copy_object("a dependency", &mut reader, &mut file).await?;
         Ok(())
     }
 }

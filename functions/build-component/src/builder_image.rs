@@ -2,7 +2,7 @@
 //! `FROM`: the one `artifact.toml` names is allowed only when the key the build runs for could build
 //! `FROM` it. That is one of the configured builder images (`build.builder_image`,
 //! `build.builder_images`), or an image of this service's registry whose component the key may read
-//! (`artifacts_runtime::image_access`), which is then pulled from the registry by the worker and run by
+//! (`artifacts_engine::image_access`), which is then pulled from the registry by the worker and run by
 //! the digest pulled, so that a copy another build left in the engine under that name is never used as
 //! it is. Never an image id or a prefix of one, nor any other image the engine happens to hold.
 
@@ -10,9 +10,10 @@ use bollard::query_parameters::CreateImageOptionsBuilder;
 use bollard::Docker;
 use futures::StreamExt;
 
-use artifacts_runtime::attempt::BuildFailure;
+use artifacts_engine::attempt::BuildFailure;
+use artifacts_engine::{image_access, registry};
 use artifacts_runtime::logs::BuildLog;
-use artifacts_runtime::{image_access, registry, Nats, Settings};
+use artifacts_runtime::{Nats, Settings};
 use artifacts_schemas::messages::keys::glob_matches;
 use artifacts_schemas::{ComponentJob, ComponentName, Failure};
 

@@ -1,7 +1,7 @@
 //! The build container: the builder image, the source and dependencies copied in (no host mounts), the
 //! network off by default, every capability dropped, `no-new-privileges`, and limits on memory, CPU and
 //! processes. The container is labelled with its build id; the attempt loop removes it however the
-//! build ends (`artifacts_runtime::leftovers`).
+//! build ends (`artifacts_engine::leftovers`).
 //!
 //! Build secrets (`[build] secrets` of `artifact.toml`) are files in a tmpfs at `/run/secrets`: in the
 //! container's memory, never in a layer, an upload or the output. An archive copied into a container
@@ -24,20 +24,20 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use tokio_util::io::ReaderStream;
 
+use artifacts_engine::attempt::BuildFailure;
+use artifacts_engine::docker::{engine_answered, engine_away, engine_unanswered};
+use artifacts_engine::leftovers;
 use artifacts_runtime::archive::{self, ArchiveError, Limits};
-use artifacts_runtime::attempt::BuildFailure;
 use artifacts_runtime::configuration::BuildSettings;
-use artifacts_runtime::docker::{engine_answered, engine_away, engine_unanswered};
-use artifacts_runtime::leftovers;
 use artifacts_runtime::logs::BuildLog;
 use artifacts_schemas::{BuildId, ComponentName};
 
 use crate::recipe::Recipe;
 
-/// The Docker engine (`artifacts_runtime::docker::connect`), its failure to answer classified as an
+/// The Docker engine (`artifacts_engine::docker::connect`), its failure to answer classified as an
 /// outage ([`engine_away`]).
 pub async fn connect_engine(settings: &artifacts_runtime::Settings) -> Result<Docker, BuildFailure> {
-    let docker = artifacts_runtime::docker::connect(settings).await.map_err(engine_away)?;
+    let docker = artifacts_engine::docker::connect(settings).await.map_err(engine_away)?;
     engine_answered();
     Ok(docker)
 }

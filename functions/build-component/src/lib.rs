@@ -8,14 +8,13 @@ pub mod attest;
 pub mod build;
 pub mod builder_image;
 pub mod container;
-pub mod git;
 pub mod output;
 pub mod recipe;
 pub mod submit;
 
 use tokio_util::sync::CancellationToken;
 
-use artifacts_runtime::builder::{self, BuilderSpec};
+use artifacts_engine::builder::{self, BuilderSpec};
 use artifacts_runtime::{Nats, Settings};
 use artifacts_schemas::{BuildKind, ComponentJob, Endpoint};
 
@@ -41,6 +40,7 @@ async fn serve(settings: Settings, nats: Nats, shutdown: CancellationToken) -> a
         shutdown,
         spec,
         |nats, settings, request| async move { submit::answer(&nats, &settings, &request).await },
+        |nats, settings, message| async move { submit::answer_triggered(&nats, &settings, &message).await },
         |nats, settings, job: ComponentJob| ComponentBuild { nats, settings, job },
     )
     .await

@@ -26,8 +26,8 @@ use artifacts_provenance::spdx::{ArchiveFiles, BackgroundHasher};
 use artifacts_store::{Objects, Store};
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
+use artifacts_engine::attempt::BuildFailure;
 use artifacts_runtime::archive::{self, Limits};
-use artifacts_runtime::attempt::BuildFailure;
 
 /// What was stored.
 pub struct Stored {

@@ -1,24 +1,26 @@
 //! `<prefix>.component.build`: checks a submission, records where the component's source is, and queues
-//! the build (or answers with the identical build already queued or running).
+//! the build (or answers with the identical build already queued or running). `<prefix>.triggered.component`:
+//! the same queue for the builds a push asks for, sent by the git trigger.
 //!
 //! Only an explicit build request of a caller who may build the component records its source; changing
 //! the repository an existing component is built from needs an admin key (409 otherwise), so nobody can
 //! make a later lookup or push build their own code under another team's name.
 
-use artifacts_runtime::builder::ensure_buildable;
-use artifacts_runtime::configuration::{redact_url, GitSettings};
+use async_nats::Message;
+
+use artifacts_engine::builder::ensure_buildable;
+use artifacts_engine::git::{self, checked_url};
+use artifacts_runtime::configuration::redact_url;
 use artifacts_runtime::service::{Reply, Request, LOOKUP_HEADER};
 use artifacts_runtime::{secrets, Nats, Settings};
 use artifacts_schemas::messages::keys::Scope;
 use artifacts_schemas::{
     normalize_repository, parse_json, AcceptedStatus, BuildAccepted, BuildId, BuildKind, BuildStatus, BuildWork,
     ComponentBuildRequest, ComponentBuildSummary, ComponentJob, ComponentName, ComponentQuery, ComponentSource,
-    Failure, GitUrl, RequestError, RequestedBy, TagName, Trigger,
+    Failure, RequestError, RequestedBy, TagName, Trigger, TriggeredComponentBuild,
 };
-
 use artifacts_store::{Submission, Submitted};
 
-use crate::git;
 use crate::SERVICE_NAME;
 
 pub async fn answer(nats: &Nats, settings: &Settings, request: &Request) -> Reply {
@@ -57,11 +59,23 @@ async fn accept(nats: &Nats, settings: &Settings, request: &Request) -> Result<B
     queue(nats, settings, &build, &submitter, Vec::new()).await
 }
 
-/// A URL this deployment may clone: an allowed scheme, and for `file://` a path under `git.file_roots`.
-pub fn checked_url(url: &str, settings: &GitSettings) -> Result<GitUrl, RequestError> {
-    let url = GitUrl::parse(url, &settings.allowed_schemes)?;
-    git::check_file_root(&url, settings)?;
-    Ok(url)
+/// A build a push asks for, from the git trigger (a stack-only subject: the trigger checked the push and
+/// its sender); it runs with the rights of whoever recorded the component's source.
+pub async fn answer_triggered(nats: &Nats, settings: &Settings, message: &Message) -> Reply {
+    let triggered = async {
+        let triggered: TriggeredComponentBuild = parse_json(&message.payload)?;
+        ensure_buildable(nats, settings, SERVICE_NAME, triggered.request.architecture).await?;
+        let submitter = Submitter {
+            requested_by: RequestedBy::default(),
+            component_patterns: triggered.component_patterns,
+            trigger: Some(triggered.trigger),
+            rebuilt_for_push: triggered.rebuilt_for_push,
+            for_lookup: false,
+            admin: false,
+        };
+        queue(nats, settings, &triggered.request, &submitter, Vec::new()).await
+    };
+    triggered.await.into()
 }
 
 /// Whether `trigger` is a push of the request's own repository and tag, so that its commit is the one to

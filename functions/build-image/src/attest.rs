@@ -12,17 +12,17 @@ use futures::TryStreamExt as _;
 use serde::Deserialize;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
+use artifacts_engine::attempt::BuildFailure;
+use artifacts_engine::docker::{engine_away, engine_unanswered};
+use artifacts_engine::image_access::registry_repository;
+use artifacts_engine::registry;
 use artifacts_provenance::image::{ImagePackages, LayerError};
 use artifacts_provenance::spdx::{DocumentInfo, ImageReference, ImageSbom, Layer, OsPackage, PackageManager};
 use artifacts_provenance::statement::{
     BuildFacts, DigestError, ResourceDescriptor, BUILD_TYPE_IMAGE, DEFAULT_BUILDER_ID,
 };
 use artifacts_provenance::{cosign, Envelope, Statement};
-use artifacts_runtime::attempt::BuildFailure;
-use artifacts_runtime::docker::{engine_away, engine_unanswered};
-use artifacts_runtime::image_access::registry_repository;
 use artifacts_runtime::logs::BuildLog;
-use artifacts_runtime::registry;
 use artifacts_runtime::{Nats, Settings};
 use artifacts_schemas::{ImageJob, ImageRepository};
 use artifacts_store::{Attestation, SWEEP_LIMIT};
@@ -165,7 +165,7 @@ async fn base_image_digest(
 ) -> Result<Option<String>, BuildFailure> {
     match docker.inspect_image(reference).await {
         Ok(inspected) => {
-            let digest = artifacts_runtime::docker::image_digest(inspected);
+            let digest = artifacts_engine::docker::image_digest(inspected);
             if digest.is_some() {
                 return Ok(digest);
             }

@@ -1,6 +1,6 @@
 //! One image build: unpack the context, build with the engine's BuildKit ([`crate::buildkit`]), push,
 //! record. The attempt
-//! loop around it (attempt counting, timeout, retries, records) is `artifacts_runtime::attempt`.
+//! loop around it (attempt counting, timeout, retries, records) is `artifacts_engine::attempt`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,13 +12,13 @@ use bollard::Docker;
 use futures::StreamExt;
 use tokio::io::AsyncReadExt;
 
+use artifacts_engine::attempt::{Build, BuildFailure};
+use artifacts_engine::docker::{engine_answered, engine_away, engine_unanswered};
+use artifacts_engine::neutral_tag::{self, NEUTRAL_TAG};
+use artifacts_engine::registry;
 use artifacts_runtime::archive::{self, ArchiveError, Limits};
-use artifacts_runtime::attempt::{Build, BuildFailure};
-use artifacts_runtime::docker::{engine_answered, engine_away, engine_unanswered};
 use artifacts_runtime::logs::BuildLog;
 use artifacts_runtime::metrics::record_stage;
-use artifacts_runtime::neutral_tag::{self, NEUTRAL_TAG};
-use artifacts_runtime::registry;
 use artifacts_runtime::{Nats, Settings};
 use artifacts_schemas::messages::image::pull_command;
 use artifacts_schemas::{
@@ -113,7 +113,7 @@ async fn build_and_push(
     // What the build needs, fetched at once: the engine, the context and Dockerfile, the cache sources
     // and the secrets do not wait for one another.
     let (docker, assembled, cache_from, secrets) = tokio::join!(
-        artifacts_runtime::docker::connect(settings),
+        artifacts_engine::docker::connect(settings),
         assemble_context(nats, settings, job, work_dir.to_path_buf()),
         async {
             match settings.build.registry_cache {
@@ -413,7 +413,7 @@ async fn assemble_context(
     let path = dir.join("upload");
     let mut object = nats.store.object(Objects::Uploads, name).await.map_err(|err| fetch_failed("the context", err))?;
     let mut file = tokio::fs::File::create(&path).await.map_err(|err| passing("the context", &err))?;
-    artifacts_runtime::attempt::copy_object("the context", &mut object, &mut file).await?;
+    artifacts_engine::attempt::copy_object("the context", &mut object, &mut file).await?;
     drop(file);
     let limits = Limits::for_contexts(&settings.build);
     let root = context_dir.clone();

@@ -1,7 +1,7 @@
 //! Which images a Dockerfile makes Docker's classic builder use, worked out without running it, so that
 //! the caller's rights over them can be checked before the build is queued ([`referenced_images`]).
 //! Whether a reference names the service's own registry or may name an image on the engine by its id is
-//! `artifacts_runtime::image_access`, which builder images of components share.
+//! `artifacts_engine::image_access`, which builder images of components share.
 //!
 //! The rules are those of the classic builder of Docker Engine 20.10 (the parser and shell lexer of
 //! `moby/buildkit` v0.8 that it vendors). Where that builder and ours could read a file differently, or
@@ -997,7 +997,7 @@ fn trigger_copy_source(trigger: &str, line: usize) -> Result<Option<String>, Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use artifacts_runtime::image_access::registry_repository;
+    use artifacts_engine::image_access::registry_repository;
 
     const ID: &str = "3f2a8b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8";
     const REGISTRY: &str = "127.0.0.1:5000";

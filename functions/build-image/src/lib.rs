@@ -1,6 +1,6 @@
 //! The `build-image` function: accepts `<prefix>.image.build` submissions ([`submit`]) and builds the
 //! queued jobs for the architectures its Docker engine can build ([`build`]), on the shared
-//! `artifacts_runtime::builder` frame.
+//! `artifacts_engine::builder` frame.
 
 pub mod attest;
 pub mod build;
@@ -10,7 +10,7 @@ pub mod submit;
 
 use tokio_util::sync::CancellationToken;
 
-use artifacts_runtime::builder::{self, BuilderSpec};
+use artifacts_engine::builder::{self, BuilderSpec};
 use artifacts_runtime::{Nats, Settings};
 use artifacts_schemas::{BuildKind, Endpoint, ImageJob};
 
@@ -36,6 +36,7 @@ async fn serve(settings: Settings, nats: Nats, shutdown: CancellationToken) -> a
         shutdown,
         spec,
         |nats, settings, request| async move { submit::answer(&nats, &settings, &request).await },
+        |nats, settings, message| async move { submit::answer_triggered(&nats, &settings, &message).await },
         |nats, settings, job: ImageJob| ImageBuild { nats, settings, job },
     )
     .await

@@ -6,10 +6,11 @@
 //! uploaded context must have been uploaded by the caller or for the same component. The repository
 //! the build pushes to must be its (component, branch)'s alone (`image_access::claim`).
 
+use async_nats::Message;
 use sha2::{Digest, Sha256};
 
-use artifacts_runtime::builder::ensure_buildable;
-use artifacts_runtime::image_access;
+use artifacts_engine::builder::ensure_buildable;
+use artifacts_engine::image_access;
 use artifacts_runtime::secrets;
 use artifacts_runtime::service::{Reply, Request};
 use artifacts_runtime::uploads::require_grant;
@@ -19,7 +20,7 @@ use artifacts_schemas::messages::keys::Scope;
 use artifacts_schemas::messages::secrets::SecretInput;
 use artifacts_schemas::{
     parse_json, BuildAccepted, BuildKind, BuildWork, ComponentName, Failure, ImageBuildRequest, ImageBuildSummary,
-    ImageJob, RequestError, RequestedBy, Trigger,
+    ImageJob, RequestError, RequestedBy, Trigger, TriggeredImageBuild,
 };
 
 use artifacts_store::{Objects, Submission};
@@ -53,6 +54,17 @@ async fn accept(nats: &Nats, settings: &Settings, request: &Request) -> Result<B
     queue(nats, settings, &build, request.requested_by.clone(), None).await
 }
 
+/// An image rebuild a push asks for, from the git trigger (a stack-only subject: the trigger checked the
+/// push and its sender): the Dockerfile and context of the image's last build, already checked then.
+pub async fn answer_triggered(nats: &Nats, settings: &Settings, message: &Message) -> Reply {
+    let triggered = async {
+        let triggered: TriggeredImageBuild = parse_json(&message.payload)?;
+        ensure_buildable(nats, settings, SERVICE_NAME, triggered.request.architecture).await?;
+        queue(nats, settings, &triggered.request, RequestedBy::default(), Some(triggered.trigger)).await
+    };
+    triggered.await.into()
+}
+
 /// 403 unless every image of this service's registry the Dockerfile uses belongs to a component the
 /// caller may read; 400 when the images cannot be told (a variable without a value).
 async fn require_readable_bases(
@@ -76,7 +88,7 @@ async fn require_readable_bases(
 async fn require_readable_frontend(settings: &Settings, dockerfile: &str) -> Result<(), RequestError> {
     let found = newer_syntax(dockerfile).map_err(RequestError::invalid)?;
     if let Some((line, image)) = &found.syntax {
-        let docker = artifacts_runtime::docker::connect(settings).await.map_err(RequestError::unavailable)?;
+        let docker = artifacts_engine::docker::connect(settings).await.map_err(RequestError::unavailable)?;
         if docker.inspect_image(image).await.is_ok() {
             return Ok(());
         }

@@ -18,8 +18,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use artifacts_engine::registry;
 use artifacts_runtime::nats::unavailable;
-use artifacts_runtime::{registry, Nats, Settings};
+use artifacts_runtime::{Nats, Settings};
 use artifacts_schemas::messages::build::ListStatus;
 use artifacts_schemas::messages::manage::{GcReport, Removed};
 use artifacts_schemas::{BuildId, BuildRecord, BuildStatus, BuildWork, ComponentName, ImageRepository, RequestError};

@@ -1,9 +1,10 @@
 //! Cancelling, pinning and deleting, each by a caller who may build the component concerned.
 
-use artifacts_runtime::attempt::finish;
+use artifacts_engine::attempt::finish;
+use artifacts_engine::neutral_tag;
 use artifacts_runtime::auth::Caller;
 use artifacts_runtime::service::Reply;
-use artifacts_runtime::{neutral_tag, Nats, Settings};
+use artifacts_runtime::{Nats, Settings};
 use artifacts_schemas::messages::keys::Scope;
 use artifacts_schemas::messages::manage::{BuildPinRequest, Deleted, DeletedStatus};
 use artifacts_schemas::{

@@ -8,13 +8,17 @@
 //! - Components that depend on a rebuilt component are rebuilt after it, transitively, each once: a
 //!   push's build that succeeds hands its dependents back here (`<prefix>.git.push.dependents`), so no
 //!   handler waits for a build.
-//! - A push or hand-over that fails at each of its deliveries goes to the dead-letter stream
+//! - A push or hand-over that cannot be handled (a build function or JetStream away) is delivered again,
+//!   5 s later, then 10 s, 15 s, ...; one that fails at each of its ten deliveries (about four minutes)
+//!   goes to the dead-letter stream
 //!   (`<prefix>.dead.git.push.…`), is logged as an error and counted (`artifacts_jobs_dead_lettered_total`).
 //! - A deleted ref builds nothing; the same (repository, ref, commit) never builds twice; a newer push
 //!   for the same target cancels the older build if it is still queued.
 //!
 //! Every triggered build records its trigger (forge, delivery id, pusher, commit) in its request, and runs
-//! with the component patterns of the key that recorded the component's source.
+//! with the component patterns of the key that recorded the component's source. The trigger decides
+//! what a push builds; the build functions queue it, as they queue their own submissions: it sends each
+//! build to `<prefix>.triggered.<kind>`, a subject only the stack can publish to, and links no function.
 //!
 //! Push events arrive checked: from the gateway's webhooks (signature verified), or over NATS through the
 //! `<prefix>.git.push` endpoint ([`accept`]), which needs a key with the `build` scope.
@@ -38,7 +42,8 @@ use artifacts_schemas::{Endpoint, GitPushEvent, RebuiltForPush};
 /// Pushes handled at once.
 const SLOTS: usize = 4;
 
-/// Deliveries of one push (5 s apart at least) before it goes to the dead-letter stream.
+/// Deliveries of one push before it goes to the dead-letter stream: with the pauses of
+/// [`trigger::retry_after`], about four minutes of a build function or JetStream being away.
 const MAX_DELIVERIES: i64 = 10;
 
 /// The process's work (boxed here: see [`artifacts_runtime::Work`]).
@@ -78,14 +83,14 @@ async fn serve(settings: Settings, nats: Nats, shutdown: CancellationToken) -> a
     );
     let settings = Arc::new(settings);
     let (push_nats, push_settings) = (nats.clone(), Arc::clone(&settings));
-    let handle_push = move |event: GitPushEvent, _: Delivery| {
+    let handle_push = move |event: GitPushEvent, delivery: Delivery| {
         let (nats, settings) = (push_nats.clone(), Arc::clone(&push_settings));
-        async move { trigger::handle(&nats, &settings, event).await }
+        async move { trigger::handle(&nats, &settings, event, delivery).await }
     };
     let dependents_nats = nats.clone();
-    let handle_dependents = move |built: RebuiltForPush, _: Delivery| {
+    let handle_dependents = move |built: RebuiltForPush, delivery: Delivery| {
         let (nats, settings) = (dependents_nats.clone(), Arc::clone(&settings));
-        async move { trigger::handle_dependents(&nats, &settings, built).await }
+        async move { trigger::handle_dependents(&nats, &settings, built, delivery).await }
     };
     tokio::try_join!(
         pushes,

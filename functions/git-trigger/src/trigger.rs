@@ -6,42 +6,49 @@ use tokio::io::AsyncReadExt;
 
 use artifacts_store::{keys, Objects, StoredKeyEntry};
 
-use artifacts_build_component::git;
-use artifacts_build_component::submit::{checked_url, Submitter};
-use artifacts_runtime::attempt::finish;
+use artifacts_engine::attempt::finish;
+use artifacts_engine::git::{self, checked_url};
 use artifacts_runtime::auth::ADMIN_KEY_ID;
-use artifacts_runtime::builder::ensure_buildable;
-use artifacts_runtime::jobs::Outcome;
+use artifacts_runtime::jobs::{Delivery, Outcome};
 use artifacts_runtime::metrics::count_push_refused;
+use artifacts_runtime::service::call_stack_only;
 use artifacts_runtime::{Nats, Settings};
 use artifacts_schemas::messages::keys::{glob_matches, Scope};
 use artifacts_schemas::{
-    normalize_repository, Architecture, BranchName, BuildAccepted, BuildId, BuildRecord, BuildStatus, BuildWork,
-    ComponentBuildRequest, ComponentName, ComponentQuery, ComponentSource, Failure, GitPushEvent, ImageBuildRequest,
-    ImageQuery, RebuiltForPush, RequestError, RequestedBy, TagName, Timestamp, Trigger,
+    normalize_repository, Architecture, BranchName, BuildAccepted, BuildId, BuildKind, BuildRecord, BuildStatus,
+    BuildWork, ComponentBuildRequest, ComponentName, ComponentQuery, ComponentSource, Failure, GitPushEvent,
+    ImageBuildRequest, ImageQuery, RebuiltForPush, RequestError, TagName, Timestamp, Trigger, TriggeredComponentBuild,
+    TriggeredImageBuild,
 };
 
 /// A push: submits the builds it asks for and returns; their dependents follow when they succeed
 /// ([`handle_dependents`]).
-pub async fn handle(nats: &Nats, settings: &Settings, event: GitPushEvent) -> Outcome {
+pub async fn handle(nats: &Nats, settings: &Settings, event: GitPushEvent, delivery: Delivery) -> Outcome {
     match handle_push(nats, settings, &event).await {
         Ok(()) => Outcome::Done,
         Err(err) => {
             tracing::warn!(%err, repository = %event.repository, "cannot handle a push now; retrying");
-            Outcome::Retry(Duration::from_secs(5))
+            Outcome::Retry(retry_after(delivery.delivered))
         }
     }
 }
 
 /// A component a push rebuilt has been built: rebuilds the components built on it, each once per push.
-pub async fn handle_dependents(nats: &Nats, settings: &Settings, built: RebuiltForPush) -> Outcome {
+pub async fn handle_dependents(nats: &Nats, settings: &Settings, built: RebuiltForPush, delivery: Delivery) -> Outcome {
     match rebuild_dependents(nats, settings, &built).await {
         Ok(()) => Outcome::Done,
         Err(err) => {
             tracing::warn!(%err, component = %built.component, "cannot rebuild dependents now; retrying");
-            Outcome::Retry(Duration::from_secs(5))
+            Outcome::Retry(retry_after(delivery.delivered))
         }
     }
+}
+
+/// The pause before delivery `delivered + 1` of a push that could not be handled (a build function or
+/// JetStream away): 5 s more at each delivery, so a longer outage is waited out rather than retried
+/// often (nine pauses: 225 s).
+pub fn retry_after(delivered: i64) -> Duration {
+    Duration::from_secs(5 * delivered.clamp(1, 12) as u64)
 }
 
 /// What a push asks for: component builds (each with the component patterns it runs with), and the
@@ -203,17 +210,16 @@ async fn handle_push(nats: &Nats, settings: &Settings, event: &GitPushEvent) -> 
         }
     }
     tracing::info!(%repository, %git_ref, %commit, components = rebuilds.len(), "push matched");
-    for (request, patterns) in rebuilds {
-        let submitter = Submitter {
-            requested_by: RequestedBy::default(),
-            component_patterns: patterns,
-            trigger: Some(trigger.clone()),
+    for (request, component_patterns) in rebuilds {
+        let target = target_key(&request);
+        let triggered = TriggeredComponentBuild {
+            request,
+            component_patterns,
+            trigger: trigger.clone(),
             rebuilt_for_push: Vec::new(),
-            for_lookup: false,
-            admin: false,
         };
-        let queued = submit_component(nats, settings, &request, &submitter).await;
-        supersede(nats, &target_key(&request), queued).await?;
+        let queued = submit(nats, settings, BuildKind::Component, &triggered).await;
+        supersede(nats, &target, queued).await?;
     }
     let record = serde_json::to_vec(event).expect("events serialise");
     nats.store.mark_push_handled(&handled, record).await?;
@@ -254,16 +260,15 @@ async fn rebuild_dependents(nats: &Nats, settings: &Settings, built: &RebuiltFor
         let (mut request, patterns) = rebuild(&source, &dependent.tag, dependent.architecture);
         // Its own commit may be unchanged: what changed is a dependency, so build it again regardless.
         request.force = true;
-        let submitter = Submitter {
-            requested_by: RequestedBy::default(),
+        let target = target_key(&request);
+        let triggered = TriggeredComponentBuild {
+            request,
             component_patterns: patterns,
-            trigger: Some(built.trigger.clone()),
+            trigger: built.trigger.clone(),
             rebuilt_for_push: built.rebuilt.clone(),
-            for_lookup: false,
-            admin: false,
         };
-        let queued = submit_component(nats, settings, &request, &submitter).await;
-        supersede(nats, &target_key(&request), queued).await?;
+        let queued = submit(nats, settings, BuildKind::Component, &triggered).await;
+        supersede(nats, &target, queued).await?;
     }
     Ok(())
 }
@@ -285,15 +290,18 @@ fn rebuild(
     (request, source.component_patterns.clone())
 }
 
-async fn submit_component(
+/// Hands a build a push asks for to the build function of `kind` (a stack-only subject), which queues it
+/// as it queues its own submissions: identical work is joined, so a request sent again is harmless. The
+/// time allowed covers the function asking git for a dependent's commit.
+async fn submit(
     nats: &Nats,
     settings: &Settings,
-    request: &ComponentBuildRequest,
-    submitter: &Submitter,
+    kind: BuildKind,
+    triggered: &impl serde::Serialize,
 ) -> Result<BuildAccepted, RequestError> {
-    use artifacts_build_component::{submit, SERVICE_NAME};
-    ensure_buildable(nats, settings, SERVICE_NAME, request.architecture).await?;
-    submit::queue(nats, settings, request, submitter, Vec::new()).await
+    let payload = serde_json::to_vec(triggered).expect("requests serialise");
+    let timeout = settings.request_timeout() + git::RESOLVE_TIMEOUT;
+    call_stack_only(nats, &nats.subjects.triggered_builds(kind), payload.into(), timeout).await.into_result()
 }
 
 fn target_key(request: &ComponentBuildRequest) -> String {
@@ -328,12 +336,8 @@ async fn rebuild_images(
             force: true,
         };
         let key = keys::push_image_target(&image.component, &image.branch, image.architecture);
-        let queued = async {
-            use artifacts_build_image::{submit, SERVICE_NAME};
-            ensure_buildable(nats, settings, SERVICE_NAME, request.architecture).await?;
-            submit::queue(nats, settings, &request, RequestedBy::default(), Some(trigger.clone())).await
-        }
-        .await;
+        let triggered = TriggeredImageBuild { request, trigger: trigger.clone() };
+        let queued = submit(nats, settings, BuildKind::Image, &triggered).await;
         supersede(nats, &key, queued).await?;
     }
     Ok(())
@@ -385,4 +389,17 @@ async fn supersede(
     nats.store.set_pushed_build(target, &new).await?;
     tracing::info!(build_id = %new, "triggered a build");
     Ok(Some(new))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_push_that_cannot_be_handled_waits_about_four_minutes_in_all_before_its_dead_letter() {
+        let pauses: Duration = (1..crate::MAX_DELIVERIES).map(retry_after).sum();
+        assert_eq!(pauses, Duration::from_secs(225));
+        assert_eq!(retry_after(1), Duration::from_secs(5));
+        assert_eq!(retry_after(100), Duration::from_secs(60), "a pause is a minute at most");
+    }
 }

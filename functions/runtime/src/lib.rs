@@ -6,6 +6,11 @@
 //! and cancels a token on SIGINT/SIGTERM ([`shutdown`]). Request/reply endpoints are NATS micro services
 //! built with [`service::serve`]; the gateway calls them with [`service::call`].
 //!
+//! Nothing here speaks to a Docker engine or to the registry's HTTP API: that is `artifacts-engine`
+//! (the engine, the registry client, build attempts and the build functions' frame), which only the
+//! build hosts' processes link, so that the gateway and the `artifacts` command link no Docker or
+//! registry-client code.
+//!
 //! ```text
 //!  HTTP ──> gateway ──request/reply──> lookup, build submissions (NATS micro services)
 //!                    └─JetStream────> durable jobs, push events ──> build workers, git trigger
@@ -13,22 +18,15 @@
 //! ```
 
 pub mod archive;
-pub mod attempt;
 pub mod auth;
-pub mod builder;
 pub mod configuration;
-pub mod docker;
-pub mod image_access;
 pub mod jobs;
-pub mod leftovers;
 pub mod logs;
 pub mod metrics;
 pub mod nats;
 pub mod nats_users;
-pub mod neutral_tag;
 pub mod provenance;
 pub mod rate_limit;
-pub mod registry;
 pub mod registry_auth;
 pub mod secrets;
 pub mod service;

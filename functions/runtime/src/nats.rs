@@ -73,6 +73,13 @@ pub async fn connect(settings: &Settings, process_name: &str) -> anyhow::Result<
         }
     };
     tracing::info!(url = %redact_url(url), "connected to NATS");
+    let version = client.server_info().version;
+    if settings.nats.replicas > 1 && !checks_writes_in_consensus(&version) {
+        tracing::warn!(
+            %version,
+            "nats-server before 2.9.21 lets compare-and-sets of one key from two processes at the same moment both succeed on a cluster (nats-server#4320): this process takes turns for its own writes, but run 2.9.21 or later on a cluster"
+        );
+    }
     wait_for_jetstream(&client, deadline).await;
     let jetstream = jetstream::new(client.clone());
     let subjects = settings.subjects();
@@ -89,6 +96,13 @@ pub async fn connect(settings: &Settings, process_name: &str) -> anyhow::Result<
     let secrets = std::sync::Arc::new(crate::secrets::Keyring::new(settings.secrets.key_file.clone()));
     let provenance = std::sync::Arc::new(crate::provenance::Signer::new(settings.provenance.key_file.clone()));
     Ok(Nats { client, jetstream, subjects, store, secrets, provenance, link })
+}
+
+/// Whether nats-server `version` checks a replicated write's expected revision as part of the write
+/// (2.9.21 and later: nats-server#4320).
+fn checks_writes_in_consensus(version: &str) -> bool {
+    let numbers: Vec<u64> = version.split(['.', '-']).take(3).map_while(|part| part.parse().ok()).collect();
+    numbers.as_slice() >= [2, 9, 21].as_slice()
 }
 
 /// Waits, until `deadline` at most, for JetStream to answer: a cluster that has not elected its metadata
@@ -141,6 +155,16 @@ pub fn unavailable(err: impl std::fmt::Display) -> RequestError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn servers_before_2_9_21_do_not_check_replicated_writes() {
+        for older in ["2.9.10", "2.9.20", "2.8.4", "1.0.0", "unknown"] {
+            assert!(!checks_writes_in_consensus(older), "{older}");
+        }
+        for newer in ["2.9.21", "2.10.0", "2.11.8-alpine", "3.0.0"] {
+            assert!(checks_writes_in_consensus(newer), "{newer}");
+        }
+    }
 
     #[test]
     fn credentials_come_out_of_urls() {

@@ -125,6 +125,16 @@ impl Reply {
     }
 }
 
+impl Reply {
+    /// The answer as its message, or the failure it stands for.
+    pub fn into_result<T: serde::de::DeserializeOwned>(self) -> Result<T, RequestError> {
+        if self.is_failure() {
+            return Err(RequestError::new(Failure::from_code(self.code), self.error_message()));
+        }
+        artifacts_schemas::parse_json(&self.body)
+    }
+}
+
 impl From<RequestError> for Reply {
     fn from(err: RequestError) -> Self {
         Self::with_code(err.failure.code(), &err.reply())
@@ -201,10 +211,27 @@ impl Request {
 /// restarting) is sent again for every endpoint, for [`NO_RESPONDERS_WAIT`] at most. A point read with no
 /// answer after [`HEDGE_AFTER`] (its function died with the request in hand) is sent once more, and the
 /// first answer of the two is taken. All of it within the one request timeout.
-pub async fn call(nats: &Nats, endpoint: Endpoint, mut headers: HeaderMap, payload: Bytes) -> Reply {
+pub async fn call(nats: &Nats, endpoint: Endpoint, headers: HeaderMap, payload: Bytes) -> Reply {
     let subject = nats.subjects.endpoint(endpoint);
+    call_subject(nats, &subject, resend(endpoint), headers, payload, nats.link.request_timeout).await
+}
+
+/// Calls a stack-only subject ([`serve_stack_only`]) within `timeout`, sent again on a lost connection
+/// ([`Resend::OnLoss`]: what is served there must be harmless twice, as submissions are).
+pub async fn call_stack_only(nats: &Nats, subject: &str, payload: Bytes, timeout: std::time::Duration) -> Reply {
+    call_subject(nats, subject, Resend::OnLoss, HeaderMap::new(), payload, timeout).await
+}
+
+async fn call_subject(
+    nats: &Nats,
+    subject: &str,
+    resend: Resend,
+    mut headers: HeaderMap,
+    payload: Bytes,
+    timeout: std::time::Duration,
+) -> Reply {
     add_request_id(&mut headers);
-    match request(nats, &subject, resend(endpoint), headers, payload).await {
+    match request(nats, subject, resend, headers, payload, timeout).await {
         Ok(message) => Reply::from_message(&message),
         Err(Unanswered::Lost) => RequestError::unavailable(format!(
             "the connection to NATS was lost while {subject} was in flight; it may or may not have been done"
@@ -273,11 +300,12 @@ async fn request(
     resend: Resend,
     headers: HeaderMap,
     payload: Bytes,
+    timeout: std::time::Duration,
 ) -> Result<Message, Unanswered> {
     use async_nats::RequestErrorKind;
     use tokio::time::Instant;
     let started = Instant::now();
-    let deadline = started + nats.link.request_timeout;
+    let deadline = started + timeout;
     let send = |deadline: Instant| {
         let request = async_nats::Request::new()
             .headers(headers.clone())
@@ -295,7 +323,7 @@ async fn request(
         let answer = async {
             match resend {
                 Resend::Hedged => {
-                    let after = HEDGE_AFTER.min(nats.link.request_timeout / 2);
+                    let after = HEDGE_AFTER.min(timeout / 2);
                     let second = || reaching_someone(|| send(deadline), deadline);
                     hedged(send(deadline), Instant::now() + after, second, subject).await
                 }
@@ -556,6 +584,61 @@ where
     }
     if let Err(err) = service.stop().await {
         tracing::warn!(%err, "could not unregister the service cleanly");
+    }
+    in_hand.close();
+    in_hand.wait().await;
+    Ok(())
+}
+
+/// Serves a stack-only subject (one no client account imports, such as
+/// [`Subjects::triggered_builds`](artifacts_schemas::Subjects::triggered_builds)): only the stack's own
+/// processes can send there, so no key is presented or checked, and an answer goes only to the stack's
+/// inbox. The instances of a function share the requests; at shutdown, those in hand are answered.
+pub async fn serve_stack_only<H, F>(
+    nats: &Nats,
+    subject: String,
+    handler: H,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()>
+where
+    H: Fn(Message) -> F + Send + Sync + 'static,
+    F: Future<Output = Reply> + Send + 'static,
+{
+    let mut requests = nats
+        .client
+        .queue_subscribe(subject.clone(), subject.clone())
+        .await
+        .map_err(|err| anyhow::anyhow!("cannot subscribe to {subject}: {err}"))?;
+    let handler = Arc::new(handler);
+    let in_hand = tokio_util::task::TaskTracker::new();
+    loop {
+        let message = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            next = requests.next() => match next {
+                Some(message) => message,
+                None => break,
+            },
+        };
+        let Some(reply_to) =
+            message.reply.clone().filter(|reply| reply.starts_with(&format!("{SERVICE_INBOX_PREFIX}.")))
+        else {
+            metrics::counter!("artifacts_nats_replies_refused_total").increment(1);
+            tracing::warn!(%subject, reply = ?message.reply, "not answering: the reply subject is not the stack's inbox");
+            continue;
+        };
+        let request_id = RequestId::from_headers(message.headers.as_ref()).unwrap_or_default();
+        let span = tracing::error_span!("request", request_id = %request_id, subject = %subject);
+        let (handler, client) = (Arc::clone(&handler), nats.client.clone());
+        let work = async move {
+            let reply = handler(message).await;
+            tracing::info!(code = reply.code, "answered");
+            let mut headers = reply.headers();
+            add_request_id(&mut headers);
+            if let Err(err) = client.publish_with_headers(reply_to, headers, reply.body).await {
+                tracing::warn!(%err, "could not send reply");
+            }
+        };
+        in_hand.spawn(in_request(request_id, span, work));
     }
     in_hand.close();
     in_hand.wait().await;

@@ -7,8 +7,18 @@
 //!        └──── lost: another writer got there first ────────┘  (bounded, with jittered backoff;
 //!                                                                past the bound: Conflict)
 //! ```
+//!
+//! The writers of one key in one process take turns ([`until_won`]). nats-server before 2.9.21 checks a
+//! replicated stream's expected revision before the write is replicated, not as part of it
+//! (nats-server#4320): on a cluster, compare-and-sets of one key sent at the same moment can all
+//! succeed, and all but the last change are lost. Measured on 2.9.10, three nodes: 1,000 submissions
+//! at once through one build function, 587 to 694 ids missing from the list of every build without
+//! turns, none with them. Across processes the race remains, for writes of one key at the same
+//! moment: run nats-server 2.9.21 or later on a cluster (every process warns at its start).
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::{Arc, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
@@ -166,6 +176,8 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Round<R>, StoreError>>,
 {
+    let turn = turn_of(key);
+    let _turn = turn.lock().await;
     let mut pauses = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(1))
         .with_max_delay(Duration::from_millis(100))
@@ -185,6 +197,23 @@ where
             },
         }
     }
+}
+
+/// The turn of the writers of `key` in this process (see the module documentation): one lock per key
+/// being written, forgotten once no writer holds it.
+fn turn_of(key: &str) -> Arc<tokio::sync::Mutex<()>> {
+    type Turns = std::sync::Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>;
+    static TURNS: OnceLock<Turns> = OnceLock::new();
+    let mut turns = TURNS.get_or_init(Default::default).lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(turn) = turns.get(key).and_then(Weak::upgrade) {
+        return turn;
+    }
+    if turns.len() >= 1024 {
+        turns.retain(|_, turn| turn.strong_count() > 0);
+    }
+    let turn = Arc::new(tokio::sync::Mutex::new(()));
+    turns.insert(key.to_owned(), Arc::downgrade(&turn));
+    turn
 }
 
 /// Changes the JSON record at `key` (the default value when there is none) with compare-and-set;

@@ -64,6 +64,9 @@ fn failed_lately(record: &BuildRecord) -> bool {
     record.finished_at.is_none_or(|at| at.0 > time::OffsetDateTime::now_utc() - FAILED_ANSWERS_FOR)
 }
 
+/// Build records [`Store::pending_component_build`] reads at once.
+const PENDING_BATCH: usize = 20;
+
 /// A claimed key whose build record never appeared (its submitter died) is taken over after this.
 const ORPHAN_CLAIM_AGE: Duration = Duration::from_secs(30);
 
@@ -212,20 +215,31 @@ impl Store {
         architecture: Architecture,
     ) -> Result<Option<BuildRecord>, StoreError> {
         let mut walk = self.walk_builds(List::Component(component), None).await?;
-        for _ in 0..PAGE_SIZE {
-            let Some(id) = walk.next().await? else { break };
-            let Ok(build_id) = BuildId::parse(&id) else { continue };
-            let Some(record) = self.build(&build_id).await? else { continue };
-            let BuildWork::Component { request, .. } = &record.work else { continue };
-            if request.tag != *tag || request.architecture != architecture {
-                continue;
+        let mut walked = 0;
+        // Records are read a batch at a time, newest first, rather than one round trip each.
+        while walked < PAGE_SIZE {
+            let mut ids = Vec::new();
+            while ids.len() < PENDING_BATCH && walked < PAGE_SIZE {
+                let Some(id) = walk.next().await? else { break };
+                walked += 1;
+                ids.extend(BuildId::parse(&id).ok());
             }
-            let pending = match record.status {
-                BuildStatus::Queued | BuildStatus::Running => true,
-                BuildStatus::Failed => failed_lately(&record),
-                BuildStatus::Succeeded | BuildStatus::Cancelled => false,
-            };
-            return Ok(pending.then_some(record));
+            if ids.is_empty() {
+                break;
+            }
+            let records = futures::future::try_join_all(ids.iter().map(|id| self.build(id))).await?;
+            let same_version = records.into_iter().flatten().find(|record| {
+                matches!(&record.work, BuildWork::Component { request, .. }
+                    if request.tag == *tag && request.architecture == architecture)
+            });
+            if let Some(record) = same_version {
+                let pending = match record.status {
+                    BuildStatus::Queued | BuildStatus::Running => true,
+                    BuildStatus::Failed => failed_lately(&record),
+                    BuildStatus::Succeeded | BuildStatus::Cancelled => false,
+                };
+                return Ok(pending.then_some(record));
+            }
         }
         Ok(None)
     }

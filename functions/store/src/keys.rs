@@ -27,9 +27,13 @@ pub fn source(component: &ComponentName) -> String {
     slug_with_hash(component.as_str())
 }
 
-/// `build_index`: the list of every build.
-pub(crate) fn build_list_all() -> String {
-    "all".into()
+/// `build_index`: shard `shard` of the list of every build. Shard 0 is `all`, the name of the one
+/// unsharded list of earlier versions, so that the builds they listed stay listed.
+pub(crate) fn build_list_all(shard: usize) -> String {
+    match shard {
+        0 => "all".into(),
+        shard => format!("all.{shard}"),
+    }
 }
 
 /// `build_index`: the list of one component's builds.

@@ -46,7 +46,7 @@ use artifacts_schemas::Subjects;
 pub use api_keys::{KeyChange, StoredKeyEntry};
 pub use archives::{ObjectReader, Objects};
 pub use attestations::Attestation;
-pub use build_index::{List, Walk, PAGE_SIZE};
+pub use build_index::{List, Walk, ALL_SHARDS, PAGE_SIZE};
 pub use builds::{content_hash, Submission, Submitted};
 pub use error::StoreError;
 pub use latest::Catalog;

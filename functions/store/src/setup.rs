@@ -163,71 +163,86 @@ async fn create_resources(setup: &Setup<'_>, subjects: &Subjects) -> anyhow::Res
     let jobs_cap = Cap { setting: "storage.jobs_bytes", bytes: storage.jobs_bytes };
     let events_cap = Cap { setting: "storage.events_bytes", bytes: storage.events_bytes };
     let logs_cap = Cap { setting: "storage.logs_bytes", bytes: storage.logs_bytes };
-    // Created or updated, as the logs and push streams: byte caps reach deployments made before them.
-    js.create_or_update_stream(stream::Config {
-        name: names.jobs_stream(),
-        description: Some("Durable build jobs, one consumer per kind and architecture".into()),
-        subjects: vec![subjects.jobs_wildcard()],
-        retention: stream::RetentionPolicy::WorkQueue,
-        storage: stream::StorageType::File,
-        duplicate_window: Duration::from_secs(10 * 60),
-        max_bytes: jobs_cap.max_bytes(),
-        max_messages: MAX_QUEUED_JOBS,
-        // A job no worker took in this long names an architecture no worker serves any more.
-        max_age: JOB_MAX_AGE,
-        max_message_size: MAX_RECORD_BYTES,
-        // A full queue refuses new builds rather than dropping queued ones.
-        discard: stream::DiscardPolicy::New,
-        num_replicas: replicas,
-        ..Default::default()
-    })
+    // Created, or updated where it differs, as the logs and push streams: byte caps reach deployments made
+    // before them.
+    ensure_stream(
+        js,
+        stream::Config {
+            name: names.jobs_stream(),
+            description: Some("Durable build jobs, one consumer per kind and architecture".into()),
+            subjects: vec![subjects.jobs_wildcard()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            duplicate_window: Duration::from_secs(10 * 60),
+            max_bytes: jobs_cap.max_bytes(),
+            max_messages: MAX_QUEUED_JOBS,
+            // A job no worker took in this long names an architecture no worker serves any more.
+            max_age: JOB_MAX_AGE,
+            max_message_size: MAX_RECORD_BYTES,
+            // A full queue refuses new builds rather than dropping queued ones.
+            discard: stream::DiscardPolicy::New,
+            num_replicas: replicas,
+            ..Default::default()
+        },
+    )
     .await
     .with_context(|| format!("jobs stream ({jobs_cap})"))?;
     // Created or updated: the first round stored pushes on the public subject itself.
-    js.create_or_update_stream(stream::Config {
-        name: names.push_stream(),
-        description: Some("Git push events from webhooks and CI systems, checked before they are stored".into()),
-        subjects: vec![subjects.git_push_accepted(), subjects.git_push_dependents()],
-        retention: stream::RetentionPolicy::Limits,
-        storage: stream::StorageType::File,
-        max_age: Duration::from_secs(7 * 24 * 3600),
-        max_bytes: events_cap.max_bytes(),
-        max_message_size: MAX_PUSH_EVENT_BYTES as i32,
-        // Forges redeliver a webhook for hours; a delivery id seen within a day collapses into one event.
-        duplicate_window: Duration::from_secs(24 * 3600),
-        num_replicas: replicas,
-        ..Default::default()
-    })
+    ensure_stream(
+        js,
+        stream::Config {
+            name: names.push_stream(),
+            description: Some("Git push events from webhooks and CI systems, checked before they are stored".into()),
+            subjects: vec![subjects.git_push_accepted(), subjects.git_push_dependents()],
+            retention: stream::RetentionPolicy::Limits,
+            storage: stream::StorageType::File,
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            max_bytes: events_cap.max_bytes(),
+            max_message_size: MAX_PUSH_EVENT_BYTES as i32,
+            // Forges redeliver a webhook for hours; a delivery id seen within a day collapses into one event.
+            duplicate_window: Duration::from_secs(24 * 3600),
+            num_replicas: replicas,
+            ..Default::default()
+        },
+    )
     .await
     .with_context(|| format!("push stream ({events_cap})"))?;
-    js.create_or_update_stream(stream::Config {
-        name: names.dead_letter_stream(),
-        description: Some("Jobs that failed at every allowed delivery, kept for an operator to read and replay".into()),
-        subjects: vec![subjects.dead_letters_wildcard()],
-        retention: stream::RetentionPolicy::Limits,
-        storage: stream::StorageType::File,
-        max_age: Duration::from_secs(30 * 24 * 3600),
-        max_bytes: events_cap.max_bytes(),
-        discard: stream::DiscardPolicy::Old,
-        num_replicas: replicas,
-        ..Default::default()
-    })
+    ensure_stream(
+        js,
+        stream::Config {
+            name: names.dead_letter_stream(),
+            description: Some(
+                "Jobs that failed at every allowed delivery, kept for an operator to read and replay".into(),
+            ),
+            subjects: vec![subjects.dead_letters_wildcard()],
+            retention: stream::RetentionPolicy::Limits,
+            storage: stream::StorageType::File,
+            max_age: Duration::from_secs(30 * 24 * 3600),
+            max_bytes: events_cap.max_bytes(),
+            discard: stream::DiscardPolicy::Old,
+            num_replicas: replicas,
+            ..Default::default()
+        },
+    )
     .await
     .with_context(|| format!("dead-letter stream ({events_cap})"))?;
-    js.create_or_update_stream(stream::Config {
-        name: names.logs_stream(),
-        description: Some("Build log lines, one subject per build".into()),
-        subjects: vec![subjects.logs_wildcard()],
-        retention: stream::RetentionPolicy::Limits,
-        storage: stream::StorageType::File,
-        max_messages_per_subject: MAX_LOG_LINES_PER_BUILD,
-        max_bytes: logs_cap.max_bytes(),
-        max_message_size: MAX_RECORD_BYTES,
-        max_age: Duration::from_secs(30 * 24 * 3600),
-        discard: stream::DiscardPolicy::Old,
-        num_replicas: replicas,
-        ..Default::default()
-    })
+    ensure_stream(
+        js,
+        stream::Config {
+            name: names.logs_stream(),
+            description: Some("Build log lines, one subject per build".into()),
+            subjects: vec![subjects.logs_wildcard()],
+            retention: stream::RetentionPolicy::Limits,
+            storage: stream::StorageType::File,
+            max_messages_per_subject: MAX_LOG_LINES_PER_BUILD,
+            max_bytes: logs_cap.max_bytes(),
+            max_message_size: MAX_RECORD_BYTES,
+            max_age: Duration::from_secs(30 * 24 * 3600),
+            discard: stream::DiscardPolicy::Old,
+            num_replicas: replicas,
+            ..Default::default()
+        },
+    )
     .await
     .with_context(|| format!("logs stream ({logs_cap})"))?;
     let builds = key_value(setup, names.bucket("builds"), "Build records by build id", 1).await?;
@@ -337,6 +352,38 @@ async fn object_store(
     .with_context(|| format!("object store {bucket} ({cap})"))
 }
 
+/// Creates the stream, or brings one an earlier version made to `wanted`: never an update that changes
+/// nothing. nats-server 2.9.10 crashes (a nil pointer in `updateWithAdvisory`) when an update reaches a
+/// stream another process is creating at that moment, which is what every process starting at once on a
+/// fresh server did with async-nats's `create_or_update_stream` (it sends the update first): 2 of 144
+/// fresh servers died under eight processes starting together, 0 of 120 since (`tests/tests/startup.rs`).
+async fn ensure_stream(js: &jetstream::Context, wanted: stream::Config) -> anyhow::Result<()> {
+    let found = js.get_or_create_stream(wanted.clone()).await?;
+    if needs_update(&found.cached_info().config, &wanted) {
+        tracing::info!(stream = %wanted.name, "bringing the stream's settings up to date");
+        js.update_stream(wanted).await?;
+    }
+    Ok(())
+}
+
+/// Whether a stream's settings differ from what is wanted. A setting left at its default is the server's
+/// to choose (it stores 0 as -1, a duplicate window of 0 as 2 minutes), so only the ones set are compared.
+fn needs_update(current: &stream::Config, wanted: &stream::Config) -> bool {
+    fn differs<T: PartialEq + Default>(current: &T, wanted: &T) -> bool {
+        *wanted != T::default() && current != wanted
+    }
+    current.subjects != wanted.subjects
+        || current.num_replicas != wanted.num_replicas
+        || current.description != wanted.description
+        || current.discard != wanted.discard
+        || differs(&current.max_bytes, &wanted.max_bytes)
+        || differs(&current.max_messages, &wanted.max_messages)
+        || differs(&current.max_messages_per_subject, &wanted.max_messages_per_subject)
+        || differs(&current.max_age, &wanted.max_age)
+        || differs(&current.max_message_size, &wanted.max_message_size)
+        || differs(&current.duplicate_window, &wanted.duplicate_window)
+}
+
 /// A bucket made before its settings changed follows them: the replicas (the server copies the data to
 /// new replicas, or drops the extra ones, in the background), the message cap, and the byte cap, which
 /// may not go below what the bucket already holds.
@@ -392,4 +439,37 @@ async fn key_value(setup: &Setup<'_>, bucket: String, description: &str, history
         .with_context(|| format!("key-value bucket {bucket} ({cap})"))?;
     ensure_limits(setup, &format!("KV_{bucket}"), Some(KEY_VALUE_MESSAGES), cap).await?;
     setup.js.get_key_value(&bucket).await.with_context(|| format!("key-value bucket {bucket}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_as_the_server_stores_it_needs_no_update() {
+        let wanted = stream::Config {
+            name: "S".into(),
+            subjects: vec!["s.>".into()],
+            description: Some("d".into()),
+            max_bytes: 1 << 20,
+            num_replicas: 1,
+            ..Default::default()
+        };
+        // What nats-server answers for it: its defaults filled in.
+        let stored = stream::Config {
+            max_messages: -1,
+            max_messages_per_subject: -1,
+            max_message_size: -1,
+            max_consumers: -1,
+            duplicate_window: Duration::from_secs(120),
+            ..wanted.clone()
+        };
+        assert!(!needs_update(&stored, &wanted));
+        let smaller = stream::Config { max_bytes: 1 << 10, ..stored.clone() };
+        assert!(needs_update(&smaller, &wanted), "a cap changed");
+        let first_round = stream::Config { subjects: vec!["s".into()], ..stored.clone() };
+        assert!(needs_update(&first_round, &wanted), "subjects changed");
+        let single = stream::Config { num_replicas: 3, ..stored };
+        assert!(needs_update(&single, &wanted), "replicas changed");
+    }
 }

@@ -12,18 +12,20 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
+use async_nats::Message;
 use futures::StreamExt;
 
 use artifacts_schemas::{Architecture, BuildKind, Endpoint, RequestError};
 
+use artifacts_runtime::auth::Authenticator;
+use artifacts_runtime::configuration::native_architecture;
+use artifacts_runtime::jobs::{self, Delivery, WorkerSpec};
+use artifacts_runtime::nats::unavailable;
+use artifacts_runtime::service::{self, Reply, Request, ServiceSpec};
+use artifacts_runtime::{Nats, Settings};
+
 use crate::attempt::{attempt, Build};
-use crate::auth::Authenticator;
-use crate::configuration::native_architecture;
-use crate::jobs::{self, Delivery, WorkerSpec};
 use crate::leftovers;
-use crate::nats::unavailable;
-use crate::service::{self, Reply, Request, ServiceSpec};
-use crate::{Nats, Settings};
 
 /// `$SRV.INFO` metadata key listing the platforms a build function builds, comma-separated.
 pub const ARCHITECTURES_METADATA: &str = "architectures";
@@ -38,13 +40,17 @@ pub struct BuilderSpec {
     pub endpoint: Endpoint,
 }
 
-/// Runs the submission endpoint and one worker per architecture until `shutdown`.
-pub async fn run<J, B, S, SF, M>(
+/// Runs the submission endpoint, the stack-only subject of the builds pushes ask for
+/// ([`Subjects::triggered_builds`](artifacts_schemas::Subjects::triggered_builds)), and one worker per
+/// architecture, until `shutdown`.
+#[allow(clippy::too_many_arguments)]
+pub async fn run<J, B, S, SF, T, TF, M>(
     settings: Settings,
     nats: Nats,
     shutdown: CancellationToken,
     spec: BuilderSpec,
     submit: S,
+    submit_triggered: T,
     make_build: M,
 ) -> anyhow::Result<()>
 where
@@ -52,6 +58,8 @@ where
     B: Build + 'static,
     S: Fn(Nats, Arc<Settings>, Request) -> SF + Send + Sync + 'static,
     SF: Future<Output = Reply> + Send + 'static,
+    T: Fn(Nats, Arc<Settings>, Message) -> TF + Send + Sync + 'static,
+    TF: Future<Output = Reply> + Send + 'static,
     M: Fn(Nats, Arc<Settings>, J) -> B + Clone + Send + Sync + 'static,
 {
     let settings = Arc::new(settings);
@@ -83,6 +91,13 @@ where
         move |request| submit(submit_nats.clone(), Arc::clone(&submit_settings), request),
         shutdown.clone(),
     );
+    let (triggered_nats, triggered_settings) = (nats.clone(), Arc::clone(&settings));
+    let triggered = service::serve_stack_only(
+        &nats,
+        nats.subjects.triggered_builds(spec.kind),
+        move |message| submit_triggered(triggered_nats.clone(), Arc::clone(&triggered_settings), message),
+        shutdown.clone(),
+    );
     leftovers::sweep(&nats, &settings).await;
     let workers = architectures.into_iter().map(|architecture| {
         let worker = WorkerSpec {
@@ -105,7 +120,7 @@ where
             jobs::work(&nats, worker, handle, shutdown).await
         }
     });
-    tokio::try_join!(submissions, futures::future::try_join_all(workers))?;
+    tokio::try_join!(submissions, triggered, futures::future::try_join_all(workers))?;
     Ok(())
 }
 

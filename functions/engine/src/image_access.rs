@@ -14,9 +14,10 @@
 //! a component name: it is read as that component's, on the branch its image records there name (else
 //! on the branch of the component's next submission, which completes the record).
 
-use crate::Nats;
 use artifacts_schemas::{BranchName, ComponentName, Failure, ImageRepository, RequestError};
 use artifacts_store::RepositoryOwner;
+
+use artifacts_runtime::Nats;
 
 /// Records that the repository of (`component`, `branch`) holds that pair's images, or checks that it
 /// already does: a submission calls it before its build is queued. 409 when another pair owns the name.

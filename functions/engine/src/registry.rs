@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use artifacts_schemas::Architecture;
 
-use crate::registry_auth::{builder_password, BUILDER_USER};
-use crate::Settings;
+use artifacts_runtime::registry_auth::{builder_password, BUILDER_USER};
+use artifacts_runtime::Settings;
 
 /// The manifest kinds Docker and the registry exchange, newest first.
 const MANIFEST_TYPES: &str = "application/vnd.docker.distribution.manifest.v2+json, \
@@ -461,8 +461,8 @@ pub struct Swept {
 /// the blobs no manifest refers to any more (after [`delete_manifest`]). Must run with no push in
 /// flight ([`artifacts_store::Store::registry_sweep`]). Killed after [`artifacts_store::SWEEP_LIMIT`].
 pub async fn sweep_blobs(storage_dir: &std::path::Path) -> Result<Swept, String> {
-    let program = crate::find_program("docker-registry")
-        .or_else(|| crate::find_program("registry"))
+    let program = artifacts_runtime::find_program("docker-registry")
+        .or_else(|| artifacts_runtime::find_program("registry"))
         .ok_or("docker-registry is not installed here (Debian: apt-get install docker-registry)")?;
     // The command needs only the storage section; the registry's own file may name another root (its
     // environment overrides it) or not be readable here.

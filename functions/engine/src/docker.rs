@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use bollard::Docker;
 
+use artifacts_runtime::configuration::Settings;
+
 use crate::attempt::BuildFailure;
-use crate::configuration::Settings;
 
 /// Connects to `docker.host` (else `DOCKER_HOST`, else the local socket) and negotiates the API version:
 /// Debian's engine answers 1.41 and refuses bollard's newer default.

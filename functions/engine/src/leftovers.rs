@@ -14,8 +14,8 @@ use bollard::Docker;
 
 use artifacts_schemas::BuildId;
 
-use crate::nats::Nats;
-use crate::Settings;
+use artifacts_runtime::nats::Nats;
+use artifacts_runtime::Settings;
 
 /// The label every build container carries, valued with its build id.
 pub const BUILD_ID_LABEL: &str = "artifacts.build-id";

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
-use artifacts_runtime::attempt::BuildFailure;
+use crate::attempt::BuildFailure;
 use artifacts_runtime::configuration::{redact_url, GitSettings};
 use artifacts_schemas::{GitUrl, RequestError, TagName};
 
@@ -23,6 +23,13 @@ pub struct Checkout {
     pub commit_time: u64,
     /// `tag` named a git tag, not a branch (a clone of a tag has no branch checked out).
     pub is_tag: bool,
+}
+
+/// A URL this deployment may clone: an allowed scheme, and for `file://` a path under `git.file_roots`.
+pub fn checked_url(url: &str, settings: &GitSettings) -> Result<GitUrl, RequestError> {
+    let url = GitUrl::parse(url, &settings.allowed_schemes)?;
+    check_file_root(&url, settings)?;
+    Ok(url)
 }
 
 /// A local repository (`file://` or a bare path) must lie under one of `git.file_roots` once every link
@@ -118,7 +125,7 @@ fn plain_git_error(stderr: &str, shown: &str, tag: &TagName) -> (bool, String) {
 }
 
 /// How long asking a repository which commit a ref names may take (a submission waits for it).
-const RESOLVE_TIMEOUT: Duration = Duration::from_secs(30);
+pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The commit `tag` (a branch or a tag, as `git clone --branch` takes it) names in the repository now:
 /// with the rest of a submission it identifies identical builds. A ref the repository lacks and a

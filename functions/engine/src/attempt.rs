@@ -36,13 +36,13 @@ use tokio_util::sync::CancellationToken;
 use artifacts_schemas::{Architecture, BuildId, BuildRecord, BuildResult, BuildStatus, RequestError, Timestamp};
 use artifacts_store::StoreError;
 
-use crate::configuration::native_architecture;
+use artifacts_runtime::configuration::native_architecture;
+use artifacts_runtime::jobs::{Delivery, Outcome};
+use artifacts_runtime::logs::BuildLog;
+use artifacts_runtime::nats::Nats;
+use artifacts_runtime::Settings;
 
-use crate::jobs::{Delivery, Outcome};
 use crate::leftovers;
-use crate::logs::BuildLog;
-use crate::nats::Nats;
-use crate::Settings;
 
 /// A job whose build record is still missing this long after it was queued was never recorded (its
 /// submitter died between queueing and recording it): it is dropped.
@@ -223,7 +223,7 @@ async fn requeue(nats: &Nats, build_id: &BuildId, message: String, uncount: bool
         .update_build(build_id, |record| {
             record.status = BuildStatus::Queued;
             record.lease_expires_at = None;
-            record.error_message = Some(crate::logs::strip_terminal_codes(&message).into_owned());
+            record.error_message = Some(artifacts_runtime::logs::strip_terminal_codes(&message).into_owned());
             record.waiting_on = waiting_on.clone();
             if uncount {
                 record.attempts = record.attempts.saturating_sub(1);
@@ -342,7 +342,7 @@ async fn conclude<B: Build>(nats: &Nats, build: &B, log: &mut BuildLog, result: 
             return Outcome::Retry(Duration::from_secs(5));
         }
     };
-    crate::metrics::count_build(finished.work.kind(), finished.status);
+    artifacts_runtime::metrics::count_build(finished.work.kind(), finished.status);
     log.end(status).await;
     tracing::info!(%build_id, ?status, "build ended");
     Outcome::Done
@@ -354,7 +354,7 @@ pub fn finish(record: &mut BuildRecord, status: BuildStatus, result: Option<Buil
     record.finished_at = Some(Timestamp::now());
     record.lease_expires_at = None;
     record.work.set_result(result);
-    record.error_message = error.map(|message| crate::logs::strip_terminal_codes(&message).into_owned());
+    record.error_message = error.map(|message| artifacts_runtime::logs::strip_terminal_codes(&message).into_owned());
     record.waiting_on.clear();
 }
 

@@ -10,7 +10,9 @@
 
 use artifacts_schemas::{Architecture, BranchName, ComponentName, ImageQuery, ImageRecord, ImageRepository};
 
-use crate::{registry, Nats, Settings};
+use artifacts_runtime::{Nats, Settings};
+
+use crate::registry;
 
 /// The tag every multi-platform list is published under.
 pub const NEUTRAL_TAG: &str = "latest";
